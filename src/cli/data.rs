@@ -1,0 +1,115 @@
+//! `masklm data preview`: corrupted batches exactly as training sees them.
+
+use super::ConfigArgs;
+use crate::data::batches::{Batch, TrainStream};
+use crate::data::masking::IGNORE_LABEL;
+use crate::data::{Datasets, corruption, tokenizer_for};
+use crate::tokenizer::BertTokenizer;
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use serde_json::json;
+use std::io::Write;
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Print the first training micro-batches, corrupted as training will see them
+    Preview(PreviewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// How many micro-batches to print
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub batches: usize,
+    /// One JSON object per batch and line: input_ids, attention_mask, labels, original_ids,
+    /// special_ids
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(c: DataCommand) -> Result<()> {
+    match c {
+        DataCommand::Preview(a) => preview(a),
+    }
+}
+
+fn preview(a: PreviewArgs) -> Result<()> {
+    let cfg = a.config.load()?;
+    super::set_threads(cfg.train.threads);
+    let tok = tokenizer_for(&cfg)?;
+    let data = Datasets::prepare(&cfg, &tok)?;
+    let mut stream = TrainStream::new(data.train, corruption(&cfg, &tok), cfg.train.batch_size);
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    for k in 0..a.batches {
+        let pos = (k * cfg.train.batch_size) as u64;
+        let b = stream.batch_at(pos);
+        if a.json {
+            writeln!(out, "{}", batch_json(&b, &tok, pos))?;
+        } else {
+            write_readable(&mut out, &b, &tok, k, pos)?;
+        }
+    }
+    Ok(())
+}
+
+fn rows<T: Copy>(v: &[T], seq_len: usize) -> Vec<Vec<T>> {
+    v.chunks(seq_len).map(<[T]>::to_vec).collect()
+}
+
+pub fn batch_json(b: &Batch, tok: &BertTokenizer, position: u64) -> serde_json::Value {
+    json!({
+        "position": position,
+        "input_ids": rows(&b.input_ids, b.seq_len),
+        "attention_mask": rows(&b.attention_mask, b.seq_len),
+        "labels": rows(&b.labels, b.seq_len),
+        "original_ids": rows(&b.original_ids, b.seq_len),
+        "special_ids": tok.specials(),
+    })
+}
+
+/// Each row as tokens, a selected one shown as `⟦original→input⟧` (`⟦original⟧` when it was
+/// left unchanged), trailing padding folded into `[PAD]×n`.
+fn write_readable(
+    out: &mut impl Write,
+    b: &Batch,
+    tok: &BertTokenizer,
+    k: usize,
+    pos: u64,
+) -> Result<()> {
+    writeln!(
+        out,
+        "batch {k} (stream rows {pos}..{}), {} positions selected",
+        pos + b.batch_size as u64,
+        b.selected
+    )?;
+    let pad = tok.specials().pad;
+    for r in 0..b.batch_size {
+        let range = r * b.seq_len..(r + 1) * b.seq_len;
+        let (inp, orig, lab) = (
+            &b.input_ids[range.clone()],
+            &b.original_ids[range.clone()],
+            &b.labels[range],
+        );
+        let n_pad = orig.iter().rev().take_while(|&&t| t == pad).count();
+        let mut words = Vec::new();
+        for i in 0..b.seq_len - n_pad {
+            let o = tok.token(orig[i]);
+            words.push(if lab[i] == IGNORE_LABEL {
+                o
+            } else if inp[i] == orig[i] {
+                format!("⟦{o}⟧")
+            } else {
+                format!("⟦{o}→{}⟧", tok.token(inp[i]))
+            });
+        }
+        if n_pad > 0 {
+            words.push(format!("[PAD]×{n_pad}"));
+        }
+        let n_sel = lab.iter().filter(|&&l| l != IGNORE_LABEL).count();
+        writeln!(out, "  row {r} ({n_sel} selected): {}", words.join(" "))?;
+    }
+    Ok(())
+}

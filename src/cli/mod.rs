@@ -1,0 +1,63 @@
+//! The command line: one file per subcommand. `train`, `eval`, `fill-mask`, `export`, `import`,
+//! `bench` and `plot` are reserved names for the subcommands still to come.
+
+mod data;
+mod tokenizer;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "masklm",
+    version,
+    about = "BERT-style masked-language-model pretraining"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a WordPiece tokenizer (BERT's: [PAD] [UNK] [CLS] [SEP] [MASK], ## continuations)
+    Tokenizer(tokenizer::TokenizerArgs),
+    /// Inspect the data pipeline
+    #[command(subcommand)]
+    Data(data::DataCommand),
+}
+
+/// `--config FILE` and repeatable `--set section.key=value`, shared by every subcommand that
+/// reads a config.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// TOML config file (default: the embedded configs/default.toml)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override one key, e.g. --set data.mask_prob=0.3 or --set 'data.train=["a.txt"]'
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+impl ConfigArgs {
+    pub fn load(&self) -> anyhow::Result<crate::config::Config> {
+        crate::config::Config::load(self.config.as_deref(), &self.sets)
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Tokenizer(a) => tokenizer::run(a),
+        Command::Data(c) => data::run(c),
+    }
+}
+
+/// Sizes the global rayon pool (CPU backends and tokenization); 0 keeps one thread per core.
+pub fn set_threads(threads: usize) {
+    if threads > 0 {
+        // Fails only if the pool was already built, which keeps the earlier size: harmless.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global();
+    }
+}

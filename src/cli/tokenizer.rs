@@ -1,0 +1,53 @@
+//! `masklm tokenizer`: train a WordPiece tokenizer on a corpus.
+
+use crate::data::{corpus, train_tokenizer};
+use crate::error::UsageError;
+use crate::tokenizer::SPECIAL_TOKENS;
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct TokenizerArgs {
+    /// Corpus files or folders (every *.txt inside, sorted)
+    #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
+    pub corpus: Vec<PathBuf>,
+    /// Target vocabulary size, special tokens included (BERT: 30522)
+    #[arg(long, value_name = "N")]
+    pub vocab_size: usize,
+    /// Output tokenizer.json; vocab.txt is written beside it
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Keep case and accents (default: lowercase and strip accents, as BERT uncased)
+    #[arg(long)]
+    pub cased: bool,
+}
+
+pub fn run(a: TokenizerArgs) -> Result<()> {
+    if a.vocab_size <= SPECIAL_TOKENS.len() {
+        return Err(UsageError::new(format!(
+            "--vocab-size {} is too small for the {} special tokens; use at least {}",
+            a.vocab_size,
+            SPECIAL_TOKENS.len(),
+            SPECIAL_TOKENS.len() + 1
+        ))
+        .into());
+    }
+    if a.out.is_dir() {
+        crate::usage!(
+            "--out {} is a folder; give a file path such as {}/tokenizer.json",
+            a.out.display(),
+            a.out.display()
+        );
+    }
+    let files = corpus::expand_paths(&a.corpus)?;
+    let tok = train_tokenizer(&files, a.vocab_size, !a.cased)?;
+    tok.save(&a.out)?;
+    println!(
+        "wrote {} and {} (vocabulary of {} tokens)",
+        a.out.display(),
+        a.out.with_file_name("vocab.txt").display(),
+        tok.vocab_size()
+    );
+    Ok(())
+}

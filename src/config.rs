@@ -1,0 +1,561 @@
+//! One typed configuration tree: built-in defaults < TOML file < `--set section.key=value`.
+//!
+//! Every key is known: an unknown section or key is an error that names it. Every value is
+//! checked once, in [`Config::validate`], with a message that says what is wrong and what is
+//! allowed; nothing downstream re-checks. `[model]` keys are Hugging Face `BertConfig` names so
+//! that `config.json` export is a direct copy.
+
+use crate::error::UsageError;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The default run (`masklm train` without `--config`), embedded so that the binary always has it.
+pub const DEFAULT_TOML: &str = include_str!("../configs/default.toml");
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub model: ModelConfig,
+    pub tokenizer: TokenizerConfig,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+}
+
+/// HF `BertConfig` names and defaults (bert-base-uncased). `vocab_size` is not here: it is the
+/// tokenizer's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub hidden_dropout_prob: f64,
+    pub attention_probs_dropout_prob: f64,
+    pub layer_norm_eps: f64,
+    pub initializer_range: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            hidden_size: 768,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            intermediate_size: 3072,
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            hidden_dropout_prob: 0.1,
+            attention_probs_dropout_prob: 0.1,
+            layer_norm_eps: 1e-12,
+            initializer_range: 0.02,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenizerConfig {
+    /// Loaded if the file exists, else trained on `data.train` and saved here.
+    pub path: PathBuf,
+    pub vocab_size: usize,
+    pub lowercase: bool,
+}
+
+impl Default for TokenizerConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("tokenizer.json"),
+            vocab_size: 30522,
+            lowercase: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Packing {
+    /// HF `group_texts`: documents concatenated, cut into blocks of seq_len - 2, each wrapped in
+    /// [CLS] … [SEP]. No padding.
+    Packed,
+    /// One line per row, truncated to seq_len (specials included) and padded.
+    Line,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    pub train: Vec<PathBuf>,
+    /// When empty, the first `validation_split_percentage`% of the training rows are held out
+    /// (HF `run_mlm.py` takes `train[:5%]` the same way).
+    pub valid: Vec<PathBuf>,
+    pub validation_split_percentage: f64,
+    pub seq_len: usize,
+    pub packing: Packing,
+    pub mask_prob: f64,
+    pub mask_token_prob: f64,
+    pub random_token_prob: f64,
+    pub whole_word_masking: bool,
+    /// Where tokenized corpora are cached; empty means `$XDG_CACHE_HOME/masklm` or
+    /// `~/.cache/masklm`.
+    pub cache_dir: PathBuf,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            train: Vec::new(),
+            valid: Vec::new(),
+            validation_split_percentage: 5.0,
+            seq_len: 128,
+            packing: Packing::Packed,
+            mask_prob: 0.15,
+            mask_token_prob: 0.8,
+            random_token_prob: 0.1,
+            whole_word_masking: false,
+            cache_dir: PathBuf::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Linear,
+    Cosine,
+    Constant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendName {
+    Flex,
+    Ndarray,
+    Wgpu,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub out_dir: PathBuf,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub grad_accum_steps: usize,
+    pub learning_rate: f64,
+    pub warmup_steps: u64,
+    pub schedule: Schedule,
+    pub weight_decay: f64,
+    /// Global-norm clipping threshold; 0 disables clipping (as in HF).
+    pub max_grad_norm: f64,
+    pub seed: u64,
+    /// Evaluate every N optimizer steps; 0 evaluates only at the end.
+    pub eval_every: u64,
+    /// Checkpoint every N optimizer steps; 0 checkpoints only at the end.
+    pub save_every: u64,
+    pub keep_checkpoints: usize,
+    pub backend: BackendName,
+    /// Worker threads for the CPU backends and tokenization; 0 uses every core.
+    pub threads: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            out_dir: PathBuf::from("checkpoints/run"),
+            steps: 1000,
+            batch_size: 32,
+            grad_accum_steps: 1,
+            learning_rate: 1e-4,
+            warmup_steps: 100,
+            schedule: Schedule::Linear,
+            weight_decay: 0.01,
+            max_grad_norm: 1.0,
+            seed: 42,
+            eval_every: 500,
+            save_every: 500,
+            keep_checkpoints: 3,
+            backend: BackendName::Flex,
+            threads: 0,
+        }
+    }
+}
+
+/// Where a configuration comes from, for messages.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Embedded,
+    File(PathBuf),
+}
+
+impl Config {
+    /// Defaults < `file` (or the embedded default when `None`) < each `--set` in order.
+    pub fn load(file: Option<&Path>, sets: &[String]) -> anyhow::Result<Config> {
+        let (text, source) = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    UsageError::new(format!("cannot read config file {}: {e}", p.display()))
+                })?;
+                (text, Source::File(p.to_path_buf()))
+            }
+            None => (DEFAULT_TOML.to_string(), Source::Embedded),
+        };
+        Self::from_toml_str(&text, &source, sets)
+    }
+
+    pub fn from_toml_str(text: &str, source: &Source, sets: &[String]) -> anyhow::Result<Config> {
+        let name = match source {
+            Source::Embedded => "the embedded configs/default.toml".to_string(),
+            Source::File(p) => p.display().to_string(),
+        };
+        let mut table: toml::Table = toml::from_str(text)
+            .map_err(|e| UsageError::new(format!("{name} is not valid TOML: {e}")))?;
+        for set in sets {
+            apply_set(&mut table, set)?;
+        }
+        let cfg: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let path = e.path().to_string();
+                UsageError::new(format!(
+                    "config key `{path}` (from {name} or --set): {}",
+                    e.inner()
+                ))
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Every rule on values, checked once. Each message names the key, the value and what is
+    /// allowed.
+    pub fn validate(&self) -> Result<(), UsageError> {
+        let mut errs: Vec<String> = Vec::new();
+        let m = &self.model;
+        for (key, v) in [
+            ("hidden_size", m.hidden_size),
+            ("num_hidden_layers", m.num_hidden_layers),
+            ("num_attention_heads", m.num_attention_heads),
+            ("intermediate_size", m.intermediate_size),
+            ("type_vocab_size", m.type_vocab_size),
+        ] {
+            if v == 0 {
+                errs.push(format!("model.{key} is 0; it must be at least 1"));
+            }
+        }
+        if m.num_attention_heads > 0 && !m.hidden_size.is_multiple_of(m.num_attention_heads) {
+            errs.push(format!(
+                "model.hidden_size {} is not divisible by model.num_attention_heads {}; pick sizes \
+                 where hidden_size = num_attention_heads × head size (e.g. 256 and 4)",
+                m.hidden_size, m.num_attention_heads
+            ));
+        }
+        for (key, v) in [
+            ("hidden_dropout_prob", m.hidden_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                m.attention_probs_dropout_prob,
+            ),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                errs.push(format!("model.{key} is {v}; it must be in [0, 1)"));
+            }
+        }
+        if !(m.layer_norm_eps > 0.0 && m.layer_norm_eps < 1.0) {
+            errs.push(format!(
+                "model.layer_norm_eps is {}; it must be in (0, 1), BERT uses 1e-12",
+                m.layer_norm_eps
+            ));
+        }
+        if !(m.initializer_range > 0.0 && m.initializer_range.is_finite()) {
+            errs.push(format!(
+                "model.initializer_range is {}; it must be > 0, BERT uses 0.02",
+                m.initializer_range
+            ));
+        }
+
+        let t = &self.tokenizer;
+        if t.vocab_size <= crate::tokenizer::SPECIAL_TOKENS.len() {
+            errs.push(format!(
+                "tokenizer.vocab_size {} is too small: the {} special tokens {} need room, so it \
+                 must be at least {} (BERT uses 30522)",
+                t.vocab_size,
+                crate::tokenizer::SPECIAL_TOKENS.len(),
+                crate::tokenizer::SPECIAL_TOKENS.join(" "),
+                crate::tokenizer::SPECIAL_TOKENS.len() + 1
+            ));
+        }
+        if t.path.as_os_str().is_empty() {
+            errs.push("tokenizer.path is empty; give a file such as \"tokenizer.json\"".into());
+        }
+
+        let d = &self.data;
+        if d.train.is_empty() {
+            errs.push(
+                "data.train is empty; list corpus files or folders, e.g. --set 'data.train=[\"corpus.txt\"]'"
+                    .into(),
+            );
+        }
+        if !(d.validation_split_percentage > 0.0 && d.validation_split_percentage <= 50.0) {
+            errs.push(format!(
+                "data.validation_split_percentage is {}; it must be in (0, 50]",
+                d.validation_split_percentage
+            ));
+        }
+        if d.seq_len < 3 {
+            errs.push(format!(
+                "data.seq_len {} is below 3; a row needs [CLS], one token and [SEP]",
+                d.seq_len
+            ));
+        } else if d.seq_len > m.max_position_embeddings {
+            errs.push(format!(
+                "data.seq_len {} exceeds model.max_position_embeddings {}; lower seq_len or raise \
+                 max_position_embeddings",
+                d.seq_len, m.max_position_embeddings
+            ));
+        }
+        if !(d.mask_prob > 0.0 && d.mask_prob < 1.0) {
+            errs.push(format!(
+                "data.mask_prob is {}; it must be in (0, 1), BERT uses 0.15",
+                d.mask_prob
+            ));
+        }
+        for (key, v) in [
+            ("mask_token_prob", d.mask_token_prob),
+            ("random_token_prob", d.random_token_prob),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                errs.push(format!("data.{key} is {v}; it must be in [0, 1]"));
+            }
+        }
+        if d.mask_token_prob + d.random_token_prob > 1.0 + 1e-12 {
+            errs.push(format!(
+                "data.mask_token_prob {} + data.random_token_prob {} = {} exceeds 1; the rest \
+                 (1 - both) is the share left unchanged (BERT: 0.8 + 0.1, 0.1 unchanged)",
+                d.mask_token_prob,
+                d.random_token_prob,
+                d.mask_token_prob + d.random_token_prob
+            ));
+        }
+
+        let r = &self.train;
+        if r.steps == 0 {
+            errs.push("train.steps is 0; it must be at least 1".into());
+        }
+        if r.batch_size == 0 {
+            errs.push("train.batch_size is 0; it must be at least 1".into());
+        }
+        if r.grad_accum_steps == 0 {
+            errs.push(
+                "train.grad_accum_steps is 0; it must be at least 1 (1 = no accumulation)".into(),
+            );
+        }
+        if !(r.learning_rate > 0.0 && r.learning_rate < 1.0) {
+            errs.push(format!(
+                "train.learning_rate is {}; it must be in (0, 1)",
+                r.learning_rate
+            ));
+        }
+        if r.warmup_steps > r.steps {
+            errs.push(format!(
+                "train.warmup_steps {} exceeds train.steps {}; warm up for fewer steps",
+                r.warmup_steps, r.steps
+            ));
+        }
+        if !(r.weight_decay >= 0.0 && r.weight_decay.is_finite()) {
+            errs.push(format!(
+                "train.weight_decay is {}; it must be >= 0",
+                r.weight_decay
+            ));
+        }
+        if !(r.max_grad_norm >= 0.0 && r.max_grad_norm.is_finite()) {
+            errs.push(format!(
+                "train.max_grad_norm is {}; it must be >= 0 (0 disables clipping)",
+                r.max_grad_norm
+            ));
+        }
+        if r.keep_checkpoints == 0 {
+            errs.push("train.keep_checkpoints is 0; it must be at least 1".into());
+        }
+        if r.out_dir.as_os_str().is_empty() {
+            errs.push("train.out_dir is empty; give a folder such as \"checkpoints/run\"".into());
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(UsageError::new(format!(
+                "invalid config:\n  - {}",
+                errs.join("\n  - ")
+            )))
+        }
+    }
+
+    /// The exact TOML that reproduces this configuration (saved into every run folder).
+    pub fn to_toml(&self) -> String {
+        // Serializing a plain struct tree of strings, numbers and lists cannot fail.
+        toml::to_string_pretty(self).expect("config serializes to TOML")
+    }
+}
+
+/// Applies one `section.key=value`. The value is read as TOML when it parses as a TOML value,
+/// else taken as a plain string, so `--set train.backend=flex` works without quotes.
+fn apply_set(table: &mut toml::Table, set: &str) -> Result<(), UsageError> {
+    let Some((key, raw)) = set.split_once('=') else {
+        return Err(UsageError::new(format!(
+            "--set {set:?} has no '='; write --set section.key=value, e.g. --set data.mask_prob=0.3"
+        )));
+    };
+    let key = key.trim();
+    let Some((section, field)) = key.split_once('.') else {
+        return Err(UsageError::new(format!(
+            "--set key {key:?} has no section; write section.key, e.g. model.hidden_size"
+        )));
+    };
+    let known = known_keys(section).ok_or_else(|| {
+        UsageError::new(format!(
+            "--set {key}: unknown section `{section}`; sections are model, tokenizer, data, train"
+        ))
+    })?;
+    if !known.iter().any(|k| k == field) {
+        return Err(UsageError::new(format!(
+            "--set {key}: unknown key `{field}` in [{section}]; known keys: {}",
+            known.join(", ")
+        )));
+    }
+    let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").expect("the key parsed above"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let entry = table
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match entry {
+        toml::Value::Table(t) => {
+            t.insert(field.to_string(), value);
+            Ok(())
+        }
+        _ => Err(UsageError::new(format!(
+            "config `{section}` must be a [section] table"
+        ))),
+    }
+}
+
+/// Key names of each section, read from the serialized defaults so the list cannot drift from
+/// the structs.
+fn known_keys(section: &str) -> Option<Vec<String>> {
+    let defaults = toml::Table::try_from(Config::default()).expect("defaults serialize to TOML");
+    match defaults.get(section) {
+        Some(toml::Value::Table(t)) => Some(t.keys().cloned().collect()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str =
+        "[data]\ntrain = [\"c.txt\"]\n[model]\nhidden_size = 64\nnum_attention_heads = 4\n";
+
+    fn load(text: &str, sets: &[&str]) -> anyhow::Result<Config> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Config::from_toml_str(text, &Source::File("t.toml".into()), &sets)
+    }
+
+    fn err(text: &str, sets: &[&str]) -> String {
+        let e = load(text, sets).expect_err("config should be refused");
+        assert!(
+            e.downcast_ref::<UsageError>().is_some(),
+            "a usage error: {e:#}"
+        );
+        format!("{e:#}")
+    }
+
+    #[test]
+    fn defaults_then_file_then_set() {
+        let c = load(BASE, &["model.hidden_size=96", "train.backend=ndarray"]).unwrap();
+        assert_eq!(c.model.hidden_size, 96, "--set beats the file");
+        assert_eq!(c.model.num_attention_heads, 4, "the file beats defaults");
+        assert_eq!(c.model.intermediate_size, 3072, "defaults fill the rest");
+        assert_eq!(
+            c.train.backend,
+            BackendName::Ndarray,
+            "plain strings need no quotes"
+        );
+        let c = load(
+            BASE,
+            &["data.train=[\"a.txt\", \"b.txt\"]", "data.mask_prob=0.3"],
+        )
+        .unwrap();
+        assert_eq!(
+            c.data.train,
+            vec![PathBuf::from("a.txt"), PathBuf::from("b.txt")]
+        );
+        assert_eq!(c.data.mask_prob, 0.3);
+    }
+
+    #[test]
+    fn saved_toml_reloads_to_the_same_config() {
+        let c = load(BASE, &["data.packing=line"]).unwrap();
+        assert_eq!(load(&c.to_toml(), &[]).unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        assert!(err(&format!("{BASE}[train]\nstepz = 3\n"), &[]).contains("stepz"));
+        assert!(err("[modle]\nx = 1\n", &[]).contains("modle"));
+        let e = err(BASE, &["train.stepz=3"]);
+        assert!(
+            e.contains("stepz") && e.contains("steps"),
+            "lists the known keys: {e}"
+        );
+        assert!(err(BASE, &["nosection=3"]).contains("nosection"));
+        assert!(err(BASE, &["train.steps"]).contains("no '='"));
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let e = err(BASE, &["model.hidden_size=abc"]);
+        assert!(e.contains("model.hidden_size") && e.contains("abc"), "{e}");
+        let e = err(BASE, &["data.packing=zip"]);
+        assert!(e.contains("data.packing") && e.contains("line"), "{e}");
+        assert!(err(&format!("{BASE}[train]\nsteps = -1\n"), &[]).contains("train.steps"));
+    }
+
+    #[test]
+    fn out_of_range_values_say_what_is_allowed() {
+        for (set, needle) in [
+            ("data.mask_prob=0", "data.mask_prob"),
+            ("data.mask_prob=1.0", "(0, 1)"),
+            ("data.mask_token_prob=0.95", "exceeds 1"),
+            (
+                "model.hidden_size=250",
+                "not divisible by model.num_attention_heads 4",
+            ),
+            ("data.seq_len=2", "below 3"),
+            (
+                "data.seq_len=1024",
+                "exceeds model.max_position_embeddings 512",
+            ),
+            ("tokenizer.vocab_size=5", "too small"),
+            ("train.warmup_steps=5000", "exceeds train.steps"),
+            ("train.batch_size=0", "train.batch_size"),
+            ("model.hidden_dropout_prob=1.5", "[0, 1)"),
+        ] {
+            let e = err(BASE, &[set]);
+            assert!(e.contains(needle), "--set {set}: {e}");
+        }
+        assert!(err("", &[]).contains("data.train is empty"));
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        for name in ["default", "tiny", "bert-base"] {
+            let p = PathBuf::from(format!("configs/{name}.toml"));
+            Config::load(Some(&p), &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        }
+        assert_eq!(
+            Config::load(None, &[]).unwrap(),
+            Config::load(Some(Path::new("configs/default.toml")), &[]).unwrap()
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! The data pipeline: text → ids → rows → corrupted batches. Only the batcher beyond this
+//! module touches tensors.
+
+pub mod batches;
+pub mod corpus;
+pub mod encoded;
+pub mod masking;
+pub mod rows;
+
+use crate::config::Config;
+use crate::error::UsageError;
+use crate::tokenizer::BertTokenizer;
+use anyhow::{Context, Result};
+use batches::{Corruption, RowSet};
+use encoded::Encoded;
+use masking::MaskingParams;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The tokenizer of a config: loaded from `tokenizer.path` when it exists, else trained on
+/// `data.train` and saved there (with vocab.txt beside it).
+pub fn tokenizer_for(cfg: &Config) -> Result<BertTokenizer> {
+    let path = &cfg.tokenizer.path;
+    if path.exists() {
+        return BertTokenizer::load(path);
+    }
+    let files = corpus::expand_paths(&cfg.data.train)?;
+    eprintln!(
+        "training a WordPiece tokenizer (vocab {}) on {} → {}",
+        cfg.tokenizer.vocab_size,
+        encoded::describe(&files),
+        path.display()
+    );
+    let tok = train_tokenizer(&files, cfg.tokenizer.vocab_size, cfg.tokenizer.lowercase)?;
+    tok.save(path)
+        .with_context(|| format!("saving tokenizer to {}", path.display()))?;
+    Ok(tok)
+}
+
+/// Trains on the pieces of `files`, stopping at the first read error (which is returned).
+pub fn train_tokenizer(
+    files: &[PathBuf],
+    vocab_size: usize,
+    lowercase: bool,
+) -> Result<BertTokenizer> {
+    let mut first_err: Option<anyhow::Error> = None;
+    let mut n_pieces = 0usize;
+    let pieces = corpus::PieceReader::new(files.to_vec()).map_while(|p| match p {
+        Ok(p) => {
+            n_pieces += 1;
+            Some(p.text)
+        }
+        Err(e) => {
+            first_err = Some(e);
+            None
+        }
+    });
+    let tok = BertTokenizer::train(pieces, vocab_size, lowercase);
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    if n_pieces == 0 {
+        return Err(UsageError::new(format!(
+            "corpus {} has no text to train a tokenizer on",
+            encoded::describe(files)
+        ))
+        .into());
+    }
+    tok
+}
+
+/// Train and validation rows of a config, over a tokenizer.
+pub struct Datasets {
+    pub train: RowSet,
+    pub valid: RowSet,
+}
+
+impl Datasets {
+    pub fn prepare(cfg: &Config, tok: &BertTokenizer) -> Result<Datasets> {
+        let cache = if cfg.data.cache_dir.as_os_str().is_empty() {
+            encoded::default_cache_dir()
+        } else {
+            cfg.data.cache_dir.clone()
+        };
+        let rows_of = |paths: &[PathBuf], what: &str| -> Result<RowSet> {
+            let files = corpus::expand_paths(paths)?;
+            let (enc, _hit) = Encoded::cached(&files, tok, &cache)?;
+            let spans = rows::spans(
+                cfg.data.packing,
+                enc.ids.len(),
+                &enc.line_ends,
+                cfg.data.seq_len,
+            );
+            if spans.is_empty() {
+                return Err(UsageError::new(format!(
+                    "{what} corpus {} has {} tokens: not enough for one row of data.seq_len {}; \
+                     add text or lower seq_len",
+                    encoded::describe(&files),
+                    enc.ids.len(),
+                    cfg.data.seq_len
+                ))
+                .into());
+            }
+            Ok(RowSet {
+                ids: Arc::new(enc.ids),
+                spans: Arc::new(spans),
+                seq_len: cfg.data.seq_len,
+            })
+        };
+        let train = rows_of(&cfg.data.train, "training")?;
+        if !cfg.data.valid.is_empty() {
+            let valid = rows_of(&cfg.data.valid, "validation")?;
+            return Ok(Datasets { train, valid });
+        }
+        let spans = train.spans.as_ref().clone();
+        let n = spans.len();
+        let (valid, train_spans) = rows::split_first(spans, cfg.data.validation_split_percentage)
+            .ok_or_else(|| {
+            UsageError::new(format!(
+                "the training corpus gives only {n} row(s) of data.seq_len {}: too few to hold out \
+                     validation rows; add text, lower seq_len or set data.valid",
+                cfg.data.seq_len
+            ))
+        })?;
+        Ok(Datasets {
+            valid: RowSet {
+                ids: train.ids.clone(),
+                spans: Arc::new(valid),
+                seq_len: train.seq_len,
+            },
+            train: RowSet {
+                ids: train.ids,
+                spans: Arc::new(train_spans),
+                seq_len: train.seq_len,
+            },
+        })
+    }
+}
+
+/// The training corruption of a config.
+pub fn corruption(cfg: &Config, tok: &BertTokenizer) -> Corruption {
+    Corruption {
+        table: Arc::new(tok.token_table()),
+        specials: tok.specials(),
+        params: MaskingParams {
+            mask_prob: cfg.data.mask_prob,
+            mask_token_prob: cfg.data.mask_token_prob,
+            random_token_prob: cfg.data.random_token_prob,
+            whole_word: cfg.data.whole_word_masking,
+        },
+        seed: cfg.train.seed,
+    }
+}

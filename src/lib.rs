@@ -1,0 +1,11 @@
+//! masklm: BERT-style masked-language-model pretraining, built on burn.
+//!
+//! Data flows one way: text → ids ([`tokenizer`], [`data::encoded`]) → rows ([`data::rows`]) →
+//! corrupted batches ([`data::masking`], [`data::batches`]).
+
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod io;
+pub mod tokenizer;

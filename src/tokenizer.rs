@@ -1,0 +1,266 @@
+//! WordPiece tokenizer: trained with HF `tokenizers`, saved as `tokenizer.json` (+ `vocab.txt`)
+//! that HF `tokenizers` and `PreTrainedTokenizerFast` load as they are.
+//!
+//! Special tokens are looked up by name once, here, and never assumed to have fixed ids.
+
+use crate::error::UsageError;
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::path::Path;
+use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::TrainerWrapper;
+use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::{AddedToken, Tokenizer};
+
+/// BERT's special tokens, in the order they get ids 0..5 when masklm trains a tokenizer.
+pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
+/// The continuation prefix of WordPiece sub-words (`play ##ing`).
+pub const CONTINUATION_PREFIX: &str = "##";
+
+/// HF `BertWordPieceTokenizer.train` defaults.
+const MIN_FREQUENCY: u64 = 2;
+const LIMIT_ALPHABET: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SpecialIds {
+    pub pad: u32,
+    pub unk: u32,
+    pub cls: u32,
+    pub sep: u32,
+    pub mask: u32,
+}
+
+impl SpecialIds {
+    pub fn all(&self) -> [u32; 5] {
+        [self.pad, self.unk, self.cls, self.sep, self.mask]
+    }
+}
+
+/// A loaded WordPiece tokenizer with its special ids resolved.
+#[derive(Clone)]
+pub struct BertTokenizer {
+    inner: Tokenizer,
+    specials: SpecialIds,
+    vocab_size: usize,
+}
+
+impl BertTokenizer {
+    /// Trains WordPiece on `lines` as HF's `BertWordPieceTokenizer` does: BERT normalizer
+    /// (lowercasing and accent stripping unless `cased`), BERT pre-tokenizer, `##` continuations,
+    /// `[CLS] $A [SEP]` post-processor.
+    pub fn train<I, S>(lines: I, vocab_size: usize, lowercase: bool) -> Result<Self>
+    where
+        I: Iterator<Item = S> + Send,
+        S: AsRef<str> + Send,
+    {
+        let wordpiece = WordPiece::builder()
+            .unk_token("[UNK]".into())
+            .continuing_subword_prefix(CONTINUATION_PREFIX.into())
+            .build()
+            .map_err(|e| anyhow::anyhow!("building WordPiece model: {e}"))?;
+        let mut tok = Tokenizer::new(wordpiece);
+        // strip_accents None follows `lowercase`, as in BERT uncased / cased.
+        tok.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)));
+        tok.with_pre_tokenizer(Some(BertPreTokenizer));
+        tok.with_decoder(Some(WordPieceDecoder::new(
+            CONTINUATION_PREFIX.into(),
+            true,
+        )));
+        let specials: Vec<AddedToken> = SPECIAL_TOKENS
+            .iter()
+            .map(|t| AddedToken::from(t.to_string(), true))
+            .collect();
+        let mut trainer = TrainerWrapper::WordPieceTrainer(
+            WordPieceTrainer::builder()
+                .vocab_size(vocab_size)
+                .min_frequency(MIN_FREQUENCY)
+                .limit_alphabet(LIMIT_ALPHABET)
+                .special_tokens(specials)
+                .continuing_subword_prefix(CONTINUATION_PREFIX.into())
+                .show_progress(false)
+                .build(),
+        );
+        tok.train(&mut trainer, lines)
+            .map_err(|e| anyhow::anyhow!("training the WordPiece tokenizer: {e}"))?;
+        let cls = tok
+            .token_to_id("[CLS]")
+            .context("trained vocabulary lacks [CLS]")?;
+        let sep = tok
+            .token_to_id("[SEP]")
+            .context("trained vocabulary lacks [SEP]")?;
+        let post = TemplateProcessing::builder()
+            .try_single("[CLS] $A [SEP]")
+            .and_then(|b| b.try_pair("[CLS] $A [SEP] $B:1 [SEP]:1"))
+            .map_err(|e| anyhow::anyhow!("post-processor template: {e}"))?
+            .special_tokens(vec![("[CLS]", cls), ("[SEP]", sep)])
+            .build()
+            .map_err(|e| anyhow::anyhow!("building post-processor: {e}"))?;
+        tok.with_post_processor(Some(post));
+        Self::from_tokenizer(tok, "the trained tokenizer")
+    }
+
+    /// Loads a `tokenizer.json`; refuses one without BERT's special tokens.
+    pub fn load(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            let what = if path.is_dir() {
+                "is a folder, not a file"
+            } else {
+                "does not exist"
+            };
+            return Err(UsageError::new(format!(
+                "tokenizer file {} {what}; give a tokenizer.json written by `masklm tokenizer` or HF",
+                path.display()
+            ))
+            .into());
+        }
+        let tok = Tokenizer::from_file(path).map_err(|e| {
+            UsageError::new(format!(
+                "{} is not a valid tokenizer.json: {e}",
+                path.display()
+            ))
+        })?;
+        Self::from_tokenizer(tok, &path.display().to_string())
+    }
+
+    fn from_tokenizer(inner: Tokenizer, name: &str) -> Result<Self> {
+        let id = |t: &str| {
+            inner.token_to_id(t).ok_or_else(|| {
+                UsageError::new(format!(
+                    "tokenizer {name} has no {t} token; masklm needs {}. Train one with `masklm tokenizer`",
+                    SPECIAL_TOKENS.join(" ")
+                ))
+            })
+        };
+        let specials = SpecialIds {
+            pad: id("[PAD]")?,
+            unk: id("[UNK]")?,
+            cls: id("[CLS]")?,
+            sep: id("[SEP]")?,
+            mask: id("[MASK]")?,
+        };
+        // Ids may have holes in hand-made files: the embedding needs max id + 1 rows.
+        let vocab_size = inner
+            .get_vocab(true)
+            .values()
+            .max()
+            .map_or(0, |&m| m as usize + 1);
+        Ok(Self {
+            inner,
+            specials,
+            vocab_size,
+        })
+    }
+
+    /// Writes `path` (tokenizer.json) and `vocab.txt` beside it, each atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = self.to_json()?;
+        crate::io::write_atomic(path, json.as_bytes())?;
+        let vocab_path = path.with_file_name("vocab.txt");
+        crate::io::write_atomic(&vocab_path, self.vocab_txt().as_bytes())?;
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> Result<String> {
+        self.inner
+            .to_string(true)
+            .map_err(|e| anyhow::anyhow!("serializing tokenizer: {e}"))
+    }
+
+    /// One token per line, line number = id (BERT's vocab.txt).
+    pub fn vocab_txt(&self) -> String {
+        let mut out = String::new();
+        for id in 0..self.vocab_size as u32 {
+            // A hole in the ids gets [unusedN], as in Google's vocab files.
+            match self.inner.id_to_token(id) {
+                Some(t) => out.push_str(&t),
+                None => out.push_str(&format!("[unused{id}]")),
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    pub fn specials(&self) -> SpecialIds {
+        self.specials
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    pub fn token(&self, id: u32) -> String {
+        self.inner
+            .id_to_token(id)
+            .unwrap_or_else(|| format!("[unused{id}]"))
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Token ids without [CLS]/[SEP], texts encoded in parallel.
+    pub fn encode_batch(&self, texts: Vec<&str>) -> Result<Vec<Vec<u32>>> {
+        let encodings = self
+            .inner
+            .encode_batch_fast(texts, false)
+            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
+    }
+
+    /// Token ids of one text with [CLS] … [SEP], as HF `tokenizer(text)` gives them.
+    pub fn encode_with_specials(&self, text: &str) -> Result<Vec<u32>> {
+        let e = self
+            .inner
+            .encode_fast(text, true)
+            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+        Ok(e.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| anyhow::anyhow!("decoding: {e}"))
+    }
+
+    /// What masking needs to know of each id, by id.
+    pub fn token_table(&self) -> crate::data::masking::TokenTable {
+        let mut special = vec![false; self.vocab_size];
+        for id in self.specials.all() {
+            special[id as usize] = true;
+        }
+        // Every other added special token ([unusedN] etc.) is special too, as in HF's
+        // `all_special_ids`.
+        for (id, tok) in self.inner.get_added_tokens_decoder() {
+            if tok.special && (id as usize) < self.vocab_size {
+                special[id as usize] = true;
+            }
+        }
+        let continuation = (0..self.vocab_size as u32)
+            .map(|id| {
+                self.inner
+                    .id_to_token(id)
+                    .is_some_and(|t| t.starts_with(CONTINUATION_PREFIX))
+            })
+            .collect();
+        crate::data::masking::TokenTable::new(special, continuation, self.specials.mask)
+    }
+
+    /// A digest of the tokenizer's full definition (cache keys, checkpoint checks).
+    pub fn fingerprint(&self) -> Result<String> {
+        Ok(blake3::hash(
+            self.inner
+                .to_string(false)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .as_bytes(),
+        )
+        .to_hex()
+        .to_string())
+    }
+}

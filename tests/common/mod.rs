@@ -1,0 +1,64 @@
+//! Helpers shared by the end-to-end tests: run the real binary from the project root.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn masklm<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_masklm"))
+        .args(args)
+        .current_dir(ROOT)
+        .env("BURN_DEVICE", "flex")
+        .output()
+        .expect("masklm runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+impl Run {
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "masklm failed:\n{}", self.stderr);
+        self
+    }
+
+    /// A refused input: exit 2, a message containing each needle, and no panic.
+    pub fn usage_error(self, needles: &[&str]) -> Run {
+        assert_eq!(
+            self.code, 2,
+            "expected exit 2, got {}:\n{}",
+            self.code, self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "panic:\n{}", self.stderr);
+        for n in needles {
+            assert!(
+                self.stderr.contains(n),
+                "message lacks {n:?}:\n{}",
+                self.stderr
+            );
+        }
+        self
+    }
+}
+
+/// `--set` arguments that keep a test's tokenizer, cache and output inside `dir`.
+pub fn isolated(dir: &Path) -> Vec<String> {
+    vec![
+        "--set".into(),
+        format!("tokenizer.path={:?}", dir.join("tokenizer.json")),
+        "--set".into(),
+        format!("data.cache_dir={:?}", dir.join("cache")),
+        "--set".into(),
+        format!("train.out_dir={:?}", dir.join("run")),
+    ]
+}

@@ -1,0 +1,109 @@
+//! The tokenizer masklm writes is the one HF `tokenizers` reads: parity against ids recorded
+//! with HF (scripts/make_tokenizer_fixture.py), and a live check where Python has `tokenizers`.
+
+mod common;
+use masklm::data::train_tokenizer;
+use masklm::tokenizer::BertTokenizer;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const FIXTURE: &str = "tests/fixtures/tokenizer";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(common::ROOT).join(FIXTURE).join(name)
+}
+
+fn recorded() -> Vec<(String, Vec<u32>)> {
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("hf_encodings.json")).unwrap())
+            .unwrap();
+    v["encodings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let ids = e["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect();
+            (e["text"].as_str().unwrap().to_string(), ids)
+        })
+        .collect()
+}
+
+#[test]
+fn masklm_encodes_like_hf_tokenizers() {
+    let tok = BertTokenizer::load(&fixture("tokenizer.json")).unwrap();
+    let records = recorded();
+    assert!(records.len() >= 5);
+    for (text, hf_ids) in records {
+        assert_eq!(
+            tok.encode_with_specials(&text).unwrap(),
+            hf_ids,
+            "text {text:?}"
+        );
+    }
+}
+
+#[test]
+fn training_still_writes_a_tokenizer_like_the_fixture() {
+    // The fixture was made by `masklm tokenizer --corpus <this file> --vocab-size 500`. HF's
+    // WordPiece trainer assigns ids (and breaks ties between equally frequent merges) in hash-map
+    // order, so the vocabulary itself may differ between runs; everything else must not.
+    let corpus =
+        Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt");
+    let tok = train_tokenizer(&[corpus], 500, true).unwrap();
+    let mut ours: Value = serde_json::from_str(&tok.to_json().unwrap()).unwrap();
+    let mut fixture_json: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("tokenizer.json")).unwrap()).unwrap();
+    assert_eq!(ours["model"]["vocab"].as_object().unwrap().len(), 500);
+    for v in [&mut ours, &mut fixture_json] {
+        v["model"]["vocab"] = Value::Null;
+    }
+    assert_eq!(
+        ours, fixture_json,
+        "normalizer, pre-tokenizer, post-processor, decoder, special tokens"
+    );
+}
+
+#[test]
+fn live_hf_tokenizers_agrees_where_python_has_it() {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import tokenizers"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: python3 with the `tokenizers` package is not available");
+        return;
+    }
+    let tok = BertTokenizer::load(&fixture("tokenizer.json")).unwrap();
+    let texts: Vec<String> = recorded().into_iter().map(|(t, _)| t).collect();
+    let script = format!(
+        "import json,sys\nfrom tokenizers import Tokenizer\nt=Tokenizer.from_file({:?})\nprint(json.dumps([t.encode(s).ids for s in json.load(sys.stdin)]))",
+        fixture("tokenizer.json").to_str().unwrap()
+    );
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&texts).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hf: Vec<Vec<u32>> = serde_json::from_slice(&out.stdout).unwrap();
+    for (text, ids) in texts.iter().zip(hf) {
+        assert_eq!(
+            tok.encode_with_specials(text).unwrap(),
+            ids,
+            "text {text:?}"
+        );
+    }
+}

@@ -8,4 +8,5 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod io;
+pub mod model;
 pub mod tokenizer;

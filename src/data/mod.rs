@@ -1,6 +1,7 @@
 //! The data pipeline: text → ids → rows → corrupted batches. Only the batcher beyond this
 //! module touches tensors.
 
+pub mod batcher;
 pub mod batches;
 pub mod corpus;
 pub mod encoded;

@@ -1,0 +1,145 @@
+//! The post-LN BERT encoder, one struct per HF submodule (`BertSelfAttention`, `BertSelfOutput`,
+//! `BertAttention`, `BertIntermediate`, `BertOutput`, `BertLayer`, `BertEncoder`), so that every
+//! parameter path maps to its HF key by one table.
+
+use super::{BertConfig, linear};
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, softmax};
+
+#[derive(Module, Debug)]
+pub struct BertSelfAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub dropout: Dropout,
+    pub num_attention_heads: usize,
+}
+
+impl BertSelfAttention {
+    fn new(c: &BertConfig, device: &Device) -> Self {
+        let h = c.hidden_size;
+        Self {
+            query: linear(h, h, c, device),
+            key: linear(h, h, c, device),
+            value: linear(h, h, c, device),
+            dropout: DropoutConfig::new(c.attention_probs_dropout_prob).init(),
+            num_attention_heads: c.num_attention_heads,
+        }
+    }
+
+    /// `x` [B, S, H], `mask_bias` [B, 1, 1, S] (0 on real keys, a large negative on padding)
+    /// → context [B, S, H].
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let [b, s, h] = x.dims();
+        let (nh, dh) = (self.num_attention_heads, h / self.num_attention_heads);
+        // [B, S, H] → [B, nh, S, dh]
+        let heads = |t: Tensor<3>| t.reshape([b, s, nh, dh]).swap_dims(1, 2);
+        let q = heads(self.query.forward(x.clone()));
+        let k = heads(self.key.forward(x.clone()));
+        let v = heads(self.value.forward(x));
+        // [B, nh, S, S]; the padding bias applies to keys, broadcast over heads and queries.
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .mul_scalar(1.0 / (dh as f64).sqrt())
+            + mask_bias;
+        let probs = self.dropout.forward(softmax(scores, 3));
+        // [B, nh, S, dh] → [B, S, H]
+        probs.matmul(v).swap_dims(1, 2).reshape([b, s, h])
+    }
+}
+
+/// Dense, dropout, residual, LayerNorm: HF `BertSelfOutput` and `BertOutput` have this shape.
+#[derive(Module, Debug)]
+pub struct BertSelfOutput {
+    pub dense: Linear,
+    /// HF `LayerNorm`.
+    pub layer_norm: LayerNorm,
+    pub dropout: Dropout,
+}
+
+impl BertSelfOutput {
+    fn new(d_in: usize, c: &BertConfig, device: &Device) -> Self {
+        Self {
+            dense: linear(d_in, c.hidden_size, c, device),
+            layer_norm: LayerNormConfig::new(c.hidden_size)
+                .with_epsilon(c.layer_norm_eps)
+                .init(device),
+            dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
+        }
+    }
+
+    /// `LayerNorm(dropout(dense(x)) + residual)`, [B, S, ·] → [B, S, H].
+    fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        self.layer_norm
+            .forward(self.dropout.forward(self.dense.forward(x)) + residual)
+    }
+}
+
+/// HF `BertOutput`: the same computation after the feed-forward layer.
+pub type BertOutput = BertSelfOutput;
+
+#[derive(Module, Debug)]
+pub struct BertAttention {
+    /// HF `self`.
+    pub self_attn: BertSelfAttention,
+    pub output: BertSelfOutput,
+}
+
+#[derive(Module, Debug)]
+pub struct BertIntermediate {
+    pub dense: Linear,
+}
+
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    pub attention: BertAttention,
+    pub intermediate: BertIntermediate,
+    pub output: BertOutput,
+}
+
+impl BertLayer {
+    fn new(c: &BertConfig, device: &Device) -> Self {
+        Self {
+            attention: BertAttention {
+                self_attn: BertSelfAttention::new(c, device),
+                output: BertSelfOutput::new(c.hidden_size, c, device),
+            },
+            intermediate: BertIntermediate {
+                dense: linear(c.hidden_size, c.intermediate_size, c, device),
+            },
+            output: BertSelfOutput::new(c.intermediate_size, c, device),
+        }
+    }
+
+    /// Post-LN: attention → dense → dropout → +x → LayerNorm; dense → GELU(erf) → dense →
+    /// dropout → +residual → LayerNorm. [B, S, H] → [B, S, H].
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let ctx = self.attention.self_attn.forward(x.clone(), mask_bias);
+        let a = self.attention.output.forward(ctx, x);
+        let i = gelu(self.intermediate.dense.forward(a.clone()));
+        self.output.forward(i, a)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct BertEncoder {
+    pub layer: Vec<BertLayer>,
+}
+
+impl BertEncoder {
+    pub fn new(c: &BertConfig, device: &Device) -> Self {
+        Self {
+            layer: (0..c.num_hidden_layers)
+                .map(|_| BertLayer::new(c, device))
+                .collect(),
+        }
+    }
+
+    pub fn forward(&self, mut x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        for layer in &self.layer {
+            x = layer.forward(x, mask_bias.clone());
+        }
+        x
+    }
+}

@@ -1,0 +1,47 @@
+//! `BertOnlyMLMHead` (HF `cls.predictions`): transform (dense → GELU → LayerNorm), then the
+//! decoder whose weight IS the word-embedding matrix plus its own bias.
+
+use super::{BertConfig, linear};
+use burn::module::Param;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::prelude::*;
+use burn::tensor::activation::gelu;
+
+#[derive(Module, Debug)]
+pub struct BertPredictionHeadTransform {
+    pub dense: Linear,
+    /// HF `LayerNorm`.
+    pub layer_norm: LayerNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct BertLMPredictionHead {
+    pub transform: BertPredictionHeadTransform,
+    /// HF `cls.predictions.bias` [V]. There is no decoder weight here: the decoder uses the
+    /// word embeddings themselves (one parameter used twice; a stored copy would drift apart
+    /// from the embedding after the first optimizer step).
+    pub bias: Param<Tensor<1>>,
+}
+
+impl BertLMPredictionHead {
+    pub fn new(c: &BertConfig, device: &Device) -> Self {
+        Self {
+            transform: BertPredictionHeadTransform {
+                dense: linear(c.hidden_size, c.hidden_size, c, device),
+                layer_norm: LayerNormConfig::new(c.hidden_size)
+                    .with_epsilon(c.layer_norm_eps)
+                    .init(device),
+            },
+            bias: Param::from_tensor(Tensor::zeros([c.vocab_size], device)),
+        }
+    }
+
+    /// `h` [N, H] and the word embeddings [V, H] → logits [N, V].
+    pub fn forward(&self, h: Tensor<2>, word_embeddings: Tensor<2>) -> Tensor<2> {
+        let t = self
+            .transform
+            .layer_norm
+            .forward(gelu(self.transform.dense.forward(h)));
+        t.matmul(word_embeddings.transpose()) + self.bias.val().unsqueeze_dim(0)
+    }
+}

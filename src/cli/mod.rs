@@ -1,8 +1,10 @@
-//! The command line: one file per subcommand. `train`, `eval`, `fill-mask`, `export`, `import`,
-//! `bench` and `plot` are reserved names for the subcommands still to come.
+//! The command line: one file per subcommand. `eval`, `fill-mask`, `export`, `import` and
+//! `bench` are reserved names for the subcommands still to come.
 
 mod data;
+mod plot;
 mod tokenizer;
+mod train;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -22,9 +24,13 @@ pub struct Cli {
 pub enum Command {
     /// Train a WordPiece tokenizer (BERT's: [PAD] [UNK] [CLS] [SEP] [MASK], ## continuations)
     Tokenizer(tokenizer::TokenizerArgs),
+    /// Pretrain a BERT masked-LM (default: configs/default.toml)
+    Train(train::TrainArgs),
     /// Inspect the data pipeline
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Draw loss.png and accuracy.png from a run's metrics.jsonl
+    Plot(plot::PlotArgs),
 }
 
 /// `--config FILE` and repeatable `--set section.key=value`, shared by every subcommand that
@@ -49,6 +55,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Tokenizer(a) => tokenizer::run(a),
         Command::Data(c) => data::run(c),
+        Command::Train(a) => train::run(a),
+        Command::Plot(a) => plot::run(a),
     }
 }
 

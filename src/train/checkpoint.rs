@@ -1,0 +1,158 @@
+//! Checkpoints: `out_dir/checkpoint-{step}/` holding model.bpk, optimizer.bpk, state.json,
+//! config.toml and tokenizer.json.
+//!
+//! A checkpoint is written into a hidden temporary folder, every file synced, then renamed into
+//! place in one step: a crash or kill at any instant leaves either no new checkpoint or a whole
+//! one, and the previous checkpoint untouched. The learning-rate schedule and the dropout
+//! generator are pure functions of (seed, step), and the data position of the step, so `step`
+//! and `position` are all the state a resume needs beyond weights and optimizer moments.
+
+use crate::model::BertForMaskedLM;
+use anyhow::{Context, Result};
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+pub const MODEL_FILE: &str = "model.bpk";
+pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
+pub const STATE_FILE: &str = "state.json";
+pub const CONFIG_FILE: &str = "config.toml";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// Rows of the training stream consumed: the next batch starts here.
+    pub position: u64,
+    /// Wall-clock seconds of training so far, across resumes.
+    pub elapsed_s: f64,
+    /// The masklm version that wrote it.
+    pub version: String,
+}
+
+pub struct Saved<'a> {
+    pub model: &'a BertForMaskedLM,
+    pub optimizer: &'a ModuleOptimizer,
+    pub state: &'a TrainState,
+    pub config_toml: &'a str,
+    pub tokenizer_json: &'a str,
+}
+
+pub fn dir_name(step: u64) -> String {
+    format!("checkpoint-{step}")
+}
+
+/// Writes checkpoint `s.state.step` atomically and keeps the newest `keep`.
+pub fn save(out_dir: &Path, s: &Saved, keep: usize) -> Result<PathBuf> {
+    let final_dir = out_dir.join(dir_name(s.state.step));
+    let tmp = out_dir.join(format!(
+        ".{}.tmp-{}",
+        dir_name(s.state.step),
+        std::process::id()
+    ));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp)?;
+    }
+    fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let write = || -> Result<()> {
+        s.model
+            .clone()
+            .save_file(tmp.join(MODEL_FILE))
+            .map_err(|e| anyhow::anyhow!("saving model: {e:?}"))?;
+        s.optimizer
+            .save(tmp.join(OPTIMIZER_FILE))
+            .map_err(|e| anyhow::anyhow!("saving optimizer: {e:?}"))?;
+        fs::write(tmp.join(STATE_FILE), serde_json::to_string_pretty(s.state)?)?;
+        fs::write(tmp.join(CONFIG_FILE), s.config_toml)?;
+        fs::write(tmp.join(TOKENIZER_FILE), s.tokenizer_json)?;
+        for f in fs::read_dir(&tmp)? {
+            File::open(f?.path())?.sync_all()?;
+        }
+        // Saving twice at one step (a periodic save, then the final one) replaces the first.
+        if final_dir.exists() {
+            fs::remove_dir_all(&final_dir)?;
+        }
+        fs::rename(&tmp, &final_dir)?;
+        File::open(out_dir)?.sync_all()?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e.context(format!("writing checkpoint {}", final_dir.display())));
+    }
+    prune(out_dir, keep)?;
+    Ok(final_dir)
+}
+
+/// Checkpoint folders of `out_dir`, oldest first.
+pub fn list(out_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    if !out_dir.is_dir() {
+        return Ok(found);
+    }
+    for entry in fs::read_dir(out_dir)? {
+        let path = entry?.path();
+        let step = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("checkpoint-"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let (Some(step), true) = (step, path.join(STATE_FILE).is_file()) {
+            found.push((step, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+pub fn latest(out_dir: &Path) -> Result<Option<PathBuf>> {
+    Ok(list(out_dir)?.pop().map(|(_, p)| p))
+}
+
+fn prune(out_dir: &Path, keep: usize) -> Result<()> {
+    let all = list(out_dir)?;
+    for (_, old) in all.iter().take(all.len().saturating_sub(keep)) {
+        fs::remove_dir_all(old)
+            .with_context(|| format!("removing old checkpoint {}", old.display()))?;
+    }
+    Ok(())
+}
+
+pub fn read_state(dir: &Path) -> Result<TrainState> {
+    let p = dir.join(STATE_FILE);
+    let text = fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_orders_by_step_and_ignores_partial_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        for step in [20, 3, 100] {
+            let d = dir.path().join(dir_name(step));
+            fs::create_dir(&d).unwrap();
+            fs::write(d.join(STATE_FILE), "{}").unwrap();
+        }
+        fs::create_dir(dir.path().join(".checkpoint-200.tmp-1")).unwrap();
+        fs::create_dir(dir.path().join("checkpoint-300")).unwrap(); // no state.json
+        let steps: Vec<u64> = list(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(steps, vec![3, 20, 100]);
+        prune(dir.path(), 2).unwrap();
+        let steps: Vec<u64> = list(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(steps, vec![20, 100]);
+    }
+}

@@ -1,0 +1,82 @@
+//! `out_dir/metrics.jsonl`: one JSON object per line, per optimizer step
+//! (`step, loss, lr, grad_norm, tokens_per_sec, elapsed_s`) and per evaluation
+//! (`step, eval_loss, eval_accuracy, eval_top5_accuracy, eval_perplexity, eval_masked_tokens,
+//! eval_baseline_accuracy`).
+
+use crate::eval::EvalReport;
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const FILE: &str = "metrics.jsonl";
+
+pub struct MetricsLog {
+    file: File,
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    pub fn open(out_dir: &Path) -> Result<Self> {
+        let path = out_dir.join(FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Self { file, path })
+    }
+
+    fn write(&mut self, row: Value) -> Result<()> {
+        // One write per line: a kill leaves at most a partial last line, which resume drops.
+        let line = format!("{row}\n");
+        self.file
+            .write_all(line.as_bytes())
+            .with_context(|| format!("appending to {}", self.path.display()))
+    }
+
+    pub fn step(
+        &mut self,
+        step: u64,
+        loss: f64,
+        lr: f64,
+        grad_norm: f64,
+        tokens_per_sec: f64,
+        elapsed_s: f64,
+    ) -> Result<()> {
+        self.write(json!({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_sec": tokens_per_sec, "elapsed_s": elapsed_s}))
+    }
+
+    pub fn eval(&mut self, step: u64, r: &EvalReport) -> Result<()> {
+        self.write(json!({
+            "step": step,
+            "eval_loss": r.loss,
+            "eval_accuracy": r.accuracy,
+            "eval_top5_accuracy": r.top5_accuracy,
+            "eval_perplexity": r.perplexity,
+            "eval_masked_tokens": r.masked_tokens,
+            "eval_baseline_accuracy": r.baseline_accuracy,
+        }))
+    }
+}
+
+/// Keeps the rows of steps up to `step` (rows logged after the checkpoint a run resumes from
+/// would otherwise appear twice) and drops a partial last line. Missing file: nothing to do.
+pub fn truncate_after(out_dir: &Path, step: u64) -> Result<()> {
+    let path = out_dir.join(FILE);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    crate::io::write_atomic(&path, kept.as_bytes())
+}

@@ -1,7 +1,9 @@
-//! The command line: one file per subcommand. `eval`, `fill-mask`, `export`, `import` and
-//! `bench` are reserved names for the subcommands still to come.
+//! The command line: one file per subcommand. `export`, `import` and `bench` are reserved names
+//! for the subcommands still to come.
 
 mod data;
+mod eval;
+mod fill_mask;
 mod plot;
 mod tokenizer;
 mod train;
@@ -29,6 +31,10 @@ pub enum Command {
     /// Inspect the data pipeline
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Masked-token loss, perplexity, top-1/top-5 accuracy of a checkpoint
+    Eval(eval::EvalArgs),
+    /// Top-k predictions for each [MASK] of a text (HF fill-mask format with --json)
+    FillMask(fill_mask::FillMaskArgs),
     /// Draw loss.png and accuracy.png from a run's metrics.jsonl
     Plot(plot::PlotArgs),
 }
@@ -57,6 +63,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(c) => data::run(c),
         Command::Train(a) => train::run(a),
         Command::Plot(a) => plot::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::FillMask(a) => fill_mask::run(a),
     }
 }
 

@@ -76,41 +76,47 @@ pub struct Datasets {
     pub valid: RowSet,
 }
 
+/// The rows of a corpus under a config's packing and seq_len, through the tokenized cache.
+pub fn rows_from(
+    paths: &[PathBuf],
+    cfg: &Config,
+    tok: &BertTokenizer,
+    what: &str,
+) -> Result<RowSet> {
+    let cache = if cfg.data.cache_dir.as_os_str().is_empty() {
+        encoded::default_cache_dir()
+    } else {
+        cfg.data.cache_dir.clone()
+    };
+    let files = corpus::expand_paths(paths)?;
+    let (enc, _hit) = Encoded::cached(&files, tok, &cache)?;
+    let spans = rows::spans(
+        cfg.data.packing,
+        enc.ids.len(),
+        &enc.line_ends,
+        cfg.data.seq_len,
+    );
+    if spans.is_empty() {
+        return Err(UsageError::new(format!(
+            "{what} corpus {} has {} tokens: not enough for one row of data.seq_len {}; add text or lower seq_len",
+            encoded::describe(&files),
+            enc.ids.len(),
+            cfg.data.seq_len
+        ))
+        .into());
+    }
+    Ok(RowSet {
+        ids: Arc::new(enc.ids),
+        spans: Arc::new(spans),
+        seq_len: cfg.data.seq_len,
+    })
+}
+
 impl Datasets {
     pub fn prepare(cfg: &Config, tok: &BertTokenizer) -> Result<Datasets> {
-        let cache = if cfg.data.cache_dir.as_os_str().is_empty() {
-            encoded::default_cache_dir()
-        } else {
-            cfg.data.cache_dir.clone()
-        };
-        let rows_of = |paths: &[PathBuf], what: &str| -> Result<RowSet> {
-            let files = corpus::expand_paths(paths)?;
-            let (enc, _hit) = Encoded::cached(&files, tok, &cache)?;
-            let spans = rows::spans(
-                cfg.data.packing,
-                enc.ids.len(),
-                &enc.line_ends,
-                cfg.data.seq_len,
-            );
-            if spans.is_empty() {
-                return Err(UsageError::new(format!(
-                    "{what} corpus {} has {} tokens: not enough for one row of data.seq_len {}; \
-                     add text or lower seq_len",
-                    encoded::describe(&files),
-                    enc.ids.len(),
-                    cfg.data.seq_len
-                ))
-                .into());
-            }
-            Ok(RowSet {
-                ids: Arc::new(enc.ids),
-                spans: Arc::new(spans),
-                seq_len: cfg.data.seq_len,
-            })
-        };
-        let train = rows_of(&cfg.data.train, "training")?;
+        let train = rows_from(&cfg.data.train, cfg, tok, "training")?;
         if !cfg.data.valid.is_empty() {
-            let valid = rows_of(&cfg.data.valid, "validation")?;
+            let valid = rows_from(&cfg.data.valid, cfg, tok, "validation")?;
             return Ok(Datasets { train, valid });
         }
         let spans = train.spans.as_ref().clone();

@@ -156,3 +156,65 @@ mod tests {
         assert_eq!(steps, vec![20, 100]);
     }
 }
+
+/// A checkpoint folder from `DIR`: `DIR` itself when it holds a model, else the newest
+/// checkpoint of the run folder `DIR`.
+pub fn resolve(dir: &Path) -> Result<PathBuf> {
+    if dir.join(MODEL_FILE).is_file() {
+        return Ok(dir.to_path_buf());
+    }
+    if !dir.is_dir() {
+        return Err(crate::error::UsageError::new(format!(
+            "checkpoint {} does not exist; give a run folder (train.out_dir) or one of its checkpoint-N folders",
+            dir.display()
+        ))
+        .into());
+    }
+    latest(dir)?.ok_or_else(|| {
+        crate::error::UsageError::new(format!(
+            "{} holds no checkpoint (no {MODEL_FILE}, no checkpoint-N folder); train first or give a checkpoint folder",
+            dir.display()
+        ))
+        .into()
+    })
+}
+
+/// What inference needs from a checkpoint folder: its config, its tokenizer and its weights
+/// in eval mode on `device`.
+pub struct Loaded {
+    pub dir: PathBuf,
+    pub config: crate::config::Config,
+    pub tokenizer: crate::tokenizer::BertTokenizer,
+    pub model: BertForMaskedLM,
+}
+
+pub fn load(dir: &Path, device: &burn::prelude::Device) -> Result<Loaded> {
+    let dir = resolve(dir)?;
+    let cfg_path = dir.join(CONFIG_FILE);
+    let text =
+        fs::read_to_string(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
+    let config =
+        crate::config::Config::from_toml_str(&text, &crate::config::Source::File(cfg_path), &[])?;
+    let tokenizer = crate::tokenizer::BertTokenizer::load(&dir.join(TOKENIZER_FILE))?;
+    let bert = crate::model::BertConfig::new(
+        &config.model,
+        tokenizer.vocab_size(),
+        tokenizer.specials().pad,
+    );
+    let model = bert
+        .init(device)
+        .try_load_file(dir.join(MODEL_FILE))
+        .map_err(|e| {
+            crate::error::UsageError::new(format!(
+                "{} does not fit this checkpoint's config and tokenizer (vocab {}): {e:?}",
+                dir.join(MODEL_FILE).display(),
+                tokenizer.vocab_size()
+            ))
+        })?;
+    Ok(Loaded {
+        dir,
+        config,
+        tokenizer,
+        model,
+    })
+}

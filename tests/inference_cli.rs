@@ -1,0 +1,115 @@
+//! `masklm eval` and `masklm fill-mask` on a checkpoint trained here, and their clear errors.
+
+mod common;
+use common::masklm;
+use serde_json::Value;
+use std::path::Path;
+
+/// A few steps of the tiny config into `dir/run`; returns the run folder.
+fn tiny_run(dir: &Path) -> std::path::PathBuf {
+    let run = dir.join("run");
+    let mut args: Vec<String> = [
+        "train",
+        "--config",
+        "configs/tiny.toml",
+        "--set",
+        "train.steps=6",
+        "--set",
+        "train.warmup_steps=2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(common::isolated(dir));
+    masklm(&args).ok();
+    run
+}
+
+#[test]
+fn eval_and_fill_mask_on_a_trained_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run(dir.path());
+    let r: Value = serde_json::from_str(
+        &masklm(&["eval", "--checkpoint", run.to_str().unwrap(), "--json"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    for k in ["loss", "perplexity", "accuracy", "top5_accuracy"] {
+        assert!(r[k].as_f64().unwrap().is_finite(), "{k}");
+    }
+    assert!((r["perplexity"].as_f64().unwrap() - r["loss"].as_f64().unwrap().exp()).abs() < 1e-6);
+    assert!(r["masked_tokens"].as_u64().unwrap() > 100);
+    // The same checkpoint scores the same positions every time.
+    let again: Value = serde_json::from_str(
+        &masklm(&["eval", "--checkpoint", run.to_str().unwrap(), "--json"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(r, again);
+
+    let out = masklm(&[
+        "fill-mask",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--json",
+        "--top-k",
+        "3",
+        "the cat sat on the [MASK].",
+        "a [MASK] and a [MASK].",
+    ])
+    .ok()
+    .stdout;
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let one = lines[0].as_array().unwrap();
+    assert_eq!(one.len(), 3, "one mask: a list of k candidates");
+    let scores: Vec<f64> = one.iter().map(|c| c["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]) && scores.iter().all(|&s| s > 0.0 && s < 1.0));
+    for key in ["token", "token_str", "sequence"] {
+        assert!(!one[0][key].is_null(), "{key}");
+    }
+    let two = lines[1].as_array().unwrap();
+    assert_eq!(two.len(), 2, "two masks: a list of two lists");
+    assert_eq!(two[0].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn inference_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run(dir.path());
+    let ck = run.to_str().unwrap();
+    masklm(&["fill-mask", "--checkpoint", "no/such/run", "a [MASK]"]).usage_error(&["no/such/run"]);
+    masklm(&["eval", "--checkpoint", dir.path().to_str().unwrap()])
+        .usage_error(&["holds no checkpoint"]);
+    masklm(&["fill-mask", "--checkpoint", ck, "there is no mask here"])
+        .usage_error(&["no [MASK]", "there is no mask here"]);
+    masklm(&["fill-mask", "--checkpoint", ck, "--top-k", "0", "a [MASK]"])
+        .usage_error(&["--top-k 0"]);
+    let long = format!("{} [MASK]", "word ".repeat(100));
+    masklm(&["fill-mask", "--checkpoint", ck, &long]).usage_error(&["max_position_embeddings 64"]);
+    // A tokenizer that does not match the checkpoint's weights.
+    let other = dir.path().join("other.json");
+    masklm(&[
+        "tokenizer",
+        "--corpus",
+        "corpora/tinystories/tinystories-validation-head.txt",
+        "--vocab-size",
+        "450",
+        "--out",
+        other.to_str().unwrap(),
+    ])
+    .ok();
+    let latest = run.join("checkpoint-6");
+    std::fs::copy(&other, latest.join("tokenizer.json")).unwrap();
+    masklm(&[
+        "fill-mask",
+        "--checkpoint",
+        latest.to_str().unwrap(),
+        "a [MASK]",
+    ])
+    .usage_error(&["does not fit", "vocab 450"]);
+}

@@ -127,36 +127,6 @@ pub fn read_state(dir: &Path) -> Result<TrainState> {
     serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn list_orders_by_step_and_ignores_partial_folders() {
-        let dir = tempfile::tempdir().unwrap();
-        for step in [20, 3, 100] {
-            let d = dir.path().join(dir_name(step));
-            fs::create_dir(&d).unwrap();
-            fs::write(d.join(STATE_FILE), "{}").unwrap();
-        }
-        fs::create_dir(dir.path().join(".checkpoint-200.tmp-1")).unwrap();
-        fs::create_dir(dir.path().join("checkpoint-300")).unwrap(); // no state.json
-        let steps: Vec<u64> = list(dir.path())
-            .unwrap()
-            .into_iter()
-            .map(|(s, _)| s)
-            .collect();
-        assert_eq!(steps, vec![3, 20, 100]);
-        prune(dir.path(), 2).unwrap();
-        let steps: Vec<u64> = list(dir.path())
-            .unwrap()
-            .into_iter()
-            .map(|(s, _)| s)
-            .collect();
-        assert_eq!(steps, vec![20, 100]);
-    }
-}
-
 /// A checkpoint folder from `DIR`: `DIR` itself when it holds a model, else the newest
 /// checkpoint of the run folder `DIR`.
 pub fn resolve(dir: &Path) -> Result<PathBuf> {
@@ -217,4 +187,34 @@ pub fn load(dir: &Path, device: &burn::prelude::Device) -> Result<Loaded> {
         tokenizer,
         model,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_orders_by_step_and_ignores_partial_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        for step in [20, 3, 100] {
+            let d = dir.path().join(dir_name(step));
+            fs::create_dir(&d).unwrap();
+            fs::write(d.join(STATE_FILE), "{}").unwrap();
+        }
+        fs::create_dir(dir.path().join(".checkpoint-200.tmp-1")).unwrap();
+        fs::create_dir(dir.path().join("checkpoint-300")).unwrap(); // no state.json
+        let steps: Vec<u64> = list(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(steps, vec![3, 20, 100]);
+        prune(dir.path(), 2).unwrap();
+        let steps: Vec<u64> = list(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(steps, vec![20, 100]);
+    }
 }

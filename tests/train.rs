@@ -126,3 +126,61 @@ fn fresh_run_over_checkpoints_and_resume_without_any_are_refused() {
     )
     .usage_error(&["already holds checkpoints", "--resume"]);
 }
+
+#[test]
+fn a_tiny_model_overfits_a_tiny_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("tiny.txt");
+    let text = std::fs::read_to_string(
+        Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt"),
+    )
+    .unwrap();
+    let cut = text.char_indices().nth(3000).unwrap().0;
+    std::fs::write(&corpus, &text[..cut]).unwrap();
+    let tok = dir.path().join("tok/tokenizer.json");
+    let out = dir.path().join("run");
+    let c = format!("[{corpus:?}]");
+    let (train_set, valid_set) = (format!("data.train={c}"), format!("data.valid={c}"));
+    let run = train(
+        &out,
+        &tok,
+        &[
+            "--set",
+            &train_set,
+            "--set",
+            &valid_set,
+            "--set",
+            "model.hidden_dropout_prob=0.0",
+            "--set",
+            "model.attention_probs_dropout_prob=0.0",
+            "--set",
+            "model.hidden_size=64",
+            "--set",
+            "model.intermediate_size=128",
+            "--set",
+            "train.steps=2500",
+            "--set",
+            "train.learning_rate=2e-3",
+            "--set",
+            "train.warmup_steps=30",
+            "--set",
+            "train.batch_size=8",
+            "--set",
+            "train.eval_every=0",
+            "--set",
+            "train.save_every=0",
+        ],
+    )
+    .ok();
+    assert!(
+        run.stderr.contains("step 2500: eval loss"),
+        "one line per evaluation, even without a terminal"
+    );
+    let last = rows(&out.join("metrics.jsonl"))
+        .into_iter()
+        .rev()
+        .find(|r| r["eval_accuracy"].is_number())
+        .unwrap();
+    let acc = last["eval_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.95, "masked accuracy on the memorised corpus: {acc}");
+}

@@ -28,6 +28,21 @@ pub struct EvalReport {
     pub baseline_accuracy: f64,
 }
 
+impl std::fmt::Display for EvalReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "loss {:.4}, perplexity {:.2}, accuracy {:.2}% (most-frequent-token baseline {:.2}%), top-5 {:.2}% over {} masked tokens",
+            self.loss,
+            self.perplexity,
+            100.0 * self.accuracy,
+            100.0 * self.baseline_accuracy,
+            100.0 * self.top5_accuracy,
+            self.masked_tokens
+        )
+    }
+}
+
 /// The commonest non-special token of `rows` (pure counting, no tensors).
 pub fn most_frequent_token(rows: &RowSet, table: &TokenTable) -> u32 {
     let mut counts = vec![0usize; table.vocab_size()];

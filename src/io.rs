@@ -2,21 +2,28 @@
 
 use anyhow::{Context, Result};
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
 /// Readers see either the old file or the new one, never a prefix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace_with(path, |tmp| {
+        fs::write(tmp, bytes).with_context(|| format!("writing {}", tmp.display()))
+    })
+}
+
+/// [`write_atomic`] for writers that want a path: `write` fills the temporary file (a hidden
+/// sibling of `path` with the same extension), which is then synced and renamed over `path`.
+/// On error the temporary file is removed and `path` is untouched.
+pub fn replace_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).with_context(|| format!("creating folder {}", dir.display()))?;
     }
     let tmp = tmp_path(path);
     let result = (|| -> Result<()> {
-        let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all()
+        write(&tmp)?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
             .with_context(|| format!("syncing {}", tmp.display()))?;
         fs::rename(&tmp, path)
             .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
@@ -28,13 +35,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
-/// `dir/.name.tmp-PID`: hidden, and unique per process so two writers never share one.
+/// `dir/.stem.tmp-PID.ext`: hidden, unique per process so two writers never share one, and with
+/// the original extension (image encoders pick the format from it).
 pub fn tmp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
+    let stem = path
+        .file_stem()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    path.with_file_name(format!(".{stem}.tmp-{}{ext}", std::process::id()))
 }
 
 #[cfg(test)]

@@ -223,33 +223,16 @@ fn run_name(run_dir: &Path) -> String {
         .unwrap_or_else(|| run_dir.display().to_string())
 }
 
-/// Draws into `.NAME.tmp-PID.png` beside `path`, syncs it, then renames it over `path`. The
-/// temporary name keeps the `.png` extension because the encoder picks the format from it.
+/// Draws `path` atomically (see [`crate::io::replace_with`]).
 fn write_png(path: &Path, draw: impl FnOnce(&Area<'_>) -> Result<()>) -> Result<()> {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{stem}.tmp-{}.png", std::process::id()));
-    let result = (|| -> Result<()> {
-        {
-            // The backend is dropped at the end of this block, before any rename or removal.
-            let root = BitMapBackend::new(&tmp, (WIDTH, HEIGHT)).into_drawing_area();
-            draw(&root).with_context(|| format!("drawing {}", path.display()))?;
-            root.present()
-                .with_context(|| format!("writing {}", tmp.display()))?;
-        }
-        File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-        fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    crate::io::replace_with(path, |tmp| {
+        // The backend is dropped at the end of this closure, before the file is synced and renamed.
+        let root = BitMapBackend::new(tmp, (WIDTH, HEIGHT)).into_drawing_area();
+        draw(&root).with_context(|| format!("drawing {}", path.display()))?;
+        root.present()
+            .with_context(|| format!("writing {}", tmp.display()))?;
         Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    })
 }
 
 fn points(series: &BTreeMap<u64, f64>) -> Vec<(f64, f64)> {

@@ -1,24 +1,12 @@
 //! The encoder and the masked loss, on odd sizes so that a transposed shape fails loudly.
 
+mod common;
 use burn::prelude::*;
 use masklm::model::loss::masked_nll_sum;
 use masklm::model::{BertConfig, BertForMaskedLM};
 
 fn config() -> BertConfig {
-    BertConfig {
-        vocab_size: 99,
-        hidden_size: 32,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        intermediate_size: 37,
-        max_position_embeddings: 16,
-        type_vocab_size: 2,
-        hidden_dropout_prob: 0.1,
-        attention_probs_dropout_prob: 0.1,
-        layer_norm_eps: 1e-12,
-        initializer_range: 0.02,
-        pad_token_id: 0,
-    }
+    common::tiny_bert(0.1)
 }
 
 fn model(device: &Device) -> BertForMaskedLM {

@@ -1,6 +1,7 @@
 //! The optimizer step's arithmetic: accumulation equals one large batch, and the decoder stays
 //! the embedding matrix through optimizer steps.
 
+mod common;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -12,21 +13,9 @@ use masklm::train::{optim, step::loss_and_grads};
 use std::collections::HashMap;
 
 fn config() -> BertConfig {
-    BertConfig {
-        vocab_size: 99,
-        hidden_size: 32,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        intermediate_size: 37,
-        max_position_embeddings: 16,
-        type_vocab_size: 2,
-        // No dropout: the two computations must see the same function.
-        hidden_dropout_prob: 0.0,
-        attention_probs_dropout_prob: 0.0,
-        layer_norm_eps: 1e-12,
-        initializer_range: 0.02,
-        pad_token_id: 0,
-    }
+    common::tiny_bert(
+        0.0, /* no dropout: both computations must see the same function */
+    )
 }
 
 /// `rows` rows of seq 7 with a varying number of selected positions (row 2 of each micro-batch
@@ -124,13 +113,8 @@ fn four_micro_batches_equal_one_batch_of_four_times_the_rows() {
     assert!(loss_and_grads(&model, &[empty], &dev).is_none());
 }
 
-#[test]
-fn the_tied_decoder_stays_the_embedding_matrix_through_optimizer_steps() {
-    let dev = Device::flex().autodiff();
-    dev.seed(9);
-    let mut model = config().init(&dev);
-    let n_params = model.num_params();
-    let before = model
+fn word_embeddings(model: &BertForMaskedLM) -> Vec<f32> {
+    model
         .bert
         .embeddings
         .word_embeddings
@@ -138,7 +122,16 @@ fn the_tied_decoder_stays_the_embedding_matrix_through_optimizer_steps() {
         .val()
         .into_data()
         .try_to_vec::<f32>()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn the_tied_decoder_stays_the_embedding_matrix_through_optimizer_steps() {
+    let dev = Device::flex().autodiff();
+    dev.seed(9);
+    let mut model = config().init(&dev);
+    let n_params = model.num_params();
+    let before = word_embeddings(&model);
     let mut opt = optim::adamw(&TrainConfig::default());
     // Inputs use ids below 60 only: rows 60..99 change only through the decoder's gradient.
     for k in 0..3 {
@@ -150,15 +143,7 @@ fn the_tied_decoder_stays_the_embedding_matrix_through_optimizer_steps() {
         n_params,
         "no second copy of the embedding appeared"
     );
-    let after = model
-        .bert
-        .embeddings
-        .word_embeddings
-        .weight
-        .val()
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap();
+    let after = word_embeddings(&model);
     let h = 32;
     let moved = |row: usize| (0..h).any(|j| before[row * h + j] != after[row * h + j]);
     assert!(

@@ -32,15 +32,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         s.checkpoint.display()
     );
     if let Some(r) = s.eval {
-        println!(
-            "held-out: loss {:.4}, perplexity {:.2}, accuracy {:.2}% (most-frequent-token baseline {:.2}%), top-5 accuracy {:.2}% over {} masked tokens",
-            r.loss,
-            r.perplexity,
-            100.0 * r.accuracy,
-            100.0 * r.baseline_accuracy,
-            100.0 * r.top5_accuracy,
-            r.masked_tokens
-        );
+        println!("held-out: {r}");
     }
     if s.checkpoint.as_os_str().is_empty() {
         return Ok(());

@@ -62,3 +62,22 @@ pub fn isolated(dir: &Path) -> Vec<String> {
         format!("train.out_dir={:?}", dir.join("run")),
     ]
 }
+
+/// HF's test sizes (vocab 99, hidden 32, intermediate 37, 4 heads, 2 layers), so a transposed
+/// shape fails loudly.
+pub fn tiny_bert(dropout: f64) -> masklm::model::BertConfig {
+    masklm::model::BertConfig {
+        vocab_size: 99,
+        hidden_size: 32,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        intermediate_size: 37,
+        max_position_embeddings: 16,
+        type_vocab_size: 2,
+        hidden_dropout_prob: dropout,
+        attention_probs_dropout_prob: dropout,
+        layer_norm_eps: 1e-12,
+        initializer_range: 0.02,
+        pad_token_id: 0,
+    }
+}

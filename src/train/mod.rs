@@ -69,6 +69,8 @@ pub fn train(cfg: &Config, resume: bool) -> Result<TrainSummary> {
     let bert = BertConfig::new(&cfg.model, tok.vocab_size(), tok.specials().pad);
     let mut model = bert.init(&train_dev);
     let mut optim = optim::adamw(t);
+    // The newest checkpoint on disk: what a NaN stop keeps, and what the summary reports.
+    let mut last_ckpt = std::path::PathBuf::new();
     let mut state = TrainState {
         step: 0,
         position: 0,
@@ -102,6 +104,7 @@ pub fn train(cfg: &Config, resume: bool) -> Result<TrainSummary> {
             .load(dir.join(checkpoint::OPTIMIZER_FILE))
             .map_err(|e| anyhow::anyhow!("loading optimizer of {}: {e:?}", dir.display()))?;
         state = checkpoint::read_state(&dir)?;
+        last_ckpt = dir.clone();
         metrics::truncate_after(&t.out_dir, state.step)?;
         eprintln!(
             "resuming from {} (step {}, stream row {})",
@@ -155,7 +158,7 @@ pub fn train(cfg: &Config, resume: bool) -> Result<TrainSummary> {
             &base,
         )
     };
-    let (mut last_loss, mut last_eval, mut last_ckpt) = (f64::NAN, None, std::path::PathBuf::new());
+    let (mut last_loss, mut last_eval) = (f64::NAN, None);
     let start = Instant::now();
     let elapsed_before = state.elapsed_s;
 

@@ -23,23 +23,11 @@ pub struct EvalArgs {
     pub json: bool,
     /// Backend to evaluate on
     #[arg(long, value_enum, default_value = "flex")]
-    pub backend: BackendArg,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum BackendArg {
-    Flex,
-    Ndarray,
-    Wgpu,
+    pub backend: BackendName,
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
-    let backend = match a.backend {
-        BackendArg::Flex => BackendName::Flex,
-        BackendArg::Ndarray => BackendName::Ndarray,
-        BackendArg::Wgpu => BackendName::Wgpu,
-    };
-    let device = device_for(backend)?;
+    let device = device_for(a.backend)?;
     let ck = checkpoint::load(&a.checkpoint, &device).context("loading the checkpoint")?;
     let rows = if a.corpus.is_empty() {
         Datasets::prepare(&ck.config, &ck.tokenizer)?.valid

@@ -1,8 +1,13 @@
-//! `masklm train`: pretrain from a config, or resume a run.
+//! `masklm train`: pretrain from a config, resume a run, or continue pretraining a checkpoint
+//! (`--init-from`, e.g. one that `masklm import` wrote).
 
 use super::ConfigArgs;
-use anyhow::Result;
+use crate::config::{Config, ModelConfig, Source};
+use crate::tokenizer::BertTokenizer;
+use crate::train::checkpoint;
+use anyhow::{Context, Result};
 use clap::Args;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -11,6 +16,10 @@ pub struct TrainArgs {
     /// Continue from the newest checkpoint in train.out_dir
     #[arg(long)]
     pub resume: bool,
+    /// Start from the weights of this checkpoint (trained, or written by `masklm import`) with
+    /// a fresh optimizer at step 0; the run's [model] and tokenizer must be the checkpoint's
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    pub init_from: Option<PathBuf>,
 }
 
 /// Shown after training: plain sentences whose blanks a model of English should fill.
@@ -24,7 +33,11 @@ const EXAMPLES: [&str; 4] = [
 pub fn run(a: TrainArgs) -> Result<()> {
     let cfg = a.config.load()?;
     super::set_threads(cfg.train.threads);
-    let s = crate::train::train(&cfg, a.resume)?;
+    let init_from = match &a.init_from {
+        Some(dir) => Some(check_init_from(&cfg, dir)?),
+        None => None,
+    };
+    let s = crate::train::train(&cfg, a.resume, init_from.as_deref())?;
     println!(
         "trained {} steps; last loss {:.4}; checkpoint {}",
         s.final_step,
@@ -55,4 +68,72 @@ pub fn run(a: TrainArgs) -> Result<()> {
         super::fill_mask::print_readable(text, &per_mask);
     }
     Ok(())
+}
+
+/// `[model]` keys a run may change from its `--init-from` checkpoint: they shape training, not
+/// the weights.
+const TRAINING_ONLY: [&str; 3] = [
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "initializer_range",
+];
+
+/// The checkpoint folder of `--init-from DIR`, once its model and tokenizer are known to be the
+/// run's. The run keeps its own config (so a later `--resume` needs nothing more) and refuses a
+/// checkpoint that would not fit, naming each difference and the flags that fix it.
+fn check_init_from(cfg: &Config, dir: &Path) -> Result<PathBuf> {
+    let dir = checkpoint::resolve(dir)?;
+    let path = dir.join(checkpoint::CONFIG_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("--init-from: reading {}", path.display()))?;
+    let theirs = Config::from_toml_str(&text, &Source::File(path.clone()), &[])?;
+    let diffs = model_differences(&cfg.model, &theirs.model);
+    if !diffs.is_empty() {
+        let (said, sets): (Vec<String>, Vec<String>) = diffs
+            .iter()
+            .map(|(k, ours, t)| {
+                (
+                    format!("{k} {ours} (run) vs {t} (checkpoint)"),
+                    format!("--set model.{k}={t}"),
+                )
+            })
+            .unzip();
+        crate::usage!(
+            "--init-from {}: the run's [model] differs from the checkpoint's: {}; add {} or train \
+             with --config {}",
+            dir.display(),
+            said.join(", "),
+            sets.join(" "),
+            path.display()
+        );
+    }
+    let their_tok = dir.join(checkpoint::TOKENIZER_FILE);
+    let same_tokenizer = cfg.tokenizer.path.is_file()
+        && BertTokenizer::load(&cfg.tokenizer.path)?.fingerprint()?
+            == BertTokenizer::load(&their_tok)?.fingerprint()?;
+    if !same_tokenizer {
+        crate::usage!(
+            "--init-from {}: tokenizer.path {} is not the checkpoint's tokenizer (the embeddings \
+             are indexed by its ids); add --set tokenizer.path={:?}",
+            dir.display(),
+            cfg.tokenizer.path.display(),
+            their_tok.display().to_string()
+        );
+    }
+    Ok(dir)
+}
+
+/// `(key, run's value, checkpoint's value)` of each `[model]` key that decides the weights'
+/// shapes or computation and differs.
+fn model_differences(ours: &ModelConfig, theirs: &ModelConfig) -> Vec<(String, String, String)> {
+    // A plain struct of numbers always serializes.
+    let table = |m: &ModelConfig| toml::Table::try_from(m).expect("[model] serializes to TOML");
+    let (ours, theirs) = (table(ours), table(theirs));
+    ours.iter()
+        .filter(|(k, v)| !TRAINING_ONLY.contains(&k.as_str()) && theirs.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            let t = theirs.get(k).map(|t| t.to_string()).unwrap_or_default();
+            (k.clone(), v.to_string(), t)
+        })
+        .collect()
 }

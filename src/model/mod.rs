@@ -67,6 +67,16 @@ impl BertConfig {
             },
         }
     }
+
+    /// BERT's initialisation drawn on the CPU (flex) from `seed`, then placed on `device`: the
+    /// same seed gives the same initial weights on every backend (each backend has its own
+    /// generator), so a wgpu run can be checked against a flex run step by step.
+    pub fn init_seeded(&self, seed: u64, device: &Device) -> BertForMaskedLM {
+        let cpu = Device::flex();
+        cpu.seed(seed);
+        let weights = self.init(&cpu).into_record();
+        self.init(device).load_record(weights)
+    }
 }
 
 /// Normal(0, std) values of `shape`, drawn now (not lazily) from the device's seeded generator.

@@ -71,11 +71,17 @@ pub fn save(out_dir: &Path, s: &Saved, keep: usize) -> Result<PathBuf> {
         for f in fs::read_dir(&tmp)? {
             File::open(f?.path())?.sync_all()?;
         }
-        // Saving twice at one step (a periodic save, then the final one) replaces the first.
+        // Saving again at a step that already has a checkpoint (a resumed run that was already
+        // finished) replaces it; the old one is first renamed out of the way, so a kill between
+        // the two renames leaves a temporary that the next start removes, never a half folder.
         if final_dir.exists() {
-            fs::remove_dir_all(&final_dir)?;
+            let old = trash_name(out_dir, &final_dir);
+            fs::rename(&final_dir, &old)?;
+            fs::rename(&tmp, &final_dir)?;
+            fs::remove_dir_all(&old)?;
+        } else {
+            fs::rename(&tmp, &final_dir)?;
         }
-        fs::rename(&tmp, &final_dir)?;
         File::open(out_dir)?.sync_all()?;
         Ok(())
     };
@@ -112,11 +118,41 @@ pub fn latest(out_dir: &Path) -> Result<Option<PathBuf>> {
     Ok(list(out_dir)?.pop().map(|(_, p)| p))
 }
 
+/// `out_dir/.NAME.trash-PID`: where a checkpoint folder goes before it is deleted.
+fn trash_name(out_dir: &Path, dir: &Path) -> PathBuf {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    out_dir.join(format!(".{name}.trash-{}", std::process::id()))
+}
+
+/// Deletes all but the newest `keep` checkpoints. Each is renamed to a hidden name first (one
+/// atomic step), so a kill during the deletion never leaves a half-deleted `checkpoint-N`.
 fn prune(out_dir: &Path, keep: usize) -> Result<()> {
     let all = list(out_dir)?;
     for (_, old) in all.iter().take(all.len().saturating_sub(keep)) {
-        fs::remove_dir_all(old)
+        let trash = trash_name(out_dir, old);
+        fs::rename(old, &trash)
+            .and_then(|()| fs::remove_dir_all(&trash))
             .with_context(|| format!("removing old checkpoint {}", old.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes what killed writers left behind in `out_dir`: hidden `.checkpoint-N.tmp-PID`
+/// (unfinished) and `.checkpoint-N.trash-PID` (being deleted) folders. Called when a run starts,
+/// before it writes anything.
+pub fn remove_stale_temporaries(out_dir: &Path) -> Result<()> {
+    if !out_dir.is_dir() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(out_dir)? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let stale = name.starts_with(".checkpoint-")
+            && (name.contains(".tmp-") || name.contains(".trash-"));
+        if stale && path.is_dir() {
+            fs::remove_dir_all(&path)
+                .with_context(|| format!("removing the unfinished {}", path.display()))?;
+        }
     }
     Ok(())
 }
@@ -216,5 +252,8 @@ mod tests {
             .map(|(s, _)| s)
             .collect();
         assert_eq!(steps, vec![20, 100]);
+        remove_stale_temporaries(dir.path()).unwrap();
+        assert!(!dir.path().join(".checkpoint-200.tmp-1").exists());
+        assert!(dir.path().join(dir_name(100)).is_dir());
     }
 }

@@ -18,6 +18,7 @@ use burn::module::Module;
 use burn::prelude::*;
 use checkpoint::{Saved, TrainState};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::path::Path;
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
@@ -58,16 +59,32 @@ pub fn device_for(backend: BackendName) -> Result<Device> {
     Ok(device)
 }
 
-pub fn train(cfg: &Config, resume: bool) -> Result<TrainSummary> {
+/// Trains `cfg`: from scratch, from the newest checkpoint of `train.out_dir` (`resume`), or from
+/// the weights of the checkpoint folder `init_from` with a fresh optimizer at step 0 (the caller
+/// has checked that its model and tokenizer are the run's; see `cli::train`).
+pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<TrainSummary> {
     let t = &cfg.train;
+    if resume && init_from.is_some() {
+        crate::usage!("--init-from starts a new run and --resume continues one; give only one");
+    }
+    // The device first: a missing GPU adapter is reported before any minute is spent on data.
+    let base = device_for(t.backend)?;
     let tok = tokenizer_for(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;
     let corruption = corruption(cfg, &tok);
-    let base = device_for(t.backend)?;
     base.seed(t.seed);
     let train_dev = base.clone().autodiff();
     let bert = BertConfig::new(&cfg.model, tok.vocab_size(), tok.specials().pad);
-    let mut model = bert.init(&train_dev);
+    let mut model = bert.init_seeded(t.seed, &train_dev);
+    if let Some(dir) = init_from {
+        model = model
+            .try_load_file(dir.join(checkpoint::MODEL_FILE))
+            .map_err(|e| anyhow::anyhow!("--init-from: loading {}: {e:?}", dir.display()))?;
+        eprintln!(
+            "initialised from {} (fresh optimizer, step 0)",
+            dir.display()
+        );
+    }
     let mut optim = optim::adamw(t);
     // The newest checkpoint on disk: what a NaN stop keeps, and what the summary reports.
     let mut last_ckpt = std::path::PathBuf::new();
@@ -81,6 +98,7 @@ pub fn train(cfg: &Config, resume: bool) -> Result<TrainSummary> {
     let config_toml = cfg.to_toml();
     std::fs::create_dir_all(&t.out_dir)
         .with_context(|| format!("creating {}", t.out_dir.display()))?;
+    checkpoint::remove_stale_temporaries(&t.out_dir)?;
 
     if resume {
         let dir = checkpoint::latest(&t.out_dir)?.ok_or_else(|| {

@@ -81,3 +81,16 @@ pub fn tiny_bert(dropout: f64) -> masklm::model::BertConfig {
         pad_token_id: 0,
     }
 }
+
+/// Every parameter of the checkpoint in `dir`, by name, as raw bytes. Compares weights bit for
+/// bit without comparing the files, which also hold each parameter's random id.
+pub fn checkpoint_tensors(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    use burn::store::ModuleSnapshot;
+    let device = burn::prelude::Device::flex();
+    let ck = masklm::train::checkpoint::load(dir, &device).expect("checkpoint loads");
+    ck.model
+        .collect(None, None, false)
+        .into_iter()
+        .map(|t| (t.name.clone(), t.to_bytes().expect("tensor bytes").to_vec()))
+        .collect()
+}

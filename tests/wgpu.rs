@@ -1,0 +1,124 @@
+//! wgpu against flex: the same weights and batches give the same logits and training losses.
+//! Without a GPU, wgpu runs on Mesa's software Vulkan (lavapipe, Debian `mesa-vulkan-drivers`),
+//! which `.ci/run` installs.
+
+mod common;
+
+use burn::prelude::*;
+use common::masklm;
+use masklm::config::BackendName;
+use std::path::Path;
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn wgpu() -> Device {
+    masklm::train::device_for(BackendName::Wgpu)
+        .expect("these tests need a wgpu adapter: apt-get install mesa-vulkan-drivers")
+}
+
+/// Logits [3, 9, 99] of a batch whose last row is partly padding.
+fn logits(seed: u64, device: &Device) -> Vec<f32> {
+    let model = common::tiny_bert(0.0).init_seeded(seed, device);
+    let ids: Vec<i64> = (0..27).map(|i| (i * 37 % 94 + 5) as i64).collect();
+    let mask: Vec<i64> = (0..27).map(|i| (i < 22) as i64).collect();
+    let ids = Tensor::<1, Int>::from_ints(ids.as_slice(), device).reshape([3, 9]);
+    let mask = Tensor::<1, Int>::from_ints(mask.as_slice(), device).reshape([3, 9]);
+    model
+        .forward(ids, mask)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn wgpu_forward_matches_flex_from_the_same_seed() {
+    let d = max_abs_diff(&logits(3, &Device::flex()), &logits(3, &wgpu()));
+    assert!(d < 1e-4, "max |flex - wgpu| logit = {d}");
+}
+
+fn losses(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64())
+        .collect()
+}
+
+#[test]
+fn a_tiny_run_on_wgpu_logs_the_losses_of_the_same_run_on_flex() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |backend: &str| {
+        let out = dir.path().join(backend);
+        let mut args: Vec<String> = ["train", "--config", "configs/tiny.toml"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for s in [
+            format!("train.backend={backend:?}"),
+            format!("train.out_dir={out:?}"),
+            format!("tokenizer.path={:?}", dir.path().join("tokenizer.json")),
+            format!("data.cache_dir={:?}", dir.path().join("cache")),
+            // Dropout draws from each backend's own generator: switch it off to compare.
+            "model.hidden_dropout_prob=0.0".into(),
+            "model.attention_probs_dropout_prob=0.0".into(),
+            "train.steps=6".into(),
+            "train.eval_every=0".into(),
+            "train.save_every=0".into(),
+        ] {
+            args.extend(["--set".into(), s]);
+        }
+        masklm(&args).ok();
+        losses(&out)
+    };
+    let flex = run("flex");
+    let gpu = run("wgpu");
+    assert_eq!(flex.len(), 6);
+    assert_eq!(gpu.len(), 6);
+    for (step, (a, b)) in flex.iter().zip(&gpu).enumerate() {
+        assert!(
+            (a - b).abs() < 1e-3,
+            "step {}: flex {a} vs wgpu {b}",
+            step + 1
+        );
+    }
+}
+
+#[test]
+fn wgpu_without_any_adapter_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "train".to_string(),
+        "--config".into(),
+        "configs/tiny.toml".into(),
+    ];
+    args.extend(common::isolated(dir.path()));
+    args.extend(["--set".into(), "train.backend=\"wgpu\"".into()]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_masklm"))
+        .args(&args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("BURN_DEVICE", "flex")
+        // No Vulkan driver for the loader to find, and no EGL vendor for wgpu's GL fallback.
+        .env("VK_ICD_FILENAMES", dir.path().join("none.json"))
+        .env("VK_DRIVER_FILES", dir.path().join("none.json"))
+        .env(
+            "__EGL_VENDOR_LIBRARY_FILENAMES",
+            dir.path().join("none.json"),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no GPU adapter"), "{stderr}");
+    assert!(stderr.contains("mesa-vulkan-drivers"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !dir.path().join("tokenizer.json").exists(),
+        "the adapter is checked before any work"
+    );
+}

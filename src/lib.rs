@@ -9,6 +9,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod fill_mask;
+pub mod hf;
 pub mod io;
 pub mod model;
 pub mod plot;

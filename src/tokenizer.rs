@@ -126,6 +126,14 @@ impl BertTokenizer {
         Self::from_tokenizer(tok, &path.display().to_string())
     }
 
+    /// Parses the text of a `tokenizer.json`; `name` says where it came from in messages.
+    pub fn from_json(json: &str, name: &str) -> Result<Self> {
+        let tok: Tokenizer = json
+            .parse()
+            .map_err(|e| UsageError::new(format!("{name} is not a valid tokenizer.json: {e}")))?;
+        Self::from_tokenizer(tok, name)
+    }
+
     fn from_tokenizer(inner: Tokenizer, name: &str) -> Result<Self> {
         let id = |t: &str| {
             inner.token_to_id(t).ok_or_else(|| {

@@ -1,9 +1,10 @@
-//! The command line: one file per subcommand. `export`, `import` and `bench` are reserved names
-//! for the subcommands still to come.
+//! The command line: one file per subcommand.
 
 mod data;
 mod eval;
+mod export;
 mod fill_mask;
+mod import;
 mod plot;
 mod tokenizer;
 mod train;
@@ -37,6 +38,10 @@ pub enum Command {
     FillMask(fill_mask::FillMaskArgs),
     /// Draw loss.png and accuracy.png from a run's metrics.jsonl
     Plot(plot::PlotArgs),
+    /// Write a checkpoint as a Hugging Face folder (transformers' BertForMaskedLM)
+    Export(export::ExportArgs),
+    /// Turn a Hugging Face BERT masked-LM folder into a masklm checkpoint
+    Import(import::ImportArgs),
 }
 
 /// `--config FILE` and repeatable `--set section.key=value`, shared by every subcommand that
@@ -65,6 +70,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plot(a) => plot::run(a),
         Command::Eval(a) => eval::run(a),
         Command::FillMask(a) => fill_mask::run(a),
+        Command::Export(a) => export::run(a),
+        Command::Import(a) => import::run(a),
     }
 }
 

@@ -1,0 +1,51 @@
+//! `masklm import`: a Hugging Face BERT masked-LM folder as a masklm checkpoint.
+
+use super::ConfigArgs;
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// An HF folder: config.json, model.safetensors or pytorch_model.bin, tokenizer.json or
+    /// vocab.txt
+    #[arg(long, value_name = "HF_DIR")]
+    pub hf: PathBuf,
+    /// The checkpoint folder to write (model.bpk, config.toml, tokenizer.json, state.json)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Write into a folder that is not empty, replacing the files import writes
+    #[arg(long)]
+    pub force: bool,
+    /// The settings saved beside the weights (data, train); [model] always comes from
+    /// config.json
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+pub fn run(a: ImportArgs) -> Result<()> {
+    let base = a.config.load()?;
+    let r = crate::hf::import(&a.hf, &base, &a.out, a.force)?;
+    println!(
+        "imported {} tensors from {} and the tokenizer from {} → {}",
+        r.tensors,
+        r.weights_file.display(),
+        r.tokenizer_source.display(),
+        r.dir.display()
+    );
+    if !r.ignored.is_empty() {
+        println!(
+            "ignored (not part of a masked LM): {}",
+            r.ignored.join(", ")
+        );
+    }
+    if let Some((before, after)) = r.seq_len_lowered {
+        println!("data.seq_len {before} lowered to max_position_embeddings {after}");
+    }
+    println!(
+        "use it with: masklm fill-mask --checkpoint {0} …, or masklm train --config {0}/config.toml \
+         --init-from {0} --set train.out_dir=…",
+        r.dir.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! Hugging Face interoperability: a masklm checkpoint ↔ a `transformers` BERT masked-LM folder.
+//!
+//! The HF folder is what `BertForMaskedLM.save_pretrained` and a BERT tokenizer's
+//! `save_pretrained` write: `config.json` ([`config`]), `model.safetensors` ([`weights`]) and the
+//! tokenizer files ([`tokenizer`]). The model's module tree already mirrors HF's, so the whole
+//! name mapping is the two-row table [`RENAMED`] plus burn-store's PyTorch adapters (Linear
+//! weights `[in, out]` ↔ `[out, in]`, LayerNorm `gamma`/`beta` ↔ `weight`/`bias`).
+
+pub mod config;
+pub mod tokenizer;
+pub mod weights;
+
+use crate::config::Config;
+use crate::error::UsageError;
+use crate::model::BertConfig;
+use crate::train::checkpoint::{self, TrainState};
+use anyhow::{Context, Result};
+use burn::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// The one name table: Rust field name ↔ HF module name, for the only two fields whose names
+/// differ (`LayerNorm` is not snake case, `self` is a Rust keyword). Every other path segment is
+/// HF's own (`bert.encoder.layer.0.attention.output.dense.weight` is the Rust path too).
+pub const RENAMED: [(&str, &str); 2] = [("layer_norm", "LayerNorm"), ("self_attn", "self")];
+
+/// The HF key of a burn parameter path (LayerNorm `gamma`/`beta` already renamed by the adapter).
+pub fn hf_key(burn_path: &str) -> String {
+    map_segments(burn_path, |s| {
+        RENAMED.iter().find(|(b, _)| *b == s).map(|(_, h)| *h)
+    })
+}
+
+/// The burn parameter path of an HF key (the inverse of [`hf_key`]).
+pub fn burn_path(hf_key: &str) -> String {
+    map_segments(hf_key, |s| {
+        RENAMED.iter().find(|(_, h)| *h == s).map(|(b, _)| *b)
+    })
+}
+
+fn map_segments<'a>(key: &'a str, rename: impl Fn(&'a str) -> Option<&'a str>) -> String {
+    key.split('.')
+        .map(|s| rename(s).unwrap_or(s))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The files an export writes, in the order it writes them.
+pub const EXPORT_FILES: [&str; 6] = [
+    "model.safetensors",
+    "config.json",
+    "tokenizer.json",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+];
+
+/// Refuses to write into `out` when it is a file, or a non-empty folder without `force`.
+fn check_out_dir(out: &Path, force: bool) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        crate::usage!("--out {} is a file; give a folder", out.display());
+    }
+    let non_empty = out.is_dir()
+        && std::fs::read_dir(out)
+            .with_context(|| format!("reading {}", out.display()))?
+            .next()
+            .is_some();
+    if non_empty && !force {
+        crate::usage!(
+            "--out {} exists and is not empty; pass --force to overwrite the files masklm writes \
+             there, or choose another folder",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// `masklm export`: writes checkpoint `ck` as an HF folder `out`; returns the files written.
+pub fn export(ck: &checkpoint::Loaded, out: &Path, force: bool) -> Result<Vec<PathBuf>> {
+    check_out_dir(out, force)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let bert = BertConfig::new(
+        &ck.config.model,
+        ck.tokenizer.vocab_size(),
+        ck.tokenizer.specials().pad,
+    );
+    let path = out.join(EXPORT_FILES[0]);
+    weights::save(&ck.model, &path)?;
+    let mut written = vec![path];
+    let config_json = serde_json::to_string_pretty(&config::to_json(&bert))?;
+    let mut files = vec![("config.json", config_json)];
+    files.extend(tokenizer::hf_files(
+        &ck.tokenizer,
+        ck.config.model.max_position_embeddings,
+    )?);
+    for (name, text) in files {
+        let path = out.join(name);
+        crate::io::write_atomic(&path, format!("{text}\n").as_bytes())?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// What `masklm import` did.
+pub struct Imported {
+    pub dir: PathBuf,
+    /// The weights file read (model.safetensors or pytorch_model.bin).
+    pub weights_file: PathBuf,
+    /// Where the tokenizer came from (tokenizer.json or vocab.txt).
+    pub tokenizer_source: PathBuf,
+    pub tensors: usize,
+    /// Checkpoint tensors that are not part of a masked LM (pooler, next-sentence head).
+    pub ignored: Vec<String>,
+    /// `data.seq_len` lowered to the model's `max_position_embeddings`, when it was.
+    pub seq_len_lowered: Option<(usize, usize)>,
+}
+
+/// `masklm import`: reads the HF folder `hf_dir` and writes the checkpoint folder `out`
+/// (model.bpk, config.toml, tokenizer.json, state.json at step 0; no optimizer state).
+/// `base` supplies every setting but `[model]`, which comes from config.json.
+/// Everything is read and checked before the first file is written.
+pub fn import(hf_dir: &Path, base: &Config, out: &Path, force: bool) -> Result<Imported> {
+    check_out_dir(out, force)?;
+    if !hf_dir.is_dir() {
+        crate::usage!(
+            "--hf {} is not a folder; give a folder written by transformers' save_pretrained",
+            hf_dir.display()
+        );
+    }
+    let hf = config::read(&hf_dir.join("config.json"))?;
+    let (tok_json, tokenizer_source) = tokenizer::read_hf(hf_dir)?;
+    let tok = crate::tokenizer::BertTokenizer::from_json(
+        &tok_json,
+        &tokenizer_source.display().to_string(),
+    )?;
+    if tok.vocab_size() != hf.vocab_size {
+        crate::usage!(
+            "{} has vocab_size {} but the tokenizer ({}) has {} ids; masklm sizes the embedding \
+             from the tokenizer, so they must be equal",
+            hf_dir.join("config.json").display(),
+            hf.vocab_size,
+            tokenizer_source.display(),
+            tok.vocab_size()
+        );
+    }
+    let mut cfg = base.clone();
+    cfg.model = hf.model_config();
+    cfg.tokenizer.path = out.join(checkpoint::TOKENIZER_FILE);
+    cfg.tokenizer.vocab_size = tok.vocab_size();
+    cfg.tokenizer.lowercase = tokenizer::lowercases(&tok_json);
+    let max_len = cfg.model.max_position_embeddings;
+    let seq_len_lowered = (cfg.data.seq_len > max_len).then(|| {
+        let before = cfg.data.seq_len;
+        cfg.data.seq_len = max_len;
+        (before, max_len)
+    });
+    // Sizes are checked here, before the model is built from them.
+    cfg.validate().map_err(|e| {
+        UsageError::new(format!(
+            "{} gives a config masklm cannot use: {e}",
+            hf_dir.join("config.json").display()
+        ))
+    })?;
+    let bert = BertConfig::new(&cfg.model, tok.vocab_size(), tok.specials().pad);
+    let loaded = weights::load(bert.init(&Device::flex()), hf_dir, &hf)?;
+
+    write_checkpoint(out, &loaded.model, &cfg, &tok)?;
+    Ok(Imported {
+        dir: out.to_path_buf(),
+        weights_file: loaded.file,
+        tokenizer_source,
+        tensors: loaded.tensors,
+        ignored: loaded.ignored,
+        seq_len_lowered,
+    })
+}
+
+/// The checkpoint files `checkpoint::load` reads, plus state.json at step 0.
+fn write_checkpoint(
+    out: &Path,
+    model: &crate::model::BertForMaskedLM,
+    cfg: &Config,
+    tok: &crate::tokenizer::BertTokenizer,
+) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    crate::io::replace_with(&out.join(checkpoint::MODEL_FILE), |tmp| {
+        model
+            .clone()
+            .save_file(tmp)
+            .map_err(|e| anyhow::anyhow!("saving {}: {e:?}", tmp.display()))
+    })?;
+    let state = TrainState {
+        step: 0,
+        position: 0,
+        elapsed_s: 0.0,
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let files = [
+        (checkpoint::TOKENIZER_FILE, tok.to_json()?),
+        (checkpoint::CONFIG_FILE, cfg.to_toml()),
+        (
+            checkpoint::STATE_FILE,
+            serde_json::to_string_pretty(&state)?,
+        ),
+    ];
+    for (name, text) in files {
+        crate::io::write_atomic(&out.join(name), text.as_bytes())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_name_table_maps_both_ways() {
+        let pairs = [
+            (
+                "bert.encoder.layer.3.attention.self_attn.query.weight",
+                "bert.encoder.layer.3.attention.self.query.weight",
+            ),
+            (
+                "bert.embeddings.layer_norm.weight",
+                "bert.embeddings.LayerNorm.weight",
+            ),
+            (
+                "cls.predictions.transform.layer_norm.bias",
+                "cls.predictions.transform.LayerNorm.bias",
+            ),
+            ("cls.predictions.bias", "cls.predictions.bias"),
+        ];
+        for (burn, hf) in pairs {
+            assert_eq!(hf_key(burn), hf);
+            assert_eq!(burn_path(hf), burn);
+        }
+    }
+
+    #[test]
+    fn every_model_parameter_has_a_distinct_hf_key_without_rust_names() {
+        let c = crate::model::BertConfig {
+            vocab_size: 11,
+            hidden_size: 8,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            intermediate_size: 5,
+            max_position_embeddings: 6,
+            type_vocab_size: 2,
+            hidden_dropout_prob: 0.0,
+            attention_probs_dropout_prob: 0.0,
+            layer_norm_eps: 1e-12,
+            initializer_range: 0.02,
+            pad_token_id: 0,
+        };
+        let keys = weights::expected(&c.init(&Device::flex()));
+        // HF BertForMaskedLM without pooler and tied decoder: 5 embedding + 16 per layer + 5 head.
+        assert_eq!(keys.len(), 5 + 16 * 2 + 5);
+        let names: std::collections::BTreeSet<_> = keys.keys().collect();
+        assert_eq!(names.len(), keys.len());
+        for k in keys.keys() {
+            assert!(!k.contains("layer_norm") && !k.contains("self_attn") && !k.contains("gamma"));
+        }
+        assert_eq!(
+            keys["bert.encoder.layer.1.intermediate.dense.weight"],
+            vec![5, 8],
+            "Linear weights are [out, in]"
+        );
+        assert_eq!(
+            keys["bert.encoder.layer.1.output.LayerNorm.weight"],
+            vec![8]
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! The tokenizer files of an HF folder: `tokenizer.json` (the full definition, what masklm uses),
+//! `vocab.txt` (for the slow `BertTokenizer` and old tools), `tokenizer_config.json` (which class
+//! `AutoTokenizer` builds, with which flags) and `special_tokens_map.json`.
+
+use crate::error::UsageError;
+use crate::tokenizer::{BertTokenizer, CONTINUATION_PREFIX};
+use anyhow::Result;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::{AddedToken, Tokenizer};
+
+/// HF's attribute name of each special token, as in `special_tokens_map.json`.
+const SPECIAL_ATTRS: [(&str, &str); 5] = [
+    ("pad_token", "[PAD]"),
+    ("unk_token", "[UNK]"),
+    ("cls_token", "[CLS]"),
+    ("sep_token", "[SEP]"),
+    ("mask_token", "[MASK]"),
+];
+
+/// The BERT normalizer's settings in a tokenizer.json, when its normalizer is BERT's.
+fn bert_normalizer(tokenizer_json: &str) -> Option<Value> {
+    let v: Value = serde_json::from_str(tokenizer_json).ok()?;
+    let n = v.get("normalizer")?;
+    (n.get("type")? == "BertNormalizer").then(|| n.clone())
+}
+
+/// Whether the tokenizer lowercases (BERT uncased); true when it cannot tell, as HF's default.
+pub fn lowercases(tokenizer_json: &str) -> bool {
+    bert_normalizer(tokenizer_json)
+        .and_then(|n| n.get("lowercase")?.as_bool())
+        .unwrap_or(true)
+}
+
+/// `(name, contents)` of the four tokenizer files of an export.
+///
+/// With a BERT normalizer the class is `BertTokenizer` (transformers 5's fast BERT tokenizer,
+/// which transformers 4 maps to `BertTokenizerFast`), and its flags repeat the normalizer's,
+/// since transformers 5 rebuilds the pipeline from them. Any other normalizer gets the generic
+/// `PreTrainedTokenizerFast`, which uses tokenizer.json as it is.
+pub fn hf_files(tok: &BertTokenizer, max_len: usize) -> Result<Vec<(&'static str, String)>> {
+    let tokenizer_json = tok.to_json()?;
+    let specials: serde_json::Map<String, Value> = SPECIAL_ATTRS
+        .iter()
+        .map(|(attr, t)| (attr.to_string(), json!(t)))
+        .collect();
+    let mut config = json!({"model_max_length": max_len});
+    match bert_normalizer(&tokenizer_json) {
+        Some(n) => {
+            config["tokenizer_class"] = json!("BertTokenizer");
+            config["do_lower_case"] = n["lowercase"].clone();
+            config["strip_accents"] = n["strip_accents"].clone();
+            config["tokenize_chinese_chars"] = n["handle_chinese_chars"].clone();
+        }
+        None => config["tokenizer_class"] = json!("PreTrainedTokenizerFast"),
+    }
+    for (k, v) in &specials {
+        config[k] = v.clone();
+    }
+    Ok(vec![
+        ("tokenizer.json", tokenizer_json),
+        // vocab_txt ends with a newline; the caller adds one to every file.
+        (
+            "vocab.txt",
+            tok.vocab_txt().trim_end_matches('\n').to_string(),
+        ),
+        (
+            "tokenizer_config.json",
+            serde_json::to_string_pretty(&config)?,
+        ),
+        (
+            "special_tokens_map.json",
+            serde_json::to_string_pretty(&Value::Object(specials))?,
+        ),
+    ])
+}
+
+/// The tokenizer.json text of an HF folder and the file it came from: tokenizer.json as it is,
+/// else one built from vocab.txt (and tokenizer_config.json's flags) as transformers builds its
+/// fast BERT tokenizer from them.
+pub fn read_hf(hf_dir: &Path) -> Result<(String, PathBuf)> {
+    let json_path = hf_dir.join("tokenizer.json");
+    if json_path.is_file() {
+        let text = std::fs::read_to_string(&json_path)
+            .map_err(|e| UsageError::new(format!("cannot read {}: {e}", json_path.display())))?;
+        return Ok((text, json_path));
+    }
+    let vocab = hf_dir.join("vocab.txt");
+    if !vocab.is_file() {
+        crate::usage!(
+            "{} has neither tokenizer.json nor vocab.txt; copy the model's tokenizer files into it",
+            hf_dir.display()
+        );
+    }
+    let flags = read_flags(&hf_dir.join("tokenizer_config.json"))?;
+    let tok = from_vocab_txt(&vocab, &flags)?;
+    let text = tok
+        .to_string(true)
+        .map_err(|e| anyhow::anyhow!("serializing the tokenizer built from vocab.txt: {e}"))?;
+    Ok((text, vocab))
+}
+
+/// tokenizer_config.json's BERT flags; HF's defaults when the file is absent.
+#[derive(Debug, Clone, PartialEq)]
+struct Flags {
+    lowercase: bool,
+    /// None: follow `lowercase`, as BERT does.
+    strip_accents: Option<bool>,
+    chinese_chars: bool,
+}
+
+fn read_flags(path: &Path) -> Result<Flags> {
+    let mut flags = Flags {
+        lowercase: true,
+        strip_accents: None,
+        chinese_chars: true,
+    };
+    if !path.is_file() {
+        return Ok(flags);
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UsageError::new(format!("cannot read {}: {e}", path.display())))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| UsageError::new(format!("{} is not valid JSON: {e}", path.display())))?;
+    let flag = |key: &str| v.get(key).and_then(Value::as_bool);
+    flags.lowercase = flag("do_lower_case").unwrap_or(true);
+    flags.strip_accents = flag("strip_accents");
+    flags.chinese_chars = flag("tokenize_chinese_chars").unwrap_or(true);
+    Ok(flags)
+}
+
+/// HF's `BertConverter`: WordPiece over vocab.txt (line number = id), BERT normalizer and
+/// pre-tokenizer, `[CLS] $A [SEP]` post-processor, the five special tokens added as special.
+fn from_vocab_txt(vocab: &Path, f: &Flags) -> Result<Tokenizer> {
+    let name = vocab.display().to_string();
+    let wordpiece = WordPiece::from_file(&name)
+        .unk_token("[UNK]".into())
+        .continuing_subword_prefix(CONTINUATION_PREFIX.into())
+        .build()
+        .map_err(|e| UsageError::new(format!("cannot read {name} as a WordPiece vocab: {e}")))?;
+    let mut tok = Tokenizer::new(wordpiece);
+    tok.with_normalizer(Some(BertNormalizer::new(
+        true,
+        f.chinese_chars,
+        f.strip_accents,
+        f.lowercase,
+    )));
+    tok.with_pre_tokenizer(Some(BertPreTokenizer));
+    tok.with_decoder(Some(WordPieceDecoder::new(
+        CONTINUATION_PREFIX.into(),
+        true,
+    )));
+    let id = |t: &str| {
+        tok.token_to_id(t).ok_or_else(|| {
+            UsageError::new(format!(
+                "{name} has no {t} line; a BERT vocab.txt lists [PAD] [UNK] [CLS] [SEP] [MASK]"
+            ))
+        })
+    };
+    let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+    let post = TemplateProcessing::builder()
+        .try_single("[CLS] $A [SEP]")
+        .and_then(|b| b.try_pair("[CLS] $A [SEP] $B:1 [SEP]:1"))
+        .map_err(|e| anyhow::anyhow!("post-processor template: {e}"))?
+        .special_tokens(vec![("[CLS]", cls), ("[SEP]", sep)])
+        .build()
+        .map_err(|e| anyhow::anyhow!("building the post-processor: {e}"))?;
+    tok.with_post_processor(Some(post));
+    let specials: Vec<AddedToken> = SPECIAL_ATTRS
+        .iter()
+        .map(|(_, t)| AddedToken::from(t.to_string(), true))
+        .collect();
+    tok.add_special_tokens(&specials);
+    Ok(tok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_default_to_bert_uncased() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokenizer_config.json");
+        let f = read_flags(&p).unwrap();
+        assert!(f.lowercase && f.chinese_chars && f.strip_accents.is_none());
+        std::fs::write(&p, r#"{"do_lower_case": false, "strip_accents": true}"#).unwrap();
+        let f = read_flags(&p).unwrap();
+        assert!(!f.lowercase && f.strip_accents == Some(true));
+    }
+
+    #[test]
+    fn vocab_txt_builds_bert_wordpiece_with_specials_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("vocab.txt"),
+            "[PAD]\n[unused0]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\ncat\n##s\n.\n",
+        )
+        .unwrap();
+        let (json, from) = read_hf(dir.path()).unwrap();
+        assert_eq!(from, dir.path().join("vocab.txt"));
+        let tok = BertTokenizer::from_json(&json, "t").unwrap();
+        assert_eq!(tok.specials().unk, 2);
+        assert_eq!(tok.specials().mask, 5);
+        assert_eq!(tok.vocab_size(), 10);
+        // Lowercased, split into word pieces, unknown words → [UNK], wrapped in [CLS] … [SEP].
+        assert_eq!(
+            tok.encode_with_specials("The Cats dog [MASK].").unwrap(),
+            vec![3, 6, 7, 8, 2, 5, 9, 4]
+        );
+        assert!(lowercases(&json));
+    }
+}

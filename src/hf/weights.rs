@@ -1,0 +1,335 @@
+//! `model.safetensors` ↔ [`BertForMaskedLM`], through burn-store.
+//!
+//! Export: burn's `BurnToPyTorchAdapter` turns each Linear weight `[in, out]` into PyTorch's
+//! `[out, in]` and LayerNorm `gamma`/`beta` into `weight`/`bias`; then [`hf_key`] renames the two
+//! Rust fields. The decoder is tied, so, as transformers saves a tied BertForMaskedLM, neither
+//! `cls.predictions.decoder.weight` nor `cls.predictions.decoder.bias` is written.
+//!
+//! Import: every key of the file is first brought to its canonical HF name (the layouts found
+//! in the wild: with or without `bert.`, `LayerNorm.gamma`/`beta`, an explicit decoder), then
+//! checked against the keys and shapes the config implies, all before one value is loaded, so a
+//! refusal names the key. `PyTorchToBurnAdapter` transposes back; `FloatCastAdapter` turns
+//! float16 / bfloat16 checkpoints into float32.
+
+use super::config::HfConfig;
+use super::{burn_path, hf_key};
+use crate::error::UsageError;
+use crate::model::BertForMaskedLM;
+use anyhow::Result;
+use burn::store::burn_pack::Tensor as PackTensor;
+use burn::store::{
+    BurnToPyTorchAdapter, ChainAdapter, FloatCastAdapter, ModuleAdapter, ModuleContext,
+    ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore, bridge,
+};
+use burn::tensor::DType;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const WORD_EMBEDDINGS: &str = "bert.embeddings.word_embeddings.weight";
+const DECODER_WEIGHT: &str = "cls.predictions.decoder.weight";
+const DECODER_BIAS: &str = "cls.predictions.decoder.bias";
+const BIAS: &str = "cls.predictions.bias";
+
+/// Tensors of BERT pretraining checkpoints that a masked LM does not use: the pooler and the
+/// next-sentence head (bert-base-uncased has both), and the `position_ids` / `token_type_ids`
+/// buffers older transformers saved. transformers skips them too, with a warning.
+fn is_unused_by_mlm(key: &str) -> bool {
+    key.starts_with("bert.pooler.")
+        || key.starts_with("cls.seq_relationship.")
+        || key == "bert.embeddings.position_ids"
+        || key == "bert.embeddings.token_type_ids"
+}
+
+/// Renames burn paths to HF keys, after `BurnToPyTorchAdapter` in the export chain.
+#[derive(Debug, Clone)]
+struct HfNames;
+
+impl ModuleAdapter for HfNames {
+    fn adapt(&self, mut tensor: PackTensor, _ctx: ModuleContext<'_>) -> PackTensor {
+        tensor.name = hf_key(&tensor.name);
+        tensor
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
+    }
+}
+
+fn to_hf() -> ChainAdapter {
+    BurnToPyTorchAdapter.chain(HfNames)
+}
+
+/// Writes `model` to `path` in HF's layout (replacing the file if it exists).
+pub fn save(model: &BertForMaskedLM, path: &Path) -> Result<()> {
+    // transformers 4 refuses a safetensors file whose metadata `format` is not "pt"; burn
+    // writes "safetensors" by default.
+    let mut store = SafetensorsStore::from_file(path)
+        .with_to_adapter(to_hf())
+        .metadata("format", "pt")
+        .overwrite(true);
+    model
+        .save_into(&mut store)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+}
+
+/// HF key → shape (Linear weights `[out, in]`) of every parameter of `model`.
+pub fn expected(model: &BertForMaskedLM) -> BTreeMap<String, Vec<usize>> {
+    model
+        .collect(None, Some(Box::new(to_hf())), false)
+        .into_iter()
+        .map(|t| (t.name.clone(), t.shape.to_vec()))
+        .collect()
+}
+
+/// What [`load`] read.
+pub struct Loaded {
+    pub model: BertForMaskedLM,
+    pub file: PathBuf,
+    pub tensors: usize,
+    pub ignored: Vec<String>,
+}
+
+/// Loads the weights of the HF folder `hf_dir` into `model` (built from its config.json).
+pub fn load(mut model: BertForMaskedLM, hf_dir: &Path, hf: &HfConfig) -> Result<Loaded> {
+    let (file, raw) = read_file(hf_dir)?;
+    let name = file.display().to_string();
+    let (tensors, ignored) = match_keys(raw, &expected(&model), hf, &name)?;
+    let n = tensors.len();
+    let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32));
+    let r = model.apply(tensors, None, Some(Box::new(adapter)), false);
+    // Every key and shape was checked above, so this is a bug, not bad input.
+    if !(r.errors.is_empty() && r.missing.is_empty() && r.unused.is_empty()) {
+        anyhow::bail!("loading {name} into the model went wrong after the checks passed:\n{r}");
+    }
+    Ok(Loaded {
+        model,
+        file,
+        tensors: n,
+        ignored,
+    })
+}
+
+/// The tensors of `hf_dir`'s weights file by key: model.safetensors, else pytorch_model.bin.
+fn read_file(hf_dir: &Path) -> Result<(PathBuf, BTreeMap<String, PackTensor>)> {
+    let st = hf_dir.join("model.safetensors");
+    let bin = hf_dir.join("pytorch_model.bin");
+    let unreadable = |p: &Path, e: String| {
+        UsageError::new(format!(
+            "cannot read {}: {e}; re-save it with transformers' save_pretrained",
+            p.display()
+        ))
+    };
+    if st.is_file() {
+        let mut store = SafetensorsStore::from_file(&st);
+        let map = store
+            .get_all_tensors()
+            .map_err(|e| unreadable(&st, e.to_string()))?;
+        return Ok((st, map.clone()));
+    }
+    if bin.is_file() {
+        let mut store = PytorchStore::from_file(&bin).map_indices_contiguous(false);
+        let map = store
+            .get_all_tensors()
+            .map_err(|e| unreadable(&bin, e.to_string()))?;
+        return Ok((bin, map.clone()));
+    }
+    for index in [
+        "model.safetensors.index.json",
+        "pytorch_model.bin.index.json",
+    ] {
+        if hf_dir.join(index).is_file() {
+            crate::usage!(
+                "{} is a sharded checkpoint ({index}); masklm reads one file: re-save it with \
+                 save_pretrained(max_shard_size=\"10GB\")",
+                hf_dir.display()
+            );
+        }
+    }
+    crate::usage!(
+        "{} has neither model.safetensors nor pytorch_model.bin; give a folder written by \
+         transformers' save_pretrained",
+        hf_dir.display()
+    )
+}
+
+/// The canonical HF key of a checkpoint key: `bert.` prefixed (base-model checkpoints omit
+/// it), and TF-era LayerNorm `gamma`/`beta` named `weight`/`bias`.
+pub fn canonical(key: &str) -> String {
+    let prefixed = if ["embeddings.", "encoder.", "pooler."]
+        .iter()
+        .any(|p| key.starts_with(p))
+    {
+        format!("bert.{key}")
+    } else {
+        key.to_string()
+    };
+    match prefixed.rsplit_once('.') {
+        Some((head, "gamma")) if head.ends_with("LayerNorm") => format!("{head}.weight"),
+        Some((head, "beta")) if head.ends_with("LayerNorm") => format!("{head}.bias"),
+        _ => prefixed,
+    }
+}
+
+/// Checks the checkpoint's keys against `expected` (HF key → shape) and returns its tensors
+/// named by burn path, and the keys ignored. Every refusal names the key.
+fn match_keys(
+    raw: BTreeMap<String, PackTensor>,
+    expected: &BTreeMap<String, Vec<usize>>,
+    hf: &HfConfig,
+    name: &str,
+) -> Result<(Vec<PackTensor>, Vec<String>)> {
+    let mut by_key: BTreeMap<String, PackTensor> = BTreeMap::new();
+    for (key, t) in raw {
+        let c = canonical(&key);
+        if let Some(other) = by_key.insert(c.clone(), t) {
+            crate::usage!(
+                "{name} holds {c} twice (as {key} and as {}); keep one of them",
+                other.name
+            );
+        }
+    }
+    tied_decoder(&mut by_key, hf, name)?;
+    let ignored: Vec<String> = by_key
+        .keys()
+        .filter(|k| is_unused_by_mlm(k))
+        .cloned()
+        .collect();
+    by_key.retain(|k, _| !is_unused_by_mlm(k));
+    check_keys(&by_key, expected, name)?;
+    let tensors = by_key
+        .into_iter()
+        .map(|(key, mut t)| {
+            t.name = burn_path(&key);
+            t
+        })
+        .collect();
+    Ok((tensors, ignored))
+}
+
+/// Unknown, missing, mis-shaped and non-float tensors, refused together, each by key.
+fn check_keys(
+    by_key: &BTreeMap<String, PackTensor>,
+    expected: &BTreeMap<String, Vec<usize>>,
+    name: &str,
+) -> Result<()> {
+    let mut problems: Vec<String> = by_key
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .map(|k| format!("{k} is not part of a BERT masked LM"))
+        .collect();
+    for (key, shape) in expected {
+        let Some(t) = by_key.get(key) else {
+            problems.push(format!("it lacks {key} (shape {shape:?})"));
+            continue;
+        };
+        let found = t.shape.to_vec();
+        if &found != shape {
+            problems.push(format!(
+                "{key} has shape {found:?} but config.json implies {shape:?}"
+            ));
+        } else if !t.dtype.is_float() {
+            problems.push(format!("{key} is {:?}, not a float tensor", t.dtype));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    const SHOWN: usize = 8;
+    let more = problems.len().saturating_sub(SHOWN);
+    problems.truncate(SHOWN);
+    if more > 0 {
+        problems.push(format!("and {more} more"));
+    }
+    crate::usage!(
+        "{name} does not fit its config.json as a BertForMaskedLM (or BertForPreTraining) \
+         checkpoint:\n  - {}",
+        problems.join("\n  - ")
+    )
+}
+
+/// masklm's decoder is the word-embedding matrix itself. A stored decoder weight is accepted
+/// when it equals the embeddings (a tied model saved in full) and dropped; a stored decoder
+/// bias is `cls.predictions.bias` under its other name (HF ties the two).
+fn tied_decoder(
+    by_key: &mut BTreeMap<String, PackTensor>,
+    hf: &HfConfig,
+    name: &str,
+) -> Result<()> {
+    match by_key.remove(DECODER_WEIGHT) {
+        Some(d) => {
+            if let Some(w) = by_key.get(WORD_EMBEDDINGS)
+                && !same_values(&d, w)?
+            {
+                crate::usage!(
+                    "{name}: {DECODER_WEIGHT} differs from {WORD_EMBEDDINGS}; masklm's decoder \
+                     is tied to the word embeddings, so an untied decoder cannot be imported"
+                );
+            }
+        }
+        None if !hf.tie_word_embeddings => crate::usage!(
+            "config.json sets tie_word_embeddings to false but {name} has no {DECODER_WEIGHT}; \
+             masklm's decoder is tied to the word embeddings"
+        ),
+        None => {}
+    }
+    if let Some(b) = by_key.remove(DECODER_BIAS) {
+        match by_key.get(BIAS) {
+            Some(bias) if !same_values(&b, bias)? => crate::usage!(
+                "{name}: {DECODER_BIAS} differs from {BIAS}; in BERT they are one tensor"
+            ),
+            Some(_) => {}
+            None => {
+                by_key.insert(BIAS.to_string(), b);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Same shape and the same values (compared as f32).
+fn same_values(a: &PackTensor, b: &PackTensor) -> Result<bool> {
+    if a.shape != b.shape {
+        return Ok(false);
+    }
+    let values = |t: &PackTensor| -> Result<Vec<f32>> {
+        let data = bridge::to_data(t).map_err(|e| anyhow::anyhow!("reading {}: {e}", t.name))?;
+        data.convert_dtype(DType::F32)
+            .try_to_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("reading {}: {e:?}", t.name))
+    };
+    Ok(values(a)? == values(b)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_keys_in_the_wild_become_canonical() {
+        for (found, key) in [
+            (
+                "embeddings.LayerNorm.gamma",
+                "bert.embeddings.LayerNorm.weight",
+            ),
+            (
+                "bert.encoder.layer.0.output.LayerNorm.beta",
+                "bert.encoder.layer.0.output.LayerNorm.bias",
+            ),
+            (
+                "encoder.layer.11.attention.self.query.weight",
+                "bert.encoder.layer.11.attention.self.query.weight",
+            ),
+            ("cls.predictions.bias", "cls.predictions.bias"),
+            (
+                "cls.predictions.transform.LayerNorm.weight",
+                "cls.predictions.transform.LayerNorm.weight",
+            ),
+        ] {
+            assert_eq!(canonical(found), key);
+        }
+        assert!(is_unused_by_mlm("bert.pooler.dense.weight"));
+        assert!(!is_unused_by_mlm(
+            "bert.embeddings.token_type_embeddings.weight"
+        ));
+    }
+}

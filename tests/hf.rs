@@ -1,0 +1,710 @@
+//! Hugging Face interoperability, end to end through the binary:
+//! - import of transformers' own tiny BertForMaskedLM (tests/fixtures/hf-tiny, in the layouts
+//!   found in the wild) gives transformers' logits and fill-mask output;
+//! - import → export gives back the original tensors, export → import the same logits;
+//! - what cannot be represented is refused with a message that names the key;
+//! - `train --init-from` continues from imported weights;
+//! - where python3 has torch and transformers, transformers loads masklm's export and agrees
+//!   with it (otherwise those tests print why they are skipped).
+
+mod common;
+
+use burn::prelude::*;
+use common::masklm;
+use masklm::train::checkpoint;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+const FIXTURE: &str = "tests/fixtures/hf-tiny";
+const LEGACY: &str = "tests/fixtures/hf-tiny-legacy";
+/// Parity bound of the issue: every logit and fill-mask score within 1e-4 of transformers'.
+const TOLERANCE: f32 = 1e-4;
+
+fn root(p: &str) -> PathBuf {
+    Path::new(common::ROOT).join(p)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+/// tests/fixtures/hf-tiny/logits.json: transformers' batch and logits (see its README).
+struct Reference {
+    texts: Vec<String>,
+    input_ids: Vec<Vec<i64>>,
+    attention_mask: Vec<Vec<i64>>,
+    /// [batch][seq][vocab]
+    logits: Vec<Vec<Vec<f32>>>,
+    fill_mask: Value,
+    /// Ids of [PAD] [UNK] [CLS] [SEP] [MASK].
+    specials: Vec<u32>,
+}
+
+fn reference() -> Reference {
+    let v: Value =
+        serde_json::from_str(&fs::read_to_string(root(FIXTURE).join("logits.json")).unwrap())
+            .unwrap();
+    fn get<T: serde::de::DeserializeOwned>(v: &Value, k: &str) -> T {
+        serde_json::from_value(v[k].clone()).unwrap()
+    }
+    Reference {
+        texts: get(&v, "texts"),
+        input_ids: get(&v, "input_ids"),
+        attention_mask: get(&v, "attention_mask"),
+        logits: get(&v, "logits"),
+        fill_mask: v["fill_mask"].clone(),
+        specials: get::<BTreeMap<String, u32>>(&v, "special_token_ids")
+            .into_values()
+            .collect(),
+    }
+}
+
+fn import(hf: &Path, out: &Path) -> common::Run {
+    masklm(&["import", "--hf", s(hf), "--out", s(out)])
+}
+
+/// masklm's logits [batch][seq][vocab] for a padded batch.
+fn logits(ck: &checkpoint::Loaded, ids: &[Vec<i64>], mask: &[Vec<i64>]) -> Vec<f32> {
+    let dev = Device::flex();
+    let (b, s) = (ids.len(), ids[0].len());
+    let grid = |g: &[Vec<i64>]| {
+        let flat: Vec<i32> = g.iter().flatten().map(|&x| x as i32).collect();
+        Tensor::<2, Int>::from_data(TensorData::new(flat, [b, s]), &dev)
+    };
+    ck.model
+        .forward(grid(ids), grid(mask))
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
+
+/// Checks the tokenizer against transformers' ids, then returns the largest
+/// |masklm − transformers| over every logit of the batch, padding positions included.
+fn max_logit_diff(ck_dir: &Path, r: &Reference) -> f32 {
+    let ck = checkpoint::load(ck_dir, &Device::flex()).unwrap();
+    for ((text, ids), mask) in r.texts.iter().zip(&r.input_ids).zip(&r.attention_mask) {
+        let n = mask.iter().sum::<i64>() as usize;
+        let ours: Vec<i64> = ck
+            .tokenizer
+            .encode_with_specials(text)
+            .unwrap()
+            .iter()
+            .map(|&i| i as i64)
+            .collect();
+        assert_eq!(ours, ids[..n], "token ids of {text:?}");
+    }
+    let ours = logits(&ck, &r.input_ids, &r.attention_mask);
+    let theirs: Vec<f32> = r.logits.iter().flatten().flatten().copied().collect();
+    assert_eq!(ours.len(), theirs.len());
+    ours.iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
+/// A minimal safetensors reader: key → (header entry without offsets, raw bytes).
+fn read_safetensors(path: &Path) -> BTreeMap<String, (Value, Vec<u8>)> {
+    let bytes = fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    header
+        .into_iter()
+        .filter(|(k, _)| k != "__metadata__")
+        .map(|(k, mut v)| {
+            let o = v["data_offsets"].clone();
+            let (a, b) = (
+                o[0].as_u64().unwrap() as usize,
+                o[1].as_u64().unwrap() as usize,
+            );
+            v.as_object_mut().unwrap().remove("data_offsets");
+            (k, (v, data[a..b].to_vec()))
+        })
+        .collect()
+}
+
+/// A minimal safetensors writer (8-byte header length, JSON header padded to 8 bytes, data).
+fn write_safetensors(path: &Path, tensors: &BTreeMap<String, (Value, Vec<u8>)>) {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), json!({"format": "pt"}));
+    let mut data = Vec::new();
+    for (k, (info, raw)) in tensors {
+        let mut info = info.clone();
+        info["data_offsets"] = json!([data.len(), data.len() + raw.len()]);
+        header.insert(k.clone(), info);
+        data.extend_from_slice(raw);
+    }
+    let mut h = serde_json::to_vec(&header).unwrap();
+    while !h.len().is_multiple_of(8) {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    out.extend(data);
+    fs::write(path, out).unwrap();
+}
+
+/// A copy of the hf-tiny fixture in `dir`, its tensors passed through `edit` and its
+/// config.json through `edit_config`.
+fn edited_fixture(
+    dir: &Path,
+    edit: impl Fn(&mut BTreeMap<String, (Value, Vec<u8>)>),
+    edit_config: impl Fn(&mut Value),
+) -> PathBuf {
+    let hf = dir.join("hf-edited");
+    fs::create_dir_all(&hf).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json", "vocab.txt"] {
+        fs::copy(root(FIXTURE).join(f), hf.join(f)).unwrap();
+    }
+    let mut tensors = read_safetensors(&root(FIXTURE).join("model.safetensors"));
+    edit(&mut tensors);
+    write_safetensors(&hf.join("model.safetensors"), &tensors);
+    let mut config: Value =
+        serde_json::from_str(&fs::read_to_string(root(FIXTURE).join("config.json")).unwrap())
+            .unwrap();
+    edit_config(&mut config);
+    fs::write(hf.join("config.json"), config.to_string()).unwrap();
+    hf
+}
+
+#[test]
+fn imported_fixture_matches_transformers_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    let out = import(&root(FIXTURE), &ck).ok().stdout;
+    assert!(out.contains("imported 42 tensors"), "{out}");
+    let d = max_logit_diff(&ck, &reference());
+    println!("hf-tiny: max |masklm - transformers| logit difference {d:.3e}");
+    assert!(d < TOLERANCE, "max logit difference {d}");
+}
+
+#[test]
+fn legacy_layout_and_vocab_txt_import_to_the_same_logits() {
+    // LayerNorm.gamma/beta, explicit (tied) decoder weight and bias, no tokenizer.json.
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    import(&root(LEGACY), &ck).ok();
+    let d = max_logit_diff(&ck, &reference());
+    println!("hf-tiny-legacy: max logit difference {d:.3e}");
+    assert!(d < TOLERANCE, "max logit difference {d}");
+}
+
+#[test]
+fn base_model_keys_without_the_bert_prefix_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = edited_fixture(
+        dir.path(),
+        |t| {
+            *t = std::mem::take(t)
+                .into_iter()
+                .map(|(k, v)| (k.strip_prefix("bert.").unwrap_or(&k).to_string(), v))
+                .collect();
+        },
+        |_| {},
+    );
+    let ck = dir.path().join("ck");
+    import(&hf, &ck).ok();
+    assert!(max_logit_diff(&ck, &reference()) < TOLERANCE);
+}
+
+#[test]
+fn fill_mask_of_the_import_matches_the_transformers_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    import(&root(FIXTURE), &ck).ok();
+    let r = reference();
+    let out = masklm(&[
+        "fill-mask",
+        "--checkpoint",
+        s(&ck),
+        "--json",
+        "--top-k",
+        "5",
+        &r.texts[2],
+    ])
+    .ok()
+    .stdout;
+    let ours: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_same_fill_mask(&ours, &r.fill_mask, true, &r.specials);
+}
+
+/// The same tokens in the same order with scores within [`TOLERANCE`] (what the issue asks),
+/// and the same `token_str` and `sequence`, except where masklm's fill-mask is known to differ
+/// from transformers' pipeline: a candidate that is a special token has `token_str` "" in masklm
+/// and e.g. "[MASK]" in transformers (which decodes it without skipping special tokens), and,
+/// with several masks, transformers decodes `sequence` keeping [CLS], [SEP] and the other
+/// [MASK]s where masklm drops them.
+fn assert_same_fill_mask(ours: &Value, theirs: &Value, one_mask: bool, specials: &[u32]) {
+    let (a, b) = (ours.as_array().unwrap(), theirs.as_array().unwrap());
+    assert_eq!(a.len(), b.len(), "{ours}\n{theirs}");
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x["token"], y["token"], "{ours}\nvs {theirs}");
+        let d = (x["score"].as_f64().unwrap() - y["score"].as_f64().unwrap()).abs();
+        assert!(d < TOLERANCE as f64, "score {x} vs {y}");
+        let special = specials.contains(&(x["token"].as_u64().unwrap() as u32));
+        if !special {
+            assert_eq!(x["token_str"], y["token_str"], "{x} vs {y}");
+        }
+        if one_mask {
+            assert_eq!(x["sequence"], y["sequence"], "{x} vs {y}");
+        }
+    }
+}
+
+#[test]
+fn import_then_export_gives_the_original_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ck, hf) = (dir.path().join("ck"), dir.path().join("hf"));
+    import(&root(FIXTURE), &ck).ok();
+    masklm(&["export", "--checkpoint", s(&ck), "--out", s(&hf)]).ok();
+    let original = read_safetensors(&root(FIXTURE).join("model.safetensors"));
+    let exported = read_safetensors(&hf.join("model.safetensors"));
+    assert_eq!(
+        original.keys().collect::<Vec<_>>(),
+        exported.keys().collect::<Vec<_>>()
+    );
+    for (k, (info, raw)) in &original {
+        assert_eq!(&exported[k].0, info, "{k}: dtype and shape");
+        assert!(&exported[k].1 == raw, "{k}: values differ");
+    }
+    let config = |d: &Path| -> Value {
+        serde_json::from_str(&fs::read_to_string(d.join("config.json")).unwrap()).unwrap()
+    };
+    let (a, b) = (config(&root(FIXTURE)), config(&hf));
+    for k in [
+        "model_type",
+        "architectures",
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "hidden_act",
+        "max_position_embeddings",
+        "type_vocab_size",
+        "layer_norm_eps",
+        "pad_token_id",
+        "hidden_dropout_prob",
+        "attention_probs_dropout_prob",
+        "tie_word_embeddings",
+    ] {
+        assert_eq!(a[k], b[k], "config.json {k}");
+    }
+    assert_eq!(
+        fs::read_to_string(root(FIXTURE).join("vocab.txt")).unwrap(),
+        fs::read_to_string(hf.join("vocab.txt")).unwrap()
+    );
+}
+
+/// A masklm run trained once for the tests that need one: (its folder, kept alive, run dir).
+fn trained() -> &'static (tempfile::TempDir, PathBuf) {
+    static RUN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = ["train", "--config", "configs/tiny.toml"]
+            .iter()
+            .chain(&["--set", "train.steps=6", "--set", "train.warmup_steps=2"])
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(common::isolated(dir.path()));
+        masklm(&args).ok();
+        let run = dir.path().join("run");
+        (dir, run)
+    })
+}
+
+/// Token ids of `texts`, padded with [PAD] into one batch, and the attention mask.
+fn batch(tok: &masklm::tokenizer::BertTokenizer, texts: &[&str]) -> (Vec<Vec<i64>>, Vec<Vec<i64>>) {
+    let rows: Vec<Vec<i64>> = texts
+        .iter()
+        .map(|t| {
+            tok.encode_with_specials(t)
+                .unwrap()
+                .iter()
+                .map(|&i| i as i64)
+                .collect()
+        })
+        .collect();
+    let s = rows.iter().map(Vec::len).max().unwrap();
+    let pad = tok.specials().pad as i64;
+    let mask = rows
+        .iter()
+        .map(|r| (0..s).map(|i| (i < r.len()) as i64).collect())
+        .collect();
+    let ids = rows
+        .into_iter()
+        .map(|mut r| {
+            r.resize(s, pad);
+            r
+        })
+        .collect();
+    (ids, mask)
+}
+
+const TEXTS: [&str; 3] = [
+    "once upon a time, there was a little [MASK] named lily.",
+    "The dog ran to the [MASK] and barked!",
+    "she was happy.",
+];
+
+#[test]
+fn export_of_a_trained_model_imports_back_with_identical_logits() {
+    let (_keep, run) = trained();
+    let dir = tempfile::tempdir().unwrap();
+    let (hf, back) = (dir.path().join("hf"), dir.path().join("back"));
+    masklm(&["export", "--checkpoint", s(run), "--out", s(&hf)]).ok();
+    let mut files: Vec<String> = fs::read_dir(&hf)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut want: Vec<String> = masklm::hf::EXPORT_FILES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    want.sort();
+    assert_eq!(files, want, "exactly the HF files, no temporaries");
+
+    // HF's names and layout: LayerNorm, self, Linear weights [out, in], no decoder weight.
+    let t = read_safetensors(&hf.join("model.safetensors"));
+    assert_eq!(
+        t["bert.encoder.layer.1.intermediate.dense.weight"].0["shape"],
+        json!([37, 32])
+    );
+    assert_eq!(
+        t["bert.encoder.layer.1.output.dense.weight"].0["shape"],
+        json!([32, 37])
+    );
+    assert!(t.contains_key("bert.encoder.layer.0.attention.self.query.weight"));
+    assert!(t.contains_key("cls.predictions.transform.LayerNorm.weight"));
+    assert!(
+        !t.keys()
+            .any(|k| k.contains("decoder") || k.contains("layer_norm"))
+    );
+    assert!(t.values().all(|(info, _)| info["dtype"] == "F32"));
+
+    import(&hf, &back).ok();
+    let a = checkpoint::load(run, &Device::flex()).unwrap();
+    let b = checkpoint::load(&back, &Device::flex()).unwrap();
+    assert_eq!(
+        a.tokenizer.fingerprint().unwrap(),
+        b.tokenizer.fingerprint().unwrap()
+    );
+    assert_eq!(a.config.model, b.config.model);
+    let (ids, mask) = batch(&a.tokenizer, &TEXTS);
+    assert!(
+        logits(&a, &ids, &mask) == logits(&b, &ids, &mask),
+        "export → import must give the same logits, bit for bit"
+    );
+}
+
+#[test]
+fn export_refuses_a_non_empty_folder_without_force() {
+    let (_keep, run) = trained();
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    fs::create_dir(&hf).unwrap();
+    fs::write(hf.join("README.md"), "mine").unwrap();
+    masklm(&["export", "--checkpoint", s(run), "--out", s(&hf)]).usage_error(&[
+        "not empty",
+        "--force",
+        s(&hf),
+    ]);
+    assert!(!hf.join("config.json").exists(), "nothing written");
+    masklm(&["export", "--checkpoint", s(run), "--out", s(&hf), "--force"]).ok();
+    assert!(hf.join("model.safetensors").is_file());
+    assert_eq!(fs::read_to_string(hf.join("README.md")).unwrap(), "mine");
+}
+
+#[test]
+fn import_refuses_what_it_cannot_represent_and_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ck");
+    let refuse = |hf: &Path, needles: &[&str]| {
+        import(hf, &out).usage_error(needles);
+        assert!(!out.exists(), "nothing written for {needles:?}");
+        fs::remove_dir_all(hf).unwrap();
+    };
+    let no_change = |_: &mut BTreeMap<String, (Value, Vec<u8>)>| {};
+    let key = "bert.encoder.layer.1.output.dense.weight";
+
+    let hf = edited_fixture(dir.path(), no_change, |c| {
+        c["model_type"] = json!("roberta")
+    });
+    refuse(&hf, &["model_type", "roberta"]);
+    let hf = edited_fixture(dir.path(), |t| drop(t.remove(key)), |_| {});
+    refuse(&hf, &["lacks", key]);
+    let hf = edited_fixture(dir.path(), no_change, |c| {
+        c["intermediate_size"] = json!(36)
+    });
+    refuse(
+        &hf,
+        &[
+            "bert.encoder.layer.0.intermediate.dense.weight",
+            "[37, 32]",
+            "[36, 32]",
+        ],
+    );
+    let hf = edited_fixture(dir.path(), no_change, |c| c["hidden_act"] = json!("relu"));
+    refuse(&hf, &["hidden_act"]);
+    // An untied decoder: a decoder weight that is not the word embeddings.
+    let hf = edited_fixture(
+        dir.path(),
+        |t| {
+            let mut d = t["bert.embeddings.word_embeddings.weight"].clone();
+            d.1[0] ^= 1;
+            t.insert("cls.predictions.decoder.weight".into(), d);
+        },
+        |_| {},
+    );
+    refuse(&hf, &["cls.predictions.decoder.weight", "tied"]);
+    let extra = "bert.encoder.layer.0.attention.self.distance_embedding.weight";
+    let hf = edited_fixture(
+        dir.path(),
+        |t| {
+            let v = t["cls.predictions.bias"].clone();
+            t.insert(extra.into(), v);
+        },
+        |_| {},
+    );
+    refuse(&hf, &[extra]);
+    let hf = edited_fixture(dir.path(), no_change, |_| {});
+    fs::remove_file(hf.join("model.safetensors")).unwrap();
+    refuse(&hf, &["model.safetensors", "pytorch_model.bin"]);
+
+    // The pooler and the next-sentence head of a pretraining checkpoint are skipped, and said so.
+    let hf = edited_fixture(
+        dir.path(),
+        |t| {
+            let v = t["cls.predictions.bias"].clone();
+            t.insert("bert.pooler.dense.bias".into(), v);
+        },
+        |_| {},
+    );
+    let r = import(&hf, &out).ok();
+    assert!(r.stdout.contains("ignored") && r.stdout.contains("bert.pooler.dense.bias"));
+}
+
+#[test]
+fn train_init_from_continues_pretraining_from_the_imported_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    import(&root(FIXTURE), &ck).ok();
+    let corpus = dir.path().join("corpus.txt");
+    let text: String = (0..200)
+        .map(|i| format!("the cat sat on the mat {i} times. once upon a time there was a girl.\n"))
+        .collect();
+    fs::write(&corpus, text).unwrap();
+    let config = ck.join("config.toml");
+    let run = dir.path().join("run");
+    let base: Vec<String> = [
+        "train",
+        "--config",
+        s(&config),
+        "--init-from",
+        s(&ck),
+        "--set",
+        &format!("data.train=[{:?}]", s(&corpus)),
+        "--set",
+        "data.valid=[]",
+        "--set",
+        &format!("data.cache_dir={:?}", s(&dir.path().join("cache"))),
+        "--set",
+        &format!("train.out_dir={:?}", s(&run)),
+        "--set",
+        "train.steps=2",
+        "--set",
+        "train.warmup_steps=0",
+        "--set",
+        "train.batch_size=4",
+        // A step this small leaves the weights within rounding of the imported ones.
+        "--set",
+        "train.learning_rate=1e-9",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter()
+            .cloned()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+
+    masklm(&with(&["--resume"])).usage_error(&["--resume"]);
+    masklm(&with(&["--set", "model.num_hidden_layers=3"])).usage_error(&[
+        "num_hidden_layers 3 (run) vs 2",
+        "--set model.num_hidden_layers=2",
+    ]);
+    let other_tok = root("tests/fixtures/tokenizer/tokenizer.json");
+    masklm(&with(&[
+        "--set",
+        &format!("tokenizer.path={:?}", s(&other_tok)),
+    ]))
+    .usage_error(&["tokenizer.path", "tokenizer.json"]);
+    assert!(!run.exists() || checkpoint::latest(&run).unwrap().is_none());
+
+    masklm(&base).ok();
+    let last = checkpoint::latest(&run).unwrap().expect("a checkpoint");
+    assert_eq!(
+        checkpoint::read_state(&last).unwrap().step,
+        2,
+        "a fresh run: steps 1..2"
+    );
+    let d = max_logit_diff(&last, &reference());
+    assert!(d < 1e-3, "the run started from the imported weights: {d}");
+}
+
+/// Whether python3 can import torch and transformers; the reason when it cannot.
+fn python_with_transformers() -> Result<(), String> {
+    let out = Command::new("python3")
+        .args(["-c", "import torch, transformers"])
+        .output()
+        .map_err(|e| format!("python3 does not run: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(format!(
+            "python3 cannot import torch and transformers: {}",
+            err.lines().last().unwrap_or("")
+        ))
+    }
+}
+
+/// `scripts/check_hf_export.py HF_DIR --logits --text …`: what transformers made of the folder.
+fn check_in_transformers(hf: &Path, texts: &[&str]) -> Value {
+    let mut cmd = Command::new("python3");
+    cmd.arg(root("scripts/check_hf_export.py"))
+        .arg(hf)
+        .arg("--logits");
+    for t in texts {
+        cmd.args(["--text", t]);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(r.get("error").is_none(), "{}", r["traceback"]);
+    println!("transformers {} torch {}", r["transformers"], r["torch"]);
+    r
+}
+
+#[test]
+fn transformers_loads_the_export_and_agrees_with_masklm() {
+    if let Err(why) = python_with_transformers() {
+        println!("SKIPPED transformers_loads_the_export_and_agrees_with_masklm: {why}");
+        return;
+    }
+    let (_keep, run) = trained();
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    masklm(&["export", "--checkpoint", s(run), "--out", s(&hf)]).ok();
+    let texts = [
+        TEXTS[0],
+        TEXTS[1],
+        "Héllo WORLD, naïve café — x² 東京 [MASK]!",
+        "a [MASK] and a [MASK].",
+    ];
+    let r = check_in_transformers(&hf, &texts);
+    for k in [
+        "missing_keys",
+        "unexpected_keys",
+        "mismatched_keys",
+        "error_msgs",
+    ] {
+        assert_eq!(r["loading_info"][k], json!([]), "{k}");
+    }
+    assert_eq!(r["warnings"], json!([]), "transformers warned");
+
+    // AutoTokenizer's ids and the model's logits, text by text.
+    let ck = checkpoint::load(run, &Device::flex()).unwrap();
+    let mut max_diff = 0f32;
+    for (i, t) in texts.iter().enumerate() {
+        let ids: Vec<i64> = ck
+            .tokenizer
+            .encode_with_specials(t)
+            .unwrap()
+            .iter()
+            .map(|&x| x as i64)
+            .collect();
+        assert_eq!(
+            r["tokens"][i],
+            json!(ids),
+            "AutoTokenizer vs masklm on {t:?}"
+        );
+        let ours = logits(&ck, std::slice::from_ref(&ids), &[vec![1; ids.len()]]);
+        let theirs: Vec<f32> = serde_json::from_value::<Vec<Vec<f32>>>(r["logits"][i].clone())
+            .unwrap()
+            .concat();
+        assert_eq!(ours.len(), theirs.len());
+        for (a, b) in ours.iter().zip(&theirs) {
+            max_diff = max_diff.max((a - b).abs());
+        }
+    }
+    println!("masklm export in transformers: max logit difference {max_diff:.3e}");
+    assert!(max_diff < TOLERANCE);
+
+    // pipeline("fill-mask") against `masklm fill-mask`, for each text with a mask.
+    let specials = ck.tokenizer.specials().all();
+    let masked = texts.iter().filter(|t| t.contains("[MASK]"));
+    for (i, t) in masked.enumerate() {
+        let out = masklm(&[
+            "fill-mask",
+            "--checkpoint",
+            s(run),
+            "--json",
+            "--top-k",
+            "5",
+            t,
+        ]);
+        let ours: Value = serde_json::from_str(out.ok().stdout.trim()).unwrap();
+        let theirs = &r["fill_mask"][i];
+        if t.matches("[MASK]").count() == 1 {
+            assert_same_fill_mask(&ours, theirs, true, &specials);
+            continue;
+        }
+        let (ours, theirs) = (ours.as_array().unwrap(), theirs.as_array().unwrap());
+        assert_eq!(ours.len(), theirs.len(), "one list per mask");
+        for (a, b) in ours.iter().zip(theirs) {
+            assert_same_fill_mask(a, b, false, &specials);
+        }
+    }
+}
+
+#[test]
+fn pytorch_model_bin_imports_to_the_same_logits() {
+    if let Err(why) = python_with_transformers() {
+        println!("SKIPPED pytorch_model_bin_imports_to_the_same_logits: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf-bin");
+    fs::create_dir(&hf).unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        fs::copy(root(FIXTURE).join(f), hf.join(f)).unwrap();
+    }
+    // torch.save of the state dict, as transformers wrote weights before safetensors.
+    let st = serde_json::to_string(s(&root(FIXTURE).join("model.safetensors"))).unwrap();
+    let bin = serde_json::to_string(s(&hf.join("pytorch_model.bin"))).unwrap();
+    let script = format!(
+        "import torch; from safetensors.torch import load_file; torch.save(load_file({st}), {bin})"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ck = dir.path().join("ck");
+    let r = import(&hf, &ck).ok();
+    assert!(r.stdout.contains("pytorch_model.bin"), "{}", r.stdout);
+    assert!(max_logit_diff(&ck, &reference()) < TOLERANCE);
+}

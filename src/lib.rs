@@ -3,6 +3,7 @@
 //! Data flows one way: text → ids ([`tokenizer`], [`data::encoded`]) → rows ([`data::rows`]) →
 //! corrupted batches ([`data::masking`], [`data::batches`]).
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;

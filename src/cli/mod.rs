@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand.
 
+mod bench;
 mod data;
 mod eval;
 mod export;
@@ -42,6 +43,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Turn a Hugging Face BERT masked-LM folder into a masklm checkpoint
     Import(import::ImportArgs),
+    /// Time whole training steps: tokens/s, seconds per step, peak memory
+    Bench(bench::BenchArgs),
 }
 
 /// `--config FILE` and repeatable `--set section.key=value`, shared by every subcommand that
@@ -72,6 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::FillMask(a) => fill_mask::run(a),
         Command::Export(a) => export::run(a),
         Command::Import(a) => import::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 

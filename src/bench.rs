@@ -1,0 +1,116 @@
+//! Training-step throughput: whole optimizer steps (forward, masked loss, backward, global-norm
+//! clipping, AdamW) on real batches from the pipeline, timed after warm-up.
+//!
+//! Tokens count every position of every micro-batch, padding included, as PyTorch's side of the
+//! comparison (`bench/compare_pytorch.py`) counts them.
+
+use crate::config::{BackendName, Config};
+use crate::data::batches::TrainStream;
+use crate::data::{Datasets, corruption, tokenizer_for};
+use crate::model::BertConfig;
+use crate::train::{device_for, optim, step};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// The shapes a measurement is about.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchShapes {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub seq_len: usize,
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub tokens_per_sec: f64,
+    pub sec_per_step: f64,
+    /// Peak resident memory of the whole process (VmHWM), in MiB.
+    pub peak_rss_mb: f64,
+    pub backend: BackendName,
+    pub config: BenchShapes,
+    /// Timed steps.
+    pub steps: u64,
+    /// Share of the timed wall time spent preparing batches (corruption and batching), which
+    /// training does on a background thread; here it runs inline so it can be timed.
+    pub data_share: f64,
+    /// The last step's loss: a guard that the timed work was real training.
+    pub last_loss: f64,
+}
+
+/// Runs `warmup` untimed then `steps` timed optimizer steps of `cfg`.
+pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
+    let t = &cfg.train;
+    let base = device_for(t.backend)?;
+    let tok = tokenizer_for(cfg)?;
+    let data = Datasets::prepare(cfg, &tok)?;
+    base.seed(t.seed);
+    let train_dev = base.clone().autodiff();
+    let bert = BertConfig::new(&cfg.model, tok.vocab_size(), tok.specials().pad);
+    let mut model = bert.init(&train_dev);
+    let mut optim = optim::adamw(t);
+    let mut stream = TrainStream::new(data.train, corruption(cfg, &tok), t.batch_size);
+    let (accum, batch_size) = (t.grad_accum_steps, t.batch_size as u64);
+
+    let (mut timed, mut data_time, mut last_loss) = (Duration::ZERO, Duration::ZERO, f64::NAN);
+    for s in 0..warmup + steps {
+        let t0 = Instant::now();
+        let micro: Vec<_> = (0..accum as u64)
+            .map(|m| stream.batch_at((s * accum as u64 + m) * batch_size))
+            .collect();
+        let t_data = t0.elapsed();
+        let (loss, grads) = step::loss_and_grads(&model, &micro, &train_dev)
+            .context("a benchmark step selected no token; raise train.batch_size")?;
+        let (grads, _) = optim::clip_global_norm(&model, grads, t.max_grad_norm);
+        model = optim.step(t.learning_rate, model, grads);
+        // GPU backends queue work: wait for it before reading the clock.
+        base.sync()
+            .map_err(|e| anyhow::anyhow!("device sync: {e:?}"))?;
+        if s >= warmup {
+            timed += t0.elapsed();
+            data_time += t_data;
+        }
+        last_loss = loss;
+    }
+    let secs = timed.as_secs_f64();
+    let tokens = (steps * accum as u64 * batch_size) as f64 * cfg.data.seq_len as f64;
+    Ok(BenchReport {
+        tokens_per_sec: tokens / secs,
+        sec_per_step: secs / steps as f64,
+        peak_rss_mb: peak_rss_mb().unwrap_or(f64::NAN),
+        backend: t.backend,
+        config: BenchShapes {
+            vocab_size: tok.vocab_size(),
+            hidden_size: cfg.model.hidden_size,
+            num_hidden_layers: cfg.model.num_hidden_layers,
+            num_attention_heads: cfg.model.num_attention_heads,
+            intermediate_size: cfg.model.intermediate_size,
+            seq_len: cfg.data.seq_len,
+            batch_size: t.batch_size * accum,
+        },
+        steps,
+        data_share: data_time.as_secs_f64() / secs,
+        last_loss,
+    })
+}
+
+/// The process's peak resident set (Linux `VmHWM` in /proc/self/status), in MiB.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn peak_rss_is_read_on_linux() {
+        let mb = super::peak_rss_mb().expect("/proc/self/status has VmHWM");
+        assert!(mb > 1.0 && mb < 1e6, "{mb}");
+    }
+}

@@ -1,0 +1,56 @@
+//! `masklm bench`: training-step throughput of a config (tokens/s, seconds per step, peak memory).
+
+use super::ConfigArgs;
+use crate::error::UsageError;
+use anyhow::Result;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Timed optimizer steps
+    #[arg(long, default_value_t = 10)]
+    pub steps: u64,
+    /// Untimed steps first (allocator, caches, GPU kernel compilation)
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    /// Print one JSON object: {"tokens_per_sec","sec_per_step","peak_rss_mb","backend","config":{..},..}
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    if a.steps == 0 {
+        return Err(UsageError::new("--steps 0: time at least one step (e.g. --steps 10)").into());
+    }
+    let cfg = a.config.load()?;
+    super::set_threads(cfg.train.threads);
+    let r = crate::bench::bench(&cfg, a.steps, a.warmup)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        let c = &r.config;
+        println!(
+            "{:?}: vocab {} hidden {} layers {} heads {} intermediate {} batch {} x {}",
+            r.backend,
+            c.vocab_size,
+            c.hidden_size,
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.intermediate_size,
+            c.batch_size,
+            c.seq_len
+        );
+        println!(
+            "{:.0} tokens/s, {:.3} s/step over {} steps; peak RSS {:.0} MiB; data {:.2}% of a step; last loss {:.4}",
+            r.tokens_per_sec,
+            r.sec_per_step,
+            r.steps,
+            r.peak_rss_mb,
+            100.0 * r.data_share,
+            r.last_loss
+        );
+    }
+    Ok(())
+}

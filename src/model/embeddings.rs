@@ -1,9 +1,10 @@
 //! `BertEmbeddings`: word + position + token-type embeddings, LayerNorm, dropout.
 //! Mirrors HF `transformers.models.bert.modeling_bert.BertEmbeddings`.
 
+use super::dropout::Dropout;
 use super::{BertConfig, normal};
 use burn::module::Param;
-use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 
 #[derive(Module, Debug)]
@@ -41,7 +42,7 @@ impl BertEmbeddings {
             layer_norm: LayerNormConfig::new(c.hidden_size)
                 .with_epsilon(c.layer_norm_eps)
                 .init(device),
-            dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
+            dropout: Dropout::new(c.hidden_dropout_prob),
         }
     }
 

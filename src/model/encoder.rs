@@ -2,8 +2,9 @@
 //! `BertAttention`, `BertIntermediate`, `BertOutput`, `BertLayer`, `BertEncoder`), so that every
 //! parameter path maps to its HF key by one table.
 
+use super::dropout::Dropout;
 use super::{BertConfig, linear};
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
 
@@ -23,7 +24,7 @@ impl BertSelfAttention {
             query: linear(h, h, c, device),
             key: linear(h, h, c, device),
             value: linear(h, h, c, device),
-            dropout: DropoutConfig::new(c.attention_probs_dropout_prob).init(),
+            dropout: Dropout::new(c.attention_probs_dropout_prob),
             num_attention_heads: c.num_attention_heads,
         }
     }
@@ -65,7 +66,7 @@ impl BertSelfOutput {
             layer_norm: LayerNormConfig::new(c.hidden_size)
                 .with_epsilon(c.layer_norm_eps)
                 .init(device),
-            dropout: DropoutConfig::new(c.hidden_dropout_prob).init(),
+            dropout: Dropout::new(c.hidden_dropout_prob),
         }
     }
 

@@ -4,6 +4,7 @@
 //! `cls.predictions…`. Rust field names differ from HF keys in two places only: `LayerNorm` is
 //! `layer_norm` and `self` is `self_attn`.
 
+pub mod dropout;
 pub mod embeddings;
 pub mod encoder;
 pub mod loss;

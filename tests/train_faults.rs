@@ -40,18 +40,38 @@ fn newest_step(run: &Path) -> u64 {
         .map_or(0, |(step, _)| *step)
 }
 
+/// `MASKLM_KILLS` (default 5, as CI runs it; `MASKLM_KILLS=20` for the full proof):
+/// `masklm train` is SIGKILLed that many times, every other kill inside a checkpoint write and
+/// the others at a random moment after the attempt saved a checkpoint of its own, resumed with
+/// `--resume` each time, and must end with the metrics and weights of an uninterrupted run.
 #[test]
 fn sigkill_during_checkpoint_writes_then_resume_ends_as_an_uninterrupted_run() {
-    const STEPS: &str = "train.steps=40";
+    let kills_wanted: usize = std::env::var("MASKLM_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let steps = format!("train.steps={}", (8 * kills_wanted).max(40));
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    // A checkpoint after every step, so that most of the run's time is spent writing them.
-    let settings = [STEPS, "train.save_every=1", "train.eval_every=0"];
+    // A checkpoint after every step, so that much of the run's time is spent writing them.
+    let settings = [steps.as_str(), "train.save_every=1", "train.eval_every=0"];
     let args = train_args(dir.path(), &settings);
+    // xorshift64, seeded from the clock: the random kill moments differ from run to run.
+    let mut rng = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut random_ms = move |below: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % below
+    };
 
-    let mut kills_inside_a_write = 0;
-    for _attempt in 0..30 {
-        if kills_inside_a_write == 5 {
+    let (mut kills, mut kills_inside_a_write) = (0, 0);
+    for attempt in 0..kills_wanted * 6 {
+        if kills == kills_wanted {
             break;
         }
         let start_step = newest_step(&run);
@@ -68,27 +88,33 @@ fn sigkill_during_checkpoint_writes_then_resume_ends_as_an_uninterrupted_run() {
             .spawn()
             .unwrap();
         // Once this attempt has saved a checkpoint of its own (so every attempt makes progress),
-        // wait until the next one is being written, then kill (SIGKILL on Unix) at once.
+        // kill either as soon as the next one is being written or after a random delay.
+        let in_write = attempt % 2 == 0;
         let deadline = Instant::now() + Duration::from_secs(120);
         let progressed = |run: &Path| newest_step(run) > start_step;
-        while !(progressed(&run) && unfinished_checkpoint(&run).is_some())
+        while !(progressed(&run) && (!in_write || unfinished_checkpoint(&run).is_some()))
             && child.try_wait().unwrap().is_none()
             && Instant::now() < deadline
         {
             std::hint::spin_loop();
         }
+        if !in_write {
+            std::thread::sleep(Duration::from_millis(random_ms(40)));
+        }
         if child.try_wait().unwrap().is_some() {
-            break; // the run finished before another write was caught
+            break; // the run finished before another kill
         }
         child.kill().unwrap();
         child.wait().unwrap();
+        kills += 1;
         if unfinished_checkpoint(&run).is_some() {
             kills_inside_a_write += 1;
         }
     }
+    assert_eq!(kills, kills_wanted, "the run finished after {kills} kills");
     assert!(
-        kills_inside_a_write >= 5,
-        "only {kills_inside_a_write} kills landed inside a checkpoint write"
+        kills_inside_a_write >= kills_wanted / 2,
+        "only {kills_inside_a_write} of {kills} kills landed inside a checkpoint write"
     );
     // Finish the run, then run the same config uninterrupted elsewhere.
     let mut a = args.clone();
@@ -127,7 +153,8 @@ fn sigkill_during_checkpoint_writes_then_resume_ends_as_an_uninterrupted_run() {
     for (k, u) in killed.iter().zip(&uninterrupted) {
         assert_eq!(k, u, "metrics.jsonl rows differ");
     }
-    let weights = |d: &Path| common::checkpoint_tensors(&d.join("run/checkpoint-40"));
+    let last = format!("run/checkpoint-{}", (8 * kills_wanted).max(40));
+    let weights = |d: &Path| common::checkpoint_tensors(&d.join(&last));
     assert!(weights(clean.path()).len() > 10, "the model's parameters");
     assert!(
         weights(dir.path()) == weights(clean.path()),
@@ -157,6 +184,8 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let w = &mut model.bert.embeddings.word_embeddings.weight;
     *w = w.clone().map(|t| t.mul_scalar(f32::NAN));
     model.save_file(ck_dir.join("model.bpk")).unwrap();
+    // A diverged update is saved whole: its checksums match.
+    masklm::train::checkpoint::write_checksums(&ck_dir).unwrap();
 
     let mut args = with_steps("train.steps=4");
     args.push("--resume".into());
@@ -191,4 +220,189 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
         .map(|r| r["step"].as_u64().unwrap())
         .collect();
     assert_eq!(steps, vec![1, 2], "no row for the NaN step");
+}
+
+/// `path` with its last `n` bytes cut off, as a copy interrupted by a full disk leaves it.
+fn truncate_by(path: &Path, n: u64) {
+    let len = std::fs::metadata(path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(len - n).unwrap();
+}
+
+#[test]
+fn a_damaged_checkpoint_is_named_and_resume_falls_back_to_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = ["train.save_every=2", "train.eval_every=0"];
+    let with_steps = |n: &str| {
+        let mut s = settings.to_vec();
+        s.push(n);
+        train_args(dir.path(), &s)
+    };
+    masklm(&with_steps("train.steps=4")).ok();
+    let run = dir.path().join("run");
+    let newest = run.join("checkpoint-4");
+    truncate_by(&newest.join("model.bpk"), 100);
+
+    // Inference refuses it, naming the file.
+    masklm(&["eval".as_ref(), "--checkpoint".as_ref(), run.as_os_str()]).usage_error(&[
+        "checkpoint-4/model.bpk",
+        "damaged",
+        "truncated or altered",
+    ]);
+    // An altered byte (same length) is caught as well.
+    let opt = newest.join("optimizer.bpk");
+    let mut bytes = std::fs::read(&opt).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&opt, bytes).unwrap();
+
+    // --resume warns and continues from checkpoint-2, and ends where an uninterrupted run ends.
+    let mut args = with_steps("train.steps=6");
+    args.push("--resume".into());
+    let resumed = masklm(&args).ok();
+    assert!(
+        resumed.stderr.contains("checkpoint-4/model.bpk")
+            && resumed.stderr.contains("falling back"),
+        "{}",
+        resumed.stderr
+    );
+    assert!(resumed.stderr.contains("resuming from") && resumed.stderr.contains("checkpoint-2"));
+
+    let clean = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir.path().join("tokenizer.json"),
+        clean.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let mut s = settings.to_vec();
+    s.push("train.steps=6");
+    masklm(&train_args(clean.path(), &s)).ok();
+    assert!(
+        common::checkpoint_tensors(&run.join("checkpoint-6"))
+            == common::checkpoint_tensors(&clean.path().join("run/checkpoint-6")),
+        "the fallback run ends with the uninterrupted run's weights"
+    );
+}
+
+#[test]
+fn a_second_writer_is_refused_naming_the_first_and_a_killed_one_holds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let settings = [
+        "train.steps=1000000",
+        "train.save_every=0",
+        "train.eval_every=0",
+    ];
+    let args = train_args(dir.path(), &settings);
+    let mut first = Command::new(env!("CARGO_BIN_EXE_masklm"))
+        .args(&args)
+        .current_dir(common::ROOT)
+        .env("BURN_DEVICE", "flex")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first run holds the lock once it has logged a step.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !run.join("metrics.jsonl").is_file()
+        || std::fs::metadata(run.join("metrics.jsonl")).unwrap().len() == 0
+    {
+        assert!(Instant::now() < deadline, "the first run never started");
+        assert!(first.try_wait().unwrap().is_none(), "the first run stopped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = first.id().to_string();
+    masklm(&args).usage_error(&["in use by another masklm train", &pid, "train.out_dir"]);
+
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The dead process holds no lock (and saved nothing: save_every=0), so a new run starts.
+    let mut short = train_args(
+        dir.path(),
+        &[
+            "train.steps=2",
+            "train.eval_every=0",
+            "train.warmup_steps=0",
+        ],
+    );
+    short.push("--set".into());
+    short.push("train.save_every=0".into());
+    masklm(&short).ok();
+}
+
+/// Runs `cmd` through `sh -c`; whether it succeeded.
+fn sh(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", cmd])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_full_disk_or_read_only_out_dir_is_a_clear_error_and_keeps_the_last_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let m = mnt.display().to_string();
+    // A 4 MiB tmpfs: needs root (or CAP_SYS_ADMIN), as CI and the dev machine have.
+    if !sh(&format!("mount -t tmpfs -o size=4m tmpfs '{m}'")) {
+        println!("SKIPPED a_full_disk_or_read_only_out_dir…: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(String);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            sh(&format!("umount '{}'", self.0));
+        }
+    }
+    let _unmount = Unmount(m.clone());
+
+    let out = mnt.join("run");
+    let with = |steps: &str, resume: bool| {
+        let settings = [
+            steps,
+            "train.save_every=1",
+            "train.eval_every=0",
+            "train.warmup_steps=0",
+        ];
+        let mut a = train_args(dir.path(), &settings);
+        a.push("--set".into());
+        a.push(format!("train.out_dir={out:?}"));
+        if resume {
+            a.push("--resume".into());
+        }
+        a
+    };
+    masklm(&with("train.steps=2", false)).ok();
+    let ck2 = out.join("checkpoint-2");
+    masklm::train::checkpoint::verify(&ck2).unwrap();
+
+    // Fill the disk, then ask for two more steps.
+    sh(&format!("dd if=/dev/zero of='{m}/filler' bs=64k"));
+    let full = masklm(&with("train.steps=4", true));
+    assert_eq!(full.code, 1, "{}", full.stderr);
+    assert!(!full.stderr.contains("panicked"), "{}", full.stderr);
+    assert!(
+        full.stderr.contains("No space left on device"),
+        "{}",
+        full.stderr
+    );
+    masklm::train::checkpoint::verify(&ck2).expect("checkpoint-2 intact");
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporaries left: {leftovers:?}");
+
+    // Read-only: refused before anything is written.
+    std::fs::remove_file(mnt.join("filler")).unwrap();
+    assert!(sh(&format!("mount -o remount,ro '{m}'")));
+    let ro = masklm(&with("train.steps=4", true));
+    assert_eq!(ro.code, 1, "{}", ro.stderr);
+    assert!(ro.stderr.contains("Read-only file system"), "{}", ro.stderr);
+    assert!(!ro.stderr.contains("panicked"));
+    masklm::train::checkpoint::verify(&ck2).expect("checkpoint-2 intact");
 }

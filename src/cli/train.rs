@@ -83,6 +83,7 @@ const TRAINING_ONLY: [&str; 3] = [
 /// checkpoint that would not fit, naming each difference and the flags that fix it.
 fn check_init_from(cfg: &Config, dir: &Path) -> Result<PathBuf> {
     let dir = checkpoint::resolve(dir)?;
+    checkpoint::verify(&dir)?;
     let path = dir.join(checkpoint::CONFIG_FILE);
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("--init-from: reading {}", path.display()))?;

@@ -205,7 +205,7 @@ fn write_checkpoint(
     for (name, text) in files {
         crate::io::write_atomic(&out.join(name), text.as_bytes())?;
     }
-    Ok(())
+    checkpoint::write_checksums(out)
 }
 
 #[cfg(test)]

@@ -3,7 +3,10 @@
 //!
 //! A checkpoint is written into a hidden temporary folder, every file synced, then renamed into
 //! place in one step: a crash or kill at any instant leaves either no new checkpoint or a whole
-//! one, and the previous checkpoint untouched. The learning-rate schedule and the dropout
+//! one, and the previous checkpoint untouched. `checksums.json` records the BLAKE3 hash of every
+//! other file, so a checkpoint damaged later (a truncated copy, a bad disk) is reported by file
+//! name instead of being loaded as garbage; `--resume` then falls back to an older one. One
+//! writer per run folder: training holds an advisory lock on `out_dir/.train.lock`. The learning-rate schedule and the dropout
 //! generator are pure functions of (seed, step), and the data position of the step, so `step`
 //! and `position` are all the state a resume needs beyond weights and optimizer moments.
 
@@ -20,6 +23,8 @@ pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
 pub const STATE_FILE: &str = "state.json";
 pub const CONFIG_FILE: &str = "config.toml";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const CHECKSUMS_FILE: &str = "checksums.json";
+const LOCK_FILE: &str = ".train.lock";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
@@ -68,6 +73,7 @@ pub fn save(out_dir: &Path, s: &Saved, keep: usize) -> Result<PathBuf> {
         fs::write(tmp.join(STATE_FILE), serde_json::to_string_pretty(s.state)?)?;
         fs::write(tmp.join(CONFIG_FILE), s.config_toml)?;
         fs::write(tmp.join(TOKENIZER_FILE), s.tokenizer_json)?;
+        write_checksums(&tmp)?;
         for f in fs::read_dir(&tmp)? {
             File::open(f?.path())?.sync_all()?;
         }
@@ -157,6 +163,123 @@ pub fn remove_stale_temporaries(out_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes `dir/checksums.json`: the BLAKE3 hash of every other file of the folder, by name.
+pub fn write_checksums(dir: &Path) -> Result<()> {
+    let mut sums = std::collections::BTreeMap::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if path.is_file() && name != CHECKSUMS_FILE {
+            sums.insert(name, hash_file(&path)?);
+        }
+    }
+    fs::write(
+        dir.join(CHECKSUMS_FILE),
+        serde_json::to_string_pretty(&sums)?,
+    )
+    .with_context(|| format!("writing {}", dir.join(CHECKSUMS_FILE).display()))
+}
+
+fn hash_file(path: &Path) -> Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher
+        .update_reader(File::open(path)?)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// Checks every file listed in `dir/checksums.json`; the error names the first file that is
+/// missing or whose content changed. A folder without checksums.json (written before masklm
+/// recorded them) is accepted as it is.
+pub fn verify(dir: &Path) -> Result<()> {
+    let list = dir.join(CHECKSUMS_FILE);
+    let Ok(text) = fs::read_to_string(&list) else {
+        return Ok(());
+    };
+    let sums: std::collections::BTreeMap<String, String> = serde_json::from_str(&text)
+        .map_err(|e| damaged(&list, &format!("it is not a checksum list ({e})")))?;
+    for (name, expected) in &sums {
+        let path = dir.join(name);
+        if !path.is_file() {
+            return Err(damaged(&path, "it is missing"));
+        }
+        if &hash_file(&path)? != expected {
+            return Err(damaged(
+                &path,
+                "its content does not match checksums.json (truncated or altered)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn damaged(path: &Path, why: &str) -> anyhow::Error {
+    crate::error::UsageError::new(format!(
+        "checkpoint file {} is damaged: {why}; use another checkpoint (an older checkpoint-N of \
+         the run), or retrain",
+        path.display()
+    ))
+    .into()
+}
+
+/// The newest checkpoint of `out_dir` that passes [`verify`], with one warning per newer one
+/// that does not (printed to stderr, naming the damaged file).
+pub fn latest_valid(out_dir: &Path) -> Result<Option<PathBuf>> {
+    for (_, dir) in list(out_dir)?.into_iter().rev() {
+        match verify(&dir) {
+            Ok(()) => return Ok(Some(dir)),
+            Err(e) => eprintln!("warning: {e:#}; falling back to the previous checkpoint"),
+        }
+    }
+    Ok(None)
+}
+
+/// An exclusive, advisory lock on a run folder, held while this value lives. The kernel drops
+/// it when the process dies, however it dies, so a crashed run never blocks the next one.
+pub struct RunLock {
+    _file: File,
+}
+
+/// Takes `out_dir`'s writer lock, or refuses naming the process that holds it.
+pub fn lock(out_dir: &Path) -> Result<RunLock> {
+    use std::io::{Read, Seek, Write};
+    let path = out_dir.join(LOCK_FILE);
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            file.read_to_string(&mut pid).ok();
+            let pid = pid.trim();
+            crate::usage!(
+                "{} is in use by another masklm train (process {}); wait for it to finish or stop \
+                 it (kill {}), or choose another train.out_dir",
+                out_dir.display(),
+                if pid.is_empty() { "unknown" } else { pid },
+                if pid.is_empty() { "PID" } else { pid }
+            );
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            return Err(anyhow::Error::new(e).context(format!("locking {}", path.display())));
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    file.sync_all()?;
+    Ok(RunLock { _file: file })
+}
+
 pub fn read_state(dir: &Path) -> Result<TrainState> {
     let p = dir.join(STATE_FILE);
     let text = fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
@@ -196,6 +319,7 @@ pub struct Loaded {
 
 pub fn load(dir: &Path, device: &burn::prelude::Device) -> Result<Loaded> {
     let dir = resolve(dir)?;
+    verify(&dir)?;
     let cfg_path = dir.join(CONFIG_FILE);
     let text =
         fs::read_to_string(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;

@@ -98,12 +98,14 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     let config_toml = cfg.to_toml();
     std::fs::create_dir_all(&t.out_dir)
         .with_context(|| format!("creating {}", t.out_dir.display()))?;
+    // Held until training returns; taken before anything in out_dir is touched.
+    let _lock = checkpoint::lock(&t.out_dir)?;
     checkpoint::remove_stale_temporaries(&t.out_dir)?;
 
     if resume {
-        let dir = checkpoint::latest(&t.out_dir)?.ok_or_else(|| {
+        let dir = checkpoint::latest_valid(&t.out_dir)?.ok_or_else(|| {
             UsageError::new(format!(
-                "--resume: {} holds no checkpoint to resume from",
+                "--resume: {} holds no undamaged checkpoint to resume from",
                 t.out_dir.display()
             ))
         })?;

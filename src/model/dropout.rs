@@ -68,28 +68,23 @@ fn mix(mut z: u64) -> u64 {
 
 /// The scaled keep-mask of `n` elements: `1 / (1 - prob)` where kept, 0 where dropped. Element
 /// `i` is decided by 32 bits of `mix(seed + (i / 2 + 1) · φ)` alone (low half for even `i`,
-/// high half for odd), so the mask is the same whatever the thread count or chunking.
+/// high half for odd), so the mask is the same whatever the thread count or chunking. Collected
+/// in parallel straight into the output (no zero-fill pass first).
 pub fn keep_mask(seed: u64, n: usize, prob: f64) -> Vec<f32> {
     const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
-    const CHUNK: usize = 1 << 14; // even, so a chunk never splits an element pair
     let keep = 1.0 - prob;
     // Kept when the 32-bit draw is below keep · 2^32 (exactly `keep` up to 2^-32).
     let threshold = (keep * 4294967296.0).round() as u64;
     let scale = (1.0 / keep) as f32;
-    let mut mask = vec![0f32; n];
-    mask.par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            let first_pair = (c * CHUNK / 2) as u64;
-            for (j, pair) in chunk.chunks_mut(2).enumerate() {
-                let r = mix(seed.wrapping_add((first_pair + j as u64 + 1).wrapping_mul(GOLDEN)));
-                for (k, m) in pair.iter_mut().enumerate() {
-                    let u = (r >> (32 * k)) & 0xffff_ffff;
-                    *m = if u < threshold { scale } else { 0.0 };
-                }
-            }
-        });
-    mask
+    (0..n)
+        .into_par_iter()
+        .with_min_len(1 << 14)
+        .map(|i| {
+            let r = mix(seed.wrapping_add((i as u64 / 2 + 1).wrapping_mul(GOLDEN)));
+            let u = (r >> (32 * (i % 2))) & 0xffff_ffff;
+            if u < threshold { scale } else { 0.0 }
+        })
+        .collect()
 }
 
 #[cfg(test)]

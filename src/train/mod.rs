@@ -103,12 +103,18 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     checkpoint::remove_stale_temporaries(&t.out_dir)?;
 
     if resume {
-        let dir = checkpoint::latest_valid(&t.out_dir)?.ok_or_else(|| {
-            UsageError::new(format!(
-                "--resume: {} holds no undamaged checkpoint to resume from",
+        let Some(dir) = checkpoint::latest_valid(&t.out_dir)? else {
+            let what = if checkpoint::latest(&t.out_dir)?.is_some() {
+                "only damaged checkpoints (reported above)"
+            } else {
+                "no checkpoint"
+            };
+            crate::usage!(
+                "--resume: {} holds {what} to resume from; start a fresh run without --resume \
+                 in another train.out_dir",
                 t.out_dir.display()
-            ))
-        })?;
+            );
+        };
         let saved_tok = std::fs::read_to_string(dir.join(checkpoint::TOKENIZER_FILE))?;
         if saved_tok != tokenizer_json {
             crate::usage!(

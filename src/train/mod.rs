@@ -10,7 +10,6 @@ use crate::config::{BackendName, Config};
 use crate::data::batches::{Batch, TrainStream};
 use crate::data::masking::mix;
 use crate::data::{Datasets, corruption, tokenizer_for};
-use crate::error::UsageError;
 use crate::eval::{EvalReport, evaluate};
 use crate::model::BertConfig;
 use anyhow::{Context, Result};

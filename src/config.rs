@@ -195,7 +195,14 @@ impl Config {
         let (text, source) = match file {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| {
-                    UsageError::new(format!("cannot read config file {}: {e}", p.display()))
+                    let hint = if p.is_dir() {
+                        "it is a folder; give a TOML file such as configs/default.toml".to_string()
+                    } else if e.kind() == std::io::ErrorKind::InvalidData {
+                        "it is not UTF-8 text; save it as UTF-8".to_string()
+                    } else {
+                        format!("{e}; check the path (shipped configs are in configs/)")
+                    };
+                    UsageError::new(format!("cannot read config file {}: {hint}", p.display()))
                 })?;
                 (text, Source::File(p.to_path_buf()))
             }

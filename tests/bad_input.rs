@@ -1,0 +1,389 @@
+//! The bad-input table: for every subcommand, each row is a mistake a user makes. Each must exit
+//! with 2, print a message that names the offending input (and, where the row says, the fix),
+//! never panic, and leave no partial output behind.
+
+mod common;
+use common::masklm;
+use std::path::{Path, PathBuf};
+
+/// A row: what the user typed, what the message must contain, what must not exist afterwards.
+struct Row {
+    what: &'static str,
+    args: Vec<String>,
+    needles: Vec<String>,
+    absent: Vec<PathBuf>,
+}
+
+fn row(what: &'static str, args: &[&str], needles: &[&str], absent: &[&Path]) -> Row {
+    Row {
+        what,
+        args: args.iter().map(|s| s.to_string()).collect(),
+        needles: needles.iter().map(|s| s.to_string()).collect(),
+        absent: absent.iter().map(|p| p.to_path_buf()).collect(),
+    }
+}
+
+fn check(rows: Vec<Row>) {
+    let mut failures = Vec::new();
+    for r in rows {
+        let run = masklm(&r.args);
+        let mut problems = Vec::new();
+        if run.code != 2 {
+            problems.push(format!("exit {} (want 2)", run.code));
+        }
+        if run.stderr.contains("panicked") {
+            problems.push("panicked".into());
+        }
+        for n in &r.needles {
+            if !run.stderr.contains(n.as_str()) {
+                problems.push(format!("message lacks {n:?}"));
+            }
+        }
+        for p in &r.absent {
+            if p.exists() {
+                problems.push(format!("left {}", p.display()));
+            }
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{}: {}\n  $ masklm {}\n  {}",
+                r.what,
+                problems.join("; "),
+                r.args.join(" "),
+                run.stderr.trim().replace('\n', "\n  ")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}
+
+/// Bad files, made once per test: `(dir, missing, folder, empty, latin1, garbage)`.
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir(p.join("folder.txt")).unwrap();
+        std::fs::write(p.join("empty.txt"), "").unwrap();
+        std::fs::write(p.join("latin1.txt"), b"caf\xe9 au lait\n").unwrap();
+        std::fs::write(p.join("garbage.json"), "{ this is not json").unwrap();
+        std::fs::write(p.join("plain.txt"), "a line of text\n").unwrap();
+        Self { dir }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn s(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+}
+
+#[test]
+fn tokenizer_bad_inputs() {
+    let f = Files::new();
+    let out = f.path("tok/tokenizer.json");
+    let o = out.display().to_string();
+    let tok = |corpus: &str| -> Vec<String> {
+        [
+            "tokenizer",
+            "--corpus",
+            corpus,
+            "--vocab-size",
+            "100",
+            "--out",
+            &o,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let rows = vec![
+        (
+            "missing corpus",
+            tok(&f.s("missing.txt")),
+            vec!["missing.txt".to_string()],
+        ),
+        (
+            "empty corpus",
+            tok(&f.s("empty.txt")),
+            vec!["empty.txt".into()],
+        ),
+        (
+            "invalid UTF-8",
+            tok(&f.s("latin1.txt")),
+            vec!["latin1.txt".into(), "byte offset 3".into()],
+        ),
+        (
+            "--out is a folder",
+            [
+                "tokenizer",
+                "--corpus",
+                "corpora/tinystories/tinystories-validation-head.txt",
+                "--vocab-size",
+                "100",
+                "--out",
+                &f.s("folder.txt"),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            vec!["folder.txt".into()],
+        ),
+    ];
+    check(
+        rows.into_iter()
+            .map(|(what, args, needles)| Row {
+                what,
+                args,
+                needles,
+                absent: vec![out.clone()],
+            })
+            .collect(),
+    );
+}
+
+#[test]
+fn train_and_bench_bad_inputs() {
+    let f = Files::new();
+    let run = f.path("run");
+    let r = run.display().to_string();
+    std::fs::write(f.path("latin1.toml"), b"[train]\nsteps = 3 # \xe9\n").unwrap();
+    std::fs::write(f.path("types.toml"), "[train]\nsteps = \"many\"\n").unwrap();
+    let out_dir = format!("train.out_dir={r:?}");
+    let with = |cmd: &'static str, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [cmd, "--config", "configs/tiny.toml", "--set", &out_dir]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let mut rows = Vec::new();
+    for cmd in ["train", "bench"] {
+        rows.extend([
+            row(
+                "missing config",
+                &[cmd, "--config", &f.s("missing.toml")],
+                &["missing.toml"],
+                &[&run],
+            ),
+            row(
+                "config is a folder",
+                &[cmd, "--config", &f.s("folder.txt")],
+                &["folder.txt", "give a TOML file"],
+                &[&run],
+            ),
+            row(
+                "config is not UTF-8",
+                &[cmd, "--config", &f.s("latin1.toml")],
+                &["latin1.toml", "UTF-8"],
+                &[&run],
+            ),
+            row(
+                "wrong type in the config file",
+                &[cmd, "--config", &f.s("types.toml")],
+                &["train.steps"],
+                &[&run],
+            ),
+            Row {
+                what: "wrong type in --set",
+                args: with(cmd, &["--set", "train.steps=\"many\""]),
+                needles: vec!["train.steps".into()],
+                absent: vec![run.clone()],
+            },
+            Row {
+                what: "out-of-range value",
+                args: with(cmd, &["--set", "model.hidden_dropout_prob=1.5"]),
+                needles: vec!["model.hidden_dropout_prob".into(), "[0, 1)".into()],
+                absent: vec![run.clone()],
+            },
+            Row {
+                what: "unknown key",
+                args: with(cmd, &["--set", "train.stpes=3"]),
+                needles: vec!["stpes".into()],
+                absent: vec![run.clone()],
+            },
+            Row {
+                what: "corpus not UTF-8",
+                args: with(
+                    cmd,
+                    &["--set", &format!("data.train=[{:?}]", f.s("latin1.txt"))],
+                ),
+                needles: vec!["latin1.txt".into(), "byte offset".into()],
+                absent: vec![run.clone()],
+            },
+            Row {
+                what: "tokenizer.json is garbage",
+                args: with(
+                    cmd,
+                    &[
+                        "--set",
+                        &format!("tokenizer.path={:?}", f.s("garbage.json")),
+                    ],
+                ),
+                needles: vec!["garbage.json".into()],
+                absent: vec![run.clone()],
+            },
+        ]);
+    }
+    check(rows);
+}
+
+/// A tiny trained run (2 steps) in `dir/run`, with its tokenizer in `dir`.
+fn tiny_run(dir: &Path) -> PathBuf {
+    let mut args: Vec<String> = ["train", "--config", "configs/tiny.toml"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(common::isolated(dir));
+    for s in [
+        "train.steps=2",
+        "train.warmup_steps=0",
+        "train.eval_every=0",
+    ] {
+        args.extend(["--set".to_string(), s.to_string()]);
+    }
+    masklm(&args).ok();
+    dir.join("run")
+}
+
+#[test]
+fn inference_export_import_and_plot_bad_inputs() {
+    let f = Files::new();
+    let run = tiny_run(f.dir.path());
+    let ck = run.display().to_string();
+    let hf = f.path("hf");
+    std::fs::write(f.path("nomask.txt"), "no mask on this line\n").unwrap();
+    let rows = vec![
+        row(
+            "eval: missing checkpoint",
+            &["eval", "--checkpoint", &f.s("missing")],
+            &["missing", "train.out_dir"],
+            &[],
+        ),
+        row(
+            "eval: a file where a checkpoint folder is expected",
+            &["eval", "--checkpoint", &f.s("plain.txt")],
+            &["plain.txt"],
+            &[],
+        ),
+        row(
+            "eval: corpus not UTF-8",
+            &["eval", "--checkpoint", &ck, "--corpus", &f.s("latin1.txt")],
+            &["latin1.txt", "byte offset"],
+            &[],
+        ),
+        row(
+            "eval: empty corpus",
+            &["eval", "--checkpoint", &ck, "--corpus", &f.s("empty.txt")],
+            &["empty.txt"],
+            &[],
+        ),
+        row(
+            "eval: missing corpus",
+            &["eval", "--checkpoint", &ck, "--corpus", &f.s("missing.txt")],
+            &["missing.txt"],
+            &[],
+        ),
+        row(
+            "fill-mask: missing input file",
+            &[
+                "fill-mask",
+                "--checkpoint",
+                &ck,
+                "--input",
+                &f.s("missing.txt"),
+            ],
+            &["missing.txt"],
+            &[],
+        ),
+        row(
+            "fill-mask: input is a folder",
+            &[
+                "fill-mask",
+                "--checkpoint",
+                &ck,
+                "--input",
+                &f.s("folder.txt"),
+            ],
+            &["folder.txt"],
+            &[],
+        ),
+        row(
+            "fill-mask: input not UTF-8",
+            &[
+                "fill-mask",
+                "--checkpoint",
+                &ck,
+                "--input",
+                &f.s("latin1.txt"),
+            ],
+            &["latin1.txt"],
+            &[],
+        ),
+        row(
+            "fill-mask: a line without [MASK]",
+            &[
+                "fill-mask",
+                "--checkpoint",
+                &ck,
+                "--input",
+                &f.s("nomask.txt"),
+            ],
+            &["no [MASK]", "no mask on this line"],
+            &[],
+        ),
+        row(
+            "export: missing checkpoint",
+            &[
+                "export",
+                "--checkpoint",
+                &f.s("missing"),
+                "--out",
+                &f.s("hf"),
+            ],
+            &["missing"],
+            &[&hf],
+        ),
+        row(
+            "export: --out is a file",
+            &["export", "--checkpoint", &ck, "--out", &f.s("plain.txt")],
+            &["plain.txt", "folder"],
+            &[],
+        ),
+        row(
+            "import: missing folder",
+            &["import", "--hf", &f.s("missing"), "--out", &f.s("imported")],
+            &["missing", "save_pretrained"],
+            &[&f.path("imported")],
+        ),
+        row(
+            "import: a folder without config.json",
+            &[
+                "import",
+                "--hf",
+                &f.s("folder.txt"),
+                "--out",
+                &f.s("imported"),
+            ],
+            &["config.json"],
+            &[&f.path("imported")],
+        ),
+        row(
+            "plot: missing run folder",
+            &["plot", &f.s("missing")],
+            &["missing"],
+            &[],
+        ),
+        row(
+            "plot: a folder without metrics.jsonl",
+            &["plot", &f.s("folder.txt")],
+            &["metrics.jsonl"],
+            &[&f.path("folder.txt/loss.png")],
+        ),
+    ];
+    check(rows);
+}

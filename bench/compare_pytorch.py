@@ -11,7 +11,8 @@ with vocab size = the tokenizer's vocab size and max_position_embeddings = max(5
 masking is `DataCollatorForLanguageModeling(mlm_probability=0.15)` (80/10/10); the optimizer is
 `torch.optim.AdamW(lr=1e-4, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01)`.
 
-Each timed step is collate + forward + loss + backward + optimizer.step + zero_grad; the first
+Each timed step is collate + forward + loss + backward + global-norm clipping at 1.0 (as HF's
+Trainer and masklm) + optimizer.step + zero_grad; the first
 W steps are warm-up and not timed. Prints ONE JSON object to stdout:
   {"tokens_per_sec", "sec_per_step", "peak_rss_mb", "backend": "pytorch", "torch", "transformers",
    "threads", "device", "steps", "warmup", "seconds", "final_loss", "config": {...}}
@@ -147,6 +148,8 @@ def main():
         labels = batch["labels"].to(device, non_blocking=True)
         out = model(input_ids=input_ids, labels=labels)
         out.loss.backward()
+        # As HF's Trainer (max_grad_norm=1.0) and masklm (train.max_grad_norm) do.
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step == args.warmup + args.steps - 1:

@@ -82,7 +82,7 @@ proptest! {
     ) {
         let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/default.toml")).unwrap();
         let set = format!("{key}={value}");
-        match Config::from_toml_str(&base, &Source::Embedded, &[set.clone()]) {
+        match Config::from_toml_str(&base, &Source::Embedded, std::slice::from_ref(&set)) {
             Ok(c) => prop_assert!(c.validate().is_ok()),
             Err(e) => {
                 let msg = format!("{e:#}");

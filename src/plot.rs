@@ -192,7 +192,18 @@ fn read_metrics(path: &Path) -> Result<Metrics> {
             Err(err) => pending = Some((line_no, err)),
         }
     }
-    // A pending error here belongs to the last line: a row cut short by a kill. Skip it.
+    // A pending error here belongs to the last line: a row cut short by a kill. Skip it, unless
+    // it was the only line: then the file is not a metrics log at all.
+    if let Some((bad_no, err)) = pending
+        && metrics.step_rows == 0
+    {
+        crate::usage!(
+            "{}:{bad_no}: not a valid metrics row ({err}); {} should be the metrics.jsonl that \
+             `masklm train` writes",
+            path.display(),
+            path.display()
+        );
+    }
     Ok(metrics)
 }
 

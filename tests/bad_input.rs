@@ -257,6 +257,18 @@ fn inference_export_import_and_plot_bad_inputs() {
     let ck = run.display().to_string();
     let hf = f.path("hf");
     std::fs::write(f.path("nomask.txt"), "no mask on this line\n").unwrap();
+    for (dir, file, body) in [
+        ("badhf", "config.json", b"{".as_slice()),
+        ("badrun", "metrics.jsonl", b"not json\n".as_slice()),
+        (
+            "latin1run",
+            "metrics.jsonl",
+            b"{\"step\": 1, \"loss\": \xe9}\n".as_slice(),
+        ),
+    ] {
+        std::fs::create_dir(f.path(dir)).unwrap();
+        std::fs::write(f.path(dir).join(file), body).unwrap();
+    }
     let rows = vec![
         row(
             "eval: missing checkpoint",
@@ -371,6 +383,48 @@ fn inference_export_import_and_plot_bad_inputs() {
             ],
             &["config.json"],
             &[&f.path("imported")],
+        ),
+        row(
+            "fill-mask: empty input file",
+            &[
+                "fill-mask",
+                "--checkpoint",
+                &ck,
+                "--input",
+                &f.s("empty.txt"),
+            ],
+            &["empty.txt", "[MASK]"],
+            &[],
+        ),
+        row(
+            "export: a file where a checkpoint folder is expected",
+            &[
+                "export",
+                "--checkpoint",
+                &f.s("plain.txt"),
+                "--out",
+                &f.s("hf"),
+            ],
+            &["plain.txt", "is a file", "checkpoint-N"],
+            &[&hf],
+        ),
+        row(
+            "import: config.json is not JSON",
+            &["import", "--hf", &f.s("badhf"), "--out", &f.s("imported")],
+            &["config.json", "not valid JSON", "save_pretrained"],
+            &[&f.path("imported")],
+        ),
+        row(
+            "plot: metrics.jsonl is not a metrics log",
+            &["plot", &f.s("badrun")],
+            &["metrics.jsonl:1", "not a valid metrics row"],
+            &[&f.path("badrun/loss.png")],
+        ),
+        row(
+            "plot: metrics.jsonl is not UTF-8",
+            &["plot", &f.s("latin1run")],
+            &["metrics.jsonl:1"],
+            &[&f.path("latin1run/loss.png")],
         ),
         row(
             "plot: missing run folder",

@@ -42,6 +42,12 @@ pub fn run(a: FillMaskArgs) -> Result<()> {
         );
     }
     if texts.is_empty() {
+        if let Some(f) = &a.input {
+            crate::usage!(
+                "--input {} has no non-blank line; write one text with [MASK] per line",
+                f.display()
+            );
+        }
         crate::usage!("no input: give TEXT arguments with [MASK], or --input FILE");
     }
     let device = Device::flex();

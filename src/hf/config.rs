@@ -93,12 +93,21 @@ pub fn read(path: &Path) -> Result<HfConfig> {
     })?;
     let mut de = serde_json::Deserializer::from_str(&text);
     let hf: HfConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        UsageError::new(format!(
-            "{} key `{}`: {}",
-            path.display(),
-            e.path(),
-            e.inner()
-        ))
+        let fix = "it should be the config.json that transformers' save_pretrained writes";
+        if e.inner().is_syntax() || e.inner().is_eof() {
+            UsageError::new(format!(
+                "{} is not valid JSON ({}); {fix}",
+                path.display(),
+                e.inner()
+            ))
+        } else {
+            UsageError::new(format!(
+                "{} key `{}`: {}; {fix}",
+                path.display(),
+                e.path(),
+                e.inner()
+            ))
+        }
     })?;
     hf.check()
         .map_err(|e| UsageError::new(format!("{}: {e}", path.display())))?;

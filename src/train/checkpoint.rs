@@ -292,6 +292,13 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
     if dir.join(MODEL_FILE).is_file() {
         return Ok(dir.to_path_buf());
     }
+    if dir.is_file() {
+        crate::usage!(
+            "checkpoint {} is a file; give a run folder (train.out_dir) or one of its \
+             checkpoint-N folders",
+            dir.display()
+        );
+    }
     if !dir.is_dir() {
         return Err(crate::error::UsageError::new(format!(
             "checkpoint {} does not exist; give a run folder (train.out_dir) or one of its checkpoint-N folders",

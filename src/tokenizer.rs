@@ -92,14 +92,7 @@ impl BertTokenizer {
         let sep = tok
             .token_to_id("[SEP]")
             .context("trained vocabulary lacks [SEP]")?;
-        let post = TemplateProcessing::builder()
-            .try_single("[CLS] $A [SEP]")
-            .and_then(|b| b.try_pair("[CLS] $A [SEP] $B:1 [SEP]:1"))
-            .map_err(|e| anyhow::anyhow!("post-processor template: {e}"))?
-            .special_tokens(vec![("[CLS]", cls), ("[SEP]", sep)])
-            .build()
-            .map_err(|e| anyhow::anyhow!("building post-processor: {e}"))?;
-        tok.with_post_processor(Some(post));
+        tok.with_post_processor(Some(bert_post_processor(cls, sep)?));
         Self::from_tokenizer(tok, "the trained tokenizer")
     }
 
@@ -271,4 +264,16 @@ impl BertTokenizer {
         .to_hex()
         .to_string())
     }
+}
+
+/// BERT's post-processor: `[CLS] A [SEP]` (and `[CLS] A [SEP] B [SEP]` with type ids 0/1 for
+/// pairs), as HF's `BertProcessing` / `TemplateProcessing` for BERT writes it.
+pub fn bert_post_processor(cls: u32, sep: u32) -> Result<TemplateProcessing> {
+    TemplateProcessing::builder()
+        .try_single("[CLS] $A [SEP]")
+        .and_then(|b| b.try_pair("[CLS] $A [SEP] $B:1 [SEP]:1"))
+        .map_err(|e| anyhow::anyhow!("post-processor template: {e}"))?
+        .special_tokens(vec![("[CLS]", cls), ("[SEP]", sep)])
+        .build()
+        .map_err(|e| anyhow::anyhow!("building the post-processor: {e}"))
 }

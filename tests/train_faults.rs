@@ -23,6 +23,18 @@ fn train_args(dir: &Path, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// `masklm ARGS` in the background, output discarded (the caller kills it).
+fn spawn(args: &[String]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_masklm"))
+        .args(args)
+        .current_dir(common::ROOT)
+        .env("BURN_DEVICE", "flex")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// The hidden folder a checkpoint is written into before it is renamed into place.
 fn unfinished_checkpoint(run: &Path) -> Option<PathBuf> {
     std::fs::read_dir(run).ok()?.find_map(|e| {
@@ -79,14 +91,7 @@ fn sigkill_during_checkpoint_writes_then_resume_ends_as_an_uninterrupted_run() {
         if masklm::train::checkpoint::latest(&run).unwrap().is_some() {
             a.push("--resume".into());
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_masklm"))
-            .args(&a)
-            .current_dir(common::ROOT)
-            .env("BURN_DEVICE", "flex")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn(&a);
         // Once this attempt has saved a checkpoint of its own (so every attempt makes progress),
         // kill either as soon as the next one is being written or after a random delay.
         let in_write = attempt % 2 == 0;
@@ -294,14 +299,7 @@ fn a_second_writer_is_refused_naming_the_first_and_a_killed_one_holds_nothing() 
         "train.eval_every=0",
     ];
     let args = train_args(dir.path(), &settings);
-    let mut first = Command::new(env!("CARGO_BIN_EXE_masklm"))
-        .args(&args)
-        .current_dir(common::ROOT)
-        .env("BURN_DEVICE", "flex")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = spawn(&args);
     // The first run holds the lock once it has logged a step.
     let deadline = Instant::now() + Duration::from_secs(120);
     while !run.join("metrics.jsonl").is_file()

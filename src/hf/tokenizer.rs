@@ -11,7 +11,6 @@ use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
-use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
 /// HF's attribute name of each special token, as in `special_tokens_map.json`.
@@ -163,14 +162,7 @@ fn from_vocab_txt(vocab: &Path, f: &Flags) -> Result<Tokenizer> {
         })
     };
     let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
-    let post = TemplateProcessing::builder()
-        .try_single("[CLS] $A [SEP]")
-        .and_then(|b| b.try_pair("[CLS] $A [SEP] $B:1 [SEP]:1"))
-        .map_err(|e| anyhow::anyhow!("post-processor template: {e}"))?
-        .special_tokens(vec![("[CLS]", cls), ("[SEP]", sep)])
-        .build()
-        .map_err(|e| anyhow::anyhow!("building the post-processor: {e}"))?;
-    tok.with_post_processor(Some(post));
+    tok.with_post_processor(Some(crate::tokenizer::bert_post_processor(cls, sep)?));
     let specials: Vec<AddedToken> = SPECIAL_ATTRS
         .iter()
         .map(|(_, t)| AddedToken::from(t.to_string(), true))

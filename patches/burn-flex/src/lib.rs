@@ -35,6 +35,7 @@ mod par; // masklm patch
 mod qtensor;
 mod strided_index;
 mod tensor;
+mod vmath; // masklm patch
 mod zip;
 
 #[doc(hidden)]
@@ -47,3 +48,4 @@ pub use backend::{Flex, FlexDevice};
 pub use layout::Layout;
 pub use qtensor::FlexQTensor;
 pub use tensor::FlexTensor;
+pub use vmath::set_exact_gelu; // masklm patch

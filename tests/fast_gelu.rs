@@ -129,7 +129,7 @@ fn batch(rows: usize, k: usize) -> Batch {
             } else {
                 5 + ((r * 31 + i * 7 + k * 13) % 94) as u32
             };
-            let selected = i > 0 && (i + r + k) % 4 == 0;
+            let selected = i > 0 && (i + r + k).is_multiple_of(4);
             b.original_ids.push(id);
             b.input_ids.push(if selected { 4 } else { id });
             b.attention_mask.push(1);

@@ -29,13 +29,13 @@ impl BertSelfAttention {
         }
     }
 
-    /// `x` [B, S, H], `mask_bias` [B, 1, 1, S] (0 on real keys, a large negative on padding)
-    /// → context [B, S, H].
-    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
-        let [b, s, h] = x.dims();
+    /// `x` [B·S, H] (the rows of a [B, S] batch), `mask_bias` [B, 1, 1, S] (0 on real keys, a
+    /// large negative on padding) → context [B·S, H].
+    fn forward(&self, x: Tensor<2>, [b, s]: [usize; 2], mask_bias: Tensor<4>) -> Tensor<2> {
+        let h = x.dims()[1];
         let (nh, dh) = (self.num_attention_heads, h / self.num_attention_heads);
-        // [B, S, H] → [B, nh, S, dh]
-        let heads = |t: Tensor<3>| t.reshape([b, s, nh, dh]).swap_dims(1, 2);
+        // [B·S, H] → [B, nh, S, dh]
+        let heads = |t: Tensor<2>| t.reshape([b, s, nh, dh]).swap_dims(1, 2);
         let q = heads(self.query.forward(x.clone()));
         let k = heads(self.key.forward(x.clone()));
         let v = heads(self.value.forward(x));
@@ -45,8 +45,8 @@ impl BertSelfAttention {
             .mul_scalar(1.0 / (dh as f64).sqrt())
             + mask_bias;
         let probs = self.dropout.forward(softmax(scores, 3));
-        // [B, nh, S, dh] → [B, S, H]
-        probs.matmul(v).swap_dims(1, 2).reshape([b, s, h])
+        // [B, nh, S, dh] → [B·S, H]
+        probs.matmul(v).swap_dims(1, 2).reshape([b * s, h])
     }
 }
 
@@ -70,8 +70,8 @@ impl BertSelfOutput {
         }
     }
 
-    /// `LayerNorm(dropout(dense(x)) + residual)`, [B, S, ·] → [B, S, H].
-    fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+    /// `LayerNorm(dropout(dense(x)) + residual)`, [B·S, ·] → [B·S, H].
+    fn forward(&self, x: Tensor<2>, residual: Tensor<2>) -> Tensor<2> {
         self.layer_norm
             .forward(self.dropout.forward(self.dense.forward(x)) + residual)
     }
@@ -114,9 +114,9 @@ impl BertLayer {
     }
 
     /// Post-LN: attention → dense → dropout → +x → LayerNorm; dense → GELU(erf) → dense →
-    /// dropout → +residual → LayerNorm. [B, S, H] → [B, S, H].
-    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
-        let ctx = self.attention.self_attn.forward(x.clone(), mask_bias);
+    /// dropout → +residual → LayerNorm. [B·S, H] → [B·S, H].
+    fn forward(&self, x: Tensor<2>, batch: [usize; 2], mask_bias: Tensor<4>) -> Tensor<2> {
+        let ctx = self.attention.self_attn.forward(x.clone(), batch, mask_bias);
         let a = self.attention.output.forward(ctx, x);
         let i = gelu(self.intermediate.dense.forward(a.clone()));
         self.output.forward(i, a)
@@ -137,10 +137,15 @@ impl BertEncoder {
         }
     }
 
-    pub fn forward(&self, mut x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+    /// `x` [B, S, H] → [B, S, H]. Every dense layer runs on the [B·S, ·] rows as one 2-D matmul:
+    /// a [B, S, ·] input would make burn's `Linear` a batched matmul against the broadcast
+    /// weight, whose gradient is then B per-row-block products summed over B on one thread.
+    pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let [b, s, h] = x.dims();
+        let mut x = x.reshape([b * s, h]);
         for layer in &self.layer {
-            x = layer.forward(x, mask_bias.clone());
+            x = layer.forward(x, [b, s], mask_bias.clone());
         }
-        x
+        x.reshape([b, s, h])
     }
 }

@@ -261,7 +261,13 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
     let rhs_ptr = unsafe { rhs_data.as_ptr().add(rhs.layout().start_offset()) };
 
     let out_shape = Shape::from(vec![m, n]);
-    let mut output = FlexTensor::empty(out_shape, T::dtype());
+    // masklm patch: gemm (read_dst = false) writes every output element when k > 0.
+    let mut output = if k > 0 {
+        // SAFETY: the gemm call below overwrites all m × n elements.
+        unsafe { FlexTensor::empty_for_overwrite(out_shape, T::dtype()) }
+    } else {
+        FlexTensor::empty(out_shape, T::dtype())
+    };
     let out_data: &mut [T] = output.storage_mut();
 
     let parallelism = get_parallelism(m, n, k);
@@ -364,7 +370,13 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
     out_dims.push(n);
     let out_shape = Shape::from(out_dims);
 
-    let mut output = FlexTensor::empty(out_shape, T::dtype());
+    // masklm patch: each batch's gemm (read_dst = false) writes its m × n block when k > 0.
+    let mut output = if k > 0 {
+        // SAFETY: the gemm calls below overwrite all batch_size × m × n elements.
+        unsafe { FlexTensor::empty_for_overwrite(out_shape, T::dtype()) }
+    } else {
+        FlexTensor::empty(out_shape, T::dtype())
+    };
 
     let lhs_data: &[T] = lhs.storage();
     let rhs_data: &[T] = rhs.storage();

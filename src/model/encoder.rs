@@ -116,7 +116,10 @@ impl BertLayer {
     /// Post-LN: attention → dense → dropout → +x → LayerNorm; dense → GELU(erf) → dense →
     /// dropout → +residual → LayerNorm. [B·S, H] → [B·S, H].
     fn forward(&self, x: Tensor<2>, batch: [usize; 2], mask_bias: Tensor<4>) -> Tensor<2> {
-        let ctx = self.attention.self_attn.forward(x.clone(), batch, mask_bias);
+        let ctx = self
+            .attention
+            .self_attn
+            .forward(x.clone(), batch, mask_bias);
         let a = self.attention.output.forward(ctx, x);
         let i = gelu(self.intermediate.dense.forward(a.clone()));
         self.output.forward(i, a)

@@ -115,6 +115,133 @@ impl ZipNest {
     }
 }
 
+// masklm patch: parallel traversal. A task covers a range of elements in row-major output
+// order; it starts each run (or its part of a run) from bases computed by index decomposition
+// and applies the same specialized inner loops as the serial code, so every element is computed
+// exactly as before (bit-identical results) and written once.
+
+/// Elements per rayon task.
+#[cfg(feature = "rayon")]
+const PAR_TASK: usize = 1 << 13;
+
+impl ZipNest {
+    /// Storage bases of the `r`-th innermost run (row-major over the outer dims).
+    fn run_bases(&self, mut r: usize) -> (usize, usize) {
+        let (mut lb, mut rb) = (self.lhs_offset as isize, self.rhs_offset as isize);
+        for d in (0..self.ndim - 1).rev() {
+            let i = (r % self.shape[d]) as isize;
+            r /= self.shape[d];
+            lb += i * self.lhs_strides[d];
+            rb += i * self.rhs_strides[d];
+        }
+        (lb as usize, rb as usize)
+    }
+
+    /// Call `f(lhs_base, rhs_base, i0, i1)` for the pieces of runs that cover output elements
+    /// `e0..e1`: elements `i0..i1` of the run whose first element sits at the bases.
+    fn for_each_piece(&self, e0: usize, e1: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+        let len = self.shape[self.ndim - 1];
+        let mut e = e0;
+        while e < e1 {
+            let (r, i0) = (e / len, e % len);
+            let i1 = len.min(i0 + (e1 - e));
+            let (lb, rb) = self.run_bases(r);
+            f(lb, rb, i0, i1);
+            e += i1 - i0;
+        }
+    }
+
+    /// Whether a traversal of `numel` elements is worth splitting across the rayon pool: large
+    /// enough, and runs long enough that the per-piece index decomposition stays negligible.
+    fn parallel(&self, numel: usize) -> bool {
+        cfg!(feature = "rayon")
+            && self.ndim >= 1
+            && numel >= crate::par::PAR_MIN
+            && self.shape[self.ndim - 1] >= 16
+            && !self.shape[..self.ndim].contains(&0)
+    }
+}
+
+/// `dst[k] = op(lhs[..], rhs[..])` for output elements `e0 + k`, `dst.len()` of them.
+#[inline]
+fn zip_map_range<L, R, Out, F>(
+    nest: &ZipNest,
+    lhs: &[L],
+    rhs: &[R],
+    e0: usize,
+    dst: &mut [core::mem::MaybeUninit<Out>],
+    op: &F,
+) where
+    L: Copy,
+    R: Copy,
+    F: Fn(L, R) -> Out,
+{
+    let (_, l_st, r_st) = nest.inner();
+    let mut k = 0;
+    nest.for_each_piece(e0, e0 + dst.len(), |lb, rb, i0, i1| {
+        let out = &mut dst[k..k + (i1 - i0)];
+        k += i1 - i0;
+        match (l_st, r_st) {
+            (1, 1) => {
+                for ((d, &a), &b) in out.iter_mut().zip(&lhs[lb + i0..lb + i1]).zip(&rhs[rb + i0..rb + i1]) {
+                    d.write(op(a, b));
+                }
+            }
+            (1, 0) => {
+                let b = rhs[rb];
+                for (d, &a) in out.iter_mut().zip(&lhs[lb + i0..lb + i1]) {
+                    d.write(op(a, b));
+                }
+            }
+            (0, 1) => {
+                let a = lhs[lb];
+                for (d, &b) in out.iter_mut().zip(&rhs[rb + i0..rb + i1]) {
+                    d.write(op(a, b));
+                }
+            }
+            _ => {
+                for (d, i) in out.iter_mut().zip(i0..i1) {
+                    d.write(op(lhs[lb + i * l_st as usize], rhs[rb + i * r_st as usize]));
+                }
+            }
+        }
+    });
+}
+
+/// In-place form of [`zip_map_range`]: `dst` is the dense destination's elements `e0..`.
+#[inline]
+fn zip_apply_range<D, S, F>(nest: &ZipNest, dst: &mut [D], src: &[S], e0: usize, op: &F)
+where
+    D: Copy,
+    S: Copy,
+    F: Fn(D, S) -> D,
+{
+    let (_, _, r_st) = nest.inner();
+    let mut k = 0;
+    nest.for_each_piece(e0, e0 + dst.len(), |_, rb, i0, i1| {
+        let out = &mut dst[k..k + (i1 - i0)];
+        k += i1 - i0;
+        match r_st {
+            1 => {
+                for (d, &s) in out.iter_mut().zip(&src[rb + i0..rb + i1]) {
+                    *d = op(*d, s);
+                }
+            }
+            0 => {
+                let s = src[rb];
+                for d in out.iter_mut() {
+                    *d = op(*d, s);
+                }
+            }
+            _ => {
+                for (d, i) in out.iter_mut().zip(i0..i1) {
+                    *d = op(*d, src[rb + i * r_st as usize]);
+                }
+            }
+        }
+    });
+}
+
 /// Jointly collapse two same-shape layouts into the minimum-rank
 /// equivalent loop nest.
 ///
@@ -245,6 +372,40 @@ where
     Some(out)
 }
 
+/// masklm patch: [`zip_map`] split across the rayon pool when the traversal is large (see
+/// `PAR_TASK`); the same values in the same order.
+pub(crate) fn zip_map_par<L, R, Out, F>(
+    lhs: &[L],
+    lhs_layout: &Layout,
+    rhs: &[R],
+    rhs_layout: &Layout,
+    op: F,
+) -> Option<Vec<Out>>
+where
+    L: Copy + Sync,
+    R: Copy + Sync,
+    Out: Send,
+    F: Fn(L, R) -> Out + Sync,
+{
+    #[cfg(feature = "rayon")]
+    {
+        let numel = lhs_layout.num_elements();
+        let nest = collapse_for_zip(lhs_layout, rhs_layout)?;
+        if nest.parallel(numel) {
+            use rayon::prelude::*;
+            let mut out: Vec<Out> = Vec::with_capacity(numel);
+            out.spare_capacity_mut()[..numel]
+                .par_chunks_mut(PAR_TASK)
+                .enumerate()
+                .for_each(|(t, dst)| zip_map_range(&nest, lhs, rhs, t * PAR_TASK, dst, &op));
+            // SAFETY: the tasks wrote every one of the numel elements.
+            unsafe { out.set_len(numel) };
+            return Some(out);
+        }
+    }
+    zip_map(lhs, lhs_layout, rhs, rhs_layout, op)
+}
+
 /// Apply `op` over a collapsed nest *in place*, writing the result back
 /// into the lhs buffer instead of allocating an output.
 ///
@@ -262,10 +423,25 @@ where
 /// strided — and monomorphized per call site so LLVM autovectorizes it.
 pub(crate) fn zip_apply_inplace<D, S, F>(nest: &ZipNest, dst: &mut [D], src: &[S], op: F)
 where
-    D: Copy,
-    S: Copy,
-    F: Fn(D, S) -> D,
+    D: Copy + Send,
+    S: Copy + Sync,
+    F: Fn(D, S) -> D + Sync,
 {
+    #[cfg(feature = "rayon")]
+    {
+        let numel: usize = nest.shape[..nest.ndim].iter().product();
+        if nest.parallel(numel) {
+            // masklm patch: parallel traversal (see `PAR_TASK`); the destination is dense, so
+            // output element e is dst[lhs_offset + e].
+            use rayon::prelude::*;
+            let start = nest.lhs_offset;
+            dst[start..start + numel]
+                .par_chunks_mut(PAR_TASK)
+                .enumerate()
+                .for_each(|(t, d)| zip_apply_range(nest, d, src, t * PAR_TASK, &op));
+            return;
+        }
+    }
     debug_assert!(
         nest.lhs_is_dense(),
         "zip_apply_inplace: destination must be dense"

@@ -1120,6 +1120,25 @@ fn reduce_first_dim_f32(
     inner_size: usize, // number of columns (output positions)
     dim_stride: isize, // stride between rows
 ) -> Vec<f32> {
+    // masklm patch: large reductions (a bias gradient sums [B·S, H] over its rows) split the
+    // columns across the rayon pool. Each column still adds its rows in order with the same
+    // kernel, so the sums are bit-identical to the serial loop.
+    #[cfg(all(feature = "simd", feature = "rayon"))]
+    if dim_size.saturating_mul(inner_size) >= crate::par::PAR_MIN && inner_size >= 2 * 64 {
+        use rayon::prelude::*;
+        let mut result = alloc::vec![0.0f32; inner_size];
+        result.par_chunks_mut(64).enumerate().for_each(|(i, cols)| {
+            kernels::scatter_add_f32(
+                &data[start_offset + i * 64..],
+                cols,
+                dim_size,
+                cols.len(),
+                dim_stride as usize,
+            );
+        });
+        return result;
+    }
+
     #[cfg(feature = "simd")]
     {
         // Use aligned allocation for optimal SIMD scatter-add
@@ -1169,6 +1188,21 @@ fn reduce_last_dim_f32(
     #[cfg(feature = "simd")]
     if matches!(op, ReduceOp::Sum) && outer_stride == dim_size as isize {
         let mut result = vec![0.0f32; rows];
+        // masklm patch: large row sums (LayerNorm's mean over H for every token) split the
+        // rows across the rayon pool; each row is summed by the same kernel (bit-identical).
+        #[cfg(feature = "rayon")]
+        if rows.saturating_mul(dim_size) >= crate::par::PAR_MIN && rows >= 2 {
+            use rayon::prelude::*;
+            let per_task = (8192 / dim_size.max(1)).max(1);
+            result
+                .par_chunks_mut(per_task)
+                .enumerate()
+                .for_each(|(i, out)| {
+                    let at = start_offset + i * per_task * dim_size;
+                    kernels::sum_rows_f32(&data[at..], out, out.len(), dim_size);
+                });
+            return result;
+        }
         kernels::sum_rows_f32(&data[start_offset..], &mut result, rows, dim_size);
         return result;
     }

@@ -152,6 +152,11 @@ fn train_and_bench_bad_inputs() {
     let r = run.display().to_string();
     std::fs::write(f.path("latin1.toml"), b"[train]\nsteps = 3 # \xe9\n").unwrap();
     std::fs::write(f.path("types.toml"), "[train]\nsteps = \"many\"\n").unwrap();
+    // A 200 MB config of one line (sparse).
+    std::fs::File::create(f.path("huge.toml"))
+        .unwrap()
+        .set_len(200 << 20)
+        .unwrap();
     let out_dir = format!("train.out_dir={r:?}");
     let with = |cmd: &'static str, extra: &[&str]| -> Vec<String> {
         let mut a: Vec<String> = [cmd, "--config", "configs/tiny.toml", "--set", &out_dir]
@@ -180,6 +185,12 @@ fn train_and_bench_bad_inputs() {
                 "config is not UTF-8",
                 &[cmd, "--config", &f.s("latin1.toml")],
                 &["latin1.toml", "UTF-8"],
+                &[&run],
+            ),
+            row(
+                "a 200 MB config of one line",
+                &[cmd, "--config", &f.s("huge.toml")],
+                &["huge.toml", "at most 1 MiB"],
                 &[&run],
             ),
             row(
@@ -257,6 +268,11 @@ fn inference_export_import_and_plot_bad_inputs() {
     let ck = run.display().to_string();
     let hf = f.path("hf");
     std::fs::write(f.path("nomask.txt"), "no mask on this line\n").unwrap();
+    // A 200 MB line without a newline (sparse: no disk, no memory to write it).
+    std::fs::File::create(f.path("huge.txt"))
+        .unwrap()
+        .set_len(200 << 20)
+        .unwrap();
     for (dir, file, body) in [
         ("badhf", "config.json", b"{".as_slice()),
         ("badrun", "metrics.jsonl", b"not json\n".as_slice()),
@@ -334,6 +350,18 @@ fn inference_export_import_and_plot_bad_inputs() {
                 &f.s("latin1.txt"),
             ],
             &["latin1.txt"],
+            &[],
+        ),
+        row(
+            "fill-mask: a 200 MB line without a newline",
+            &[
+                "fill-mask",
+                "--checkpoint",
+                &ck,
+                "--input",
+                &f.s("huge.txt"),
+            ],
+            &["line 1", "huge.txt", "longer than 1 MiB"],
             &[],
         ),
         row(

@@ -6,7 +6,8 @@ use crate::train::checkpoint;
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use clap::Args;
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub struct FillMaskArgs {
@@ -33,13 +34,7 @@ pub fn run(a: FillMaskArgs) -> Result<()> {
     }
     let mut texts = a.texts.clone();
     if let Some(f) = &a.input {
-        let body = std::fs::read_to_string(f)
-            .map_err(|e| UsageError::new(format!("cannot read --input {}: {e}", f.display())))?;
-        texts.extend(
-            body.lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_string),
-        );
+        texts.extend(input_lines(f)?);
     }
     if texts.is_empty() {
         if let Some(f) = &a.input {
@@ -83,4 +78,53 @@ pub fn print_readable(text: &str, per_mask: &[Vec<crate::fill_mask::Candidate>])
             .collect();
         println!("  [MASK] {}: {}", m + 1, list.join(", "));
     }
+}
+
+/// The longest `--input` line accepted. Far beyond any model's max_position_embeddings, and a
+/// bound on what one line can make the reader hold.
+const MAX_INPUT_LINE: usize = 1 << 20;
+
+/// The non-blank lines of `--input`, read one at a time. A longer line than [`MAX_INPUT_LINE`]
+/// is refused after reading at most that much of it, so a 200 MB line without a newline never
+/// sits in memory.
+fn input_lines(f: &Path) -> Result<Vec<String>> {
+    let cannot =
+        |e: std::io::Error| UsageError::new(format!("cannot read --input {}: {e}", f.display()));
+    let mut reader = BufReader::new(std::fs::File::open(f).map_err(cannot)?);
+    let (mut lines, mut buf) = (Vec::new(), Vec::new());
+    for n in 1.. {
+        buf.clear();
+        // One byte past the limit, plus the newline, tells an over-long line apart.
+        let limit = MAX_INPUT_LINE as u64 + 2;
+        if (&mut reader)
+            .take(limit)
+            .read_until(b'\n', &mut buf)
+            .map_err(cannot)?
+            == 0
+        {
+            break;
+        }
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+        }
+        if buf.len() > MAX_INPUT_LINE {
+            crate::usage!(
+                "line {n} of --input {} is longer than 1 MiB; fill-mask takes one text per line, \
+                 and only its first max_position_embeddings tokens can be read",
+                f.display()
+            );
+        }
+        let line = std::str::from_utf8(&buf).map_err(|e| {
+            UsageError::new(format!(
+                "line {n} of --input {} is not UTF-8 (byte {} of the line); save it as UTF-8",
+                f.display(),
+                e.valid_up_to()
+            ))
+        })?;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if !line.trim().is_empty() {
+            lines.push(line.to_string());
+        }
+    }
+    Ok(lines)
 }

@@ -6,8 +6,6 @@ mod common;
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
 use masklm::config::TrainConfig;
-use masklm::data::batches::Batch;
-use masklm::data::masking::IGNORE_LABEL;
 use masklm::train::{optim, step::loss_and_grads};
 use std::sync::Mutex;
 
@@ -110,37 +108,6 @@ fn every_length_and_layout_agrees_with_the_scalar_code() {
     );
 }
 
-/// Rows of 16 tokens, a quarter of them selected, from a fixed pattern.
-fn batch(rows: usize, k: usize) -> Batch {
-    let s = 16;
-    let mut b = Batch {
-        batch_size: rows,
-        seq_len: s,
-        input_ids: vec![],
-        attention_mask: vec![],
-        labels: vec![],
-        original_ids: vec![],
-        selected: 0,
-    };
-    for r in 0..rows {
-        for i in 0..s {
-            let id = if i == 0 {
-                2
-            } else {
-                5 + ((r * 31 + i * 7 + k * 13) % 94) as u32
-            };
-            let selected = i > 0 && (i + r + k).is_multiple_of(4);
-            b.original_ids.push(id);
-            b.input_ids.push(if selected { 4 } else { id });
-            b.attention_mask.push(1);
-            b.labels
-                .push(if selected { id as i32 } else { IGNORE_LABEL });
-            b.selected += selected as usize;
-        }
-    }
-    b
-}
-
 fn train_losses(exact: bool) -> Vec<f64> {
     burn_flex::set_exact_gelu(exact);
     let dev = Device::flex().autodiff();
@@ -152,7 +119,7 @@ fn train_losses(exact: bool) -> Vec<f64> {
     let mut opt = optim::adamw(&TrainConfig::default());
     let mut losses = vec![];
     for k in 0..6 {
-        let (loss, g) = loss_and_grads(&model, &[batch(8, k)], &dev).unwrap();
+        let (loss, g) = loss_and_grads(&model, &[common::pattern_batch(8, k)], &dev).unwrap();
         losses.push(loss);
         model = opt.step(1e-3, model, g);
     }

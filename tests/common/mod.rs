@@ -94,3 +94,38 @@ pub fn checkpoint_tensors(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .map(|t| (t.name.clone(), t.to_bytes().expect("tensor bytes").to_vec()))
         .collect()
 }
+
+/// `rows` rows of 16 tokens for a vocabulary of 99 (no padding), a quarter of them selected,
+/// from a fixed pattern that `k` varies.
+pub fn pattern_batch(rows: usize, k: usize) -> masklm::data::batches::Batch {
+    let s = 16;
+    let mut b = masklm::data::batches::Batch {
+        batch_size: rows,
+        seq_len: s,
+        input_ids: vec![],
+        attention_mask: vec![],
+        labels: vec![],
+        original_ids: vec![],
+        selected: 0,
+    };
+    for r in 0..rows {
+        for i in 0..s {
+            let id = if i == 0 {
+                2
+            } else {
+                5 + ((r * 31 + i * 7 + k * 13) % 94) as u32
+            };
+            let selected = i > 0 && (i + r + k).is_multiple_of(4);
+            b.original_ids.push(id);
+            b.input_ids.push(if selected { 4 } else { id });
+            b.attention_mask.push(1);
+            b.labels.push(if selected {
+                id as i32
+            } else {
+                masklm::data::masking::IGNORE_LABEL
+            });
+            b.selected += selected as usize;
+        }
+    }
+    b
+}

@@ -135,7 +135,11 @@ fn a_tiny_model_overfits_a_tiny_corpus() {
         Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt"),
     )
     .unwrap();
-    let cut = text.char_indices().nth(3000).unwrap().0;
+    // 1,500 characters (~350 tokens): small enough that 2,500 steps memorise it with a wide
+    // margin (eval loss ~0.005, 100% on seeds 1-8 here). At 3,000 characters the same run ended
+    // at 94-98% depending on the seed, and at 93% on the CI machine (another CPU, so other
+    // rounding and another trajectory), which made the test a coin toss on the 95% line.
+    let cut = text.char_indices().nth(1500).unwrap().0;
     std::fs::write(&corpus, &text[..cut]).unwrap();
     let tok = dir.path().join("tok/tokenizer.json");
     let out = dir.path().join("run");
@@ -182,7 +186,11 @@ fn a_tiny_model_overfits_a_tiny_corpus() {
         .find(|r| r["eval_accuracy"].is_number())
         .unwrap();
     let acc = last["eval_accuracy"].as_f64().unwrap();
-    assert!(acc > 0.95, "masked accuracy on the memorised corpus: {acc}");
+    let loss = last["eval_loss"].as_f64().unwrap();
+    assert!(
+        acc > 0.95,
+        "masked accuracy on the memorised corpus: {acc} (eval loss {loss})"
+    );
 }
 
 /// Each line is `FIRST SECOND`, and the pairs are a bijection. A masked FIRST word has only

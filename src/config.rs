@@ -182,9 +182,6 @@ impl Default for TrainConfig {
     }
 }
 
-/// The largest config file read.
-const MAX_CONFIG_BYTES: u64 = 1 << 20;
-
 /// Where a configuration comes from, for messages.
 #[derive(Debug, Clone)]
 pub enum Source {
@@ -197,22 +194,17 @@ impl Config {
     pub fn load(file: Option<&Path>, sets: &[String]) -> anyhow::Result<Config> {
         let (text, source) = match file {
             Some(p) => {
-                // A config is a few KB; refuse a huge file before reading it into memory.
-                if let Ok(m) = std::fs::metadata(p)
-                    && m.is_file()
-                    && m.len() > MAX_CONFIG_BYTES
-                {
-                    return Err(UsageError::new(format!(
-                        "config file {} is {} bytes; a masklm config is a small TOML file (at \
-                         most 1 MiB), such as configs/default.toml",
-                        p.display(),
-                        m.len()
-                    ))
-                    .into());
-                }
-                let text = std::fs::read_to_string(p).map_err(|e| {
+                // A config is a few KB: a huge file is refused before it is read into memory.
+                let limit = crate::io::MAX_SETTINGS_BYTES;
+                let text = crate::io::read_to_string_capped(p, limit).map_err(|e| {
                     let hint = if p.is_dir() {
                         "it is a folder; give a TOML file such as configs/default.toml".to_string()
+                    } else if e.kind() == std::io::ErrorKind::FileTooLarge {
+                        format!(
+                            "{e}; a masklm config is a small TOML file (at most {}), such as \
+                             configs/default.toml",
+                            crate::io::size_words(limit)
+                        )
                     } else if e.kind() == std::io::ErrorKind::InvalidData {
                         "it is not UTF-8 text; save it as UTF-8".to_string()
                     } else {

@@ -1,8 +1,72 @@
-//! File writes that a crash or kill at any instant cannot leave half-done.
+//! File writes that a crash or kill at any instant cannot leave half-done, and reads of small
+//! structured files (configs, tokenizers) that refuse a huge file instead of loading it.
 
 use anyhow::{Context, Result};
 use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+/// The largest JSON or TOML settings file read (config.json, tokenizer_config.json, a masklm
+/// config): real ones are a few KB.
+pub const MAX_SETTINGS_BYTES: u64 = 1 << 20;
+
+/// The largest tokenizer.json or vocab.txt read: BERT's are under 1 MB, a 250k-token
+/// multilingual tokenizer.json is about 17 MB.
+pub const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
+
+/// `limit` in words, for messages: "1 MiB", "64 MiB".
+pub fn size_words(limit: u64) -> String {
+    format!("{} MiB", limit >> 20)
+}
+
+/// `fs::read_to_string` that refuses a file over `limit` bytes before reading it (or, for a pipe
+/// or a file that grows, after reading `limit + 1` bytes): the error is
+/// [`std::io::ErrorKind::FileTooLarge`] and says the size and the limit. Invalid UTF-8 is
+/// `InvalidData`, as with `fs::read_to_string`.
+pub fn read_to_string_capped(path: &Path, limit: u64) -> std::io::Result<String> {
+    let too_large = |size: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("it is {size} bytes, over the {} limit", size_words(limit)),
+        )
+    };
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_file() && meta.len() > limit {
+        return Err(too_large(meta.len().to_string()));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(format!("over {limit}")));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "not UTF-8 text (byte offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+/// Refuses a regular file over `limit` bytes without reading it, for files handed to a library
+/// that reads them itself (vocab.txt to `tokenizers`).
+pub fn ensure_at_most(path: &Path, limit: u64) -> std::io::Result<()> {
+    let meta = fs::metadata(path)?;
+    if meta.is_file() && meta.len() > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!(
+                "it is {} bytes, over the {} limit",
+                meta.len(),
+                size_words(limit)
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
 /// Readers see either the old file or the new one, never a prefix.
@@ -65,5 +129,33 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("x.txt")]);
+    }
+
+    #[test]
+    fn capped_read_refuses_large_files_and_names_the_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.json");
+        fs::write(&p, "0123456789").unwrap();
+        assert_eq!(read_to_string_capped(&p, 10).unwrap(), "0123456789");
+        let e = read_to_string_capped(&p, 9).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge);
+        assert!(e.to_string().contains("10 bytes"), "{e}");
+        assert!(ensure_at_most(&p, 10).is_ok());
+        assert_eq!(
+            ensure_at_most(&p, 9).unwrap_err().kind(),
+            std::io::ErrorKind::FileTooLarge
+        );
+        fs::write(&p, b"ab\xffc").unwrap();
+        let e = read_to_string_capped(&p, 10).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("byte offset 2"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn capped_read_stops_a_stream_at_the_limit() {
+        // /dev/zero never ends and has no length: the cap is what stops the read.
+        let e = read_to_string_capped(Path::new("/dev/zero"), 1 << 10).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge);
     }
 }

@@ -12,7 +12,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -158,8 +158,12 @@ impl Metrics {
     }
 }
 
-/// Parses `path` line by line (it can be large, so it is streamed). Blank lines are ignored; a
-/// parse failure is held back until another non-blank line shows it was not the last line.
+/// The longest metrics row read: `masklm train` writes rows of about 250 bytes.
+const MAX_ROW_BYTES: u64 = 64 << 10;
+
+/// Parses `path` line by line (it can be large, so it is streamed, and a line is read up to
+/// [`MAX_ROW_BYTES`], so a file without newlines is refused, not loaded). Blank lines are
+/// ignored; a parse failure is held back until another non-blank line shows it was not the last.
 fn read_metrics(path: &Path) -> Result<Metrics> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut reader = BufReader::new(file);
@@ -169,13 +173,22 @@ fn read_metrics(path: &Path) -> Result<Metrics> {
     let mut line_no = 0usize;
     loop {
         line.clear();
-        let n = reader
+        let n = (&mut reader)
+            .take(MAX_ROW_BYTES + 1)
             .read_until(b'\n', &mut line)
             .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
         line_no += 1;
+        if n as u64 > MAX_ROW_BYTES && line.last() != Some(&b'\n') {
+            crate::usage!(
+                "{}:{line_no}: a line longer than 64 KiB is not a metrics row; {} should be the \
+                 metrics.jsonl that `masklm train` writes",
+                path.display(),
+                path.display()
+            );
+        }
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }

@@ -110,13 +110,16 @@ impl BertTokenizer {
             ))
             .into());
         }
-        let tok = Tokenizer::from_file(path).map_err(|e| {
-            UsageError::new(format!(
-                "{} is not a valid tokenizer.json: {e}",
-                path.display()
-            ))
-        })?;
-        Self::from_tokenizer(tok, &path.display().to_string())
+        let json = crate::io::read_to_string_capped(path, crate::io::MAX_TOKENIZER_BYTES).map_err(
+            |e| {
+                UsageError::new(format!(
+                    "cannot read tokenizer file {}: {e}; give a tokenizer.json written by \
+                     `masklm tokenizer` or HF",
+                    path.display()
+                ))
+            },
+        )?;
+        Self::from_json(&json, &path.display().to_string())
     }
 
     /// Parses the text of a `tokenizer.json`; `name` says where it came from in messages.

@@ -84,6 +84,7 @@ impl Files {
 #[test]
 fn tokenizer_bad_inputs() {
     let f = Files::new();
+    sparse_200_mb(&f.path("huge.txt"));
     let out = f.path("tok/tokenizer.json");
     let o = out.display().to_string();
     let tok = |corpus: &str| -> Vec<String> {
@@ -110,6 +111,11 @@ fn tokenizer_bad_inputs() {
             "empty corpus",
             tok(&f.s("empty.txt")),
             vec!["empty.txt".into()],
+        ),
+        (
+            "a 200 MB line without a newline (NUL bytes: no words)",
+            tok(&f.s("huge.txt")),
+            vec!["huge.txt".into(), "no words".into()],
         ),
         (
             "invalid UTF-8",
@@ -153,10 +159,9 @@ fn train_and_bench_bad_inputs() {
     std::fs::write(f.path("latin1.toml"), b"[train]\nsteps = 3 # \xe9\n").unwrap();
     std::fs::write(f.path("types.toml"), "[train]\nsteps = \"many\"\n").unwrap();
     // A 200 MB config of one line (sparse).
-    std::fs::File::create(f.path("huge.toml"))
-        .unwrap()
-        .set_len(200 << 20)
-        .unwrap();
+    sparse_200_mb(&f.path("huge.toml"));
+    sparse_200_mb(&f.path("huge.json"));
+    sparse_200_mb(&f.path("huge.txt"));
     let out_dir = format!("train.out_dir={r:?}");
     let with = |cmd: &'static str, extra: &[&str]| -> Vec<String> {
         let mut a: Vec<String> = [cmd, "--config", "configs/tiny.toml", "--set", &out_dir]
@@ -218,12 +223,35 @@ fn train_and_bench_bad_inputs() {
                 absent: vec![run.clone()],
             },
             Row {
+                what: "a corpus of one 200 MB line (NUL bytes: no words)",
+                args: with(
+                    cmd,
+                    &[
+                        "--set",
+                        &format!("data.train=[{:?}]", f.s("huge.txt")),
+                        "--set",
+                        &format!("tokenizer.path={:?}", f.s("tok/tokenizer.json")),
+                    ],
+                ),
+                needles: vec!["huge.txt".into(), "no words".into()],
+                absent: vec![run.clone(), f.path("tok/tokenizer.json")],
+            },
+            Row {
                 what: "corpus not UTF-8",
                 args: with(
                     cmd,
                     &["--set", &format!("data.train=[{:?}]", f.s("latin1.txt"))],
                 ),
                 needles: vec!["latin1.txt".into(), "byte offset".into()],
+                absent: vec![run.clone()],
+            },
+            Row {
+                what: "a 200 MB tokenizer.json of one line",
+                args: with(
+                    cmd,
+                    &["--set", &format!("tokenizer.path={:?}", f.s("huge.json"))],
+                ),
+                needles: vec!["huge.json".into(), "64 MiB".into()],
                 absent: vec![run.clone()],
             },
             Row {
@@ -241,6 +269,14 @@ fn train_and_bench_bad_inputs() {
         ]);
     }
     check(rows);
+}
+
+/// A 200 MB file of one line without a newline; sparse, so it costs no disk and no time.
+fn sparse_200_mb(path: &Path) {
+    std::fs::File::create(path)
+        .unwrap()
+        .set_len(200 << 20)
+        .unwrap();
 }
 
 /// A tiny trained run (2 steps) in `dir/run`, with its tokenizer in `dir`.
@@ -268,11 +304,31 @@ fn inference_export_import_and_plot_bad_inputs() {
     let ck = run.display().to_string();
     let hf = f.path("hf");
     std::fs::write(f.path("nomask.txt"), "no mask on this line\n").unwrap();
-    // A 200 MB line without a newline (sparse: no disk, no memory to write it).
-    std::fs::File::create(f.path("huge.txt"))
-        .unwrap()
-        .set_len(200 << 20)
-        .unwrap();
+    sparse_200_mb(&f.path("huge.txt"));
+    // HF folders: one whose config.json is 200 MB; one that is the fixture but for a 200 MB
+    // tokenizer.json; one that is the fixture but for a 200 MB vocab.txt and no tokenizer.json.
+    let fixture = Path::new(common::ROOT).join("tests/fixtures/hf-tiny");
+    for (dir, huge, copied) in [
+        ("hugeconfig", "config.json", &[][..]),
+        (
+            "hugetok",
+            "tokenizer.json",
+            &["config.json", "model.safetensors"][..],
+        ),
+        (
+            "hugevocab",
+            "vocab.txt",
+            &["config.json", "model.safetensors"][..],
+        ),
+    ] {
+        std::fs::create_dir(f.path(dir)).unwrap();
+        for c in copied {
+            std::fs::copy(fixture.join(c), f.path(dir).join(c)).unwrap();
+        }
+        sparse_200_mb(&f.path(dir).join(huge));
+    }
+    std::fs::create_dir(f.path("hugerun")).unwrap();
+    sparse_200_mb(&f.path("hugerun/metrics.jsonl"));
     for (dir, file, body) in [
         ("badhf", "config.json", b"{".as_slice()),
         ("badrun", "metrics.jsonl", b"not json\n".as_slice()),
@@ -302,6 +358,12 @@ fn inference_export_import_and_plot_bad_inputs() {
             "eval: corpus not UTF-8",
             &["eval", "--checkpoint", &ck, "--corpus", &f.s("latin1.txt")],
             &["latin1.txt", "byte offset"],
+            &[],
+        ),
+        row(
+            "eval: a corpus of one 200 MB line (NUL bytes: no tokens)",
+            &["eval", "--checkpoint", &ck, "--corpus", &f.s("huge.txt")],
+            &["huge.txt", "no tokens"],
             &[],
         ),
         row(
@@ -453,6 +515,42 @@ fn inference_export_import_and_plot_bad_inputs() {
             &["plot", &f.s("latin1run")],
             &["metrics.jsonl:1"],
             &[&f.path("latin1run/loss.png")],
+        ),
+        row(
+            "import: a 200 MB config.json",
+            &[
+                "import",
+                "--hf",
+                &f.s("hugeconfig"),
+                "--out",
+                &f.s("imported"),
+            ],
+            &["config.json", "1 MiB"],
+            &[&f.path("imported")],
+        ),
+        row(
+            "import: a 200 MB tokenizer.json",
+            &["import", "--hf", &f.s("hugetok"), "--out", &f.s("imported")],
+            &["tokenizer.json", "64 MiB"],
+            &[&f.path("imported")],
+        ),
+        row(
+            "import: a 200 MB vocab.txt",
+            &[
+                "import",
+                "--hf",
+                &f.s("hugevocab"),
+                "--out",
+                &f.s("imported"),
+            ],
+            &["vocab.txt", "64 MiB"],
+            &[&f.path("imported")],
+        ),
+        row(
+            "plot: a 200 MB metrics.jsonl of one line",
+            &["plot", &f.s("hugerun")],
+            &["metrics.jsonl:1", "longer than 64 KiB"],
+            &[&f.path("hugerun/loss.png")],
         ),
         row(
             "plot: missing run folder",

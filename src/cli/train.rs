@@ -85,7 +85,7 @@ fn check_init_from(cfg: &Config, dir: &Path) -> Result<PathBuf> {
     let dir = checkpoint::resolve(dir)?;
     checkpoint::verify(&dir)?;
     let path = dir.join(checkpoint::CONFIG_FILE);
-    let text = std::fs::read_to_string(&path)
+    let text = crate::io::read_to_string_capped(&path, crate::io::MAX_SETTINGS_BYTES)
         .with_context(|| format!("--init-from: reading {}", path.display()))?;
     let theirs = Config::from_toml_str(&text, &Source::File(path.clone()), &[])?;
     let diffs = model_differences(&cfg.model, &theirs.model);

@@ -67,7 +67,18 @@ pub fn train_tokenizer(
         ))
         .into());
     }
-    tok
+    let tok = tok?;
+    // Text that is only whitespace, control characters or NUL bytes gives pieces but no words:
+    // the "vocabulary" would be the special tokens alone, useless to train on.
+    if tok.vocab_size() <= crate::tokenizer::SPECIAL_TOKENS.len() {
+        return Err(UsageError::new(format!(
+            "corpus {} has no words to train a tokenizer on (only whitespace or control \
+             characters); give plain text, one sentence or paragraph per line",
+            encoded::describe(files)
+        ))
+        .into());
+    }
+    Ok(tok)
 }
 
 /// Train and validation rows of a config, over a tokenizer.

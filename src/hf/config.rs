@@ -85,7 +85,7 @@ pub fn to_json(c: &BertConfig) -> Value {
 
 /// Reads and checks `path` (an HF `config.json`).
 pub fn read(path: &Path) -> Result<HfConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = crate::io::read_to_string_capped(path, crate::io::MAX_SETTINGS_BYTES).map_err(|e| {
         UsageError::new(format!(
             "cannot read {}: {e}; an HF model folder has a config.json (save_pretrained writes it)",
             path.display()

@@ -85,8 +85,14 @@ pub fn hf_files(tok: &BertTokenizer, max_len: usize) -> Result<Vec<(&'static str
 pub fn read_hf(hf_dir: &Path) -> Result<(String, PathBuf)> {
     let json_path = hf_dir.join("tokenizer.json");
     if json_path.is_file() {
-        let text = std::fs::read_to_string(&json_path)
-            .map_err(|e| UsageError::new(format!("cannot read {}: {e}", json_path.display())))?;
+        let text = crate::io::read_to_string_capped(&json_path, crate::io::MAX_TOKENIZER_BYTES)
+            .map_err(|e| {
+                UsageError::new(format!(
+                    "cannot read {}: {e}; copy the model's own tokenizer files (save_pretrained \
+                     writes them) into the folder",
+                    json_path.display()
+                ))
+            })?;
         return Ok((text, json_path));
     }
     let vocab = hf_dir.join("vocab.txt");
@@ -122,7 +128,7 @@ fn read_flags(path: &Path) -> Result<Flags> {
     if !path.is_file() {
         return Ok(flags);
     }
-    let text = std::fs::read_to_string(path)
+    let text = crate::io::read_to_string_capped(path, crate::io::MAX_SETTINGS_BYTES)
         .map_err(|e| UsageError::new(format!("cannot read {}: {e}", path.display())))?;
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| UsageError::new(format!("{} is not valid JSON: {e}", path.display())))?;
@@ -137,6 +143,13 @@ fn read_flags(path: &Path) -> Result<Flags> {
 /// pre-tokenizer, `[CLS] $A [SEP]` post-processor, the five special tokens added as special.
 fn from_vocab_txt(vocab: &Path, f: &Flags) -> Result<Tokenizer> {
     let name = vocab.display().to_string();
+    // `tokenizers` reads vocab.txt line by line into memory: refuse a huge file first.
+    crate::io::ensure_at_most(vocab, crate::io::MAX_TOKENIZER_BYTES).map_err(|e| {
+        UsageError::new(format!(
+            "cannot read {name}: {e}; copy the model's own vocab.txt (save_pretrained writes \
+                 it) into the folder"
+        ))
+    })?;
     let wordpiece = WordPiece::from_file(&name)
         .unk_token("[UNK]".into())
         .continuing_subword_prefix(CONTINUATION_PREFIX.into())

@@ -282,7 +282,8 @@ pub fn lock(out_dir: &Path) -> Result<RunLock> {
 
 pub fn read_state(dir: &Path) -> Result<TrainState> {
     let p = dir.join(STATE_FILE);
-    let text = fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    let text = crate::io::read_to_string_capped(&p, crate::io::MAX_SETTINGS_BYTES)
+        .with_context(|| format!("reading {}", p.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
 }
 
@@ -328,8 +329,8 @@ pub fn load(dir: &Path, device: &burn::prelude::Device) -> Result<Loaded> {
     let dir = resolve(dir)?;
     verify(&dir)?;
     let cfg_path = dir.join(CONFIG_FILE);
-    let text =
-        fs::read_to_string(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
+    let text = crate::io::read_to_string_capped(&cfg_path, crate::io::MAX_SETTINGS_BYTES)
+        .with_context(|| format!("reading {}", cfg_path.display()))?;
     let config =
         crate::config::Config::from_toml_str(&text, &crate::config::Source::File(cfg_path), &[])?;
     let tokenizer = crate::tokenizer::BertTokenizer::load(&dir.join(TOKENIZER_FILE))?;

@@ -7,7 +7,7 @@ use crate::eval::EvalReport;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 pub const FILE: &str = "metrics.jsonl";
@@ -63,20 +63,48 @@ impl MetricsLog {
 
 /// Keeps the rows of steps up to `step` (rows logged after the checkpoint a run resumes from
 /// would otherwise appear twice) and drops a partial last line. Missing file: nothing to do.
+/// Streams: a long run's log (about 250 bytes a step) never sits in memory whole.
 pub fn truncate_after(out_dir: &Path, step: u64) -> Result<()> {
     let path = out_dir.join(FILE);
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    let Ok(file) = File::open(&path) else {
         return Ok(());
     };
-    let kept: String = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<Value>(l)
+    crate::io::replace_with(&path, |tmp| {
+        let mut out = BufWriter::new(File::create(tmp)?);
+        for line in BufReader::new(file).split(b'\n') {
+            let line = line.with_context(|| format!("reading {}", path.display()))?;
+            let keep = serde_json::from_slice::<Value>(&line)
                 .ok()
                 .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s <= step)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    crate::io::write_atomic(&path, kept.as_bytes())
+                .is_some_and(|s| s <= step);
+            if keep {
+                out.write_all(&line)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        out.flush()?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_keeps_rows_up_to_the_step_and_drops_a_cut_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = "{\"step\":1,\"loss\":2.0}\n{\"step\":2,\"loss\":1.5}\n\
+                    {\"step\":2,\"eval_loss\":1.4}\n{\"step\":3,\"loss\":1.2}\n{\"step\":4,\"lo";
+        std::fs::write(dir.path().join(FILE), rows).unwrap();
+        truncate_after(dir.path(), 2).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(FILE)).unwrap(),
+            "{\"step\":1,\"loss\":2.0}\n{\"step\":2,\"loss\":1.5}\n{\"step\":2,\"eval_loss\":1.4}\n"
+        );
+        // No log yet (a run that never logged): nothing to do, nothing created.
+        let empty = tempfile::tempdir().unwrap();
+        truncate_after(empty.path(), 2).unwrap();
+        assert!(!empty.path().join(FILE).exists());
+    }
 }

@@ -114,7 +114,10 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
                 t.out_dir.display()
             );
         };
-        let saved_tok = std::fs::read_to_string(dir.join(checkpoint::TOKENIZER_FILE))?;
+        let saved_tok = crate::io::read_to_string_capped(
+            &dir.join(checkpoint::TOKENIZER_FILE),
+            crate::io::MAX_TOKENIZER_BYTES,
+        )?;
         if saved_tok != tokenizer_json {
             crate::usage!(
                 "--resume: {} was trained with another tokenizer than {}",

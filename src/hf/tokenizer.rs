@@ -147,7 +147,7 @@ fn from_vocab_txt(vocab: &Path, f: &Flags) -> Result<Tokenizer> {
     crate::io::ensure_at_most(vocab, crate::io::MAX_TOKENIZER_BYTES).map_err(|e| {
         UsageError::new(format!(
             "cannot read {name}: {e}; copy the model's own vocab.txt (save_pretrained writes \
-                 it) into the folder"
+             it) into the folder"
         ))
     })?;
     let wordpiece = WordPiece::from_file(&name)

@@ -58,6 +58,11 @@ fn preview_of_the_default_config_obeys_every_masking_rule() {
         .map(|k| sp[k].as_i64().unwrap())
         .collect();
     let (pad, mask) = (special[0], special[4]);
+    let cfg = masklm::config::Config::load(
+        Some(&Path::new(common::ROOT).join("configs/default.toml")),
+        &[],
+    )
+    .unwrap();
     let (mut cand, mut sel, mut to_mask) = (0usize, 0usize, 0usize);
     for b in &batches {
         let (inp, att, lab, orig) = (
@@ -68,7 +73,7 @@ fn preview_of_the_default_config_obeys_every_masking_rule() {
         );
         assert_eq!(
             (inp.len(), inp[0].len()),
-            (64, 64),
+            (cfg.train.batch_size, cfg.data.seq_len),
             "batch_size × seq_len of the default config"
         );
         for r in 0..inp.len() {

@@ -135,9 +135,9 @@ fn a_tiny_model_overfits_a_tiny_corpus() {
         Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt"),
     )
     .unwrap();
-    // 1,500 characters (64 scored positions): small enough that 2,500 steps memorise it with a wide
-    // margin (eval loss ~0.005, 100% on seeds 1-8 here). At 3,000 characters the same run ended
-    // at 94-98% depending on the seed, and at 93% on the CI machine (another CPU, so other
+    // 1,500 characters (64 scored positions): small enough that 2,500 steps memorise it with a
+    // wide margin (eval loss ~0.005, 100% on seeds 1-8 here). At 3,000 characters the same run
+    // ended at 94-98% depending on the seed, and at 93% on the CI machine (another CPU, so other
     // rounding and another trajectory), which made the test a coin toss on the 95% line.
     let cut = text.char_indices().nth(1500).unwrap().0;
     std::fs::write(&corpus, &text[..cut]).unwrap();

@@ -68,6 +68,39 @@ pub fn ensure_at_most(path: &Path, limit: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What [`read_line_capped`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// The end of the input: nothing was read.
+    End,
+    /// A line, now in the buffer without its `\n`.
+    Read,
+    /// A line longer than the cap; the buffer holds its first `cap + 1` bytes, the rest is unread.
+    TooLong,
+}
+
+/// Reads one line of `reader` into `buf` (cleared first), holding at most `cap + 1` bytes of it,
+/// so that a huge input without newlines is refused instead of loaded.
+pub fn read_line_capped(
+    reader: &mut impl std::io::BufRead,
+    buf: &mut Vec<u8>,
+    cap: u64,
+) -> std::io::Result<Line> {
+    use std::io::BufRead;
+    buf.clear();
+    let n = reader.take(cap + 1).read_until(b'\n', buf)?;
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        Ok(Line::Read)
+    } else if n == 0 {
+        Ok(Line::End)
+    } else if n as u64 > cap {
+        Ok(Line::TooLong)
+    } else {
+        Ok(Line::Read) // the last line, without a newline
+    }
+}
+
 /// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
 /// Readers see either the old file or the new one, never a prefix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -149,6 +182,32 @@ mod tests {
         let e = read_to_string_capped(&p, 10).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
         assert!(e.to_string().contains("byte offset 2"), "{e}");
+    }
+
+    #[test]
+    fn capped_lines_end_at_the_cap() {
+        let mut input: &[u8] = b"abc\nabcd\nabcde\n";
+        let mut buf = Vec::new();
+        let mut next = || read_line_capped(&mut input, &mut buf, 4).unwrap();
+        assert_eq!(next(), Line::Read);
+        assert_eq!(next(), Line::Read);
+        assert_eq!(next(), Line::TooLong);
+        let mut last: &[u8] = b"ab\n\nlast";
+        let got: Vec<(Line, Vec<u8>)> = (0..4)
+            .map(|_| {
+                let l = read_line_capped(&mut last, &mut buf, 4).unwrap();
+                (l, buf.clone())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Line::Read, b"ab".to_vec()),
+                (Line::Read, vec![]),
+                (Line::Read, b"last".to_vec()),
+                (Line::End, vec![]),
+            ]
+        );
     }
 
     #[cfg(unix)]

@@ -12,7 +12,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -172,16 +172,13 @@ fn read_metrics(path: &Path) -> Result<Metrics> {
     let mut line = Vec::new();
     let mut line_no = 0usize;
     loop {
-        line.clear();
-        let n = (&mut reader)
-            .take(MAX_ROW_BYTES + 1)
-            .read_until(b'\n', &mut line)
+        let read = crate::io::read_line_capped(&mut reader, &mut line, MAX_ROW_BYTES)
             .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
+        if read == crate::io::Line::End {
             break;
         }
         line_no += 1;
-        if n as u64 > MAX_ROW_BYTES && line.last() != Some(&b'\n') {
+        if read == crate::io::Line::TooLong {
             crate::usage!(
                 "{}:{line_no}: a line longer than 64 KiB is not a metrics row; {} should be the \
                  metrics.jsonl that `masklm train` writes",

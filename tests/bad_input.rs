@@ -341,6 +341,16 @@ fn inference_export_import_and_plot_bad_inputs() {
         std::fs::create_dir(f.path(dir)).unwrap();
         std::fs::write(f.path(dir).join(file), body).unwrap();
     }
+    // `import --hf DIR` into a fresh folder, which must not be left behind.
+    let imported = f.path("imported");
+    let import_row = |what, dir: &str, needles: &[&str]| {
+        row(
+            what,
+            &["import", "--hf", &f.s(dir), "--out", &f.s("imported")],
+            needles,
+            &[&imported],
+        )
+    };
     let rows = vec![
         row(
             "eval: missing checkpoint",
@@ -456,23 +466,15 @@ fn inference_export_import_and_plot_bad_inputs() {
             &["plain.txt", "folder"],
             &[],
         ),
-        row(
+        import_row(
             "import: missing folder",
-            &["import", "--hf", &f.s("missing"), "--out", &f.s("imported")],
+            "missing",
             &["missing", "save_pretrained"],
-            &[&f.path("imported")],
         ),
-        row(
+        import_row(
             "import: a folder without config.json",
-            &[
-                "import",
-                "--hf",
-                &f.s("folder.txt"),
-                "--out",
-                &f.s("imported"),
-            ],
+            "folder.txt",
             &["config.json"],
-            &[&f.path("imported")],
         ),
         row(
             "fill-mask: empty input file",
@@ -498,11 +500,10 @@ fn inference_export_import_and_plot_bad_inputs() {
             &["plain.txt", "is a file", "checkpoint-N"],
             &[&hf],
         ),
-        row(
+        import_row(
             "import: config.json is not JSON",
-            &["import", "--hf", &f.s("badhf"), "--out", &f.s("imported")],
+            "badhf",
             &["config.json", "not valid JSON", "save_pretrained"],
-            &[&f.path("imported")],
         ),
         row(
             "plot: metrics.jsonl is not a metrics log",
@@ -516,35 +517,20 @@ fn inference_export_import_and_plot_bad_inputs() {
             &["metrics.jsonl:1"],
             &[&f.path("latin1run/loss.png")],
         ),
-        row(
+        import_row(
             "import: a 200 MB config.json",
-            &[
-                "import",
-                "--hf",
-                &f.s("hugeconfig"),
-                "--out",
-                &f.s("imported"),
-            ],
+            "hugeconfig",
             &["config.json", "1 MiB"],
-            &[&f.path("imported")],
         ),
-        row(
+        import_row(
             "import: a 200 MB tokenizer.json",
-            &["import", "--hf", &f.s("hugetok"), "--out", &f.s("imported")],
+            "hugetok",
             &["tokenizer.json", "64 MiB"],
-            &[&f.path("imported")],
         ),
-        row(
+        import_row(
             "import: a 200 MB vocab.txt",
-            &[
-                "import",
-                "--hf",
-                &f.s("hugevocab"),
-                "--out",
-                &f.s("imported"),
-            ],
+            "hugevocab",
             &["vocab.txt", "64 MiB"],
-            &[&f.path("imported")],
         ),
         row(
             "plot: a 200 MB metrics.jsonl of one line",

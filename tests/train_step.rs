@@ -22,15 +22,7 @@ fn config() -> BertConfig {
 /// has none) and some padding, from a simple deterministic pattern.
 fn batch(rows: usize, seed: usize, skip_vocab_from: u32) -> Batch {
     let s = 7;
-    let mut b = Batch {
-        batch_size: rows,
-        seq_len: s,
-        input_ids: vec![],
-        attention_mask: vec![],
-        labels: vec![],
-        original_ids: vec![],
-        selected: 0,
-    };
+    let mut b = common::empty_batch(rows, s);
     for r in 0..rows {
         let len = 4 + (r + seed) % 4; // real tokens, the rest is padding
         for i in 0..s {

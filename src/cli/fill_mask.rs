@@ -2,11 +2,12 @@
 
 use crate::error::UsageError;
 use crate::fill_mask::{fill_mask, to_hf_json};
+use crate::io::{Line, read_line_capped};
 use crate::train::checkpoint;
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use clap::Args;
-use std::io::{BufRead, BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
@@ -82,7 +83,7 @@ pub fn print_readable(text: &str, per_mask: &[Vec<crate::fill_mask::Candidate>])
 
 /// The longest `--input` line accepted. Far beyond any model's max_position_embeddings, and a
 /// bound on what one line can make the reader hold.
-const MAX_INPUT_LINE: usize = 1 << 20;
+const MAX_INPUT_LINE: u64 = 1 << 20;
 
 /// The non-blank lines of `--input`, read one at a time. A longer line than [`MAX_INPUT_LINE`]
 /// is refused after reading at most that much of it, so a 200 MB line without a newline never
@@ -93,26 +94,14 @@ fn input_lines(f: &Path) -> Result<Vec<String>> {
     let mut reader = BufReader::new(std::fs::File::open(f).map_err(cannot)?);
     let (mut lines, mut buf) = (Vec::new(), Vec::new());
     for n in 1.. {
-        buf.clear();
-        // One byte past the limit, plus the newline, tells an over-long line apart.
-        let limit = MAX_INPUT_LINE as u64 + 2;
-        if (&mut reader)
-            .take(limit)
-            .read_until(b'\n', &mut buf)
-            .map_err(cannot)?
-            == 0
-        {
-            break;
-        }
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
-        }
-        if buf.len() > MAX_INPUT_LINE {
-            crate::usage!(
+        match read_line_capped(&mut reader, &mut buf, MAX_INPUT_LINE).map_err(cannot)? {
+            Line::End => break,
+            Line::Read => {}
+            Line::TooLong => crate::usage!(
                 "line {n} of --input {} is longer than 1 MiB; fill-mask takes one text per line, \
                  and only its first max_position_embeddings tokens can be read",
                 f.display()
-            );
+            ),
         }
         let line = std::str::from_utf8(&buf).map_err(|e| {
             UsageError::new(format!(

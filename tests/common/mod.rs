@@ -95,19 +95,24 @@ pub fn checkpoint_tensors(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// `rows` rows of 16 tokens for a vocabulary of 99 (no padding), a quarter of them selected,
-/// from a fixed pattern that `k` varies.
-pub fn pattern_batch(rows: usize, k: usize) -> masklm::data::batches::Batch {
-    let s = 16;
-    let mut b = masklm::data::batches::Batch {
+/// A batch of `rows` × `seq_len` with no tokens yet, for builders to push rows into.
+pub fn empty_batch(rows: usize, seq_len: usize) -> masklm::data::batches::Batch {
+    masklm::data::batches::Batch {
         batch_size: rows,
-        seq_len: s,
+        seq_len,
         input_ids: vec![],
         attention_mask: vec![],
         labels: vec![],
         original_ids: vec![],
         selected: 0,
-    };
+    }
+}
+
+/// `rows` rows of 16 tokens for a vocabulary of 99 (no padding), a quarter of them selected,
+/// from a fixed pattern that `k` varies.
+pub fn pattern_batch(rows: usize, k: usize) -> masklm::data::batches::Batch {
+    let s = 16;
+    let mut b = empty_batch(rows, s);
     for r in 0..rows {
         for i in 0..s {
             let id = if i == 0 {

@@ -14,9 +14,22 @@ pub const MAX_SETTINGS_BYTES: u64 = 1 << 20;
 /// multilingual tokenizer.json is about 17 MB.
 pub const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
 
-/// `limit` in words, for messages: "1 MiB", "64 MiB".
+/// `limit` in words, for messages: "64 KiB", "1 MiB", "64 MiB" (whole KiB or MiB, as the limits
+/// are).
 pub fn size_words(limit: u64) -> String {
-    format!("{} MiB", limit >> 20)
+    if limit >= 1 << 20 {
+        format!("{} MiB", limit >> 20)
+    } else {
+        format!("{} KiB", limit >> 10)
+    }
+}
+
+/// The error of a file over its size limit; `size` is the byte count, or what is known of it.
+fn too_large(size: impl std::fmt::Display, limit: u64) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::FileTooLarge,
+        format!("it is {size} bytes, over the {} limit", size_words(limit)),
+    )
 }
 
 /// `fs::read_to_string` that refuses a file over `limit` bytes before reading it (or, for a pipe
@@ -24,21 +37,15 @@ pub fn size_words(limit: u64) -> String {
 /// [`std::io::ErrorKind::FileTooLarge`] and says the size and the limit. Invalid UTF-8 is
 /// `InvalidData`, as with `fs::read_to_string`.
 pub fn read_to_string_capped(path: &Path, limit: u64) -> std::io::Result<String> {
-    let too_large = |size: String| {
-        std::io::Error::new(
-            std::io::ErrorKind::FileTooLarge,
-            format!("it is {size} bytes, over the {} limit", size_words(limit)),
-        )
-    };
     let file = File::open(path)?;
     let meta = file.metadata()?;
     if meta.is_file() && meta.len() > limit {
-        return Err(too_large(meta.len().to_string()));
+        return Err(too_large(meta.len(), limit));
     }
     let mut bytes = Vec::new();
     file.take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
-        return Err(too_large(format!("over {limit}")));
+        return Err(too_large(format!("over {limit}"), limit));
     }
     String::from_utf8(bytes).map_err(|e| {
         std::io::Error::new(
@@ -56,14 +63,7 @@ pub fn read_to_string_capped(path: &Path, limit: u64) -> std::io::Result<String>
 pub fn ensure_at_most(path: &Path, limit: u64) -> std::io::Result<()> {
     let meta = fs::metadata(path)?;
     if meta.is_file() && meta.len() > limit {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::FileTooLarge,
-            format!(
-                "it is {} bytes, over the {} limit",
-                meta.len(),
-                size_words(limit)
-            ),
-        ));
+        return Err(too_large(meta.len(), limit));
     }
     Ok(())
 }
@@ -173,6 +173,14 @@ mod tests {
         let e = read_to_string_capped(&p, 9).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge);
         assert!(e.to_string().contains("10 bytes"), "{e}");
+        assert_eq!(
+            [
+                size_words(64 << 10),
+                size_words(1 << 20),
+                size_words(64 << 20)
+            ],
+            ["64 KiB", "1 MiB", "64 MiB"]
+        );
         assert!(ensure_at_most(&p, 10).is_ok());
         assert_eq!(
             ensure_at_most(&p, 9).unwrap_err().kind(),

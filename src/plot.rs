@@ -180,9 +180,10 @@ fn read_metrics(path: &Path) -> Result<Metrics> {
         line_no += 1;
         if read == crate::io::Line::TooLong {
             crate::usage!(
-                "{}:{line_no}: a line longer than 64 KiB is not a metrics row; {} should be the \
+                "{}:{line_no}: a line longer than {} is not a metrics row; {} should be the \
                  metrics.jsonl that `masklm train` writes",
                 path.display(),
+                crate::io::size_words(MAX_ROW_BYTES),
                 path.display()
             );
         }

@@ -98,9 +98,10 @@ fn input_lines(f: &Path) -> Result<Vec<String>> {
             Line::End => break,
             Line::Read => {}
             Line::TooLong => crate::usage!(
-                "line {n} of --input {} is longer than 1 MiB; fill-mask takes one text per line, \
+                "line {n} of --input {} is longer than {}; fill-mask takes one text per line, \
                  and only its first max_position_embeddings tokens can be read",
-                f.display()
+                f.display(),
+                crate::io::size_words(MAX_INPUT_LINE)
             ),
         }
         let line = std::str::from_utf8(&buf).map_err(|e| {

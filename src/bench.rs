@@ -8,8 +8,9 @@ use crate::config::{BackendName, Config};
 use crate::data::batches::TrainStream;
 use crate::data::{Datasets, corruption, tokenizer_for};
 use crate::model::BertConfig;
-use crate::train::{device_for, optim, step};
-use anyhow::{Context, Result};
+use crate::train::step::{self, Outcome};
+use crate::train::{device_for, optim};
+use anyhow::Result;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -63,10 +64,26 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
             .map(|m| stream.batch_at((s * accum as u64 + m) * batch_size))
             .collect();
         let t_data = t0.elapsed();
-        let (loss, grads) = step::loss_and_grads(&model, &micro, &train_dev)
-            .context("a benchmark step selected no token; raise train.batch_size")?;
-        let (grads, _) = optim::clip_global_norm(&model, grads, t.max_grad_norm);
-        model = optim.step(t.learning_rate, model, grads);
+        let (next, report) = step::optimizer_step(
+            model,
+            &mut optim,
+            &micro,
+            t.learning_rate,
+            t.max_grad_norm,
+            &train_dev,
+        );
+        model = next;
+        match report.outcome {
+            Outcome::Applied => {}
+            Outcome::NothingSelected => {
+                anyhow::bail!("benchmark step {s} selected no token; raise train.batch_size")
+            }
+            Outcome::NonFinite => anyhow::bail!(
+                "benchmark step {s}: loss {} and gradient norm {}; lower train.learning_rate",
+                report.loss,
+                report.grad_norm
+            ),
+        }
         // GPU backends queue work: wait for it before reading the clock.
         base.sync()
             .map_err(|e| anyhow::anyhow!("device sync: {e:?}"))?;
@@ -74,7 +91,7 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
             timed += t0.elapsed();
             data_time += t_data;
         }
-        last_loss = loss;
+        last_loss = report.loss;
     }
     let secs = timed.as_secs_f64();
     let tokens = (steps * accum as u64 * batch_size) as f64 * cfg.data.seq_len as f64;

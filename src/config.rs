@@ -154,10 +154,16 @@ pub struct TrainConfig {
     pub eval_every: u64,
     /// Checkpoint every N optimizer steps; 0 checkpoints only at the end.
     pub save_every: u64,
+    /// Print and log (metrics.jsonl) every N optimizer steps, the mean loss since the last row
+    /// (HF `logging_steps`); the last step is always logged.
+    pub logging_steps: u64,
     pub keep_checkpoints: usize,
     pub backend: BackendName,
     /// Worker threads for the CPU backends and tokenization; 0 uses every core.
     pub threads: usize,
+    /// Texts with `[MASK]` that the end of `train` fills in as a first look at the model; empty
+    /// picks a few held-out sentences with a frequent word masked.
+    pub fill_mask_examples: Vec<String>,
 }
 
 impl Default for TrainConfig {
@@ -175,9 +181,11 @@ impl Default for TrainConfig {
             seed: 42,
             eval_every: 500,
             save_every: 500,
+            logging_steps: 1,
             keep_checkpoints: 3,
             backend: BackendName::Flex,
             threads: 0,
+            fill_mask_examples: Vec::new(),
         }
     }
 }
@@ -388,6 +396,17 @@ impl Config {
                 r.max_grad_norm
             ));
         }
+        if r.logging_steps == 0 {
+            errs.push("train.logging_steps is 0; it must be at least 1 (1 logs every step)".into());
+        }
+        for (i, text) in r.fill_mask_examples.iter().enumerate() {
+            if !text.contains("[MASK]") {
+                errs.push(format!(
+                    "train.fill_mask_examples[{i}] {text:?} has no [MASK]; write the word to \
+                     predict as [MASK], e.g. \"the cat sat on the [MASK].\""
+                ));
+            }
+        }
         if r.keep_checkpoints == 0 {
             errs.push("train.keep_checkpoints is 0; it must be at least 1".into());
         }
@@ -409,6 +428,59 @@ impl Config {
         // Serializing a plain struct tree of strings, numbers and lists cannot fail.
         toml::to_string_pretty(self).expect("config serializes to TOML")
     }
+}
+
+/// Keys a resumed run may change (`--resume` with an edited config): they decide when things
+/// happen, how many steps there are and where files go, not what a step computes. `train.steps`
+/// also sets where the learning-rate schedule ends, so a longer run decays more slowly from here
+/// on. `[tokenizer]` is compared by the tokenizer's content instead (a moved file is the same
+/// tokenizer).
+pub const RESUME_MAY_CHANGE: [&str; 10] = [
+    "train.steps",
+    "train.eval_every",
+    "train.save_every",
+    "train.logging_steps",
+    "train.keep_checkpoints",
+    "train.threads",
+    "train.out_dir",
+    "train.fill_mask_examples",
+    "data.cache_dir",
+    "tokenizer.*",
+];
+
+/// Every key outside [`RESUME_MAY_CHANGE`] whose value in `run` differs from `saved` (the
+/// checkpoint's config), as `key: VALUE in the checkpoint, VALUE now`. Empty: the resumed run
+/// computes exactly what the interrupted one would have.
+pub fn resume_differences(saved: &Config, run: &Config) -> Vec<String> {
+    let flat = |c: &Config| -> Vec<(String, toml::Value)> {
+        // A plain struct tree of strings, numbers and lists always serializes.
+        let table = toml::Table::try_from(c).expect("config serializes to TOML");
+        let mut out = Vec::new();
+        for (section, v) in table {
+            if let toml::Value::Table(t) = v {
+                out.extend(t.into_iter().map(|(k, v)| (format!("{section}.{k}"), v)));
+            }
+        }
+        out
+    };
+    let may_change = |key: &str| {
+        RESUME_MAY_CHANGE.iter().any(|k| match k.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => key == *k,
+        })
+    };
+    let theirs = flat(saved);
+    flat(run)
+        .into_iter()
+        .filter(|(k, _)| !may_change(k))
+        .filter_map(|(k, ours)| {
+            let t = theirs.iter().find(|(tk, _)| *tk == k).map(|(_, v)| v);
+            (t != Some(&ours)).then(|| {
+                let t = t.map_or("(absent)".to_string(), |v| v.to_string());
+                format!("{k}: {t} in the checkpoint, {ours} now")
+            })
+        })
+        .collect()
 }
 
 /// Applies one `section.key=value`. The value is read as TOML when it parses as a TOML value,
@@ -560,6 +632,55 @@ mod tests {
             assert!(e.contains(needle), "--set {set}: {e}");
         }
         assert!(err("", &[]).contains("data.train is empty"));
+    }
+
+    #[test]
+    fn resume_refuses_what_changes_the_computation_and_allows_cadence() {
+        let saved = load(BASE, &[]).unwrap();
+        let same_math = load(
+            BASE,
+            &[
+                "train.steps=5000",
+                "train.eval_every=7",
+                "train.save_every=9",
+                "train.logging_steps=10",
+                "train.keep_checkpoints=1",
+                "train.threads=1",
+                "train.out_dir=elsewhere",
+                "data.cache_dir=/tmp/c",
+                "tokenizer.path=moved.json",
+            ],
+        )
+        .unwrap();
+        assert_eq!(resume_differences(&saved, &same_math), Vec::<String>::new());
+        let changed = load(
+            BASE,
+            &[
+                "train.batch_size=64",
+                "train.grad_accum_steps=2",
+                "data.seq_len=64",
+                "data.packing=line",
+                "train.seed=1",
+                "data.mask_prob=0.3",
+                "model.num_hidden_layers=2",
+                "train.backend=ndarray",
+            ],
+        )
+        .unwrap();
+        let d = resume_differences(&saved, &changed);
+        for key in [
+            "train.batch_size: 32 in the checkpoint, 64 now",
+            "train.grad_accum_steps",
+            "data.seq_len",
+            "data.packing",
+            "train.seed",
+            "data.mask_prob",
+            "model.num_hidden_layers: 12 in the checkpoint, 2 now",
+            "train.backend",
+        ] {
+            assert!(d.iter().any(|l| l.starts_with(key)), "{key} not in {d:?}");
+        }
+        assert_eq!(d.len(), 8, "{d:?}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use serde::Serialize;
+use std::ops::Range;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Candidate {
@@ -92,6 +93,101 @@ pub fn fill_mask(
     Ok(out)
 }
 
+/// A text and its tokens, each with the byte range of the text it came from.
+pub type TokenizedLine = (String, Vec<(u32, Range<usize>)>);
+
+/// How many of the corpus's most frequent tokens count as "frequent" for [`pick_examples`].
+pub const FREQUENT_TOKENS: usize = 500;
+
+/// Up to `n` fill-mask examples from `lines` (held-out text, each with its tokens and their byte
+/// ranges): in each line that fits the model (`max_len` tokens with [CLS] and [SEP]) and has at
+/// least 5 tokens, the word masked is the rarest of its maskable words. `freq[id]` is the
+/// token's count in the training corpus when the token is maskable (a whole word of three or
+/// more letters among the corpus's frequent tokens, so the model has seen it often and it is
+/// not just "a"), else `None`; `continuation[id]` marks `##` pieces, so only words that are one
+/// token whole are masked. Plain Rust, no model: what `train` shows after training.
+pub fn pick_examples(
+    lines: &[TokenizedLine],
+    freq: &[Option<u64>],
+    continuation: &[bool],
+    max_len: usize,
+    n: usize,
+) -> Vec<String> {
+    let maskable = |tokens: &[(u32, Range<usize>)], i: usize| {
+        let next_continues = tokens
+            .get(i + 1)
+            .is_some_and(|(id, _)| continuation.get(*id as usize) == Some(&true));
+        let f = freq.get(tokens[i].0 as usize).copied().flatten();
+        f.filter(|_| !next_continues)
+    };
+    let mut out = Vec::new();
+    for (text, tokens) in lines {
+        if out.len() == n {
+            break;
+        }
+        if tokens.len() < 5 || tokens.len() + 2 > max_len {
+            continue;
+        }
+        let rarest = (0..tokens.len())
+            .filter_map(|i| maskable(tokens, i).map(|f| (f, i)))
+            .min();
+        if let Some((_, i)) = rarest {
+            let r = tokens[i].1.clone();
+            out.push(format!("{}[MASK]{}", &text[..r.start], &text[r.end..]));
+        }
+    }
+    out
+}
+
+/// The sentences of `text`: each ends after `.`, `!` or `?` (and any closing quotes) that is
+/// followed by whitespace or the end; surrounding whitespace trimmed, empty ones dropped.
+pub fn sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if !matches!(c, '.' | '!' | '?') {
+            continue;
+        }
+        let mut end = i + c.len_utf8();
+        while let Some(&(j, q)) = chars.peek() {
+            if !matches!(q, '"' | '\'' | '”' | '’' | ')') {
+                break;
+            }
+            end = j + q.len_utf8();
+            chars.next();
+        }
+        if chars.peek().is_none_or(|&(_, n)| n.is_whitespace()) {
+            out.push(text[start..end].trim());
+            start = end;
+        }
+    }
+    out.push(text[start..].trim());
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// `freq` of [`pick_examples`] from the training ids (`ids`) and a tokenizer's token strings.
+pub fn maskable_frequencies(ids: &[u32], tok: &BertTokenizer) -> Vec<Option<u64>> {
+    let mut counts = vec![0u64; tok.vocab_size()];
+    for &id in ids {
+        if let Some(c) = counts.get_mut(id as usize) {
+            *c += 1;
+        }
+    }
+    let mut by_count: Vec<u32> = (0..counts.len() as u32).collect();
+    by_count.sort_by_key(|&id| std::cmp::Reverse(counts[id as usize]));
+    let mut freq = vec![None; counts.len()];
+    for &id in by_count.iter().take(FREQUENT_TOKENS) {
+        let word = tok.token(id);
+        let is_word = word.chars().count() >= 3 && word.chars().all(char::is_alphabetic);
+        if is_word && counts[id as usize] > 0 {
+            freq[id as usize] = Some(counts[id as usize]);
+        }
+    }
+    freq
+}
+
 /// HF's JSON shape: a list of candidates for one mask, a list of such lists for several.
 pub fn to_hf_json(per_mask: &[Vec<Candidate>]) -> serde_json::Value {
     if per_mask.len() == 1 {
@@ -104,6 +200,75 @@ pub fn to_hf_json(per_mask: &[Vec<Candidate>]) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tokens split at spaces, ids given by `vocab` order; "##" words continue the previous one.
+    fn tokenized(text: &str, vocab: &[&str]) -> TokenizedLine {
+        let mut at = 0;
+        let mut toks = Vec::new();
+        for w in text.split(' ') {
+            let id = vocab.iter().position(|v| *v == w).unwrap() as u32;
+            toks.push((id, at..at + w.len()));
+            at += w.len() + 1;
+        }
+        (text.to_string(), toks)
+    }
+
+    #[test]
+    fn sentences_end_at_stops_followed_by_space_with_their_quotes() {
+        assert_eq!(
+            sentences("He said, \"Hi, Mom.\" She smiled! Was it 3.5 m? yes"),
+            vec![
+                "He said, \"Hi, Mom.\"",
+                "She smiled!",
+                "Was it 3.5 m?",
+                "yes"
+            ]
+        );
+        assert_eq!(sentences("  one.  "), vec!["one."]);
+        assert!(sentences("   ").is_empty());
+    }
+
+    #[test]
+    fn examples_mask_the_rarest_frequent_whole_word_of_lines_that_fit() {
+        let vocab = [
+            "the", "dog", "ran", "to", "park", "##s", "a", "cat", "sat", "big", "hat",
+        ];
+        // Counts: the most frequent words; None: not maskable (too short, a piece, rare).
+        let freq: Vec<Option<u64>> = vec![
+            Some(900),
+            Some(50),
+            Some(40),
+            None,
+            Some(30),
+            None,
+            None,
+            Some(60),
+            Some(70),
+            Some(80),
+            Some(20),
+        ];
+        let cont: Vec<bool> = vocab.iter().map(|v| v.starts_with("##")).collect();
+        let lines = vec![
+            tokenized("the dog ran to the park", &vocab),
+            // Too short (4 tokens).
+            tokenized("the cat sat ##s", &vocab),
+            // "hat" is followed by a piece: not a whole word; "cat" (60) is the rarest left.
+            tokenized("the big cat sat the hat ##s", &vocab),
+            tokenized("the dog ran to the park the dog ran to the park", &vocab),
+        ];
+        let got = pick_examples(&lines, &freq, &cont, 14, 10);
+        assert_eq!(
+            got,
+            vec![
+                "the dog ran to the [MASK]".to_string(),
+                "the big [MASK] sat the hat ##s".to_string(),
+                "the dog ran to the [MASK] the dog ran to the park".to_string(),
+            ]
+        );
+        // max_len counts [CLS] and [SEP]: the 12-token line needs 14.
+        assert_eq!(pick_examples(&lines, &freq, &cont, 13, 10).len(), 2);
+        assert_eq!(pick_examples(&lines, &freq, &cont, 14, 1).len(), 1);
+    }
 
     #[test]
     fn top_k_orders_best_first_and_breaks_ties_by_index() {

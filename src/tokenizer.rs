@@ -227,6 +227,19 @@ impl BertTokenizer {
         Ok(e.get_ids().to_vec())
     }
 
+    /// Token ids of one text without specials, each with the byte range of `text` it came from.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<Vec<(u32, std::ops::Range<usize>)>> {
+        let e = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+        Ok(e.get_ids()
+            .iter()
+            .zip(e.get_offsets())
+            .map(|(&id, &(a, b))| (id, a..b))
+            .collect())
+    }
+
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner
             .decode(ids, true)

@@ -12,7 +12,9 @@ fn bench_json_reports_throughput_memory_and_shapes() {
         .collect();
     args.extend(common::isolated(dir.path()));
     args.extend(["--steps", "3", "--warmup", "1", "--json"].map(String::from));
+    let t0 = std::time::Instant::now();
     let run = masklm(&args).ok();
+    let wall = t0.elapsed().as_secs_f64();
     let r: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
     for key in ["tokens_per_sec", "sec_per_step", "peak_rss_mb", "last_loss"] {
         let v = r[key].as_f64().unwrap_or(f64::NAN);
@@ -30,14 +32,16 @@ fn bench_json_reports_throughput_memory_and_shapes() {
         (c["batch_size"].as_u64(), c["seq_len"].as_u64()),
         (Some(5), Some(24))
     );
-    let tokens = 5.0 * 24.0;
-    let implied = tokens / r["sec_per_step"].as_f64().unwrap();
-    let reported = r["tokens_per_sec"].as_f64().unwrap();
+    // The timed steps happen inside the process: their time cannot exceed its wall time.
+    let timed = r["sec_per_step"].as_f64().unwrap() * 3.0;
+    assert!(timed < wall, "3 steps of {timed} s in a {wall} s process");
+    // Real training steps on a fresh model: the loss is near ln(vocab), the uniform guess.
+    let uniform = (c["vocab_size"].as_u64().unwrap() as f64).ln();
+    let loss = r["last_loss"].as_f64().unwrap();
     assert!(
-        (implied / reported - 1.0).abs() < 1e-9,
-        "{implied} vs {reported}"
+        loss > 0.7 * uniform && loss < 1.3 * uniform,
+        "last loss {loss} vs ln(vocab) {uniform}"
     );
-    assert!(r["data_share"].as_f64().unwrap() < 1.0);
 }
 
 #[test]

@@ -78,6 +78,40 @@ fn eval_and_fill_mask_on_a_trained_checkpoint() {
 }
 
 #[test]
+fn eval_of_a_run_with_data_valid_never_reads_the_training_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt"),
+    )
+    .unwrap();
+    let (train, valid) = (dir.path().join("train.txt"), dir.path().join("valid.txt"));
+    let cut = text.len() / 4;
+    let cut = (cut..text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap();
+    std::fs::write(&valid, &text[..cut]).unwrap();
+    std::fs::write(&train, &text[cut..]).unwrap();
+    let mut args: Vec<String> = ["train", "--config", "configs/tiny.toml"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for set in [
+        "train.steps=2".to_string(),
+        "train.warmup_steps=0".to_string(),
+        format!("data.train=[{train:?}]"),
+        format!("data.valid=[{valid:?}]"),
+    ] {
+        args.extend(["--set".to_string(), set]);
+    }
+    args.extend(common::isolated(dir.path()));
+    masklm(&args).ok();
+    // The training corpus is gone: scoring data.valid must not need it.
+    std::fs::remove_file(&train).unwrap();
+    let run = dir.path().join("run");
+    masklm(&["eval", "--checkpoint", run.to_str().unwrap(), "--json"]).ok();
+}
+
+#[test]
 fn inference_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let run = tiny_run(dir.path());

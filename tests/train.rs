@@ -128,6 +128,115 @@ fn fresh_run_over_checkpoints_and_resume_without_any_are_refused() {
 }
 
 #[test]
+fn a_last_step_that_selects_nothing_still_evaluates_and_saves() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tok/tokenizer.json");
+    let out = dir.path().join("run");
+    // Masking so rare that no step selects a token: no update, but the run still ends properly.
+    let run = train(
+        &out,
+        &tok,
+        &[
+            "--set",
+            "train.steps=3",
+            "--set",
+            "train.warmup_steps=0",
+            "--set",
+            "data.mask_prob=1e-9",
+            "--set",
+            "train.save_every=0",
+            "--set",
+            "train.eval_every=0",
+        ],
+    )
+    .ok();
+    assert!(out.join("checkpoint-3").is_dir(), "{}", run.stderr);
+    assert!(run.stdout.contains("held-out:"), "{}", run.stdout);
+    let m = rows(&out.join("metrics.jsonl"));
+    assert!(m.iter().all(|r| !r["loss"].is_number()), "no loss to log");
+    assert!(m.iter().any(|r| r["eval_accuracy"].is_number()));
+}
+
+#[test]
+fn resume_refuses_a_changed_config_and_allows_cadence_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tok/tokenizer.json");
+    let out = dir.path().join("run");
+    let base = ["--set", "train.steps=2", "--set", "train.warmup_steps=0"];
+    train(&out, &tok, &base).ok();
+    let mut changed = base.to_vec();
+    changed.extend([
+        "--set",
+        "train.batch_size=7",
+        "--set",
+        "data.seq_len=20",
+        "--resume",
+    ]);
+    train(&out, &tok, &changed).usage_error(&[
+        "train.batch_size: 5 in the checkpoint, 7 now",
+        "data.seq_len: 24 in the checkpoint, 20 now",
+        "checkpoint-2/config.toml",
+    ]);
+    // More steps, other cadences and logging: the same computation, so it resumes.
+    let mut longer = base.to_vec();
+    longer.extend([
+        "--set",
+        "train.steps=4",
+        "--set",
+        "train.eval_every=1",
+        "--set",
+        "train.logging_steps=2",
+        "--set",
+        "train.keep_checkpoints=1",
+        "--resume",
+    ]);
+    train(&out, &tok, &longer).ok();
+    assert!(out.join("checkpoint-4").is_dir());
+}
+
+#[test]
+fn the_examples_after_training_come_from_the_config_or_the_held_out_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tok/tokenizer.json");
+    let few = ["--set", "train.steps=2", "--set", "train.warmup_steps=0"];
+    let mut own = few.to_vec();
+    own.extend([
+        "--set",
+        r#"train.fill_mask_examples=["my [MASK] is here."]"#,
+    ]);
+    let run = train(&dir.path().join("a"), &tok, &own).ok();
+    assert!(run.stdout.contains("my [MASK] is here."), "{}", run.stdout);
+    assert!(!run.stdout.contains("named lily"), "{}", run.stdout);
+
+    // By default: sentences of the held-out text (tiny.toml holds out the start of its corpus).
+    let run = train(&dir.path().join("b"), &tok, &few).ok();
+    let corpus = std::fs::read_to_string(
+        Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt"),
+    )
+    .unwrap()
+    .to_lowercase();
+    let shown: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("[MASK]") && !l.starts_with(' ') && !l.contains("masklm fill-mask"))
+        .collect();
+    assert!(!shown.is_empty(), "{}", run.stdout);
+    for line in &shown {
+        // The text before the blank is a stretch of the corpus.
+        let before = line.trim().split("[MASK]").next().unwrap().trim();
+        let before = before.trim_start_matches(|c: char| !c.is_alphanumeric());
+        assert!(
+            corpus.contains(&before.to_lowercase()),
+            "{line:?} not from the corpus"
+        );
+    }
+
+    let mut bad = few.to_vec();
+    bad.extend(["--set", r#"train.fill_mask_examples=["no blank"]"#]);
+    train(&dir.path().join("c"), &tok, &bad).usage_error(&["fill_mask_examples[0]", "[MASK]"]);
+}
+
+#[test]
 fn a_tiny_model_overfits_a_tiny_corpus() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("tiny.txt");

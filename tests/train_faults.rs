@@ -68,12 +68,21 @@ fn sigkill_during_checkpoint_writes_then_resume_ends_as_an_uninterrupted_run() {
     // A checkpoint after every step, so that much of the run's time is spent writing them.
     let settings = [steps.as_str(), "train.save_every=1", "train.eval_every=0"];
     let args = train_args(dir.path(), &settings);
-    // xorshift64, seeded from the clock: the random kill moments differ from run to run.
-    let mut rng = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    // xorshift64, seeded from the clock (or MASKLM_KILL_SEED to replay a failure): the random
+    // kill moments differ from run to run.
+    let seed = std::env::var("MASKLM_KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    // Printed with the test's output on failure (cargo test shows a failing test's stdout).
+    println!("kill schedule: MASKLM_KILL_SEED={seed}");
+    let mut rng = seed | 1;
     let mut random_ms = move |below: u64| {
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -101,7 +110,9 @@ fn sigkill_during_checkpoint_writes_then_resume_ends_as_an_uninterrupted_run() {
             && child.try_wait().unwrap().is_none()
             && Instant::now() < deadline
         {
-            std::hint::spin_loop();
+            // A short sleep, not a spin: the run being killed needs both cores. A checkpoint of
+            // the tiny model takes milliseconds to write, so 200 µs polls still land inside one.
+            std::thread::sleep(Duration::from_micros(200));
         }
         if !in_write {
             std::thread::sleep(Duration::from_millis(random_ms(40)));

@@ -1,5 +1,6 @@
-//! The optimizer step's arithmetic: accumulation equals one large batch, and the decoder stays
-//! the embedding matrix through optimizer steps.
+//! The optimizer step's arithmetic: accumulation equals one large batch, the decoder stays the
+//! embedding matrix, weight decay skips biases and LayerNorm, global-norm clipping, a non-finite
+//! gradient never reaches the weights, and one device→host read per step.
 
 mod common;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
@@ -9,7 +10,8 @@ use masklm::config::TrainConfig;
 use masklm::data::batches::Batch;
 use masklm::data::masking::IGNORE_LABEL;
 use masklm::model::{BertConfig, BertForMaskedLM};
-use masklm::train::{optim, step::loss_and_grads};
+use masklm::train::step::{self, Outcome, loss_and_grads};
+use masklm::train::{checkpoint, optim};
 use std::collections::HashMap;
 
 fn config() -> BertConfig {
@@ -89,6 +91,7 @@ fn four_micro_batches_equal_one_batch_of_four_times_the_rows() {
     let micro: Vec<Batch> = (0..4).map(|k| batch(3, k, 99)).collect();
     let (loss_a, grads_a) = loss_and_grads(&model, &micro, &dev).unwrap();
     let (loss_b, grads_b) = loss_and_grads(&model, &[concat(&micro)], &dev).unwrap();
+    let (loss_a, loss_b) = (loss_a.into_scalar::<f64>(), loss_b.into_scalar::<f64>());
     assert!((loss_a - loss_b).abs() < 1e-5, "{loss_a} vs {loss_b}");
     let (ga, gb) = (grads_of(&model, &grads_a), grads_of(&model, &grads_b));
     assert_eq!(ga.len(), gb.len());
@@ -124,11 +127,13 @@ fn the_tied_decoder_stays_the_embedding_matrix_through_optimizer_steps() {
     let mut model = config().init(&dev);
     let n_params = model.num_params();
     let before = word_embeddings(&model);
-    let mut opt = optim::adamw(&TrainConfig::default());
+    // No weight decay: with it every row would move whether or not the decoder is tied.
+    let mut opt = optim::adamw(&no_decay());
     // Inputs use ids below 60 only: rows 60..99 change only through the decoder's gradient.
     for k in 0..3 {
-        let (_, g) = loss_and_grads(&model, &[batch(4, k, 60)], &dev).unwrap();
-        model = opt.step(1e-3, model, g);
+        let (next, r) = step::optimizer_step(model, &mut opt, &[batch(4, k, 60)], 1e-3, 1.0, &dev);
+        assert_eq!(r.outcome, Outcome::Applied);
+        model = next;
     }
     assert_eq!(
         model.num_params(),
@@ -157,4 +162,212 @@ fn the_tied_decoder_stays_the_embedding_matrix_through_optimizer_steps() {
         .forward(hidden, eval.bert.embeddings.word_embeddings.weight.val());
     let diff = (logits - manual).abs().max().into_scalar::<f32>();
     assert!(diff < 1e-6);
+}
+
+fn no_decay() -> TrainConfig {
+    TrainConfig {
+        weight_decay: 0.0,
+        ..TrainConfig::default()
+    }
+}
+
+/// Every float parameter's module path (`bert.encoder.layer.0.…`) and values.
+#[derive(Default)]
+struct Named {
+    path: Vec<String>,
+    out: Vec<(String, ParamId, Vec<f32>)>,
+}
+
+impl ModuleVisitor for Named {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        let v = p.val().into_data().try_to_vec::<f32>().unwrap();
+        self.out.push((self.path.join("."), p.id, v));
+    }
+}
+
+fn named(model: &BertForMaskedLM) -> Vec<(String, ParamId, Vec<f32>)> {
+    let mut n = Named::default();
+    model.visit(&mut n);
+    n.out
+}
+
+/// A gradient of `value` everywhere for every parameter of `model`.
+fn constant_grads(model: &BertForMaskedLM, value: f32) -> GradientsParams {
+    struct Fill<'a>(&'a mut GradientsParams, f32);
+    impl ModuleVisitor for Fill<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            let g = p.val().without_autodiff().zeros_like().add_scalar(self.1);
+            self.0.register(p.id, g);
+        }
+    }
+    let mut g = GradientsParams::new();
+    model.visit(&mut Fill(&mut g, value));
+    g
+}
+
+#[test]
+fn weight_decay_skips_biases_and_layer_norms_only() {
+    let dev = Device::flex().autodiff();
+    dev.seed(3);
+    let model = config().init(&dev);
+    let before = named(&model);
+    // Zero gradients: AdamW's update is then weight decay alone, w ← w·(1 - lr·wd).
+    let cfg = TrainConfig {
+        weight_decay: 0.5,
+        ..TrainConfig::default()
+    };
+    let mut opt = optim::adamw(&cfg);
+    let zero = constant_grads(&model, 0.0);
+    let model = opt.step(0.1, model, zero);
+    let after = named(&model);
+    let (mut decayed, mut kept) = (vec![], vec![]);
+    for ((path, _, b), (_, _, a)) in before.iter().zip(&after) {
+        let shrunk = b
+            .iter()
+            .zip(a)
+            .all(|(x, y)| (y - x * 0.95).abs() <= 1e-6 * x.abs().max(1.0));
+        let same = b == a;
+        assert!(shrunk || same, "{path}: neither decayed nor kept");
+        if same && b.iter().any(|x| *x != 0.0) {
+            kept.push(path.clone());
+        } else if !same {
+            decayed.push(path.clone());
+        }
+    }
+    for p in &kept {
+        assert!(
+            p.ends_with(".bias") || p.ends_with(".gamma") || p.ends_with(".beta"),
+            "{p} skipped weight decay"
+        );
+    }
+    // LayerNorm gammas are 1 (non-zero), so their absence from `kept` would mean they decayed.
+    assert!(
+        kept.iter().any(|p| p.ends_with("layer_norm.gamma")),
+        "{kept:?}"
+    );
+    for p in &decayed {
+        assert!(p.ends_with(".weight"), "{p} was decayed");
+    }
+    for want in [
+        "bert.embeddings.word_embeddings.weight",
+        "bert.embeddings.position_embeddings.weight",
+        "bert.encoder.layer.0.attention.self_attn.query.weight",
+        "bert.encoder.layer.1.output.dense.weight",
+        "cls.predictions.transform.dense.weight",
+    ] {
+        assert!(
+            decayed.iter().any(|p| p == want),
+            "{want} not in {decayed:?}"
+        );
+    }
+}
+
+#[test]
+fn clipping_scales_every_gradient_by_one_factor_to_the_max_norm() {
+    let dev = Device::flex().autodiff();
+    dev.seed(4);
+    let model = config().init(&dev);
+    let n: usize = named(&model).iter().map(|(_, _, v)| v.len()).sum();
+    // Every gradient 0.5: the global norm is 0.5·√n.
+    let grads = constant_grads(&model, 0.5);
+    let norm = optim::global_norm(&model, &grads).unwrap();
+    let want = 0.5 * (n as f64).sqrt();
+    let got = norm.clone().into_scalar::<f64>();
+    assert!((got - want).abs() < 1e-4 * want, "norm {got} vs {want}");
+
+    let clipped = optim::clip_to(&model, constant_grads(&model, 0.5), norm.clone(), 1.0);
+    let values = grads_of(&model, &clipped);
+    let sq: f64 = values.values().flatten().map(|&x| (x as f64).powi(2)).sum();
+    assert!((sq.sqrt() - 1.0).abs() < 1e-4, "clipped norm {}", sq.sqrt());
+    // The direction is kept: every element scaled by the same factor 1 / (norm + 1e-6).
+    let factor = (1.0 / (want + 1e-6)) as f32;
+    for v in values.values().flatten() {
+        assert!((v - 0.5 * factor).abs() < 1e-6 * factor, "{v}");
+    }
+    // Below the threshold (or with clipping off) the gradients are untouched.
+    for max in [2.0 * want, 0.0] {
+        let same = optim::clip_to(&model, constant_grads(&model, 0.5), norm.clone(), max);
+        assert!(
+            grads_of(&model, &same)
+                .values()
+                .flatten()
+                .all(|&v| v == 0.5)
+        );
+    }
+}
+
+#[test]
+fn an_infinite_gradient_leaves_the_weights_alone_and_a_nan_model_is_never_saved() {
+    let dev = Device::flex().autodiff();
+    dev.seed(6);
+    let model = config().init(&dev);
+    let before = named(&model);
+    let mut opt = optim::adamw(&TrainConfig::default());
+    // A finite loss with one infinite gradient: the clipping factor would be 0, and 0·inf NaN.
+    let (loss, mut grads) = loss_and_grads(&model, &[batch(4, 1, 99)], &dev).unwrap();
+    let id = model.bert.embeddings.word_embeddings.weight.id;
+    let g = grads.remove::<2>(id).unwrap();
+    grads.register(id, g.add_scalar(f32::INFINITY));
+    let (model, r) = step::apply(model, &mut opt, loss, grads, 1e-3, 1.0);
+    assert_eq!(r.outcome, Outcome::NonFinite);
+    assert!(r.loss.is_finite() && r.grad_norm.is_infinite(), "{r:?}");
+    assert!(named(&model) == before, "the weights moved");
+    assert_eq!(checkpoint::first_non_finite(&model), None);
+
+    // A poisoned model (as an update with NaN would leave it) is refused by save, which writes
+    // nothing.
+    let mut poisoned = model.clone();
+    let w = &mut poisoned.cls.predictions.bias;
+    *w = w.clone().map(|t| t.mul_scalar(f32::NAN));
+    assert_eq!(
+        checkpoint::first_non_finite(&poisoned).as_deref(),
+        Some("cls.predictions.bias")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let state = checkpoint::TrainState {
+        step: 7,
+        position: 0,
+        elapsed_s: 0.0,
+        version: "test".into(),
+    };
+    let saved = checkpoint::Saved {
+        model: &poisoned,
+        optimizer: &opt,
+        state: &state,
+        config_toml: "",
+        tokenizer_json: "",
+    };
+    let e = checkpoint::save(dir.path(), &saved, 2).unwrap_err();
+    assert!(format!("{e:#}").contains("cls.predictions.bias"), "{e:#}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn one_training_step_reads_the_device_once() {
+    let dev = Device::flex().autodiff();
+    dev.seed(8);
+    let mut model = config().init(&dev);
+    let mut opt = optim::adamw(&TrainConfig::default());
+    // Four micro-batches a step: the loss is summed on the device, not read per micro-batch.
+    for k in 0..3 {
+        let micro: Vec<Batch> = (0..4).map(|m| batch(3, k * 4 + m, 99)).collect();
+        let reads = step::host_reads();
+        let (next, r) = step::optimizer_step(model, &mut opt, &micro, 1e-3, 1.0, &dev);
+        model = next;
+        assert_eq!(r.outcome, Outcome::Applied);
+        assert_eq!(step::host_reads() - reads, 1, "step {k}");
+    }
+    let mut empty = batch(3, 0, 99);
+    empty.labels.fill(IGNORE_LABEL);
+    empty.selected = 0;
+    let reads = step::host_reads();
+    let (_, r) = step::optimizer_step(model, &mut opt, &[empty], 1e-3, 1.0, &dev);
+    assert_eq!(r.outcome, Outcome::NothingSelected);
+    assert_eq!(step::host_reads(), reads, "nothing selected, nothing read");
 }

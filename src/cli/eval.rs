@@ -1,7 +1,7 @@
 //! `masklm eval`: masked-token loss, perplexity and accuracy of a checkpoint.
 
 use crate::config::BackendName;
-use crate::data::{Datasets, rows_from};
+use crate::data::{rows_from, validation_rows};
 use crate::eval::evaluate;
 use crate::train::{checkpoint, device_for};
 use anyhow::{Context, Result};
@@ -30,7 +30,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let device = device_for(a.backend)?;
     let ck = checkpoint::load(&a.checkpoint, &device).context("loading the checkpoint")?;
     let rows = if a.corpus.is_empty() {
-        Datasets::prepare(&ck.config, &ck.tokenizer)?.valid
+        validation_rows(&ck.config, &ck.tokenizer)?
     } else {
         rows_from(&a.corpus, &ck.config, &ck.tokenizer, "evaluation")?
     };

@@ -22,14 +22,6 @@ pub struct TrainArgs {
     pub init_from: Option<PathBuf>,
 }
 
-/// Shown after training: plain sentences whose blanks a model of English should fill.
-const EXAMPLES: [&str; 4] = [
-    "once upon a time, there was a little [MASK] named lily.",
-    "she was very [MASK] and wanted to play with her friends.",
-    "the dog ran to the [MASK] and barked.",
-    "he said, \"thank you, [MASK]!\"",
-];
-
 pub fn run(a: TrainArgs) -> Result<()> {
     let cfg = a.config.load()?;
     super::set_threads(cfg.train.threads);
@@ -56,7 +48,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         "fill-mask examples (masklm fill-mask --checkpoint {}):",
         ck.dir.display()
     );
-    for text in EXAMPLES {
+    for text in &s.examples {
         let per_mask = crate::fill_mask::fill_mask(
             &ck.model,
             &ck.tokenizer,

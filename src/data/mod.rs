@@ -155,6 +155,16 @@ impl Datasets {
     }
 }
 
+/// The validation rows of a config alone: `data.valid` without reading the training corpus, or,
+/// when there is none, the held-out slice of `data.train`.
+pub fn validation_rows(cfg: &Config, tok: &BertTokenizer) -> Result<RowSet> {
+    if cfg.data.valid.is_empty() {
+        Ok(Datasets::prepare(cfg, tok)?.valid)
+    } else {
+        rows_from(&cfg.data.valid, cfg, tok, "validation")
+    }
+}
+
 /// The training corruption of a config.
 pub fn corruption(cfg: &Config, tok: &BertTokenizer) -> Corruption {
     Corruption {

@@ -12,8 +12,9 @@
 
 use crate::model::BertForMaskedLM;
 use anyhow::{Context, Result};
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::ModuleOptimizer;
+use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -50,8 +51,45 @@ pub fn dir_name(step: u64) -> String {
     format!("checkpoint-{step}")
 }
 
-/// Writes checkpoint `s.state.step` atomically and keeps the newest `keep`.
+/// Finds the first parameter (by module path, e.g. `bert.embeddings.word_embeddings.weight`)
+/// holding a NaN or infinite value.
+#[derive(Default)]
+struct NonFinite {
+    path: Vec<String>,
+    found: Option<String>,
+}
+
+impl ModuleVisitor for NonFinite {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        if self.found.is_none() && !p.val().is_finite().all().into_scalar::<bool>() {
+            self.found = Some(self.path.join("."));
+        }
+    }
+}
+
+/// The path of the first parameter of `model` that is not finite everywhere.
+pub fn first_non_finite(model: &BertForMaskedLM) -> Option<String> {
+    let mut v = NonFinite::default();
+    model.visit(&mut v);
+    v.found
+}
+
+/// Writes checkpoint `s.state.step` atomically and keeps the newest `keep`. A model with a
+/// non-finite weight is refused before anything is written: no checkpoint ever holds one.
 pub fn save(out_dir: &Path, s: &Saved, keep: usize) -> Result<PathBuf> {
+    if let Some(param) = first_non_finite(s.model) {
+        anyhow::bail!(
+            "not saving checkpoint {} of {}: parameter {param} holds NaN or infinite values",
+            s.state.step,
+            out_dir.display()
+        );
+    }
     let final_dir = out_dir.join(dir_name(s.state.step));
     let tmp = out_dir.join(format!(
         ".{}.tmp-{}",

@@ -6,12 +6,14 @@ pub mod optim;
 pub mod schedule;
 pub mod step;
 
-use crate::config::{BackendName, Config};
+use crate::config::{BackendName, Config, Source};
 use crate::data::batches::{Batch, TrainStream};
 use crate::data::masking::mix;
 use crate::data::{Datasets, corruption, tokenizer_for};
 use crate::eval::{EvalReport, evaluate};
+use crate::fill_mask;
 use crate::model::BertConfig;
+use crate::tokenizer::BertTokenizer;
 use anyhow::{Context, Result};
 use burn::module::Module;
 use burn::prelude::*;
@@ -20,6 +22,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
+use step::Outcome;
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -28,34 +31,118 @@ pub struct TrainSummary {
     pub last_loss: f64,
     pub eval: Option<EvalReport>,
     pub checkpoint: std::path::PathBuf,
+    /// Texts with [MASK] to show the trained model on (`train.fill_mask_examples` or held-out
+    /// sentences).
+    pub examples: Vec<String>,
 }
 
-/// The device of a backend name. wgpu without any adapter is a clear error, not a panic.
+/// The device of a backend name. A backend this binary was built without, or wgpu without any
+/// adapter, is a clear error, not a panic.
 pub fn device_for(backend: BackendName) -> Result<Device> {
-    let device = match backend {
-        BackendName::Flex => Device::flex(),
+    match backend {
+        BackendName::Flex => Ok(Device::flex()),
+        #[cfg(feature = "ndarray")]
         #[allow(deprecated)]
-        BackendName::Ndarray => Device::ndarray(),
-        BackendName::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-    };
-    if backend == BackendName::Wgpu {
-        // wgpu looks for an adapter on first use and panics when there is none.
-        let probe = device.clone();
-        let hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(|_| {}));
-        let ok = std::panic::catch_unwind(move || {
-            Tensor::<1>::ones([1], &probe).sum().into_scalar::<f32>()
-        })
-        .is_ok();
-        std::panic::set_hook(hook);
-        if !ok {
-            anyhow::bail!(
-                "train.backend = \"wgpu\" found no GPU adapter; install a Vulkan driver (on Debian without \
-                 a GPU: apt-get install mesa-vulkan-drivers) or use --set train.backend=flex"
-            );
+        BackendName::Ndarray => Ok(Device::ndarray()),
+        #[cfg(feature = "wgpu")]
+        BackendName::Wgpu => wgpu_device(),
+        #[allow(unreachable_patterns)]
+        other => {
+            let name = format!("{other:?}").to_lowercase();
+            crate::usage!(
+                "train.backend = \"{name}\" is not in this build of masklm; rebuild with \
+                 `cargo build --release --features {name}` (on by default) or use \
+                 --set train.backend=flex"
+            )
         }
     }
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_device() -> Result<Device> {
+    let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+    // wgpu looks for an adapter on first use and panics when there is none.
+    let probe = device.clone();
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let ok =
+        std::panic::catch_unwind(move || Tensor::<1>::ones([1], &probe).sum().into_scalar::<f32>())
+            .is_ok();
+    std::panic::set_hook(hook);
+    if !ok {
+        anyhow::bail!(
+            "train.backend = \"wgpu\" found no GPU adapter; install a Vulkan driver (on Debian without \
+             a GPU: apt-get install mesa-vulkan-drivers) or use --set train.backend=flex"
+        );
+    }
     Ok(device)
+}
+
+/// `train.fill_mask_examples`, or when it is empty up to four sentences from the start of the
+/// held-out text (`data.valid`, else `data.train`, whose first rows are the ones held out) with
+/// their rarest frequent word masked (`fill_mask::pick_examples`).
+fn fill_mask_examples(cfg: &Config, tok: &BertTokenizer, train_ids: &[u32]) -> Result<Vec<String>> {
+    let max_len = cfg.model.max_position_embeddings;
+    if !cfg.train.fill_mask_examples.is_empty() {
+        // Checked now, not after the run: a text the model cannot take would fail at the end.
+        for (i, text) in cfg.train.fill_mask_examples.iter().enumerate() {
+            let n = tok.encode_with_specials(text)?.len();
+            if n > max_len {
+                crate::usage!(
+                    "train.fill_mask_examples[{i}] {text:?} is {n} tokens with [CLS] and [SEP], \
+                     more than model.max_position_embeddings {max_len}; shorten it"
+                );
+            }
+        }
+        return Ok(cfg.train.fill_mask_examples.clone());
+    }
+    let source = if cfg.data.valid.is_empty() {
+        &cfg.data.train
+    } else {
+        &cfg.data.valid
+    };
+    let files = crate::data::corpus::expand_paths(source)?;
+    let mut lines = Vec::new();
+    for piece in crate::data::corpus::PieceReader::new(files).take(200) {
+        for s in fill_mask::sentences(&piece?.text) {
+            lines.push((s.to_string(), tok.encode_with_offsets(s)?));
+        }
+    }
+    // Frequencies from the first 10 M training tokens: enough to rank the frequent words.
+    let counted = &train_ids[..train_ids.len().min(10_000_000)];
+    let freq = fill_mask::maskable_frequencies(counted, tok);
+    let continuation: Vec<bool> = (0..tok.vocab_size() as u32)
+        .map(|id| tok.token(id).starts_with("##"))
+        .collect();
+    Ok(fill_mask::pick_examples(
+        &lines,
+        &freq,
+        &continuation,
+        max_len,
+        4,
+    ))
+}
+
+/// Refuses to resume the checkpoint `dir` under a config that would compute other steps than
+/// the interrupted run (exact resume), naming every difference.
+fn check_resume_config(cfg: &Config, dir: &Path) -> Result<()> {
+    let path = dir.join(checkpoint::CONFIG_FILE);
+    let text = crate::io::read_to_string_capped(&path, crate::io::MAX_SETTINGS_BYTES)
+        .with_context(|| format!("--resume: reading {}", path.display()))?;
+    let saved = Config::from_toml_str(&text, &Source::File(path.clone()), &[])?;
+    let diffs = crate::config::resume_differences(&saved, cfg);
+    if !diffs.is_empty() {
+        crate::usage!(
+            "--resume: the run's config differs from the one {} was trained with, so the resumed \
+             steps would not be the interrupted run's:\n  - {}\nResume with --config {} (only \
+             these keys may change: {}), or start a new run in another train.out_dir",
+            dir.display(),
+            diffs.join("\n  - "),
+            path.display(),
+            crate::config::RESUME_MAY_CHANGE.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Trains `cfg`: from scratch, from the newest checkpoint of `train.out_dir` (`resume`), or from
@@ -71,6 +158,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     let tok = tokenizer_for(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;
     let corruption = corruption(cfg, &tok);
+    let examples = fill_mask_examples(cfg, &tok, &data.train.ids)?;
     base.seed(t.seed);
     let train_dev = base.clone().autodiff();
     let bert = BertConfig::new(&cfg.model, tok.vocab_size(), tok.specials().pad);
@@ -125,6 +213,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
                 cfg.tokenizer.path.display()
             );
         }
+        check_resume_config(cfg, &dir)?;
         model = model
             .try_load_file(dir.join(checkpoint::MODEL_FILE))
             .map_err(|e| anyhow::anyhow!("loading {}: {e:?}", dir.display()))?;
@@ -190,6 +279,12 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     let start = Instant::now();
     let elapsed_before = state.elapsed_s;
 
+    // What the next metrics row averages over (HF logs the mean loss since the last row); the
+    // time is the steps' alone, evaluations and checkpoints excluded, for tokens_per_sec.
+    let (mut interval_losses, mut interval_time) = (Vec::new(), 0.0f64);
+    let mut interval_steps = 0u64;
+    let mut last_norm = f64::NAN;
+
     while state.step < steps {
         let step = state.step;
         let t0 = Instant::now();
@@ -197,18 +292,25 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         // Dropout draws from the device generator, reseeded per step so that a resumed run
         // draws exactly what an uninterrupted one would.
         base.seed(mix(t.seed ^ mix(step)));
-        let Some((loss, grads)) = step::loss_and_grads(&model, &micro, &train_dev) else {
-            // Nothing selected in the whole step (tiny batches only): no update.
-            state.step += 1;
-            state.position += rows_per_step;
-            continue;
-        };
-        if !loss.is_finite() {
+        let lr = schedule::learning_rate(step, t);
+        let (next, report) =
+            step::optimizer_step(model, &mut optim, &micro, lr, t.max_grad_norm, &train_dev);
+        model = next;
+        if report.outcome == Outcome::NonFinite {
             bar.abandon();
+            let what = if report.loss.is_finite() {
+                format!(
+                    "the gradient norm became {} at step {} (loss {:.4})",
+                    report.grad_norm,
+                    step + 1,
+                    report.loss
+                )
+            } else {
+                format!("the loss became {} at step {}", report.loss, step + 1)
+            };
             anyhow::bail!(
-                "the loss became {loss} at step {}; stopping. The last good checkpoint is kept{}. \
+                "{what}; stopping before the update. The last good checkpoint is kept{}. \
                  Lower train.learning_rate or raise train.warmup_steps, then resume or restart",
-                step + 1,
                 if last_ckpt.as_os_str().is_empty() {
                     String::new()
                 } else {
@@ -216,28 +318,40 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
                 }
             );
         }
-        let lr = schedule::learning_rate(step, t);
-        let (grads, grad_norm) = optim::clip_global_norm(&model, grads, t.max_grad_norm);
-        model = optim.step(lr, model, grads);
         state.step += 1;
         state.position += rows_per_step;
         state.elapsed_s = elapsed_before + start.elapsed().as_secs_f64();
-        last_loss = loss;
-        let tokens_per_sec = (rows_per_step as usize * seq_len) as f64 / t0.elapsed().as_secs_f64();
-        log.step(
-            state.step,
-            loss,
-            lr,
-            grad_norm,
-            tokens_per_sec,
-            state.elapsed_s,
-        )?;
+        interval_steps += 1;
+        interval_time += t0.elapsed().as_secs_f64();
+        if report.outcome == Outcome::Applied {
+            interval_losses.push(report.loss);
+            last_norm = report.grad_norm;
+        }
         bar.set_position(state.step);
-        bar.set_message(format!(
-            "loss {loss:.4} lr {lr:.2e} {tokens_per_sec:.0} tok/s"
-        ));
 
         let last = state.step == steps;
+        // A step that selected nothing is logged with the others; one with no applied step
+        // since the last row writes no row (there is no loss to report).
+        if (last || state.step.is_multiple_of(t.logging_steps)) && !interval_losses.is_empty() {
+            let loss = interval_losses.iter().sum::<f64>() / interval_losses.len() as f64;
+            let tokens = (interval_steps * rows_per_step) as f64 * seq_len as f64;
+            let tokens_per_sec = tokens / interval_time;
+            log.step(
+                state.step,
+                loss,
+                lr,
+                last_norm,
+                tokens_per_sec,
+                state.elapsed_s,
+            )?;
+            bar.set_message(format!(
+                "loss {loss:.4} lr {lr:.2e} {tokens_per_sec:.0} tok/s"
+            ));
+            last_loss = loss;
+            interval_losses.clear();
+            (interval_steps, interval_time) = (0, 0.0);
+        }
+
         if last || (t.eval_every > 0 && state.step.is_multiple_of(t.eval_every)) {
             let r = valid_eval(&model);
             let line = format!("step {}: eval {r}", state.step);
@@ -267,5 +381,6 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         last_loss,
         eval: last_eval,
         checkpoint: last_ckpt,
+        examples,
     })
 }

@@ -21,52 +21,67 @@ pub fn adamw(c: &TrainConfig) -> ModuleOptimizer {
         .with_group(no_decay, base.clone().with_weight_decay(0.0).build(), None)
 }
 
+/// Sums `Σ g²` over every parameter's gradient into one [1] tensor on the device.
 struct SquaredNorm<'a> {
     grads: &'a GradientsParams,
-    sum: f64,
+    sum: Option<Tensor<1>>,
 }
 
 impl ModuleVisitor for SquaredNorm<'_> {
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(p.id) {
-            self.sum += g.square().sum().into_scalar::<f64>();
+            let s = g.square().sum();
+            self.sum = Some(match self.sum.take() {
+                Some(acc) => acc + s,
+                None => s,
+            });
         }
     }
 }
 
+/// Multiplies every gradient by one [1] factor on the device.
 struct Scale<'a> {
     grads: &'a mut GradientsParams,
-    factor: f64,
+    factor: Tensor<1>,
 }
 
 impl ModuleVisitor for Scale<'_> {
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.remove::<D>(p.id) {
-            self.grads.register(p.id, g.mul_scalar(self.factor));
+            let f = self.factor.clone().reshape([1; D]);
+            self.grads.register(p.id, g * f);
         }
     }
 }
 
-/// The global L2 norm of `grads` over `model`'s parameters, and `grads` scaled so that norm is
-/// at most `max_norm` (0 = no clipping), as PyTorch's `clip_grad_norm_`:
-/// factor = max_norm / (norm + 1e-6), applied only when below 1.
-pub fn clip_global_norm<M: Module>(
+/// The global L2 norm of `grads` over `model`'s parameters, as a [1] tensor on the gradients'
+/// device (no read); `None` when no parameter has a gradient.
+pub fn global_norm<M: Module>(model: &M, grads: &GradientsParams) -> Option<Tensor<1>> {
+    let mut v = SquaredNorm { grads, sum: None };
+    model.visit(&mut v);
+    v.sum.map(Tensor::sqrt)
+}
+
+/// `grads` scaled so that their global norm `norm` ([1], from [`global_norm`]) is at most
+/// `max_norm` (0 = no clipping), as PyTorch's `clip_grad_norm_`: factor = max_norm / (norm + 1e-6),
+/// applied only when below 1. The factor is computed and applied on the device: no read.
+pub fn clip_to<M: Module>(
     model: &M,
     mut grads: GradientsParams,
+    norm: Tensor<1>,
     max_norm: f64,
-) -> (GradientsParams, f64) {
-    let mut v = SquaredNorm {
-        grads: &grads,
-        sum: 0.0,
-    };
-    model.visit(&mut v);
-    let norm = v.sum.sqrt();
-    let factor = max_norm / (norm + 1e-6);
-    if max_norm > 0.0 && factor < 1.0 {
+) -> GradientsParams {
+    if max_norm > 0.0 {
+        // (norm + 1e-6)⁻¹ · max_norm, capped at 1: gradients below the threshold stay as they are.
+        let factor = norm
+            .add_scalar(1e-6)
+            .recip()
+            .mul_scalar(max_norm)
+            .clamp_max(1.0);
         model.visit(&mut Scale {
             grads: &mut grads,
             factor,
         });
     }
-    (grads, norm)
+    grads
 }

@@ -7,7 +7,7 @@ Run by hand where `pip install tokenizers` works, from the project root:
         --vocab-size 500 --out tests/fixtures/tokenizer/tokenizer.json
     python3 scripts/make_tokenizer_fixture.py
 
-tests/tokenizer_fixture.rs then checks that masklm encodes the same sentences to the same ids,
+tests/it/tokenizer_fixture.rs then checks that masklm encodes the same sentences to the same ids,
 and that masklm's training still writes exactly this tokenizer.json.
 """
 import json

@@ -2,6 +2,7 @@
 //! references and against upstream's scalar `libm::erff` code (`burn_flex::set_exact_gelu`):
 //! values, gradients, every slice length around its chunk sizes, and a few training steps.
 
+#[path = "it/common/mod.rs"]
 mod common;
 use burn::prelude::*;
 use burn::tensor::activation::gelu;

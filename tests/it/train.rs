@@ -1,7 +1,7 @@
 //! Training end to end on the tiny config: it learns, and a resumed run ends bit-identical to an
 //! uninterrupted one.
 
-mod common;
+use crate::common;
 use common::masklm;
 use std::path::Path;
 

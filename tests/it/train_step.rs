@@ -2,7 +2,7 @@
 //! embedding matrix, weight decay skips biases and LayerNorm, global-norm clipping, a non-finite
 //! gradient never reaches the weights, and one device→host read per step.
 
-mod common;
+use crate::common;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;

@@ -2,7 +2,7 @@
 //! Without a GPU, wgpu runs on Mesa's software Vulkan (lavapipe, Debian `mesa-vulkan-drivers`),
 //! which `.ci/run` installs.
 
-mod common;
+use crate::common;
 
 use burn::prelude::*;
 use common::masklm;

@@ -1,7 +1,7 @@
 //! The tokenizer masklm writes is the one HF `tokenizers` reads: parity against ids recorded
 //! with HF (scripts/make_tokenizer_fixture.py), and a live check where Python has `tokenizers`.
 
-mod common;
+use crate::common;
 use masklm::data::train_tokenizer;
 use masklm::tokenizer::BertTokenizer;
 use serde_json::Value;

@@ -7,7 +7,7 @@
 //! - where python3 has torch and transformers, transformers loads masklm's export and agrees
 //!   with it (otherwise those tests print why they are skipped).
 
-mod common;
+use crate::common;
 
 use burn::prelude::*;
 use common::masklm;

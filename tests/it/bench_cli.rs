@@ -1,6 +1,6 @@
 //! `masklm bench`: the JSON that bench/compare.py reads, and a refused `--steps 0`.
 
-mod common;
+use crate::common;
 use common::masklm;
 
 #[test]

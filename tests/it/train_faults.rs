@@ -2,7 +2,7 @@
 //! ends with the weights of an uninterrupted run; a NaN loss stops the run and keeps the last
 //! good checkpoint.
 
-mod common;
+use crate::common;
 use burn::module::Module;
 use burn::prelude::*;
 use common::masklm;

@@ -2,7 +2,7 @@
 //! with 2, print a message that names the offending input (and, where the row says, the fix),
 //! never panic, and leave no partial output behind.
 
-mod common;
+use crate::common;
 use common::masklm;
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! `masklm eval` and `masklm fill-mask` on a checkpoint trained here, and their clear errors.
 
-mod common;
+use crate::common;
 use common::masklm;
 use serde_json::Value;
 use std::path::Path;

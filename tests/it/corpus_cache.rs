@@ -1,7 +1,7 @@
 //! The tokenized-corpus cache: a second run does not tokenize again; an edited corpus or another
 //! tokenizer misses; a damaged cache file is rebuilt.
 
-mod common;
+use crate::common;
 use masklm::data::encoded::{Encoded, cache_path};
 use masklm::tokenizer::BertTokenizer;
 use std::path::Path;

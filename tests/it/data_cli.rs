@@ -1,7 +1,7 @@
 //! `masklm tokenizer` and `masklm data preview`, end to end, including the bad-input table of
 //! the foundation issue.
 
-mod common;
+use crate::common;
 use common::{isolated, masklm};
 use serde_json::Value;
 use std::path::Path;

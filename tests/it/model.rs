@@ -1,6 +1,6 @@
 //! The encoder and the masked loss, on odd sizes so that a transposed shape fails loudly.
 
-mod common;
+use crate::common;
 use burn::prelude::*;
 use masklm::model::loss::masked_nll_sum;
 use masklm::model::{BertConfig, BertForMaskedLM};

@@ -1,0 +1,25 @@
+//! The integration tests, as one test binary: each file is a module, so burn is linked once
+//! instead of once per file. `tests/fast_gelu.rs` stays a binary of its own because it flips a
+//! process-wide switch of the CPU backend (`burn_flex::set_exact_gelu`) that would change the
+//! numbers of tests running beside it.
+//!
+//! Run one file's tests with its module name: `cargo test --release --test it train_faults::`.
+
+mod common;
+
+mod bad_input;
+mod bench_cli;
+mod corpus_cache;
+mod data_cli;
+#[cfg(feature = "ndarray")]
+mod flex_patch;
+mod fuzz;
+mod hf;
+mod inference_cli;
+mod model;
+mod tokenizer_fixture;
+mod train;
+mod train_faults;
+mod train_step;
+#[cfg(feature = "wgpu")]
+mod wgpu;

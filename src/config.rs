@@ -98,6 +98,8 @@ pub struct DataConfig {
     pub mask_token_prob: f64,
     pub random_token_prob: f64,
     pub whole_word_masking: bool,
+    /// The field of each `.jsonl` record that holds its text.
+    pub text_field: String,
     /// Where tokenized corpora are cached; empty means `$XDG_CACHE_HOME/masklm` or
     /// `~/.cache/masklm`.
     pub cache_dir: PathBuf,
@@ -115,6 +117,7 @@ impl Default for DataConfig {
             mask_token_prob: 0.8,
             random_token_prob: 0.1,
             whole_word_masking: false,
+            text_field: crate::data::corpus::DEFAULT_TEXT_FIELD.to_string(),
             cache_dir: PathBuf::new(),
         }
     }
@@ -335,6 +338,13 @@ impl Config {
                  max_position_embeddings",
                 d.seq_len, m.max_position_embeddings
             ));
+        }
+        if d.text_field.is_empty() {
+            errs.push(
+                "data.text_field is empty; name the JSON field that holds each .jsonl record's \
+                 text, e.g. \"text\""
+                    .into(),
+            );
         }
         if !(d.mask_prob > 0.0 && d.mask_prob < 1.0) {
             errs.push(format!(

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct TokenizerArgs {
-    /// Corpus files or folders (every *.txt inside, sorted)
+    /// Corpus files or folders (.txt, .jsonl, either .gz or .zst; a folder's, sorted)
     #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
     pub corpus: Vec<PathBuf>,
     /// Target vocabulary size, special tokens included (BERT: 30522)
@@ -21,6 +21,9 @@ pub struct TokenizerArgs {
     /// Keep case and accents (default: lowercase and strip accents, as BERT uncased)
     #[arg(long)]
     pub cased: bool,
+    /// The field of each .jsonl record that holds its text
+    #[arg(long, value_name = "NAME", default_value = corpus::DEFAULT_TEXT_FIELD)]
+    pub text_field: String,
 }
 
 pub fn run(a: TokenizerArgs) -> Result<()> {
@@ -41,7 +44,7 @@ pub fn run(a: TokenizerArgs) -> Result<()> {
         );
     }
     let files = corpus::expand_paths(&a.corpus)?;
-    let tok = train_tokenizer(&files, a.vocab_size, !a.cased)?;
+    let tok = train_tokenizer(&files, a.vocab_size, !a.cased, &a.text_field)?;
     tok.save(&a.out)?;
     println!(
         "wrote {} and {} (vocabulary of {} tokens)",

@@ -1,10 +1,14 @@
 //! Corpus files → pieces of text, streamed.
 //!
-//! A corpus PATH is a file or a folder (every `*.txt` below it, in sorted order). Text is UTF-8;
-//! a blank line (empty or whitespace only) separates documents. Files are read line by line
-//! through a bounded buffer: a line longer than [`MAX_PIECE_BYTES`] is cut (at whitespace when
-//! there is some) into several pieces, so a 200 MB line without a newline never sits in memory
-//! whole. Cutting at whitespace changes no token, since BERT's pre-tokenizer splits there anyway.
+//! A corpus PATH is a file or a folder (every corpus file below it, in sorted order). Formats,
+//! by file name: plain text (`.txt`, or any other name), where a blank line (empty or whitespace
+//! only) separates documents; JSON Lines (`.jsonl`), one document per record in its text field
+//! (`data.text_field`, `"text"` by default, as HF `datasets` writes it); and either of them
+//! compressed, `.gz` or `.zst`, decoded as it streams (`corpus.jsonl.zst`). Text is UTF-8.
+//! Files are read line by line through a bounded buffer: a line longer than [`MAX_PIECE_BYTES`]
+//! is cut (at whitespace when there is some) into several pieces, so a 200 MB line without a
+//! newline never sits in memory whole. Cutting at whitespace changes no token, since BERT's
+//! pre-tokenizer splits there anyway.
 
 use crate::error::UsageError;
 use anyhow::Result;
@@ -15,8 +19,146 @@ use std::path::{Path, PathBuf};
 /// The longest piece handed to the tokenizer at once.
 pub const MAX_PIECE_BYTES: usize = 1 << 16;
 
-/// Expands each PATH into files: a file stays itself, a folder gives every `*.txt` below it,
-/// sorted. Missing paths and folders without text files are usage errors that name the path.
+/// The longest JSON Lines record read: a record is parsed whole to find its text field.
+pub const MAX_JSONL_RECORD: u64 = 64 << 20;
+
+/// The JSON field of a `.jsonl` record that holds its text, unless `data.text_field` names another.
+pub const DEFAULT_TEXT_FIELD: &str = "text";
+
+/// Whether a file name is a corpus file a folder expands to.
+fn is_corpus_file(path: &Path) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let inner = name
+        .strip_suffix(".gz")
+        .or_else(|| name.strip_suffix(".zst"))
+        .unwrap_or(&name);
+    inner.ends_with(".txt") || inner.ends_with(".jsonl")
+}
+
+/// The text stream of one corpus file: decompressed by its last suffix (`.gz`, `.zst`), then,
+/// for `.jsonl`, the text field of each record followed by a blank line (a record is a document).
+fn open_text(path: &Path, text_field: &str) -> Result<Box<dyn BufRead + Send>> {
+    let f = File::open(path)
+        .map_err(|e| UsageError::new(format!("cannot open corpus file {}: {e}", path.display())))?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let (inner, raw): (&str, Box<dyn Read + Send>) = if let Some(n) = name.strip_suffix(".gz") {
+        (n, Box::new(flate2::read::MultiGzDecoder::new(f)))
+    } else if let Some(n) = name.strip_suffix(".zst") {
+        let d = zstd::stream::read::Decoder::new(f)
+            .map_err(|e| UsageError::new(format!("{} is not zstd data: {e}", path.display())))?;
+        (n, Box::new(d))
+    } else {
+        (&name, Box::new(f))
+    };
+    let reader = BufReader::with_capacity(1 << 20, raw);
+    if inner.ends_with(".jsonl") {
+        let text = JsonlText::new(reader, path, text_field);
+        Ok(Box::new(BufReader::with_capacity(1 << 16, text)))
+    } else {
+        Ok(Box::new(reader))
+    }
+}
+
+/// A JSON Lines record that cannot be read; its message names the file and the line.
+#[derive(Debug)]
+struct BadRecord(String);
+
+impl std::fmt::Display for BadRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadRecord {}
+
+/// Reads JSON Lines as text: each record's `field`, then a blank line. Blank lines between
+/// records are skipped; a malformed record, a record without the field or with a non-string
+/// field is an `InvalidData` error naming the file, the line and the fix.
+struct JsonlText<R> {
+    lines: R,
+    path: PathBuf,
+    field: String,
+    line_no: u64,
+    record: Vec<u8>,
+    /// Text of the current record not yet read out, and where it starts.
+    out: Vec<u8>,
+    at: usize,
+}
+
+impl<R: BufRead> JsonlText<R> {
+    fn new(lines: R, path: &Path, field: &str) -> Self {
+        Self {
+            lines,
+            path: path.to_path_buf(),
+            field: field.to_string(),
+            line_no: 0,
+            record: Vec::new(),
+            out: Vec::new(),
+            at: 0,
+        }
+    }
+
+    fn bad(&self, what: String) -> std::io::Error {
+        let msg = format!("{} line {}: {what}", self.path.display(), self.line_no);
+        std::io::Error::new(std::io::ErrorKind::InvalidData, BadRecord(msg))
+    }
+
+    /// Loads the next record's text into `out`; false at the end of the file.
+    fn next_record(&mut self) -> std::io::Result<bool> {
+        loop {
+            self.record.clear();
+            let n = (&mut self.lines)
+                .take(MAX_JSONL_RECORD + 1)
+                .read_until(b'\n', &mut self.record)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.line_no += 1;
+            if self.record.len() as u64 > MAX_JSONL_RECORD {
+                let limit = crate::io::size_words(MAX_JSONL_RECORD);
+                return Err(self.bad(format!("a record longer than {limit}; split the document")));
+            }
+            if self.record.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_slice(&self.record).map_err(|e| {
+                self.bad(format!(
+                    "not valid JSON ({e}); each line must be one JSON object"
+                ))
+            })?;
+            let Some(field) = v.get(&self.field) else {
+                return Err(self.bad(format!(
+                    "the record has no \"{}\" field; name the field that holds the text with \
+                     --set data.text_field=NAME (masklm tokenizer: --text-field NAME)",
+                    self.field
+                )));
+            };
+            let Some(text) = field.as_str() else {
+                return Err(self.bad(format!("field \"{}\" is not a string", self.field)));
+            };
+            self.out.clear();
+            self.out.extend_from_slice(text.as_bytes());
+            self.out.extend_from_slice(b"\n\n");
+            self.at = 0;
+            return Ok(true);
+        }
+    }
+}
+
+impl<R: BufRead> Read for JsonlText<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.out.len() && !self.next_record()? {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.out.len() - self.at);
+        buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Expands each PATH into files: a file stays itself, a folder gives every corpus file below it
+/// (`*.txt`, `*.jsonl`, and those with `.gz` or `.zst`), sorted. Missing paths and folders without text files are usage errors that name the path.
 pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for p in paths {
@@ -28,7 +170,8 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             collect_txt(p, &mut found)?;
             if found.is_empty() {
                 return Err(UsageError::new(format!(
-                    "corpus folder {} contains no .txt files; point at a .txt file or a folder of them",
+                    "corpus folder {} contains no corpus files (.txt, .jsonl, or either with .gz \
+                     or .zst); point at such a file or a folder of them",
                     p.display()
                 ))
                 .into());
@@ -49,7 +192,7 @@ fn collect_txt(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         let path = entry?.path();
         if path.is_dir() {
             collect_txt(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "txt") {
+        } else if is_corpus_file(&path) {
             out.push(path);
         }
     }
@@ -65,16 +208,17 @@ pub struct Piece {
 }
 
 /// Streams the pieces of `files` in order. Invalid UTF-8 is an error naming the file and the
-/// byte offset.
+/// byte offset (of the decoded text, for compressed and JSON Lines files).
 pub struct PieceReader {
     files: Vec<PathBuf>,
+    text_field: String,
     next_file: usize,
     current: Option<FileState>,
 }
 
 struct FileState {
     path: PathBuf,
-    reader: BufReader<File>,
+    reader: Box<dyn BufRead + Send>,
     /// Bytes read but not yet emitted (a partial line, or the tail after a cut).
     pending: Vec<u8>,
     /// File offset of `pending[0]`.
@@ -86,9 +230,11 @@ struct FileState {
 }
 
 impl PieceReader {
-    pub fn new(files: Vec<PathBuf>) -> Self {
+    /// `text_field`: the field holding the text of `.jsonl` records.
+    pub fn new(files: Vec<PathBuf>, text_field: &str) -> Self {
         Self {
             files,
+            text_field: text_field.to_string(),
             next_file: 0,
             current: None,
         }
@@ -99,12 +245,10 @@ impl PieceReader {
             return Ok(false);
         };
         self.next_file += 1;
-        let f = File::open(&path).map_err(|e| {
-            UsageError::new(format!("cannot open corpus file {}: {e}", path.display()))
-        })?;
+        let reader = open_text(&path, &self.text_field)?;
         self.current = Some(FileState {
             path,
-            reader: BufReader::with_capacity(1 << 20, f),
+            reader,
             pending: Vec::new(),
             offset: 0,
             at_doc_start: true,
@@ -148,7 +292,13 @@ impl FileState {
         let n = (&mut self.reader)
             .take(room)
             .read_until(b'\n', &mut self.pending)
-            .map_err(|e| UsageError::new(format!("reading {}: {e}", self.path.display())))?;
+            .map_err(|e| {
+                if let Some(bad) = e.get_ref().and_then(|r| r.downcast_ref::<BadRecord>()) {
+                    UsageError::new(bad.to_string())
+                } else {
+                    UsageError::new(format!("reading {}: {e}", self.path.display()))
+                }
+            })?;
         if self.pending.is_empty() && n == 0 {
             return Ok(None);
         }
@@ -203,7 +353,83 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.txt");
         std::fs::File::create(&p).unwrap().write_all(bytes).unwrap();
-        PieceReader::new(vec![p]).collect()
+        PieceReader::new(vec![p], DEFAULT_TEXT_FIELD).collect()
+    }
+
+    fn texts(pieces: &[Piece]) -> Vec<(String, bool)> {
+        pieces.iter().map(|p| (p.text.clone(), p.new_doc)).collect()
+    }
+
+    fn read(dir: &Path, name: &str, bytes: &[u8], field: &str) -> Result<Vec<Piece>> {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        PieceReader::new(vec![p], field).collect()
+    }
+
+    #[test]
+    fn jsonl_and_compressed_files_read_as_the_same_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = "first doc.\nits second line\n\nsecond doc: \"quoted\", é\n";
+        let want = texts(&read(dir.path(), "a.txt", plain.as_bytes(), "text").unwrap());
+        assert_eq!(want.len(), 3);
+        // One record per document; a blank line between records is allowed; other fields ignored.
+        let jsonl = concat!(
+            r#"{"id": 1, "text": "first doc.\nits second line"}"#,
+            "\n\n",
+            r#"{"text": "second doc: \"quoted\", \u00e9", "meta": {"x": [1]}}"#,
+            "\n"
+        );
+        let got = read(dir.path(), "a.jsonl", jsonl.as_bytes(), "text").unwrap();
+        assert_eq!(texts(&got), want);
+        let other = jsonl.replace("\"text\"", "\"body\"");
+        let got = read(dir.path(), "b.jsonl", other.as_bytes(), "body").unwrap();
+        assert_eq!(texts(&got), want);
+
+        let gz = |b: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(b).unwrap();
+            e.finish().unwrap()
+        };
+        let zst = |b: &[u8]| zstd::encode_all(b, 3).unwrap();
+        for (name, bytes) in [
+            ("c.txt.gz", gz(plain.as_bytes())),
+            ("c.txt.zst", zst(plain.as_bytes())),
+            ("c.jsonl.gz", gz(jsonl.as_bytes())),
+            ("c.jsonl.zst", zst(jsonl.as_bytes())),
+        ] {
+            let got = read(dir.path(), name, &bytes, "text").unwrap();
+            assert_eq!(texts(&got), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn bad_jsonl_records_name_the_file_the_line_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                "{\"text\": \"ok\"}\n{\"text\": \"cut\n",
+                "line 2",
+                "not valid JSON",
+            ),
+            (
+                "{\"text\": \"ok\"}\n\n{\"body\": \"x\"}\n",
+                "line 3",
+                "data.text_field",
+            ),
+            ("{\"text\": 5}\n", "line 1", "not a string"),
+        ];
+        for (i, (body, line, why)) in cases.into_iter().enumerate() {
+            let name = format!("bad{i}.jsonl");
+            let e = read(dir.path(), &name, body.as_bytes(), "text").unwrap_err();
+            let msg = format!("{e:#}");
+            assert!(e.downcast_ref::<UsageError>().is_some(), "{msg}");
+            for needle in [name.as_str(), line, why] {
+                assert!(msg.contains(needle), "{needle:?} not in {msg}");
+            }
+        }
+        // A damaged compressed file is an error too, not garbage text.
+        let e = read(dir.path(), "x.txt.gz", b"not gzip at all", "text").unwrap_err();
+        assert!(format!("{e:#}").contains("x.txt.gz"), "{e:#}");
     }
 
     #[test]
@@ -253,7 +479,15 @@ mod tests {
     #[test]
     fn folder_expands_to_sorted_txt_files_and_missing_path_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["b.txt", "a.txt", "skip.md"] {
+        for name in [
+            "b.txt",
+            "a.txt",
+            "skip.md",
+            "c.jsonl",
+            "d.txt.gz",
+            "e.jsonl.zst",
+            "f.gz",
+        ] {
             std::fs::write(dir.path().join(name), "x").unwrap();
         }
         let files = expand_paths(&[dir.path().to_path_buf()]).unwrap();
@@ -261,7 +495,10 @@ mod tests {
             .iter()
             .map(|p| p.file_name().unwrap().to_str().unwrap())
             .collect();
-        assert_eq!(names, ["a.txt", "b.txt"]);
+        assert_eq!(
+            names,
+            ["a.txt", "b.txt", "c.jsonl", "d.txt.gz", "e.jsonl.zst"]
+        );
         let missing = dir.path().join("nope.txt");
         let err = expand_paths(&[missing]).unwrap_err().to_string();
         assert!(err.contains("nope.txt"), "{err}");

@@ -24,8 +24,9 @@ pub struct Encoded {
 }
 
 impl Encoded {
-    /// Streams `files` through the tokenizer in parallel batches.
-    pub fn from_files(files: &[PathBuf], tok: &BertTokenizer) -> Result<Encoded> {
+    /// Streams `files` through the tokenizer in parallel batches (`text_field`: the text of
+    /// `.jsonl` records).
+    pub fn from_files(files: &[PathBuf], tok: &BertTokenizer, text_field: &str) -> Result<Encoded> {
         let mut out = Encoded {
             ids: Vec::new(),
             line_ends: Vec::new(),
@@ -41,7 +42,7 @@ impl Encoded {
             texts.clear();
             Ok(())
         };
-        for piece in PieceReader::new(files.to_vec()) {
+        for piece in PieceReader::new(files.to_vec(), text_field) {
             let piece = piece?;
             bytes += piece.text.len();
             texts.push(piece.text);
@@ -66,9 +67,10 @@ impl Encoded {
     pub fn cached(
         files: &[PathBuf],
         tok: &BertTokenizer,
+        text_field: &str,
         cache_dir: &Path,
     ) -> Result<(Encoded, bool)> {
-        let path = cache_path(files, tok, cache_dir)?;
+        let path = cache_path(files, tok, text_field, cache_dir)?;
         if path.exists() {
             match read_cache(&path) {
                 Ok(e) => return Ok((e, true)),
@@ -78,7 +80,7 @@ impl Encoded {
                 ),
             }
         }
-        let enc = Self::from_files(files, tok)?;
+        let enc = Self::from_files(files, tok, text_field)?;
         // A cache that cannot be written (read-only disk) costs speed, not correctness.
         if let Err(e) = crate::io::write_atomic(&path, &to_bytes(&enc)) {
             eprintln!(
@@ -90,10 +92,16 @@ impl Encoded {
     }
 }
 
-/// The cache file of `files` under `tok`: named by a digest of every file's content, in order,
-/// and the tokenizer's full definition.
-pub fn cache_path(files: &[PathBuf], tok: &BertTokenizer, cache_dir: &Path) -> Result<PathBuf> {
-    let key = cache_key(files, tok)?;
+/// The cache file of `files` under `tok`: named by a digest of every file's content and name, in
+/// order (the name says how the file is read: `.jsonl`, `.gz`), the tokenizer's full definition
+/// and `text_field`.
+pub fn cache_path(
+    files: &[PathBuf],
+    tok: &BertTokenizer,
+    text_field: &str,
+    cache_dir: &Path,
+) -> Result<PathBuf> {
+    let key = cache_key(files, tok, text_field)?;
     Ok(cache_dir.join(format!("encoded-{}.bin", &key[..32])))
 }
 
@@ -121,10 +129,12 @@ pub fn default_cache_dir() -> PathBuf {
     }
 }
 
-fn cache_key(files: &[PathBuf], tok: &BertTokenizer) -> Result<String> {
+fn cache_key(files: &[PathBuf], tok: &BertTokenizer, text_field: &str) -> Result<String> {
     let mut h = blake3::Hasher::new();
     h.update(MAGIC);
     h.update(tok.fingerprint()?.as_bytes());
+    h.update(&(text_field.len() as u64).to_le_bytes());
+    h.update(text_field.as_bytes());
     let mut buf = vec![0u8; 1 << 20];
     for f in files {
         let mut file = std::fs::File::open(f).map_err(|e| {
@@ -141,8 +151,11 @@ fn cache_key(files: &[PathBuf], tok: &BertTokenizer) -> Result<String> {
             len += n as u64;
             h.update(&buf[..n]);
         }
-        // The length separates files, so moving text from one file to the next changes the key.
+        // The length separates files, so moving text from one file to the next changes the key;
+        // the extension decides how the bytes are read.
         h.update(&len.to_le_bytes());
+        let name = f.file_name().unwrap_or_default().to_string_lossy();
+        h.update(name.rsplit('.').next().unwrap_or_default().as_bytes());
     }
     Ok(h.finalize().to_hex().to_string())
 }

@@ -32,7 +32,8 @@ pub fn tokenizer_for(cfg: &Config) -> Result<BertTokenizer> {
         encoded::describe(&files),
         path.display()
     );
-    let tok = train_tokenizer(&files, cfg.tokenizer.vocab_size, cfg.tokenizer.lowercase)?;
+    let (vocab, lower) = (cfg.tokenizer.vocab_size, cfg.tokenizer.lowercase);
+    let tok = train_tokenizer(&files, vocab, lower, &cfg.data.text_field)?;
     tok.save(path)
         .with_context(|| format!("saving tokenizer to {}", path.display()))?;
     Ok(tok)
@@ -43,10 +44,11 @@ pub fn train_tokenizer(
     files: &[PathBuf],
     vocab_size: usize,
     lowercase: bool,
+    text_field: &str,
 ) -> Result<BertTokenizer> {
     let mut first_err: Option<anyhow::Error> = None;
     let mut n_pieces = 0usize;
-    let pieces = corpus::PieceReader::new(files.to_vec()).map_while(|p| match p {
+    let pieces = corpus::PieceReader::new(files.to_vec(), text_field).map_while(|p| match p {
         Ok(p) => {
             n_pieces += 1;
             Some(p.text)
@@ -100,7 +102,7 @@ pub fn rows_from(
         cfg.data.cache_dir.clone()
     };
     let files = corpus::expand_paths(paths)?;
-    let (enc, _hit) = Encoded::cached(&files, tok, &cache)?;
+    let (enc, _hit) = Encoded::cached(&files, tok, &cfg.data.text_field, &cache)?;
     let spans = rows::spans(
         cfg.data.packing,
         enc.ids.len(),

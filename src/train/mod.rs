@@ -103,7 +103,8 @@ fn fill_mask_examples(cfg: &Config, tok: &BertTokenizer, train_ids: &[u32]) -> R
     };
     let files = crate::data::corpus::expand_paths(source)?;
     let mut lines = Vec::new();
-    for piece in crate::data::corpus::PieceReader::new(files).take(200) {
+    let pieces = crate::data::corpus::PieceReader::new(files, &cfg.data.text_field);
+    for piece in pieces.take(200) {
         for s in fill_mask::sentences(&piece?.text) {
             lines.push((s.to_string(), tok.encode_with_offsets(s)?));
         }

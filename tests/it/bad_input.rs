@@ -71,6 +71,13 @@ impl Files {
         std::fs::write(p.join("latin1.txt"), b"caf\xe9 au lait\n").unwrap();
         std::fs::write(p.join("garbage.json"), "{ this is not json").unwrap();
         std::fs::write(p.join("plain.txt"), "a line of text\n").unwrap();
+        std::fs::write(
+            p.join("bad.jsonl"),
+            "{\"text\": \"fine\"}\n{\"text\": oops\n",
+        )
+        .unwrap();
+        std::fs::write(p.join("nofield.jsonl"), "{\"body\": \"text\"}\n").unwrap();
+        std::fs::write(p.join("damaged.txt.gz"), "not gzip").unwrap();
         Self { dir }
     }
     fn path(&self, name: &str) -> PathBuf {
@@ -121,6 +128,25 @@ fn tokenizer_bad_inputs() {
             "invalid UTF-8",
             tok(&f.s("latin1.txt")),
             vec!["latin1.txt".into(), "byte offset 3".into()],
+        ),
+        (
+            "malformed JSON Lines record",
+            tok(&f.s("bad.jsonl")),
+            vec!["bad.jsonl line 2".into(), "not valid JSON".into()],
+        ),
+        (
+            "JSON Lines record without the text field",
+            tok(&f.s("nofield.jsonl")),
+            vec![
+                "nofield.jsonl line 1".into(),
+                "\"text\"".into(),
+                "data.text_field".into(),
+            ],
+        ),
+        (
+            "damaged gzip file",
+            tok(&f.s("damaged.txt.gz")),
+            vec!["damaged.txt.gz".into()],
         ),
         (
             "--out is a folder",

@@ -34,7 +34,7 @@ fn read_all(bytes: &[u8]) -> Result<Vec<String>, String> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("corpus.txt");
     std::fs::write(&path, bytes).unwrap();
-    PieceReader::new(vec![path])
+    PieceReader::new(vec![path], "text")
         .map(|p| p.map(|p| p.text).map_err(|e| format!("{e:#}")))
         .collect()
 }
@@ -146,7 +146,7 @@ fn a_200_mb_line_streams_in_bounded_pieces() {
     }
     let before = peak_rss_kb();
     let (mut pieces, mut bytes, mut longest) = (0usize, 0usize, 0usize);
-    for p in PieceReader::new(vec![path]) {
+    for p in PieceReader::new(vec![path], "text") {
         let p = p.unwrap();
         pieces += 1;
         bytes += p.text.len();

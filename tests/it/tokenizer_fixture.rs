@@ -54,7 +54,7 @@ fn training_still_writes_a_tokenizer_like_the_fixture() {
     // order, so the vocabulary itself may differ between runs; everything else must not.
     let corpus =
         Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt");
-    let tok = train_tokenizer(&[corpus], 500, true).unwrap();
+    let tok = train_tokenizer(&[corpus], 500, true, "text").unwrap();
     let mut ours: Value = serde_json::from_str(&tok.to_json().unwrap()).unwrap();
     let mut fixture_json: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("tokenizer.json")).unwrap()).unwrap();

@@ -4,6 +4,7 @@
     python3 bench/compare_pytorch.py --tokenizer PATH/tokenizer.json --corpus FILE [FILE...] \
         --vocab-size 8192 --hidden-size 256 --layers 4 --heads 4 --intermediate-size 1024 \
         --seq-len 128 --batch-size 32 --steps N --warmup W [--threads T] [--device cpu|cuda]
+        [--mode f32|tf32|bf16]
 
 The corpus is tokenized with the `tokenizers` library (no special tokens), concatenated and packed
 into rows of `[CLS] + (seq_len - 2) tokens + [SEP]`. The model is `BertForMaskedLM(BertConfig(...))`
@@ -13,9 +14,13 @@ masking is `DataCollatorForLanguageModeling(mlm_probability=0.15)` (80/10/10); t
 
 Each timed step is collate + forward + loss + backward + global-norm clipping at 1.0 (as HF's
 Trainer and masklm) + optimizer.step + zero_grad; the first
-W steps are warm-up and not timed. Prints ONE JSON object to stdout:
-  {"tokens_per_sec", "sec_per_step", "peak_rss_mb", "backend": "pytorch", "torch", "transformers",
-   "threads", "device", "steps", "warmup", "seconds", "final_loss", "config": {...}}
+W steps are warm-up and not timed. `--mode` is the precision, as HF's Trainer flags set it: f32
+(default), tf32 (f32 with TF32 matmuls, `torch.backends.cuda.matmul.allow_tf32`) or bf16
+(`torch.autocast(dtype=torch.bfloat16)` around forward and loss, f32 master weights, as `--bf16`).
+Prints ONE JSON object to stdout:
+  {"tokens_per_sec", "sec_per_step", "first_step_s", "peak_rss_mb", "backend": "pytorch", "mode",
+   "torch", "transformers", "threads", "device", "steps", "warmup", "seconds", "final_loss",
+   "config": {...}} (+ "peak_cuda_mb", "gpu" on CUDA)
 """
 import argparse
 import json
@@ -49,6 +54,8 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(T)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mode", choices=["f32", "tf32", "bf16"], default="f32",
+                    help="precision: f32, tf32 matmuls, or bf16 autocast")
     args = ap.parse_args()
     if args.seq_len < 3 or args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         ap.error("need seq_len >= 3, steps >= 1, warmup >= 0, batch_size >= 1")
@@ -64,6 +71,10 @@ def main():
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = args.mode == "tf32"
+    torch.backends.cudnn.allow_tf32 = args.mode == "tf32"
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                              enabled=args.mode == "bf16")
 
     # --- data: tokenize only as much as the run needs, pack into [CLS] ... [SEP] rows ---
     tok = Tokenizer.from_file(args.tokenizer)
@@ -135,7 +146,12 @@ def main():
     cursor = 0
     loss_val = None
     t0 = None
+    first_step_s = None
+    t_start = time.perf_counter()
     for step in range(args.warmup + args.steps):
+        if step == 1:
+            sync()
+            first_step_s = time.perf_counter() - t_start
         if step == args.warmup:
             sync()
             t0 = time.perf_counter()
@@ -146,7 +162,8 @@ def main():
         batch = collator(examples)
         input_ids = batch["input_ids"].to(device, non_blocking=True)
         labels = batch["labels"].to(device, non_blocking=True)
-        out = model(input_ids=input_ids, labels=labels)
+        with autocast:
+            out = model(input_ids=input_ids, labels=labels)
         out.loss.backward()
         # As HF's Trainer (max_grad_norm=1.0) and masklm (train.max_grad_norm) do.
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -162,7 +179,9 @@ def main():
         "tokens_per_sec": tokens / seconds,
         "sec_per_step": seconds / args.steps,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "first_step_s": first_step_s,
         "backend": "pytorch",
+        "mode": args.mode,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),

@@ -41,6 +41,8 @@ pub struct BenchReport {
     pub data_share: f64,
     /// The last step's loss: a guard that the timed work was real training.
     pub last_loss: f64,
+    /// Wall time of the first (warm-up) step: on GPUs, kernel compilation and autotuning.
+    pub first_step_s: f64,
 }
 
 /// Runs `warmup` untimed then `steps` timed optimizer steps of `cfg`.
@@ -58,6 +60,7 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
     let (accum, batch_size) = (t.grad_accum_steps, t.batch_size as u64);
 
     let (mut timed, mut data_time, mut last_loss) = (Duration::ZERO, Duration::ZERO, f64::NAN);
+    let mut first_step_s = f64::NAN;
     for s in 0..warmup + steps {
         let t0 = Instant::now();
         let micro: Vec<_> = (0..accum as u64)
@@ -87,6 +90,9 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
         // GPU backends queue work: wait for it before reading the clock.
         base.sync()
             .map_err(|e| anyhow::anyhow!("device sync: {e:?}"))?;
+        if s == 0 {
+            first_step_s = t0.elapsed().as_secs_f64();
+        }
         if s >= warmup {
             timed += t0.elapsed();
             data_time += t_data;
@@ -112,6 +118,7 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
         steps,
         data_share: data_time.as_secs_f64() / secs,
         last_loss,
+        first_step_s,
     })
 }
 

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Both tools on one GPU, in one run: masklm `bench` on a GPU backend and transformers'
+BertForMaskedLM (bench/compare_pytorch.py) in f32, tf32 and bf16 autocast, at bench-mini and
+BERT-base shapes. Prints one markdown table (tokens/s, s/step, peak GPU memory, first-step time)
+and a JSON object with every measurement. Builds nothing: give it a masklm binary.
+
+    python3 bench/gpu_compare.py --masklm .device/masklm [--backend wgpu] [--steps 15]
+        [--warmup 4] [--shapes bench-mini,bert-base] [--modes f32,tf32,bf16] [--set key=value ...]
+
+Shapes (rows of 128 tokens, dropout 0.1, AdamW, clipping at 1.0 on both sides):
+  bench-mini  configs/bench-mini.toml, batch 32 (hidden 256, 4 layers, 4 heads, 1024)
+  bert-base   configs/bench-mini.toml's corpus and tokenizer with BERT-base's [model], batch 128
+Peak GPU memory is the largest `nvidia-smi --query-compute-apps` reading for the process,
+sampled every 0.2 s (the same measure for both tools; "n/a" without nvidia-smi). `--device cpu`
+runs the same driver on the CPU (masklm flex against PyTorch f32), to check the script itself.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+BERT_BASE = ["model.hidden_size=768", "model.num_hidden_layers=12", "model.num_attention_heads=12",
+             "model.intermediate_size=3072", "train.batch_size=128"]
+SHAPES = {"bench-mini": [], "bert-base": BERT_BASE}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+class GpuMemory:
+    """Peak `used_memory` (MiB) of one process id, polled from nvidia-smi on a thread."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self.ok = str(pid), None, True
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.poll, daemon=True)
+        self.thread.start()
+
+    def poll(self):
+        while not self.stop.is_set():
+            try:
+                out = subprocess.run(
+                    ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                    capture_output=True, text=True, timeout=5).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                self.ok = False
+                return
+            for line in out.splitlines():
+                pid, _, mb = line.partition(",")
+                if pid.strip() == self.pid and mb.strip().isdigit():
+                    self.peak = max(self.peak or 0, int(mb))
+            time.sleep(0.2)
+
+    def done(self):
+        self.stop.set()
+        self.thread.join()
+        return self.peak
+
+
+def run(cmd, env=None):
+    """Runs `cmd`, returns (its last stdout line as JSON, peak GPU MiB, wall seconds)."""
+    log("$ " + " ".join(cmd))
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    mem = GpuMemory(p.pid)
+    out, _ = p.communicate()
+    peak = mem.done()
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        log(f"exit {p.returncode}")
+        return None, peak, wall
+    return json.loads(out.strip().splitlines()[-1]), peak, wall
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--masklm", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release", "masklm"))
+    ap.add_argument("--backend", default="wgpu", help="masklm train.backend on the GPU")
+    ap.add_argument("--device", default="cuda", help="cuda, or cpu to check the script")
+    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("--shapes", default="bench-mini,bert-base")
+    ap.add_argument("--modes", default="f32,tf32,bf16", help="PyTorch precisions")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="extra masklm --set key=value")
+    args = ap.parse_args()
+    backend = args.backend if args.device != "cpu" else "flex"
+    modes = args.modes.split(",") if args.device != "cpu" else ["f32"]
+
+    results = []
+    for shape in args.shapes.split(","):
+        sets = SHAPES[shape] + [f"train.backend={backend}", "model.hidden_dropout_prob=0.1",
+                                "model.attention_probs_dropout_prob=0.1"] + args.sets
+        cmd = [args.masklm, "bench", "--config", "configs/bench-mini.toml", "--json",
+               "--steps", str(args.steps), "--warmup", str(args.warmup)]
+        for s in sets:
+            cmd += ["--set", s]
+        ours, peak, wall = run(cmd, env=dict(os.environ, BURN_DEVICE=backend))
+        results.append({"shape": shape, "tool": f"masklm {backend} f32", "result": ours,
+                        "peak_gpu_mb": peak, "wall_s": wall})
+        if ours is None:
+            continue
+        c = ours["config"]
+        tok = os.path.join(ROOT, "checkpoints/bench-mini/tokenizer.json")
+        for mode in modes:
+            cmd = [sys.executable, os.path.join(HERE, "compare_pytorch.py"), "--tokenizer", tok,
+                   "--corpus", "corpora/tinystories/tinystories-train-first1000.txt",
+                   "corpora/wikitext-2-raw/wiki.valid.raw",
+                   "--hidden-size", str(c["hidden_size"]), "--layers", str(c["num_hidden_layers"]),
+                   "--heads", str(c["num_attention_heads"]),
+                   "--intermediate-size", str(c["intermediate_size"]), "--seq-len", str(c["seq_len"]),
+                   "--batch-size", str(c["batch_size"]), "--steps", str(args.steps),
+                   "--warmup", str(args.warmup), "--device", args.device, "--mode", mode]
+            theirs, peak, wall = run(cmd)
+            results.append({"shape": shape, "tool": f"pytorch {mode}", "result": theirs,
+                            "peak_gpu_mb": peak, "wall_s": wall})
+
+    print("| shapes | tool | tokens/s | s/step | peak GPU MiB | first step s | ratio to masklm |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for shape in args.shapes.split(","):
+        rows = [r for r in results if r["shape"] == shape]
+        ours = next((r["result"] for r in rows if r["tool"].startswith("masklm")), None)
+        for r in rows:
+            x = r["result"]
+            if x is None:
+                print(f"| {shape} | {r['tool']} | failed | | | | |")
+                continue
+            ratio = f"{ours['tokens_per_sec'] / x['tokens_per_sec']:.2f}" if ours else ""
+            mem = r["peak_gpu_mb"] if r["peak_gpu_mb"] is not None else "n/a"
+            first = x.get("first_step_s")
+            first = f"{first:.1f}" if isinstance(first, (int, float)) else "n/a"
+            print(f"| {shape} | {r['tool']} | {x['tokens_per_sec']:,.0f} | {x['sec_per_step']:.3f} "
+                  f"| {mem} | {first} | {ratio} |")
+    print(json.dumps({"steps": args.steps, "warmup": args.warmup, "results": results}))
+
+
+if __name__ == "__main__":
+    main()

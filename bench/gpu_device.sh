@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The GPU measurement of issue 14, as one device call that builds nothing. Prepare here first
+# (../shared/guides/gpu.md): the stripped, compressed binary and Debian's Vulkan loader in
+# .device/ (kept out of git):
+#
+#   cargo build --release
+#   mkdir -p .device/gl && strip -o .device/masklm target/release/masklm && xz -T2 -6 -f .device/masklm
+#   o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+#   mkdir -p /tmp/amd64/partial && apt-get $o update && (cd .device/gl && apt-get $o download libvulkan1)
+#
+# then run `bash bench/gpu_device.sh [gpu_compare.py options]` on the device (carry .device).
+# Prints the card, the driver and bench/gpu_compare.py's table; copies it to $OUT when set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for f in .device/gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+ls /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json 2>/dev/null \
+  || export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+xz -dkf .device/masklm.xz && chmod +x .device/masklm
+export XDG_RUNTIME_DIR=/tmp
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+python3 bench/gpu_compare.py --masklm .device/masklm "$@" | tee "${OUT:-/tmp}/gpu_compare.txt"

@@ -250,7 +250,7 @@ fn empty_corpus_and_corpus_without_tokens_are_refused() {
     let folder = dir.path().join("nothing");
     std::fs::create_dir(&folder).unwrap();
     preview_with(dir.path(), &[format!("data.train=[{folder:?}]")])
-        .usage_error(&["contains no .txt files"]);
+        .usage_error(&["contains no corpus files", ".jsonl"]);
     // Too little text for one row, and for a validation split.
     let short = dir.path().join("short.txt");
     std::fs::write(&short, "once upon a time\n").unwrap();

@@ -388,3 +388,18 @@ fn a_token_predictable_only_from_its_right_context_is_learned() {
     let expected: Vec<String> = PAIRS.iter().map(|(a, _)| a.to_string()).collect();
     assert_eq!(predicted, expected);
 }
+
+/// Only in a build without the `wgpu` feature (`cargo test --release --no-default-features`).
+#[cfg(not(feature = "wgpu"))]
+#[test]
+fn a_backend_left_out_of_the_build_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tok/tokenizer.json");
+    let out = dir.path().join("run");
+    train(&out, &tok, &["--set", "train.backend=wgpu"]).usage_error(&[
+        "train.backend = \"wgpu\"",
+        "--features wgpu",
+        "train.backend=flex",
+    ]);
+    assert!(!out.exists());
+}

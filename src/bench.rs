@@ -9,7 +9,7 @@ use crate::data::batches::TrainStream;
 use crate::data::{Datasets, corruption, tokenizer_for};
 use crate::model::BertConfig;
 use crate::train::step::{self, Outcome};
-use crate::train::{device_for, optim};
+use crate::train::{DeviceInfo, device_for, device_info, optim};
 use anyhow::Result;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -33,6 +33,8 @@ pub struct BenchReport {
     /// Peak resident memory of the whole process (VmHWM), in MiB.
     pub peak_rss_mb: f64,
     pub backend: BackendName,
+    /// The adapter the steps ran on.
+    pub device: DeviceInfo,
     pub config: BenchShapes,
     /// Timed steps.
     pub steps: u64,
@@ -106,6 +108,7 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
         sec_per_step: secs / steps as f64,
         peak_rss_mb: peak_rss_mb().unwrap_or(f64::NAN),
         backend: t.backend,
+        device: device_info(t.backend, &base),
         config: BenchShapes {
             vocab_size: tok.vocab_size(),
             hidden_size: cfg.model.hidden_size,

@@ -1,5 +1,6 @@
-//! `out_dir/metrics.jsonl`: one JSON object per line, per optimizer step
-//! (`step, loss, lr, grad_norm, tokens_per_sec, elapsed_s`) and per evaluation
+//! `out_dir/metrics.jsonl`: one JSON object per line, per logged optimizer step
+//! (`step, loss, lr, grad_norm, tokens_per_sec, elapsed_s`; a fresh run's first row adds
+//! `device`: backend, adapter, what kernels compile for, vendor) and per evaluation
 //! (`step, eval_loss, eval_accuracy, eval_top5_accuracy, eval_perplexity, eval_masked_tokens,
 //! eval_baseline_accuracy`).
 
@@ -36,6 +37,8 @@ impl MetricsLog {
             .with_context(|| format!("appending to {}", self.path.display()))
     }
 
+    /// A step row; `device`, given for a run's first row, adds what the run computes on.
+    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
         step: u64,
@@ -44,8 +47,13 @@ impl MetricsLog {
         grad_norm: f64,
         tokens_per_sec: f64,
         elapsed_s: f64,
+        device: Option<&crate::train::DeviceInfo>,
     ) -> Result<()> {
-        self.write(json!({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_sec": tokens_per_sec, "elapsed_s": elapsed_s}))
+        let mut row = json!({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_sec": tokens_per_sec, "elapsed_s": elapsed_s});
+        if let Some(d) = device {
+            row["device"] = serde_json::to_value(d)?;
+        }
+        self.write(row)
     }
 
     pub fn eval(&mut self, step: u64, r: &EvalReport) -> Result<()> {

@@ -1,12 +1,13 @@
 //! The training loop: one story from config to checkpoints, read top to bottom.
 
 pub mod checkpoint;
+pub mod device;
 pub mod metrics;
 pub mod optim;
 pub mod schedule;
 pub mod step;
 
-use crate::config::{BackendName, Config, Source};
+use crate::config::{Config, Source};
 use crate::data::batches::{Batch, TrainStream};
 use crate::data::masking::mix;
 use crate::data::{Datasets, corruption, tokenizer_for};
@@ -16,13 +17,14 @@ use crate::model::BertConfig;
 use crate::tokenizer::BertTokenizer;
 use anyhow::{Context, Result};
 use burn::module::Module;
-use burn::prelude::*;
 use checkpoint::{Saved, TrainState};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 use step::Outcome;
+
+pub use device::{DeviceInfo, device_for, device_info};
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -34,48 +36,6 @@ pub struct TrainSummary {
     /// Texts with [MASK] to show the trained model on (`train.fill_mask_examples` or held-out
     /// sentences).
     pub examples: Vec<String>,
-}
-
-/// The device of a backend name. A backend this binary was built without, or wgpu without any
-/// adapter, is a clear error, not a panic.
-pub fn device_for(backend: BackendName) -> Result<Device> {
-    match backend {
-        BackendName::Flex => Ok(Device::flex()),
-        #[cfg(feature = "ndarray")]
-        #[allow(deprecated)]
-        BackendName::Ndarray => Ok(Device::ndarray()),
-        #[cfg(feature = "wgpu")]
-        BackendName::Wgpu => wgpu_device(),
-        #[allow(unreachable_patterns)]
-        other => {
-            let name = format!("{other:?}").to_lowercase();
-            crate::usage!(
-                "train.backend = \"{name}\" is not in this build of masklm; rebuild with \
-                 `cargo build --release --features {name}` (on by default) or use \
-                 --set train.backend=flex"
-            )
-        }
-    }
-}
-
-#[cfg(feature = "wgpu")]
-fn wgpu_device() -> Result<Device> {
-    let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
-    // wgpu looks for an adapter on first use and panics when there is none.
-    let probe = device.clone();
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let ok =
-        std::panic::catch_unwind(move || Tensor::<1>::ones([1], &probe).sum().into_scalar::<f32>())
-            .is_ok();
-    std::panic::set_hook(hook);
-    if !ok {
-        anyhow::bail!(
-            "train.backend = \"wgpu\" found no GPU adapter; install a Vulkan driver (on Debian without \
-             a GPU: apt-get install mesa-vulkan-drivers) or use --set train.backend=flex"
-        );
-    }
-    Ok(device)
 }
 
 /// `train.fill_mask_examples`, or when it is empty up to four sentences from the start of the
@@ -160,6 +120,8 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     let data = Datasets::prepare(cfg, &tok)?;
     let corruption = corruption(cfg, &tok);
     let examples = fill_mask_examples(cfg, &tok, &data.train.ids)?;
+    let device = device_info(t.backend, &base);
+    eprintln!("device: {device}");
     base.seed(t.seed);
     let train_dev = base.clone().autodiff();
     let bert = BertConfig::new(&cfg.model, tok.vocab_size(), tok.specials().pad);
@@ -337,6 +299,8 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             let loss = interval_losses.iter().sum::<f64>() / interval_losses.len() as f64;
             let tokens = (interval_steps * rows_per_step) as f64 * seq_len as f64;
             let tokens_per_sec = tokens / interval_time;
+            // A fresh run's first row says what it ran on (a resumed run prints it to stderr).
+            let first = (state.step <= t.logging_steps && !resume).then_some(&device);
             log.step(
                 state.step,
                 loss,
@@ -344,6 +308,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
                 last_norm,
                 tokens_per_sec,
                 state.elapsed_s,
+                first,
             )?;
             bar.set_message(format!(
                 "loss {loss:.4} lr {lr:.2e} {tokens_per_sec:.0} tok/s"

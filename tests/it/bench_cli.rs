@@ -21,6 +21,11 @@ fn bench_json_reports_throughput_memory_and_shapes() {
         assert!(v.is_finite() && v > 0.0, "{key}: {}", r[key]);
     }
     assert_eq!(r["backend"], "flex");
+    assert_eq!(r["device"]["backend"], "flex");
+    assert!(
+        r["device"]["adapter"].is_null(),
+        "the CPU backends name no adapter"
+    );
     assert_eq!(r["steps"], 3);
     let c = &r["config"];
     // configs/tiny.toml: batch 5 x 24, hidden 32, 2 layers, 4 heads, intermediate 37.

@@ -78,6 +78,21 @@ fn a_tiny_run_on_wgpu_logs_the_losses_of_the_same_run_on_flex() {
     };
     let flex = run("flex");
     let gpu = run("wgpu");
+    // The first metrics row says what each run computed on.
+    let device = |backend: &str| -> serde_json::Value {
+        let m = std::fs::read_to_string(dir.path().join(backend).join("metrics.jsonl")).unwrap();
+        let first: serde_json::Value = serde_json::from_str(m.lines().next().unwrap()).unwrap();
+        first["device"].clone()
+    };
+    let (cpu, adapter) = (device("flex"), device("wgpu"));
+    assert_eq!(cpu["backend"], "flex");
+    assert!(cpu["adapter"].is_null(), "{cpu}");
+    assert_eq!(adapter["backend"], "wgpu");
+    assert!(
+        adapter["adapter"].as_str().is_some_and(|n| !n.is_empty()),
+        "{adapter}"
+    );
+    assert!(adapter["compiles_for"].is_string(), "{adapter}");
     assert_eq!(flex.len(), 6);
     assert_eq!(gpu.len(), 6);
     for (step, (a, b)) in flex.iter().zip(&gpu).enumerate() {

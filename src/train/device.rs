@@ -1,0 +1,108 @@
+//! The compute device of a run: picking it by backend name (a backend left out of the build, or
+//! wgpu without an adapter, is a clear error), and describing it for the logs.
+
+use crate::config::BackendName;
+use anyhow::Result;
+use burn::prelude::*;
+
+/// The device of a backend name. A backend this binary was built without, or wgpu without any
+/// adapter, is a clear error, not a panic.
+pub fn device_for(backend: BackendName) -> Result<Device> {
+    match backend {
+        BackendName::Flex => Ok(Device::flex()),
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)]
+        BackendName::Ndarray => Ok(Device::ndarray()),
+        #[cfg(feature = "wgpu")]
+        BackendName::Wgpu => wgpu_device(),
+        #[allow(unreachable_patterns)]
+        other => {
+            let name = format!("{other:?}").to_lowercase();
+            crate::usage!(
+                "train.backend = \"{name}\" is not in this build of masklm; rebuild with \
+                 `cargo build --release --features {name}` (on by default) or use \
+                 --set train.backend=flex"
+            )
+        }
+    }
+}
+
+/// What a run computes on, for its logs (stderr, the first metrics.jsonl row, bench's JSON).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeviceInfo {
+    pub backend: BackendName,
+    /// The adapter as it names itself (`NVIDIA H100 PCIe`, `llvmpipe (LLVM 15.0.6, 256 bits)`);
+    /// `None` on the CPU backends.
+    pub adapter: Option<String>,
+    /// What the backend compiles its kernels for (the graphics API and target).
+    pub compiles_for: Option<String>,
+    /// The card's maker, by PCI vendor id; `None` for a device that is no card (lavapipe).
+    pub vendor: Option<String>,
+}
+
+impl std::fmt::Display for DeviceInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = format!("{:?}", self.backend).to_lowercase();
+        match &self.adapter {
+            None => write!(f, "{backend} (CPU)"),
+            Some(name) => write!(
+                f,
+                "{backend} on {name} (vendor {}, compiles for {})",
+                self.vendor.as_deref().unwrap_or("none: not a card"),
+                self.compiles_for.as_deref().unwrap_or("unknown")
+            ),
+        }
+    }
+}
+
+/// The [`DeviceInfo`] of `device`, a device of `backend`.
+pub fn device_info(backend: BackendName, device: &Device) -> DeviceInfo {
+    let (adapter, compiles_for, vendor) = identity(device);
+    DeviceInfo {
+        backend,
+        adapter,
+        compiles_for,
+        vendor,
+    }
+}
+
+/// (adapter name, compile target, vendor) as the GPU runtime reports them.
+type Identity = (Option<String>, Option<String>, Option<String>);
+
+#[cfg(feature = "wgpu")]
+fn identity(device: &Device) -> Identity {
+    match device.identity() {
+        Some(id) => {
+            let vendor = id.physical.and_then(|p| p.vendor);
+            let vendor = vendor.map(|v| format!("{v:?}").to_lowercase());
+            (Some(id.name), Some(id.fingerprint), vendor)
+        }
+        None => (None, None, None),
+    }
+}
+
+/// Without a GPU backend in the build, no device reports an identity.
+#[cfg(not(feature = "wgpu"))]
+fn identity(_device: &Device) -> Identity {
+    (None, None, None)
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_device() -> Result<Device> {
+    let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+    // wgpu looks for an adapter on first use and panics when there is none.
+    let probe = device.clone();
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let ok =
+        std::panic::catch_unwind(move || Tensor::<1>::ones([1], &probe).sum().into_scalar::<f32>())
+            .is_ok();
+    std::panic::set_hook(hook);
+    if !ok {
+        anyhow::bail!(
+            "train.backend = \"wgpu\" found no GPU adapter; install a Vulkan driver (on Debian without \
+             a GPU: apt-get install mesa-vulkan-drivers) or use --set train.backend=flex"
+        );
+    }
+    Ok(device)
+}

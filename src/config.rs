@@ -458,10 +458,8 @@ pub const RESUME_MAY_CHANGE: [&str; 10] = [
     "tokenizer.*",
 ];
 
-/// Every key outside [`RESUME_MAY_CHANGE`] whose value in `run` differs from `saved` (the
-/// checkpoint's config), as `key: VALUE in the checkpoint, VALUE now`. Empty: the resumed run
-/// computes exactly what the interrupted one would have.
-pub fn resume_differences(saved: &Config, run: &Config) -> Vec<String> {
+/// `(section.key, value in a, value in b)` of every key whose values differ, values as TOML.
+pub fn differences(a: &Config, b: &Config) -> Vec<(String, String, String)> {
     let flat = |c: &Config| -> Vec<(String, toml::Value)> {
         // A plain struct tree of strings, numbers and lists always serializes.
         let table = toml::Table::try_from(c).expect("config serializes to TOML");
@@ -473,23 +471,29 @@ pub fn resume_differences(saved: &Config, run: &Config) -> Vec<String> {
         }
         out
     };
+    // Both sides have every key: they are the same struct.
+    flat(a)
+        .into_iter()
+        .zip(flat(b))
+        .filter(|((_, x), (_, y))| x != y)
+        .map(|((k, x), (_, y))| (k, x.to_string(), y.to_string()))
+        .collect()
+}
+
+/// Every key outside [`RESUME_MAY_CHANGE`] whose value in `run` differs from `saved` (the
+/// checkpoint's config), as `key: VALUE in the checkpoint, VALUE now`. Empty: the resumed run
+/// computes exactly what the interrupted one would have.
+pub fn resume_differences(saved: &Config, run: &Config) -> Vec<String> {
     let may_change = |key: &str| {
         RESUME_MAY_CHANGE.iter().any(|k| match k.strip_suffix('*') {
             Some(prefix) => key.starts_with(prefix),
             None => key == *k,
         })
     };
-    let theirs = flat(saved);
-    flat(run)
+    differences(saved, run)
         .into_iter()
-        .filter(|(k, _)| !may_change(k))
-        .filter_map(|(k, ours)| {
-            let t = theirs.iter().find(|(tk, _)| *tk == k).map(|(_, v)| v);
-            (t != Some(&ours)).then(|| {
-                let t = t.map_or("(absent)".to_string(), |v| v.to_string());
-                format!("{k}: {t} in the checkpoint, {ours} now")
-            })
-        })
+        .filter(|(k, _, _)| !may_change(k))
+        .map(|(k, theirs, ours)| format!("{k}: {theirs} in the checkpoint, {ours} now"))
         .collect()
 }
 

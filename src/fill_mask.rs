@@ -1,6 +1,7 @@
 //! Fill-mask, in the format of HF's `pipeline("fill-mask")`: for each [MASK], the top-k
 //! `{score, token, token_str, sequence}` with softmax probabilities over the vocabulary.
 
+use crate::data::masking::TokenTable;
 use crate::error::UsageError;
 use crate::model::BertForMaskedLM;
 use crate::tokenizer::BertTokenizer;
@@ -104,19 +105,19 @@ pub const FREQUENT_TOKENS: usize = 500;
 /// least 5 tokens, the word masked is the rarest of its maskable words. `freq[id]` is the
 /// token's count in the training corpus when the token is maskable (a whole word of three or
 /// more letters among the corpus's frequent tokens, so the model has seen it often and it is
-/// not just "a"), else `None`; `continuation[id]` marks `##` pieces, so only words that are one
-/// token whole are masked. Plain Rust, no model: what `train` shows after training.
+/// not just "a"), else `None`; `table` tells `##` pieces, so only words that are one token whole
+/// are masked. Plain Rust, no model: what `train` shows after training.
 pub fn pick_examples(
     lines: &[TokenizedLine],
     freq: &[Option<u64>],
-    continuation: &[bool],
+    table: &TokenTable,
     max_len: usize,
     n: usize,
 ) -> Vec<String> {
     let maskable = |tokens: &[(u32, Range<usize>)], i: usize| {
         let next_continues = tokens
             .get(i + 1)
-            .is_some_and(|(id, _)| continuation.get(*id as usize) == Some(&true));
+            .is_some_and(|(id, _)| table.is_continuation(*id));
         let f = freq.get(tokens[i].0 as usize).copied().flatten();
         f.filter(|_| !next_continues)
     };
@@ -248,6 +249,7 @@ mod tests {
             Some(20),
         ];
         let cont: Vec<bool> = vocab.iter().map(|v| v.starts_with("##")).collect();
+        let cont = TokenTable::new(vec![false; vocab.len()], cont, 0);
         let lines = vec![
             tokenized("the dog ran to the park", &vocab),
             // Too short (4 tokens).

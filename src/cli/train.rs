@@ -2,7 +2,7 @@
 //! (`--init-from`, e.g. one that `masklm import` wrote).
 
 use super::ConfigArgs;
-use crate::config::{Config, ModelConfig, Source};
+use crate::config::Config;
 use crate::tokenizer::BertTokenizer;
 use crate::train::checkpoint;
 use anyhow::{Context, Result};
@@ -77,10 +77,14 @@ fn check_init_from(cfg: &Config, dir: &Path) -> Result<PathBuf> {
     let dir = checkpoint::resolve(dir)?;
     checkpoint::verify(&dir)?;
     let path = dir.join(checkpoint::CONFIG_FILE);
-    let text = crate::io::read_to_string_capped(&path, crate::io::MAX_SETTINGS_BYTES)
-        .with_context(|| format!("--init-from: reading {}", path.display()))?;
-    let theirs = Config::from_toml_str(&text, &Source::File(path.clone()), &[])?;
-    let diffs = model_differences(&cfg.model, &theirs.model);
+    let theirs = checkpoint::read_config(&dir).context("--init-from")?;
+    // `(key, run's value, checkpoint's value)` of each `[model]` key that decides the weights'
+    // shapes or computation and differs.
+    let diffs: Vec<(String, String, String)> = crate::config::differences(cfg, &theirs)
+        .into_iter()
+        .filter_map(|(k, ours, t)| Some((k.strip_prefix("model.")?.to_string(), ours, t)))
+        .filter(|(k, _, _)| !TRAINING_ONLY.contains(&k.as_str()))
+        .collect();
     if !diffs.is_empty() {
         let (said, sets): (Vec<String>, Vec<String>) = diffs
             .iter()
@@ -114,19 +118,4 @@ fn check_init_from(cfg: &Config, dir: &Path) -> Result<PathBuf> {
         );
     }
     Ok(dir)
-}
-
-/// `(key, run's value, checkpoint's value)` of each `[model]` key that decides the weights'
-/// shapes or computation and differs.
-fn model_differences(ours: &ModelConfig, theirs: &ModelConfig) -> Vec<(String, String, String)> {
-    // A plain struct of numbers always serializes.
-    let table = |m: &ModelConfig| toml::Table::try_from(m).expect("[model] serializes to TOML");
-    let (ours, theirs) = (table(ours), table(theirs));
-    ours.iter()
-        .filter(|(k, v)| !TRAINING_ONLY.contains(&k.as_str()) && theirs.get(*k) != Some(*v))
-        .map(|(k, v)| {
-            let t = theirs.get(k).map(|t| t.to_string()).unwrap_or_default();
-            (k.clone(), v.to_string(), t)
-        })
-        .collect()
 }

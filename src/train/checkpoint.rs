@@ -363,14 +363,18 @@ pub struct Loaded {
     pub model: BertForMaskedLM,
 }
 
+/// The config a checkpoint folder was trained with (its `config.toml`).
+pub fn read_config(dir: &Path) -> Result<crate::config::Config> {
+    let path = dir.join(CONFIG_FILE);
+    let text = crate::io::read_to_string_capped(&path, crate::io::MAX_SETTINGS_BYTES)
+        .with_context(|| format!("reading {}", path.display()))?;
+    crate::config::Config::from_toml_str(&text, &crate::config::Source::File(path), &[])
+}
+
 pub fn load(dir: &Path, device: &burn::prelude::Device) -> Result<Loaded> {
     let dir = resolve(dir)?;
     verify(&dir)?;
-    let cfg_path = dir.join(CONFIG_FILE);
-    let text = crate::io::read_to_string_capped(&cfg_path, crate::io::MAX_SETTINGS_BYTES)
-        .with_context(|| format!("reading {}", cfg_path.display()))?;
-    let config =
-        crate::config::Config::from_toml_str(&text, &crate::config::Source::File(cfg_path), &[])?;
+    let config = read_config(&dir)?;
     let tokenizer = crate::tokenizer::BertTokenizer::load(&dir.join(TOKENIZER_FILE))?;
     let bert = crate::model::BertConfig::new(
         &config.model,

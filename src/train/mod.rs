@@ -7,9 +7,9 @@ pub mod optim;
 pub mod schedule;
 pub mod step;
 
-use crate::config::{Config, Source};
+use crate::config::Config;
 use crate::data::batches::{Batch, TrainStream};
-use crate::data::masking::mix;
+use crate::data::masking::{TokenTable, mix};
 use crate::data::{Datasets, corruption, tokenizer_for};
 use crate::eval::{EvalReport, evaluate};
 use crate::fill_mask;
@@ -41,7 +41,12 @@ pub struct TrainSummary {
 /// `train.fill_mask_examples`, or when it is empty up to four sentences from the start of the
 /// held-out text (`data.valid`, else `data.train`, whose first rows are the ones held out) with
 /// their rarest frequent word masked (`fill_mask::pick_examples`).
-fn fill_mask_examples(cfg: &Config, tok: &BertTokenizer, train_ids: &[u32]) -> Result<Vec<String>> {
+fn fill_mask_examples(
+    cfg: &Config,
+    tok: &BertTokenizer,
+    table: &TokenTable,
+    train_ids: &[u32],
+) -> Result<Vec<String>> {
     let max_len = cfg.model.max_position_embeddings;
     if !cfg.train.fill_mask_examples.is_empty() {
         // Checked now, not after the run: a text the model cannot take would fail at the end.
@@ -72,25 +77,14 @@ fn fill_mask_examples(cfg: &Config, tok: &BertTokenizer, train_ids: &[u32]) -> R
     // Frequencies from the first 10 M training tokens: enough to rank the frequent words.
     let counted = &train_ids[..train_ids.len().min(10_000_000)];
     let freq = fill_mask::maskable_frequencies(counted, tok);
-    let continuation: Vec<bool> = (0..tok.vocab_size() as u32)
-        .map(|id| tok.token(id).starts_with("##"))
-        .collect();
-    Ok(fill_mask::pick_examples(
-        &lines,
-        &freq,
-        &continuation,
-        max_len,
-        4,
-    ))
+    Ok(fill_mask::pick_examples(&lines, &freq, table, max_len, 4))
 }
 
 /// Refuses to resume the checkpoint `dir` under a config that would compute other steps than
 /// the interrupted run (exact resume), naming every difference.
 fn check_resume_config(cfg: &Config, dir: &Path) -> Result<()> {
+    let saved = checkpoint::read_config(dir).context("--resume")?;
     let path = dir.join(checkpoint::CONFIG_FILE);
-    let text = crate::io::read_to_string_capped(&path, crate::io::MAX_SETTINGS_BYTES)
-        .with_context(|| format!("--resume: reading {}", path.display()))?;
-    let saved = Config::from_toml_str(&text, &Source::File(path.clone()), &[])?;
     let diffs = crate::config::resume_differences(&saved, cfg);
     if !diffs.is_empty() {
         crate::usage!(
@@ -119,7 +113,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     let tok = tokenizer_for(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;
     let corruption = corruption(cfg, &tok);
-    let examples = fill_mask_examples(cfg, &tok, &data.train.ids)?;
+    let examples = fill_mask_examples(cfg, &tok, &corruption.table, &data.train.ids)?;
     let device = device_info(t.backend, &base);
     eprintln!("device: {device}");
     base.seed(t.seed);
@@ -244,7 +238,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
 
     // What the next metrics row averages over (HF logs the mean loss since the last row); the
     // time is the steps' alone, evaluations and checkpoints excluded, for tokens_per_sec.
-    let (mut interval_losses, mut interval_time) = (Vec::new(), 0.0f64);
+    let (mut loss_sum, mut applied, mut interval_time) = (0.0f64, 0u64, 0.0f64);
     let mut interval_steps = 0u64;
     let mut last_norm = f64::NAN;
 
@@ -287,7 +281,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         interval_steps += 1;
         interval_time += t0.elapsed().as_secs_f64();
         if report.outcome == Outcome::Applied {
-            interval_losses.push(report.loss);
+            (loss_sum, applied) = (loss_sum + report.loss, applied + 1);
             last_norm = report.grad_norm;
         }
         bar.set_position(state.step);
@@ -295,8 +289,8 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         let last = state.step == steps;
         // A step that selected nothing is logged with the others; one with no applied step
         // since the last row writes no row (there is no loss to report).
-        if (last || state.step.is_multiple_of(t.logging_steps)) && !interval_losses.is_empty() {
-            let loss = interval_losses.iter().sum::<f64>() / interval_losses.len() as f64;
+        if (last || state.step.is_multiple_of(t.logging_steps)) && applied > 0 {
+            let loss = loss_sum / applied as f64;
             let tokens = (interval_steps * rows_per_step) as f64 * seq_len as f64;
             let tokens_per_sec = tokens / interval_time;
             // A fresh run's first row says what it ran on (a resumed run prints it to stderr).
@@ -314,8 +308,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
                 "loss {loss:.4} lr {lr:.2e} {tokens_per_sec:.0} tok/s"
             ));
             last_loss = loss;
-            interval_losses.clear();
-            (interval_steps, interval_time) = (0, 0.0);
+            (loss_sum, applied, interval_steps, interval_time) = (0.0, 0, 0, 0.0);
         }
 
         if last || (t.eval_every > 0 && state.step.is_multiple_of(t.eval_every)) {

@@ -23,7 +23,7 @@ fn main() -> anyhow::Result<()> {
     let mut run = |budget: Duration| {
         let (start, mut tokens, mut selected) = (Instant::now(), 0usize, 0usize);
         while start.elapsed() < budget {
-            let batch = stream.batch_at(pos);
+            let batch = stream.batch_at(pos).expect("a batch");
             pos += b as u64;
             tokens += b * s;
             selected += batch.selected;

@@ -65,9 +65,9 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
     let mut first_step_s = f64::NAN;
     for s in 0..warmup + steps {
         let t0 = Instant::now();
-        let micro: Vec<_> = (0..accum as u64)
+        let micro = (0..accum as u64)
             .map(|m| stream.batch_at((s * accum as u64 + m) * batch_size))
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         let t_data = t0.elapsed();
         let (next, report) = step::optimizer_step(
             model,

@@ -10,6 +10,7 @@ use crate::data::masking::TokenTable;
 use crate::model::BertForMaskedLM;
 use crate::model::loss::masked_nll_sum;
 use crate::tokenizer::SpecialIds;
+use anyhow::Result;
 use burn::prelude::*;
 use serde::Serialize;
 use std::sync::Arc;
@@ -44,18 +45,24 @@ impl std::fmt::Display for EvalReport {
 }
 
 /// The commonest non-special token of `rows` (pure counting, no tensors).
-pub fn most_frequent_token(rows: &RowSet, table: &TokenTable) -> u32 {
+pub fn most_frequent_token(
+    rows: &RowSet,
+    table: &TokenTable,
+    specials: &SpecialIds,
+) -> Result<u32> {
     let mut counts = vec![0usize; table.vocab_size()];
-    for span in rows.spans.iter() {
-        for &id in &rows.ids[span.clone()] {
+    let (mut ids, mut mask) = (vec![0u32; rows.seq_len], vec![0u8; rows.seq_len]);
+    for i in 0..rows.len() {
+        rows.fill(i, specials, &mut ids, &mut mask)?;
+        for &id in &ids {
             if !table.is_special(id) {
                 counts[id as usize] += 1;
             }
         }
     }
-    (0..counts.len())
+    Ok((0..counts.len())
         .max_by_key(|&i| (counts[i], std::cmp::Reverse(i)))
-        .unwrap_or(0) as u32
+        .unwrap_or(0) as u32)
 }
 
 /// Scores `model` (in eval mode, on a device without autodiff) on every row of `rows`.
@@ -66,10 +73,11 @@ pub fn evaluate(
     specials: SpecialIds,
     batch_size: usize,
     device: &Device,
-) -> EvalReport {
+) -> Result<EvalReport> {
     let (mut nll, mut top1, mut top5, mut n, mut base) = (0f64, 0usize, 0usize, 0usize, 0usize);
-    let commonest = most_frequent_token(rows, &table) as i32;
+    let commonest = most_frequent_token(rows, &table, &specials)? as i32;
     for batch in eval_batches(rows, table, specials, EVAL_SEED, batch_size) {
+        let batch = batch?;
         if batch.selected == 0 {
             continue;
         }
@@ -92,12 +100,12 @@ pub fn evaluate(
         n += count;
     }
     let loss = if n > 0 { nll / n as f64 } else { f64::NAN };
-    EvalReport {
+    Ok(EvalReport {
         loss,
         perplexity: loss.exp(),
         accuracy: top1 as f64 / n.max(1) as f64,
         top5_accuracy: top5 as f64 / n.max(1) as f64,
         masked_tokens: n,
         baseline_accuracy: base as f64 / n.max(1) as f64,
-    }
+    })
 }

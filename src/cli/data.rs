@@ -1,9 +1,12 @@
-//! `masklm data preview`: corrupted batches exactly as training sees them.
+//! `masklm data prepare | verify | preview`: the token stores of a config, and corrupted
+//! batches exactly as training sees them.
 
 use super::ConfigArgs;
 use crate::data::batches::{Batch, TrainStream};
 use crate::data::masking::IGNORE_LABEL;
-use crate::data::{Datasets, corruption, tokenizer_for};
+use crate::data::store::{self, TokenStore};
+use crate::data::{Datasets, corpus, corruption, store_for, tokenizer_for};
+use crate::error::UsageError;
 use crate::tokenizer::BertTokenizer;
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -12,6 +15,11 @@ use std::io::Write;
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
+    /// Tokenize data.train and data.valid into token stores (train, eval and bench do it
+    /// themselves when a store is missing or stale)
+    Prepare(ConfigArgs),
+    /// Check every shard of the config's token stores against its checksum
+    Verify(ConfigArgs),
     /// Print the first training micro-batches, corrupted as training will see them
     Preview(PreviewArgs),
 }
@@ -31,8 +39,87 @@ pub struct PreviewArgs {
 
 pub fn run(c: DataCommand) -> Result<()> {
     match c {
+        DataCommand::Prepare(a) => prepare(a),
+        DataCommand::Verify(a) => verify(a),
         DataCommand::Preview(a) => preview(a),
     }
+}
+
+/// The corpora of a config: `data.train`, then `data.valid` when given.
+fn corpora(cfg: &crate::config::Config) -> Vec<(&'static str, &[std::path::PathBuf])> {
+    let mut v = vec![("training", cfg.data.train.as_slice())];
+    if !cfg.data.valid.is_empty() {
+        v.push(("validation", cfg.data.valid.as_slice()));
+    }
+    v
+}
+
+fn describe_store(what: &str, s: &TokenStore) -> String {
+    let m = s.manifest();
+    format!(
+        "{what} store {}: {} tokens (u{} ids), {} lines, {} documents, {} shard(s), {}",
+        s.dir().display(),
+        m.tokens(),
+        m.id_width * 8,
+        m.lines(),
+        m.documents(),
+        m.shards.len(),
+        store::megabytes(m.bytes())
+    )
+}
+
+fn prepare(a: ConfigArgs) -> Result<()> {
+    let cfg = a.load()?;
+    super::set_threads(cfg.train.threads);
+    let tok = tokenizer_for(&cfg)?;
+    for (what, paths) in corpora(&cfg) {
+        let store = store_for(paths, &cfg, &tok)?;
+        println!("{}", describe_store(what, &store));
+    }
+    Ok(())
+}
+
+fn verify(a: ConfigArgs) -> Result<()> {
+    let cfg = a.load()?;
+    let tok = tokenizer_for(&cfg)?;
+    let cache = if cfg.data.cache_dir.as_os_str().is_empty() {
+        store::default_cache_dir()
+    } else {
+        cfg.data.cache_dir.clone()
+    };
+    let mut damaged = Vec::new();
+    for (what, paths) in corpora(&cfg) {
+        let files = corpus::expand_paths(paths)?;
+        let dir = store::store_dir(&files, &tok, &cfg.data.text_field, &cache)?;
+        let want = store::expected(&files, &tok, &cfg.data.text_field)?;
+        let s = match TokenStore::open_if_current(&dir, &want)? {
+            Ok(s) => s,
+            Err(why) => {
+                damaged.push(format!(
+                    "{what} store {}: {why}; `masklm data prepare` rebuilds it",
+                    dir.display()
+                ));
+                continue;
+            }
+        };
+        let bad = s.verify_all();
+        if bad.is_empty() {
+            println!("{} — every shard checks", describe_store(what, &s));
+        } else {
+            for b in bad {
+                damaged.push(format!("{what} store shard {b}"));
+            }
+        }
+    }
+    if !damaged.is_empty() {
+        return Err(UsageError::new(format!(
+            "{}\nthe damaged stores are marked stale: the next `masklm data prepare` (or train, \
+             eval, bench) tokenizes their corpus again",
+            damaged.join("\n")
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 fn preview(a: PreviewArgs) -> Result<()> {
@@ -45,7 +132,7 @@ fn preview(a: PreviewArgs) -> Result<()> {
     let mut out = out.lock();
     for k in 0..a.batches {
         let pos = (k * cfg.train.batch_size) as u64;
-        let b = stream.batch_at(pos);
+        let b = stream.batch_at(pos)?;
         if a.json {
             writeln!(out, "{}", batch_json(&b, &tok, pos))?;
         } else {

@@ -42,7 +42,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         ck.tokenizer.specials(),
         ck.config.train.batch_size,
         &device,
-    );
+    )?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

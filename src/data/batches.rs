@@ -1,35 +1,81 @@
 //! Rows → corrupted batches, as plain vectors (the tensor side lives with the model).
 //!
-//! Training reads an endless stream of rows: epoch e is a seeded shuffle of all rows, and stream
-//! position p is row `perm_e[p % n]` with e = p / n. A batch is named by the position of its first
-//! row, so resume seeks straight to the saved position without replaying a single batch, and the
-//! masks of a row depend only on (seed, position): drawn anew each epoch, identical on resume.
+//! Training reads an endless stream of rows: epoch e is a seeded permutation of all rows
+//! ([`Permutation`], computed, not stored), and stream position p is row `perm_e(p % n)` with
+//! e = p / n. A batch is named by the position of its first row, so resume seeks straight to the
+//! saved position without replaying a single batch, and the masks of a row depend only on
+//! (seed, position): drawn anew each epoch, identical on resume.
 
 use super::masking::{self, MaskingParams, Stream, TokenTable};
-use super::rows::{self, Span};
+use super::order::Permutation;
+use super::rows;
+use super::store::TokenStore;
+use crate::config::Packing;
 use crate::tokenizer::SpecialIds;
+use anyhow::Result;
+use std::ops::Range;
 use std::sync::Arc;
 
-/// A set of rows over one corpus's ids.
+/// A range of the rows of one token store, under a packing and a row length.
 #[derive(Debug, Clone)]
 pub struct RowSet {
-    pub ids: Arc<Vec<u32>>,
-    pub spans: Arc<Vec<Span>>,
+    pub store: Arc<TokenStore>,
+    pub packing: Packing,
     pub seq_len: usize,
+    /// The store's rows that belong to this set.
+    pub rows: Range<u64>,
 }
 
 impl RowSet {
+    /// Every row of `store`.
+    pub fn all(store: Arc<TokenStore>, packing: Packing, seq_len: usize) -> RowSet {
+        let n = store.n_rows(packing, seq_len);
+        RowSet {
+            store,
+            packing,
+            seq_len,
+            rows: 0..n,
+        }
+    }
+
+    /// The rows `range` of this set (indices relative to it).
+    pub fn slice(&self, range: Range<u64>) -> RowSet {
+        RowSet {
+            rows: self.rows.start + range.start..self.rows.start + range.end,
+            ..self.clone()
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.spans.len()
+        (self.rows.end - self.rows.start) as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.rows.is_empty()
     }
 
-    /// Real (non-padding) tokens over all rows, specials included.
-    pub fn n_tokens(&self) -> usize {
-        self.spans.iter().map(|s| s.len() + 2).sum()
+    /// Writes row `i` as `[CLS] content [SEP] [PAD]…` into `out_ids` (length `seq_len`) and its
+    /// attention mask into `out_mask`.
+    pub fn fill(
+        &self,
+        i: usize,
+        sp: &SpecialIds,
+        out_ids: &mut [u32],
+        out_mask: &mut [u8],
+    ) -> Result<()> {
+        let row = self.rows.start + i as u64;
+        let block = self.seq_len - 2;
+        let content = &mut out_ids[1..=block];
+        let n = match self.packing {
+            Packing::Packed => {
+                self.store
+                    .fill_packed(row * block as u64, sp.sep, content)?;
+                block
+            }
+            Packing::Line => self.store.fill_line(row, content)?,
+        };
+        rows::wrap_row(n, sp, out_ids, out_mask);
+        Ok(())
     }
 }
 
@@ -77,18 +123,17 @@ pub struct Corruption {
 impl Corruption {
     /// Builds a batch from `(row index, stream position)` pairs; each row's masks come from
     /// its stream position under `stream`.
-    pub fn batch(&self, rows: &RowSet, picks: &[(usize, u64)], stream: Stream) -> Batch {
+    pub fn batch(&self, rows: &RowSet, picks: &[(usize, u64)], stream: Stream) -> Result<Batch> {
         let s = rows.seq_len;
         let mut b = Batch::zeroed(picks.len(), s);
         for (k, &(row, pos)) in picks.iter().enumerate() {
             let r = k * s..(k + 1) * s;
-            rows::fill_row(
-                &rows.ids,
-                &rows.spans[row],
+            rows.fill(
+                row,
                 &self.specials,
                 &mut b.input_ids[r.clone()],
                 &mut b.attention_mask[r.clone()],
-            );
+            )?;
             b.original_ids[r.clone()].copy_from_slice(&b.input_ids[r.clone()]);
             let mut rng = masking::rng_for(self.seed, stream, pos);
             b.selected += masking::mask_row(
@@ -99,7 +144,7 @@ impl Corruption {
                 &mut rng,
             );
         }
-        b
+        Ok(b)
     }
 }
 
@@ -109,7 +154,7 @@ pub struct TrainStream {
     corruption: Corruption,
     batch_size: usize,
     /// The permutation of the epoch last used.
-    perm: Option<(u64, Vec<u32>)>,
+    perm: Option<(u64, Permutation)>,
 }
 
 impl TrainStream {
@@ -133,14 +178,14 @@ impl TrainStream {
         let epoch = pos / n;
         if self.perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
             let mut rng = masking::rng_for(self.corruption.seed, Stream::Shuffle, epoch);
-            self.perm = Some((epoch, masking::shuffled(n as usize, &mut rng)));
+            self.perm = Some((epoch, Permutation::new(n, &mut rng)));
         }
         let (_, perm) = self.perm.as_ref().expect("set above");
-        perm[(pos % n) as usize] as usize
+        perm.at(pos % n) as usize
     }
 
     /// The micro-batch whose first row is at stream position `pos`.
-    pub fn batch_at(&mut self, pos: u64) -> Batch {
+    pub fn batch_at(&mut self, pos: u64) -> Result<Batch> {
         let picks: Vec<(usize, u64)> = (pos..pos + self.batch_size as u64)
             .map(|p| (self.row_at(p), p))
             .collect();
@@ -157,16 +202,16 @@ pub fn eval_batches(
     specials: SpecialIds,
     seed: u64,
     batch_size: usize,
-) -> impl Iterator<Item = Batch> + '_ {
+) -> impl Iterator<Item = Result<Batch>> + '_ {
     let c = Corruption {
         table,
         specials,
         params: MaskingParams::EVAL,
         seed,
     };
-    let picks: Vec<(usize, u64)> = (0..rows.len()).map(|i| (i, i as u64)).collect();
     (0..rows.len().div_ceil(batch_size)).map(move |k| {
         let end = ((k + 1) * batch_size).min(rows.len());
-        c.batch(rows, &picks[k * batch_size..end], Stream::EvalMask)
+        let picks: Vec<(usize, u64)> = (k * batch_size..end).map(|i| (i, i as u64)).collect();
+        c.batch(rows, &picks, Stream::EvalMask)
     })
 }

@@ -15,6 +15,8 @@ use anyhow::Result;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The longest piece handed to the tokenizer at once.
 pub const MAX_PIECE_BYTES: usize = 1 << 16;
@@ -37,9 +39,15 @@ fn is_corpus_file(path: &Path) -> bool {
 
 /// The text stream of one corpus file: decompressed by its last suffix (`.gz`, `.zst`), then,
 /// for `.jsonl`, the text field of each record followed by a blank line (a record is a document).
-fn open_text(path: &Path, text_field: &str) -> Result<Box<dyn BufRead + Send>> {
+/// `read`: a counter of the file's bytes read (compressed bytes for a compressed file).
+fn open_text(
+    path: &Path,
+    text_field: &str,
+    read: Arc<AtomicU64>,
+) -> Result<Box<dyn BufRead + Send>> {
     let f = File::open(path)
         .map_err(|e| UsageError::new(format!("cannot open corpus file {}: {e}", path.display())))?;
+    let f = Counted { inner: f, read };
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let (inner, raw): (&str, Box<dyn Read + Send>) = if let Some(n) = name.strip_suffix(".gz") {
         (n, Box::new(flate2::read::MultiGzDecoder::new(f)))
@@ -56,6 +64,20 @@ fn open_text(path: &Path, text_field: &str) -> Result<Box<dyn BufRead + Send>> {
         Ok(Box::new(BufReader::with_capacity(1 << 16, text)))
     } else {
         Ok(Box::new(reader))
+    }
+}
+
+/// A reader that adds what it reads to a shared counter (for progress bars).
+struct Counted<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 }
 
@@ -214,6 +236,7 @@ pub struct PieceReader {
     text_field: String,
     next_file: usize,
     current: Option<FileState>,
+    read: Arc<AtomicU64>,
 }
 
 struct FileState {
@@ -237,7 +260,14 @@ impl PieceReader {
             text_field: text_field.to_string(),
             next_file: 0,
             current: None,
+            read: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// A counter of the bytes read from the files so far (as stored: compressed bytes for a
+    /// compressed file), to show progress against their total size from another thread.
+    pub fn bytes_read(&self) -> Arc<AtomicU64> {
+        self.read.clone()
     }
 
     fn open_next(&mut self) -> Result<bool> {
@@ -245,7 +275,7 @@ impl PieceReader {
             return Ok(false);
         };
         self.next_file += 1;
-        let reader = open_text(&path, &self.text_field)?;
+        let reader = open_text(&path, &self.text_field, self.read.clone())?;
         self.current = Some(FileState {
             path,
             reader,

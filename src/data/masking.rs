@@ -187,15 +187,6 @@ pub fn rng_for(seed: u64, stream: Stream, index: u64) -> Rng {
     Rng::seed_from_u64(mix(mix(seed ^ mix(stream as u64)) ^ index))
 }
 
-/// Fisher–Yates with [`below`]: a permutation of 0..n fixed by the generator.
-pub fn shuffled(n: usize, rng: &mut Rng) -> Vec<u32> {
-    let mut v: Vec<u32> = (0..n as u32).collect();
-    for i in (1..n).rev() {
-        v.swap(i, below(rng, i + 1));
-    }
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,15 +361,5 @@ mod tests {
         let mut ids: Vec<u32> = (5..50).collect();
         mask_row(&mut ids, &mut labels, &all_random, &t, &mut rng);
         assert!(ids.iter().all(|&i| !t.is_special(i)));
-    }
-
-    #[test]
-    fn shuffle_is_a_permutation_and_seeded() {
-        let a = shuffled(1000, &mut rng_for(1, Stream::Shuffle, 0));
-        let mut sorted = a.clone();
-        sorted.sort();
-        assert_eq!(sorted, (0..1000).collect::<Vec<u32>>());
-        assert_eq!(a, shuffled(1000, &mut rng_for(1, Stream::Shuffle, 0)));
-        assert_ne!(a, shuffled(1000, &mut rng_for(1, Stream::Shuffle, 1)));
     }
 }

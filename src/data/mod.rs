@@ -4,19 +4,21 @@
 pub mod batcher;
 pub mod batches;
 pub mod corpus;
-pub mod encoded;
 pub mod masking;
+pub mod order;
+pub mod prepare;
 pub mod rows;
+pub mod store;
 
 use crate::config::Config;
 use crate::error::UsageError;
 use crate::tokenizer::BertTokenizer;
 use anyhow::{Context, Result};
 use batches::{Corruption, RowSet};
-use encoded::Encoded;
 use masking::MaskingParams;
 use std::path::PathBuf;
 use std::sync::Arc;
+use store::TokenStore;
 
 /// The tokenizer of a config: loaded from `tokenizer.path` when it exists, else trained on
 /// `data.train` and saved there (with vocab.txt beside it).
@@ -29,7 +31,7 @@ pub fn tokenizer_for(cfg: &Config) -> Result<BertTokenizer> {
     eprintln!(
         "training a WordPiece tokenizer (vocab {}) on {} → {}",
         cfg.tokenizer.vocab_size,
-        encoded::describe(&files),
+        store::describe(&files),
         path.display()
     );
     let (vocab, lower) = (cfg.tokenizer.vocab_size, cfg.tokenizer.lowercase);
@@ -65,7 +67,7 @@ pub fn train_tokenizer(
     if n_pieces == 0 {
         return Err(UsageError::new(format!(
             "corpus {} has no text to train a tokenizer on",
-            encoded::describe(files)
+            store::describe(files)
         ))
         .into());
     }
@@ -76,7 +78,7 @@ pub fn train_tokenizer(
         return Err(UsageError::new(format!(
             "corpus {} has no words to train a tokenizer on (only whitespace or control \
              characters); give plain text, one sentence or paragraph per line",
-            encoded::describe(files)
+            store::describe(files)
         ))
         .into());
     }
@@ -89,40 +91,36 @@ pub struct Datasets {
     pub valid: RowSet,
 }
 
-/// The rows of a corpus under a config's packing and seq_len, through the tokenized cache.
+/// The token store of a corpus under a config: opened when current, else (re)built.
+pub fn store_for(paths: &[PathBuf], cfg: &Config, tok: &BertTokenizer) -> Result<TokenStore> {
+    let cache = if cfg.data.cache_dir.as_os_str().is_empty() {
+        store::default_cache_dir()
+    } else {
+        cfg.data.cache_dir.clone()
+    };
+    let files = corpus::expand_paths(paths)?;
+    Ok(store::open_or_prepare(&files, tok, &cfg.data.text_field, &cache)?.0)
+}
+
+/// The rows of a corpus under a config's packing and seq_len, through its token store.
 pub fn rows_from(
     paths: &[PathBuf],
     cfg: &Config,
     tok: &BertTokenizer,
     what: &str,
 ) -> Result<RowSet> {
-    let cache = if cfg.data.cache_dir.as_os_str().is_empty() {
-        encoded::default_cache_dir()
-    } else {
-        cfg.data.cache_dir.clone()
-    };
-    let files = corpus::expand_paths(paths)?;
-    let (enc, _hit) = Encoded::cached(&files, tok, &cfg.data.text_field, &cache)?;
-    let spans = rows::spans(
-        cfg.data.packing,
-        enc.ids.len(),
-        &enc.line_ends,
-        cfg.data.seq_len,
-    );
-    if spans.is_empty() {
+    let store = store_for(paths, cfg, tok)?;
+    let rows = RowSet::all(Arc::new(store), cfg.data.packing, cfg.data.seq_len);
+    if rows.is_empty() {
         return Err(UsageError::new(format!(
             "{what} corpus {} has {} tokens: not enough for one row of data.seq_len {}; add text or lower seq_len",
-            encoded::describe(&files),
-            enc.ids.len(),
+            store::describe(&corpus::expand_paths(paths)?),
+            rows.store.manifest().tokens(),
             cfg.data.seq_len
         ))
         .into());
     }
-    Ok(RowSet {
-        ids: Arc::new(enc.ids),
-        spans: Arc::new(spans),
-        seq_len: cfg.data.seq_len,
-    })
+    Ok(rows)
 }
 
 impl Datasets {
@@ -132,27 +130,18 @@ impl Datasets {
             let valid = rows_from(&cfg.data.valid, cfg, tok, "validation")?;
             return Ok(Datasets { train, valid });
         }
-        let spans = train.spans.as_ref().clone();
-        let n = spans.len();
-        let (valid, train_spans) = rows::split_first(spans, cfg.data.validation_split_percentage)
-            .ok_or_else(|| {
-            UsageError::new(format!(
-                "the training corpus gives only {n} row(s) of data.seq_len {}: too few to hold out \
-                     validation rows; add text, lower seq_len or set data.valid",
-                cfg.data.seq_len
-            ))
-        })?;
+        let n = train.len() as u64;
+        let (valid, rest) =
+            rows::split_first(n, cfg.data.validation_split_percentage).ok_or_else(|| {
+                UsageError::new(format!(
+                    "the training corpus gives only {n} row(s) of data.seq_len {}: too few to \
+                     hold out validation rows; add text, lower seq_len or set data.valid",
+                    cfg.data.seq_len
+                ))
+            })?;
         Ok(Datasets {
-            valid: RowSet {
-                ids: train.ids.clone(),
-                spans: Arc::new(valid),
-                seq_len: train.seq_len,
-            },
-            train: RowSet {
-                ids: train.ids,
-                spans: Arc::new(train_spans),
-                seq_len: train.seq_len,
-            },
+            valid: train.slice(valid),
+            train: train.slice(rest),
         })
     }
 }

@@ -10,6 +10,7 @@ pub mod step;
 use crate::config::Config;
 use crate::data::batches::{Batch, TrainStream};
 use crate::data::masking::{TokenTable, mix};
+use crate::data::store::TokenStore;
 use crate::data::{Datasets, corruption, tokenizer_for};
 use crate::eval::{EvalReport, evaluate};
 use crate::fill_mask;
@@ -45,7 +46,7 @@ fn fill_mask_examples(
     cfg: &Config,
     tok: &BertTokenizer,
     table: &TokenTable,
-    train_ids: &[u32],
+    train: &TokenStore,
 ) -> Result<Vec<String>> {
     let max_len = cfg.model.max_position_embeddings;
     if !cfg.train.fill_mask_examples.is_empty() {
@@ -75,8 +76,8 @@ fn fill_mask_examples(
         }
     }
     // Frequencies from the first 10 M training tokens: enough to rank the frequent words.
-    let counted = &train_ids[..train_ids.len().min(10_000_000)];
-    let freq = fill_mask::maskable_frequencies(counted, tok);
+    let counted = train.first_ids(10_000_000)?;
+    let freq = fill_mask::maskable_frequencies(&counted, tok);
     Ok(fill_mask::pick_examples(&lines, &freq, table, max_len, 4))
 }
 
@@ -113,7 +114,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     let tok = tokenizer_for(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;
     let corruption = corruption(cfg, &tok);
-    let examples = fill_mask_examples(cfg, &tok, &corruption.table, &data.train.ids)?;
+    let examples = fill_mask_examples(cfg, &tok, &corruption.table, &data.train.store)?;
     let device = device_info(t.backend, &base);
     eprintln!("device: {device}");
     base.seed(t.seed);
@@ -199,7 +200,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     // Batches are prepared on a background thread, two steps ahead, so the model never waits.
     let (accum, batch_size, seq_len) = (t.grad_accum_steps, t.batch_size, cfg.data.seq_len);
     let rows_per_step = (accum * batch_size) as u64;
-    let (tx, rx) = sync_channel::<Vec<Batch>>(2);
+    let (tx, rx) = sync_channel::<Result<Vec<Batch>>>(2);
     let mut stream = TrainStream::new(data.train.clone(), corruption.clone(), batch_size);
     let (first_step, first_pos, steps) = (state.step, state.position, t.steps);
     std::thread::spawn(move || {
@@ -207,7 +208,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             let pos = first_pos + (s - first_step) * rows_per_step;
             let micro = (0..accum as u64)
                 .map(|m| stream.batch_at(pos + m * batch_size as u64))
-                .collect();
+                .collect::<Result<Vec<Batch>>>();
             if tx.send(micro).is_err() {
                 return;
             }
@@ -245,7 +246,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     while state.step < steps {
         let step = state.step;
         let t0 = Instant::now();
-        let micro = rx.recv().context("the batch thread stopped")?;
+        let micro = rx.recv().context("the batch thread stopped")??;
         // Dropout draws from the device generator, reseeded per step so that a resumed run
         // draws exactly what an uninterrupted one would.
         base.seed(mix(t.seed ^ mix(step)));
@@ -312,7 +313,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         }
 
         if last || (t.eval_every > 0 && state.step.is_multiple_of(t.eval_every)) {
-            let r = valid_eval(&model);
+            let r = valid_eval(&model)?;
             let line = format!("step {}: eval {r}", state.step);
             // The bar draws only on a terminal, and then prints nothing of println: say it anyway.
             if bar.is_hidden() {

@@ -133,7 +133,7 @@ fn preview_line_mode_pads_and_readable_view_marks_selections() {
     let batches = preview_json(
         dir.path(),
         "configs/tiny.toml",
-        &["--set", "data.packing=line", "--set", "data.seq_len=40"],
+        &["--set", "data.packing=line", "--set", "data.seq_len=64"],
     );
     let att = grid(&batches[0], "attention_mask");
     assert!(att.iter().any(|r| r.contains(&0)), "short lines are padded");

@@ -10,7 +10,6 @@ mod common;
 
 mod bad_input;
 mod bench_cli;
-mod corpus_cache;
 mod data_cli;
 #[cfg(feature = "ndarray")]
 mod flex_patch;
@@ -18,6 +17,7 @@ mod fuzz;
 mod hf;
 mod inference_cli;
 mod model;
+mod token_store;
 mod tokenizer_fixture;
 mod train;
 mod train_faults;

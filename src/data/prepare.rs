@@ -1,0 +1,255 @@
+//! Tokenizing a corpus into a token store (`masklm data prepare`, or implicitly on first use).
+//!
+//! One thread reads and decodes the corpus into batches of about [`BATCH_BYTES`] of text; the
+//! calling thread tokenizes each batch on every core (`tokenizers`' parallel `encode_batch`)
+//! while the reader fills the next, and appends the ids to the shard being written. Memory stays
+//! bounded whatever the corpus size: two text batches, their encodings, one shard's ids.
+//! Everything is written into a temporary folder beside the store, renamed into place once the
+//! manifest is complete: an error (a malformed JSON line, a full disk) leaves no store behind.
+
+use super::corpus::PieceReader;
+use super::store::{self, Manifest, ShardInfo};
+use crate::error::UsageError;
+use crate::tokenizer::BertTokenizer;
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// Text handed to one parallel `encode_batch` call.
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Lines of text with, for each, whether it starts a document.
+type TextBatch = Vec<(String, bool)>;
+
+/// Writes ids into shards of about `shard_tokens`, each ending at a line end.
+pub struct ShardWriter {
+    dir: PathBuf,
+    width: u32,
+    shard_tokens: usize,
+    ids: Vec<u32>,
+    line_ends: Vec<u32>,
+    seps: Vec<u32>,
+    shards: Vec<ShardInfo>,
+    /// A document has ids written and no separator yet.
+    doc_open: bool,
+    /// The next line with ids starts a document.
+    doc_pending: bool,
+}
+
+impl ShardWriter {
+    pub fn new(dir: &Path, width: u32, shard_tokens: usize) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            width,
+            shard_tokens,
+            ids: Vec::new(),
+            line_ends: Vec::new(),
+            seps: Vec::new(),
+            shards: Vec::new(),
+            doc_open: false,
+            doc_pending: false,
+        }
+    }
+
+    /// Appends one line's ids. A line without ids is dropped, but a document it starts still
+    /// starts (at the next line that has ids).
+    pub fn line(&mut self, ids: &[u32], new_doc: bool) -> Result<()> {
+        self.doc_pending |= new_doc;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        if self.doc_pending && self.doc_open {
+            // The separator belongs to the shard holding the document's last line: recorded
+            // before that shard is closed.
+            self.seps.push(self.ids.len() as u32);
+        }
+        self.doc_pending = false;
+        if self.ids.len() >= self.shard_tokens {
+            self.flush()?;
+        }
+        self.ids.extend_from_slice(ids);
+        self.line_ends.push(self.ids.len() as u32);
+        self.doc_open = true;
+        Ok(())
+    }
+
+    /// Ends the last document and writes the last shard; returns every shard written.
+    pub fn finish(mut self) -> Result<Vec<ShardInfo>> {
+        if self.doc_open {
+            self.seps.push(self.ids.len() as u32);
+        }
+        if !self.ids.is_empty() {
+            self.flush()?;
+        }
+        Ok(self.shards)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let (tokens, lines, seps) = (
+            self.ids.len() as u64,
+            self.line_ends.len() as u64,
+            self.seps.len() as u64,
+        );
+        let [ids_at, lines_at, seps_at] = store::layout(self.width as usize, tokens, lines, seps);
+        let mut b = store::header_bytes(self.width, tokens, lines, seps);
+        b.reserve(seps_at.end - b.len());
+        match self.width {
+            2 => self
+                .ids
+                .iter()
+                .for_each(|&x| b.extend_from_slice(&(x as u16).to_le_bytes())),
+            _ => self
+                .ids
+                .iter()
+                .for_each(|&x| b.extend_from_slice(&x.to_le_bytes())),
+        }
+        debug_assert_eq!(b.len(), ids_at.end);
+        b.resize(lines_at.start, 0);
+        for &x in self.line_ends.iter().chain(&self.seps) {
+            b.extend_from_slice(&x.to_le_bytes());
+        }
+        debug_assert_eq!(b.len(), seps_at.end);
+        let file = format!("shard-{:05}.bin", self.shards.len());
+        let path = self.dir.join(&file);
+        std::fs::write(&path, &b).with_context(|| format!("writing {}", path.display()))?;
+        self.shards.push(ShardInfo {
+            file,
+            bytes: b.len() as u64,
+            tokens,
+            lines,
+            seps,
+            blake3: blake3::hash(&b).to_hex().to_string(),
+        });
+        self.ids.clear();
+        self.line_ends.clear();
+        self.seps.clear();
+        Ok(())
+    }
+}
+
+/// Tokenizes `files` into a store at `dir`, replacing what is there. `manifest`: what the store
+/// will say of its sources and tokenizer (from [`store::expected`], taken before reading).
+pub fn prepare(
+    files: &[PathBuf],
+    tok: &BertTokenizer,
+    mut manifest: Manifest,
+    dir: &Path,
+    shard_tokens: usize,
+) -> Result<Manifest> {
+    let tmp = crate::io::tmp_path(dir);
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let result = write_store(files, tok, &mut manifest, &tmp, shard_tokens).and_then(|()| {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::rename(&tmp, dir)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result.map(|()| manifest)
+}
+
+fn write_store(
+    files: &[PathBuf],
+    tok: &BertTokenizer,
+    manifest: &mut Manifest,
+    tmp: &Path,
+    shard_tokens: usize,
+) -> Result<()> {
+    let total: u64 = manifest.sources.iter().map(|s| s.size).sum();
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "tokenizing {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+        )
+        .expect("static template"),
+    );
+    let start = Instant::now();
+    let reader = PieceReader::new(files.to_vec(), &manifest.text_field);
+    let read_bytes = reader.bytes_read();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<TextBatch>>(1);
+    let reading = std::thread::spawn(move || {
+        let (mut batch, mut bytes) = (TextBatch::new(), 0);
+        for piece in reader {
+            match piece {
+                Ok(p) => {
+                    bytes += p.text.len();
+                    batch.push((p.text, p.new_doc));
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+            if bytes >= BATCH_BYTES {
+                if tx.send(Ok(std::mem::take(&mut batch))).is_err() {
+                    return;
+                }
+                bytes = 0;
+            }
+        }
+        let _ = tx.send(Ok(batch));
+    });
+    let mut writer = ShardWriter::new(tmp, manifest.id_width, shard_tokens);
+    for batch in rx {
+        let batch = batch?;
+        let encoded = tok.encode_batch(batch.iter().map(|(t, _)| t.as_str()).collect())?;
+        for ((_, new_doc), ids) in batch.iter().zip(&encoded) {
+            writer.line(ids, *new_doc)?;
+        }
+        bar.set_position(read_bytes.load(Ordering::Relaxed));
+    }
+    reading.join().expect("the corpus reader panicked");
+    manifest.shards = writer.finish()?;
+    bar.finish_and_clear();
+    if manifest.shards.is_empty() {
+        return Err(UsageError::new(format!(
+            "corpus {} contains no tokens; give files with text in them",
+            store::describe(files)
+        ))
+        .into());
+    }
+    let json = serde_json::to_vec_pretty(manifest)?;
+    let path = tmp.join(store::MANIFEST_FILE);
+    let mut f = std::fs::File::create(&path)?;
+    f.write_all(&json)?;
+    f.sync_all()?;
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "tokenized {} ({}) in {secs:.1} s ({:.1} MB/s): {} tokens, {} lines, {} documents, {} \
+         shard(s), {}",
+        store::describe(files),
+        store::megabytes(total),
+        total as f64 / 1e6 / secs.max(1e-9),
+        manifest.tokens(),
+        manifest.lines(),
+        manifest.documents(),
+        manifest.shards.len(),
+        store::megabytes(manifest.bytes())
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_end_with_a_separator_in_the_shard_of_their_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ShardWriter::new(dir.path(), 2, 3);
+        // doc A: lines [1 2] [3 4]; a blank-only doc start with no ids; doc B: [5]; doc C: [6 7].
+        w.line(&[1, 2], true).unwrap();
+        w.line(&[3, 4], false).unwrap(); // shard 0 is full after this line
+        w.line(&[], true).unwrap();
+        w.line(&[5], false).unwrap(); // starts doc B (the empty line carried the start)
+        w.line(&[6, 7], true).unwrap();
+        let shards = w.finish().unwrap();
+        let counts: Vec<_> = shards.iter().map(|s| (s.tokens, s.lines, s.seps)).collect();
+        // A's separator went into shard 0 before it closed; B and C end in shard 1.
+        assert_eq!(counts, [(4, 2, 1), (3, 2, 2)]);
+    }
+}

@@ -1,0 +1,492 @@
+//! The token store: a corpus tokenized once into memory-mapped shards, read without loading it.
+//!
+//! A store is a folder `<data.cache_dir>/store-<key>/` (the key: the tokenizer, the text field
+//! and the corpus files' paths) holding `shard-NNNNN.bin` files and `manifest.json`. Each shard
+//! holds about [`SHARD_TOKENS`] ids and ends at a line end:
+//!
+//! ```text
+//! header  64 bytes: b"MLMSHD01", id width (u32: 2 or 4), 0u32, tokens, lines, seps (u64 each)
+//! ids     tokens × width, little-endian, zero-padded to 8 bytes
+//! lines   lines × u32: where each line ends, relative to the shard
+//! seps    seps × u32: offsets before which a document ended (see rows::Segment)
+//! ```
+//!
+//! The manifest lists each source file with its size and modification time, each shard with
+//! its counts and BLAKE3 checksum, the tokenizer's hash and the format version. Opening a store
+//! compares sizes and times only (no byte of the corpus is read: the start costs the same at any
+//! size); a shard's checksum is checked when the shard is first touched, or all at once by
+//! `masklm data verify`. A shard that fails its check is named, and the manifest removed, so
+//! the next run tokenizes the corpus again instead of reading garbage.
+
+use super::rows::{self, Ids, Segment};
+use crate::config::Packing;
+use crate::error::UsageError;
+use crate::tokenizer::BertTokenizer;
+use anyhow::{Context, Result};
+use memmap2::Mmap;
+use serde::{Deserialize, Serialize};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+// Shards are mapped and read in place as little-endian words.
+#[cfg(target_endian = "big")]
+compile_error!(
+    "masklm's token store reads little-endian shards in place: little-endian targets only"
+);
+
+/// Bumped whenever the shard layout or what goes into it changes: older stores are rebuilt.
+pub const FORMAT_VERSION: u32 = 1;
+pub const SHARD_MAGIC: &[u8; 8] = b"MLMSHD01";
+pub const HEADER_BYTES: usize = 64;
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Ids per shard: 32 MiB of u16 ids, checked in ~15 ms when first touched.
+pub const SHARD_TOKENS: usize = 1 << 24;
+
+/// A corpus file as it was when the store was built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub path: PathBuf,
+    pub size: u64,
+    pub mtime_ns: u64,
+}
+
+impl Source {
+    /// The file's size and modification time now.
+    pub fn stat(path: &Path) -> Result<Source> {
+        let meta = std::fs::metadata(path).map_err(|e| {
+            UsageError::new(format!(
+                "corpus path {} cannot be read: {e}",
+                path.display()
+            ))
+        })?;
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as u64);
+        Ok(Source {
+            path: path.to_path_buf(),
+            size: meta.len(),
+            mtime_ns,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub file: String,
+    pub bytes: u64,
+    pub tokens: u64,
+    pub lines: u64,
+    pub seps: u64,
+    pub blake3: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    /// BLAKE3 of the tokenizer's JSON.
+    pub tokenizer: String,
+    pub text_field: String,
+    /// Bytes per id: 2 when the vocabulary fits in u16, else 4.
+    pub id_width: u32,
+    pub sources: Vec<Source>,
+    pub shards: Vec<ShardInfo>,
+}
+
+impl Manifest {
+    pub fn tokens(&self) -> u64 {
+        self.shards.iter().map(|s| s.tokens).sum()
+    }
+    pub fn lines(&self) -> u64 {
+        self.shards.iter().map(|s| s.lines).sum()
+    }
+    pub fn documents(&self) -> u64 {
+        self.shards.iter().map(|s| s.seps).sum()
+    }
+    pub fn bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.bytes).sum()
+    }
+}
+
+/// Byte ranges of a shard's parts: (ids, line ends, seps, total length).
+pub fn layout(width: usize, tokens: u64, lines: u64, seps: u64) -> [std::ops::Range<usize>; 3] {
+    let ids = HEADER_BYTES..HEADER_BYTES + tokens as usize * width;
+    let lines_at = ids.end.next_multiple_of(8);
+    let lines = lines_at..lines_at + lines as usize * 4;
+    let seps = lines.end..lines.end + seps as usize * 4;
+    [ids, lines, seps]
+}
+
+/// The store folder of `files` read through `tok` (`text_field`: the text of `.jsonl` records).
+pub fn store_dir(
+    files: &[PathBuf],
+    tok: &BertTokenizer,
+    text_field: &str,
+    cache_dir: &Path,
+) -> Result<PathBuf> {
+    let mut h = blake3::Hasher::new();
+    h.update(&FORMAT_VERSION.to_le_bytes());
+    h.update(tok.fingerprint()?.as_bytes());
+    h.update(&(text_field.len() as u64).to_le_bytes());
+    h.update(text_field.as_bytes());
+    for f in files {
+        // The absolute path: the same relative name from another folder is another corpus.
+        let abs = std::path::absolute(f).unwrap_or_else(|_| f.clone());
+        let s = abs.to_string_lossy();
+        h.update(&(s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    }
+    let key = h.finalize().to_hex();
+    Ok(cache_dir.join(format!("store-{}", &key[..32])))
+}
+
+/// A shard, mapped and checked when first touched.
+struct Shard {
+    path: PathBuf,
+    info: ShardInfo,
+    map: OnceLock<std::result::Result<Mmap, String>>,
+}
+
+/// An opened store: the manifest and the shards, mapped lazily.
+pub struct TokenStore {
+    dir: PathBuf,
+    manifest: Manifest,
+    shards: Vec<Shard>,
+    /// Per shard, packed positions and lines before it (prefix sums, one word per shard).
+    packed_before: Vec<u64>,
+    lines_before: Vec<u64>,
+}
+
+impl std::fmt::Debug for TokenStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenStore")
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl TokenStore {
+    /// Opens the store in `dir` if its manifest matches `want` (format, tokenizer, text field,
+    /// every source's size and time) and every shard file has its recorded length; otherwise
+    /// `Ok(Err(why))`, saying what is stale. No shard is read.
+    pub fn open_if_current(
+        dir: &Path,
+        want: &Manifest,
+    ) -> Result<std::result::Result<TokenStore, String>> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Err("not prepared yet".into()));
+            }
+            Err(e) => return Ok(Err(format!("{} cannot be read: {e}", path.display()))),
+        };
+        let Ok(m) = serde_json::from_str::<Manifest>(&text) else {
+            return Ok(Err(format!("{} is damaged", path.display())));
+        };
+        if m.format != want.format {
+            return Ok(Err(format!("format {} (now {})", m.format, want.format)));
+        }
+        if (&m.tokenizer, &m.text_field) != (&want.tokenizer, &want.text_field) {
+            return Ok(Err("another tokenizer or text field".into()));
+        }
+        if m.sources.len() != want.sources.len() {
+            return Ok(Err("another list of corpus files".into()));
+        }
+        for (old, new) in m.sources.iter().zip(&want.sources) {
+            if old != new {
+                return Ok(Err(format!(
+                    "{} changed (size {} → {}, modified {} → {})",
+                    new.path.display(),
+                    old.size,
+                    new.size,
+                    old.mtime_ns,
+                    new.mtime_ns
+                )));
+            }
+        }
+        for s in &m.shards {
+            let p = dir.join(&s.file);
+            let len = std::fs::metadata(&p).map(|m| m.len()).ok();
+            if len != Some(s.bytes) {
+                return Ok(Err(format!(
+                    "shard {} is missing or has another length than its manifest says",
+                    p.display()
+                )));
+            }
+        }
+        Ok(Ok(Self::from_manifest(dir, m)))
+    }
+
+    fn from_manifest(dir: &Path, manifest: Manifest) -> TokenStore {
+        let (mut packed_before, mut lines_before) = (vec![0u64], vec![0u64]);
+        for s in &manifest.shards {
+            packed_before.push(packed_before.last().unwrap() + s.tokens + s.seps);
+            lines_before.push(lines_before.last().unwrap() + s.lines);
+        }
+        let shards = manifest
+            .shards
+            .iter()
+            .map(|info| Shard {
+                path: dir.join(&info.file),
+                info: info.clone(),
+                map: OnceLock::new(),
+            })
+            .collect();
+        TokenStore {
+            dir: dir.to_path_buf(),
+            manifest,
+            shards,
+            packed_before,
+            lines_before,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn packed_len(&self) -> u64 {
+        *self.packed_before.last().unwrap()
+    }
+
+    pub fn n_lines(&self) -> u64 {
+        *self.lines_before.last().unwrap()
+    }
+
+    /// Rows of `seq_len` under `packing`.
+    pub fn n_rows(&self, packing: Packing, seq_len: usize) -> u64 {
+        rows::count(packing, self.packed_len(), self.n_lines(), seq_len)
+    }
+
+    /// Shard `s`'s tokens, checking its checksum the first time.
+    pub fn segment(&self, s: usize) -> Result<Segment<'_>> {
+        let shard = &self.shards[s];
+        let map = shard
+            .map
+            .get_or_init(|| self.load(shard))
+            .as_ref()
+            .map_err(|e| UsageError::new(e.clone()))?;
+        let info = &shard.info;
+        let width = self.manifest.id_width as usize;
+        let [ids, lines, seps] = layout(width, info.tokens, info.lines, info.seps);
+        let ids = match width {
+            2 => Ids::U16(bytemuck::cast_slice(&map[ids])),
+            _ => Ids::U32(bytemuck::cast_slice(&map[ids])),
+        };
+        Ok(Segment {
+            ids,
+            line_ends: bytemuck::cast_slice(&map[lines]),
+            seps: bytemuck::cast_slice(&map[seps]),
+        })
+    }
+
+    /// Reads the shard through (not through the map, so its pages are not charged to this
+    /// process), compares its checksum, then maps it.
+    fn load(&self, shard: &Shard) -> std::result::Result<Mmap, String> {
+        match check_shard(&shard.path, &shard.info, self.manifest.id_width) {
+            Ok(()) => {
+                let f = std::fs::File::open(&shard.path)
+                    .map_err(|e| format!("opening {}: {e}", shard.path.display()))?;
+                // Safety: shards are written once, to a temporary folder renamed into place, and
+                // never modified; a file changed under the map could only change the ids read.
+                let map = unsafe { Mmap::map(&f) }
+                    .map_err(|e| format!("mapping {}: {e}", shard.path.display()))?;
+                // Rows are read in random order: no read-ahead beyond the pages touched.
+                #[cfg(unix)]
+                let _ = map.advise(memmap2::Advice::Random);
+                Ok(map)
+            }
+            Err(why) => Err(self.damaged(&shard.path, &why)),
+        }
+    }
+
+    /// Marks the store stale (its manifest removed, so the next run rebuilds it) and says so.
+    fn damaged(&self, shard: &Path, why: &str) -> String {
+        let _ = std::fs::remove_file(self.dir.join(MANIFEST_FILE));
+        format!(
+            "corpus store shard {} is damaged ({why}); the store is marked stale and the next \
+             run tokenizes the corpus again: run the command again (or `masklm data prepare`)",
+            shard.display()
+        )
+    }
+
+    /// Checks every shard's checksum; returns the damaged ones' messages (and marks the store
+    /// stale if there are any).
+    pub fn verify_all(&self) -> Vec<String> {
+        let width = self.manifest.id_width;
+        let bad: Vec<String> = self
+            .shards
+            .iter()
+            .filter_map(|s| {
+                check_shard(&s.path, &s.info, width)
+                    .err()
+                    .map(|why| format!("{}: {why}", s.path.display()))
+            })
+            .collect();
+        if !bad.is_empty() {
+            let _ = std::fs::remove_file(self.dir.join(MANIFEST_FILE));
+        }
+        bad
+    }
+
+    /// Writes packed row content starting at packed position `v` into `out` (all of it: rows
+    /// never run past the stream's end).
+    pub fn fill_packed(&self, v: u64, sep: u32, out: &mut [u32]) -> Result<()> {
+        let mut s = self.packed_before.partition_point(|&b| b <= v) - 1;
+        let (mut v, mut done) = (v, 0);
+        while done < out.len() {
+            let seg = self.segment(s)?;
+            done += seg.fill_packed(v - self.packed_before[s], sep, &mut out[done..]);
+            (s, v) = (s + 1, self.packed_before[s + 1]);
+        }
+        Ok(())
+    }
+
+    /// Writes the first `out.len()` ids (at most) of line `k` into `out`; returns how many.
+    pub fn fill_line(&self, k: u64, out: &mut [u32]) -> Result<usize> {
+        let s = self.lines_before.partition_point(|&b| b <= k) - 1;
+        let seg = self.segment(s)?;
+        Ok(seg.fill_line((k - self.lines_before[s]) as usize, out.len(), out))
+    }
+
+    /// The first `n` ids of the corpus (fewer if it is shorter), without separators.
+    pub fn first_ids(&self, n: usize) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        for s in 0..self.shards.len() {
+            if out.len() >= n {
+                break;
+            }
+            let seg = self.segment(s)?;
+            let k = seg.ids.len().min(n - out.len());
+            let at = out.len();
+            out.resize(at + k, 0);
+            seg.ids.copy_to(0..k, &mut out[at..]);
+        }
+        Ok(out)
+    }
+}
+
+/// Length, checksum and header of a shard file against its manifest entry.
+fn check_shard(path: &Path, info: &ShardInfo, width: u32) -> std::result::Result<(), String> {
+    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut h = blake3::Hasher::new();
+    let (mut buf, mut len, mut header) = (vec![0u8; 1 << 20], 0u64, Vec::new());
+    loop {
+        let n = f.read(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        if header.len() < HEADER_BYTES {
+            let k = (HEADER_BYTES - header.len()).min(n);
+            header.extend_from_slice(&buf[..k]);
+        }
+        h.update(&buf[..n]);
+        len += n as u64;
+    }
+    if len != info.bytes {
+        return Err(format!("{len} bytes, the manifest says {}", info.bytes));
+    }
+    if h.finalize().to_hex().as_str() != info.blake3 {
+        return Err("checksum differs from the manifest".into());
+    }
+    let want = header_bytes(width, info.tokens, info.lines, info.seps);
+    if header != want {
+        return Err("header disagrees with the manifest".into());
+    }
+    Ok(())
+}
+
+/// A shard's 64-byte header.
+pub fn header_bytes(width: u32, tokens: u64, lines: u64, seps: u64) -> Vec<u8> {
+    let mut b = Vec::with_capacity(HEADER_BYTES);
+    b.extend_from_slice(SHARD_MAGIC);
+    b.extend_from_slice(&width.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    for x in [tokens, lines, seps] {
+        b.extend_from_slice(&x.to_le_bytes());
+    }
+    b.resize(HEADER_BYTES, 0);
+    b
+}
+
+/// The default cache folder: `$XDG_CACHE_HOME/masklm`, else `~/.cache/masklm`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("masklm");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".cache/masklm"),
+        None => PathBuf::from(".cache/masklm"),
+    }
+}
+
+/// `12.3 MB` for messages.
+pub fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// `a.txt, b.txt` for messages, shortened for long lists.
+pub fn describe(files: &[PathBuf]) -> String {
+    let mut names: Vec<String> = files
+        .iter()
+        .take(3)
+        .map(|f| f.display().to_string())
+        .collect();
+    if files.len() > 3 {
+        names.push(format!("and {} more", files.len() - 3));
+    }
+    names.join(", ")
+}
+
+/// What a current store of `files` under `tok` must say in its manifest (shards aside).
+pub fn expected(files: &[PathBuf], tok: &BertTokenizer, text_field: &str) -> Result<Manifest> {
+    Ok(Manifest {
+        format: FORMAT_VERSION,
+        tokenizer: tok.fingerprint()?,
+        text_field: text_field.to_string(),
+        id_width: if tok.vocab_size() <= 1 << 16 { 2 } else { 4 },
+        sources: files
+            .iter()
+            .map(|f| Source::stat(f))
+            .collect::<Result<_>>()?,
+        shards: Vec::new(),
+    })
+}
+
+/// The store of `files`: opened when current, else (re)built first. The flag says whether it
+/// was built now.
+pub fn open_or_prepare(
+    files: &[PathBuf],
+    tok: &BertTokenizer,
+    text_field: &str,
+    cache_dir: &Path,
+) -> Result<(TokenStore, bool)> {
+    let dir = store_dir(files, tok, text_field, cache_dir)?;
+    let want = expected(files, tok, text_field)?;
+    match TokenStore::open_if_current(&dir, &want)? {
+        Ok(store) => Ok((store, false)),
+        Err(why) => {
+            if why != "not prepared yet" {
+                eprintln!("corpus store {}: {why}; tokenizing again", dir.display());
+            }
+            super::prepare::prepare(files, tok, want, &dir, SHARD_TOKENS)?;
+            let store = TokenStore::open_if_current(&dir, &expected(files, tok, text_field)?)?
+                .map_err(|why| {
+                    anyhow::anyhow!(
+                        "the corpus store {} just written is not current: {why} (a corpus file \
+                         changed while it was read?)",
+                        dir.display()
+                    )
+                })
+                .context("preparing the corpus")?;
+            Ok((store, true))
+        }
+    }
+}

@@ -45,14 +45,19 @@ pub struct BenchReport {
     pub last_loss: f64,
     /// Wall time of the first (warm-up) step: on GPUs, kernel compilation and autotuning.
     pub first_step_s: f64,
+    /// Seconds from the start until the rows were ready: the tokenizer loaded and the token
+    /// stores opened (or, the first time, prepared).
+    pub data_ready_s: f64,
 }
 
 /// Runs `warmup` untimed then `steps` timed optimizer steps of `cfg`.
 pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
     let t = &cfg.train;
     let base = device_for(t.backend)?;
+    let start = Instant::now();
     let tok = tokenizer_for(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;
+    let data_ready_s = start.elapsed().as_secs_f64();
     base.seed(t.seed);
     let train_dev = base.clone().autodiff();
     let bert = BertConfig::new(&cfg.model, tok.vocab_size(), tok.specials().pad);
@@ -122,6 +127,7 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
         data_share: data_time.as_secs_f64() / secs,
         last_loss,
         first_step_s,
+        data_ready_s,
     })
 }
 

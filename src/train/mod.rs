@@ -111,8 +111,15 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     }
     // The device first: a missing GPU adapter is reported before any minute is spent on data.
     let base = device_for(t.backend)?;
+    let data_start = Instant::now();
     let tok = tokenizer_for(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;
+    eprintln!(
+        "data: {} training rows, {} validation rows, ready in {:.2} s",
+        data.train.len(),
+        data.valid.len(),
+        data_start.elapsed().as_secs_f64()
+    );
     let corruption = corruption(cfg, &tok);
     let examples = fill_mask_examples(cfg, &tok, &corruption.table, &data.train.store)?;
     let device = device_info(t.backend, &base);

@@ -17,19 +17,19 @@ cfg=configs/bench-mini.toml
 timed() { /usr/bin/time -f "  wall %e s, peak RSS %M KB" "$@"; }
 for parts in 1 8; do
   files=$(ls "$text"/part-*.txt | head -n "$parts" | sed 's/.*/"&"/' | paste -sd,)
-  set_train=(--set "data.train=[$files]" --set "data.cache_dir=\"$cache\"")
-  echo "== $parts GB: $(du -sh --apparent-size $(ls "$text"/part-*.txt | head -n "$parts") | tail -1)"
+  set_train=(--set "data.train=[$files]" --set "data.cache_dir=\"$cache/$parts\"")
+  echo "== $parts GB: $(du -ch --apparent-size $(ls "$text"/part-*.txt | head -n "$parts") | tail -1)"
   echo "-- data prepare (from nothing)"
-  rm -rf "$cache"
+  rm -rf "${cache:?}/$parts"
   timed $bin data prepare --config $cfg "${set_train[@]}"
   echo "-- data prepare (current store: the start cost)"
   timed $bin data prepare --config $cfg "${set_train[@]}"
-  du -sh "$cache"
+  du -sh "$cache/$parts"
   echo "-- bench"
   timed $bin bench --config $cfg "${set_train[@]}" --steps 5 --warmup 1 --json
   echo "-- train, 3 steps"
   rm -rf /tmp/store-scale-run
-  timed $bin train --config $cfg "${set_train[@]}" --set train.steps=3 --set train.eval_every=0 \
+  timed $bin train --config $cfg "${set_train[@]}" --set train.steps=3 --set train.warmup_steps=1 --set train.eval_every=0 \
     --set train.save_every=0 --set 'train.out_dir="/tmp/store-scale-run"' 2>&1 | grep -E "data:|wall|rows"
 done
 echo "== the shipped corpus (bench-mini as configured)"

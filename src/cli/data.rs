@@ -5,7 +5,7 @@ use super::ConfigArgs;
 use crate::data::batches::{Batch, TrainStream};
 use crate::data::masking::IGNORE_LABEL;
 use crate::data::store::{self, TokenStore};
-use crate::data::{Datasets, corpus, corruption, store_for, tokenizer_for};
+use crate::data::{Datasets, cache_dir, corpus, corruption, store_for, tokenizer_for};
 use crate::error::UsageError;
 use crate::tokenizer::BertTokenizer;
 use anyhow::Result;
@@ -82,11 +82,7 @@ fn prepare(a: ConfigArgs) -> Result<()> {
 fn verify(a: ConfigArgs) -> Result<()> {
     let cfg = a.load()?;
     let tok = tokenizer_for(&cfg)?;
-    let cache = if cfg.data.cache_dir.as_os_str().is_empty() {
-        store::default_cache_dir()
-    } else {
-        cfg.data.cache_dir.clone()
-    };
+    let cache = cache_dir(&cfg);
     let mut damaged = Vec::new();
     for (what, paths) in corpora(&cfg) {
         let files = corpus::expand_paths(paths)?;

@@ -91,15 +91,19 @@ pub struct Datasets {
     pub valid: RowSet,
 }
 
-/// The token store of a corpus under a config: opened when current, else (re)built.
-pub fn store_for(paths: &[PathBuf], cfg: &Config, tok: &BertTokenizer) -> Result<TokenStore> {
-    let cache = if cfg.data.cache_dir.as_os_str().is_empty() {
+/// Where a config's token stores live: `data.cache_dir`, else the user's cache folder.
+pub fn cache_dir(cfg: &Config) -> PathBuf {
+    if cfg.data.cache_dir.as_os_str().is_empty() {
         store::default_cache_dir()
     } else {
         cfg.data.cache_dir.clone()
-    };
+    }
+}
+
+/// The token store of a corpus under a config: opened when current, else (re)built.
+pub fn store_for(paths: &[PathBuf], cfg: &Config, tok: &BertTokenizer) -> Result<TokenStore> {
     let files = corpus::expand_paths(paths)?;
-    Ok(store::open_or_prepare(&files, tok, &cfg.data.text_field, &cache)?.0)
+    Ok(store::open_or_prepare(&files, tok, &cfg.data.text_field, &cache_dir(cfg))?.0)
 }
 
 /// The rows of a corpus under a config's packing and seq_len, through its token store.

@@ -139,6 +139,7 @@ pub fn prepare(
     dir: &Path,
     shard_tokens: usize,
 ) -> Result<Manifest> {
+    remove_abandoned(dir);
     let tmp = crate::io::tmp_path(dir);
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -151,6 +152,27 @@ pub fn prepare(
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result.map(|()| manifest)
+}
+
+/// Removes the temporary folders of this store that builds killed midway left behind: those whose
+/// process is gone (Linux; elsewhere they stay, harmless but for their space).
+fn remove_abandoned(dir: &Path) {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = n.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if cfg!(target_os = "linux") && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn write_store(

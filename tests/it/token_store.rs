@@ -147,6 +147,28 @@ fn a_truncated_or_altered_shard_is_named_and_rebuilt() {
 }
 
 #[test]
+fn a_build_killed_midway_leaves_a_folder_the_next_build_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let tok = tokenizer(300);
+    let (path, _) = corpus(dir.path(), &tok);
+    let files = vec![path];
+    let at = store::store_dir(&files, &tok, "text", &cache).unwrap();
+    let name = at.file_name().unwrap().to_string_lossy().into_owned();
+    // No process has this id (Linux caps them at 2^22): its build was killed.
+    let dead = cache.join(format!(".{name}.tmp-4000000000"));
+    std::fs::create_dir_all(&dead).unwrap();
+    std::fs::write(dead.join("shard-00000.bin"), b"half").unwrap();
+    store::open_or_prepare(&files, &tok, "text", &cache).unwrap();
+    assert!(!dead.exists());
+    let names: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, [at.file_name().unwrap()]);
+}
+
+#[test]
 fn an_edited_corpus_or_another_tokenizer_rebuilds() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");

@@ -93,9 +93,9 @@ impl ShardWriter {
             self.line_ends.len() as u64,
             self.seps.len() as u64,
         );
-        let [ids_at, lines_at, seps_at] = store::layout(self.width as usize, tokens, lines, seps);
+        let [ids_at, _, _, sums_at] = store::layout(self.width as usize, tokens, lines, seps);
         let mut b = store::header_bytes(self.width, tokens, lines, seps);
-        b.reserve(seps_at.end - b.len());
+        b.reserve(sums_at.end - b.len());
         match self.width {
             2 => self
                 .ids
@@ -106,12 +106,17 @@ impl ShardWriter {
                 .iter()
                 .for_each(|&x| b.extend_from_slice(&x.to_le_bytes())),
         }
-        debug_assert_eq!(b.len(), ids_at.end);
-        b.resize(lines_at.start, 0);
+        b.resize(ids_at.end, 0);
         for &x in self.line_ends.iter().chain(&self.seps) {
             b.extend_from_slice(&x.to_le_bytes());
         }
-        debug_assert_eq!(b.len(), seps_at.end);
+        let sums: Vec<blake3::Hash> = b[ids_at.clone()]
+            .chunks(store::BLOCK_BYTES)
+            .map(blake3::hash)
+            .collect();
+        sums.iter().for_each(|h| b.extend_from_slice(h.as_bytes()));
+        debug_assert_eq!(b.len(), sums_at.end);
+        let index_blake3 = store::index_hash(&b[..store::HEADER_BYTES], &b[ids_at.end..]);
         let file = format!("shard-{:05}.bin", self.shards.len());
         let path = self.dir.join(&file);
         std::fs::write(&path, &b).with_context(|| format!("writing {}", path.display()))?;
@@ -121,7 +126,7 @@ impl ShardWriter {
             tokens,
             lines,
             seps,
-            blake3: blake3::hash(&b).to_hex().to_string(),
+            index_blake3,
         });
         self.ids.clear();
         self.line_ends.clear();

@@ -66,21 +66,32 @@ impl Segment<'_> {
         (self.ids.len() + self.seps.len()) as u64
     }
 
-    /// Copies the packed stream from position `v` on into `out`, as much as this shard holds;
-    /// returns how many were written.
-    pub fn fill_packed(&self, v: u64, sep: u32, out: &mut [u32]) -> usize {
-        let seps = self.seps;
-        // Separator j sits at packed position seps[j] + j; j is the first at or after v.
-        let (mut lo, mut hi) = (0usize, seps.len());
+    /// The separators before packed position `v`. Separator j sits at packed position
+    /// `seps[j] + j`, which grows with j: a binary search.
+    fn seps_before(&self, v: u64) -> usize {
+        let (mut lo, mut hi) = (0usize, self.seps.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if (seps[mid] as u64 + mid as u64) < v {
+            if (self.seps[mid] as u64 + mid as u64) < v {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
-        let (mut j, mut real) = (lo, (v - lo as u64) as usize);
+        lo
+    }
+
+    /// The first id at or after packed position `v`.
+    pub fn real_at(&self, v: u64) -> usize {
+        (v - self.seps_before(v) as u64) as usize
+    }
+
+    /// Copies the packed stream from position `v` on into `out`, as much as this shard holds;
+    /// returns how many were written.
+    pub fn fill_packed(&self, v: u64, sep: u32, out: &mut [u32]) -> usize {
+        let seps = self.seps;
+        let mut j = self.seps_before(v);
+        let mut real = (v - j as u64) as usize;
         let mut written = 0;
         while written < out.len() {
             let run_end = seps.get(j).map_or(self.ids.len(), |&s| s as usize);
@@ -99,16 +110,22 @@ impl Segment<'_> {
         written
     }
 
-    /// Line `k`'s first `max` ids into `out`; returns how many.
-    pub fn fill_line(&self, k: usize, max: usize, out: &mut [u32]) -> usize {
+    /// The ids of line `k`'s first `max`.
+    pub fn line_range(&self, k: usize, max: usize) -> Range<usize> {
         let start = if k == 0 {
             0
         } else {
             self.line_ends[k - 1] as usize
         };
-        let end = (self.line_ends[k] as usize).min(start + max);
-        self.ids.copy_to(start..end, &mut out[..end - start]);
-        end - start
+        start..(self.line_ends[k] as usize).min(start + max)
+    }
+
+    /// Line `k`'s first `max` ids into `out`; returns how many.
+    pub fn fill_line(&self, k: usize, max: usize, out: &mut [u32]) -> usize {
+        let r = self.line_range(k, max);
+        let n = r.len();
+        self.ids.copy_to(r, &mut out[..n]);
+        n
     }
 }
 

@@ -5,17 +5,20 @@
 //! holds about [`SHARD_TOKENS`] ids and ends at a line end:
 //!
 //! ```text
-//! header  64 bytes: b"MLMSHD01", id width (u32: 2 or 4), 0u32, tokens, lines, seps (u64 each)
+//! header  64 bytes: b"MLMSHD02", id width (u32: 2 or 4), 0u32, tokens, lines, seps, blocks (u64)
 //! ids     tokens × width, little-endian, zero-padded to 8 bytes
 //! lines   lines × u32: where each line ends, relative to the shard
 //! seps    seps × u32: offsets before which a document ended (see rows::Segment)
+//! sums    blocks × 32 bytes: the BLAKE3 of each BLOCK_BYTES block of the (padded) ids
 //! ```
 //!
 //! The manifest lists each source file with its size and modification time, each shard with
-//! its counts and BLAKE3 checksum, the tokenizer's hash and the format version. Opening a store
-//! compares sizes and times only (no byte of the corpus is read: the start costs the same at any
-//! size); a shard's checksum is checked when the shard is first touched, or all at once by
-//! `masklm data verify`. A shard that fails its check is named, and the manifest removed, so
+//! its counts and the BLAKE3 of its index (the header and everything after the ids), the
+//! tokenizer's hash and the format version. Opening a store compares sizes and times only (no
+//! byte of the corpus is read: the start costs the same at any size). A shard's index is checked
+//! when the shard is first touched (about 2 MB), and each block of ids when a row first reads it
+//! (64 KiB), so checking costs a run nothing it would not read anyway; `masklm data verify`
+//! checks everything at once. A shard that fails a check is named, and the manifest removed, so
 //! the next run tokenizes the corpus again instead of reading garbage.
 
 use super::rows::{self, Ids, Segment};
@@ -25,9 +28,12 @@ use crate::tokenizer::BertTokenizer;
 use anyhow::{Context, Result};
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
-use std::io::Read;
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 // Shards are mapped and read in place as little-endian words.
 #[cfg(target_endian = "big")]
@@ -36,12 +42,14 @@ compile_error!(
 );
 
 /// Bumped whenever the shard layout or what goes into it changes: older stores are rebuilt.
-pub const FORMAT_VERSION: u32 = 1;
-pub const SHARD_MAGIC: &[u8; 8] = b"MLMSHD01";
+pub const FORMAT_VERSION: u32 = 2;
+pub const SHARD_MAGIC: &[u8; 8] = b"MLMSHD02";
 pub const HEADER_BYTES: usize = 64;
 pub const MANIFEST_FILE: &str = "manifest.json";
-/// Ids per shard: 32 MiB of u16 ids, checked in ~15 ms when first touched.
+/// Ids per shard: 32 MiB of u16 ids.
 pub const SHARD_TOKENS: usize = 1 << 24;
+/// Bytes of ids under one checksum: what the first read of a row in them costs to check.
+pub const BLOCK_BYTES: usize = 64 << 10;
 
 /// A corpus file as it was when the store was built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,7 +88,8 @@ pub struct ShardInfo {
     pub tokens: u64,
     pub lines: u64,
     pub seps: u64,
-    pub blake3: String,
+    /// BLAKE3 of the header and of everything after the ids (lines, seps, block sums).
+    pub index_blake3: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,13 +119,13 @@ impl Manifest {
     }
 }
 
-/// Byte ranges of a shard's parts: (ids, line ends, seps, total length).
-pub fn layout(width: usize, tokens: u64, lines: u64, seps: u64) -> [std::ops::Range<usize>; 3] {
-    let ids = HEADER_BYTES..HEADER_BYTES + tokens as usize * width;
-    let lines_at = ids.end.next_multiple_of(8);
-    let lines = lines_at..lines_at + lines as usize * 4;
+/// Byte ranges of a shard's parts: ids (padded to 8 bytes), line ends, seps, block sums.
+pub fn layout(width: usize, tokens: u64, lines: u64, seps: u64) -> [Range<usize>; 4] {
+    let ids = HEADER_BYTES..(HEADER_BYTES + tokens as usize * width).next_multiple_of(8);
+    let lines = ids.end..ids.end + lines as usize * 4;
     let seps = lines.end..lines.end + seps as usize * 4;
-    [ids, lines, seps]
+    let sums = seps.end..seps.end + ids.len().div_ceil(BLOCK_BYTES) * 32;
+    [ids, lines, seps, sums]
 }
 
 /// The store folder of `files` read through `tok` (`text_field`: the text of `.jsonl` records).
@@ -142,11 +151,19 @@ pub fn store_dir(
     Ok(cache_dir.join(format!("store-{}", &key[..32])))
 }
 
-/// A shard, mapped and checked when first touched.
+/// A shard, mapped (and its index checked) when first touched.
 struct Shard {
     path: PathBuf,
     info: ShardInfo,
-    map: OnceLock<std::result::Result<Mmap, String>>,
+    open: OnceLock<std::result::Result<Opened, String>>,
+}
+
+/// A mapped shard whose index checked, and which of its blocks of ids have been checked.
+struct Opened {
+    file: File,
+    map: Mmap,
+    /// One bit per block of ids.
+    checked: Vec<AtomicU64>,
 }
 
 /// An opened store: the manifest and the shards, mapped lazily.
@@ -232,7 +249,7 @@ impl TokenStore {
             .map(|info| Shard {
                 path: dir.join(&info.file),
                 info: info.clone(),
-                map: OnceLock::new(),
+                open: OnceLock::new(),
             })
             .collect();
         TokenStore {
@@ -265,17 +282,23 @@ impl TokenStore {
         rows::count(packing, self.packed_len(), self.n_lines(), seq_len)
     }
 
-    /// Shard `s`'s tokens, checking its checksum the first time.
-    pub fn segment(&self, s: usize) -> Result<Segment<'_>> {
+    /// Shard `s`, opened (and its index checked) the first time.
+    fn opened(&self, s: usize) -> Result<&Opened> {
         let shard = &self.shards[s];
-        let map = shard
-            .map
-            .get_or_init(|| self.load(shard))
+        shard
+            .open
+            .get_or_init(|| self.open_shard(shard))
             .as_ref()
-            .map_err(|e| UsageError::new(e.clone()))?;
-        let info = &shard.info;
+            .map_err(|e| UsageError::new(e.clone()).into())
+    }
+
+    /// Shard `s`'s tokens. Its ids are not checked here: see [`TokenStore::check_ids`].
+    pub fn segment(&self, s: usize) -> Result<Segment<'_>> {
+        let map = &self.opened(s)?.map;
+        let info = &self.shards[s].info;
         let width = self.manifest.id_width as usize;
-        let [ids, lines, seps] = layout(width, info.tokens, info.lines, info.seps);
+        let [ids, lines, seps, _] = layout(width, info.tokens, info.lines, info.seps);
+        let ids = ids.start..ids.start + info.tokens as usize * width;
         let ids = match width {
             2 => Ids::U16(bytemuck::cast_slice(&map[ids])),
             _ => Ids::U32(bytemuck::cast_slice(&map[ids])),
@@ -287,24 +310,50 @@ impl TokenStore {
         })
     }
 
-    /// Reads the shard through (not through the map, so its pages are not charged to this
-    /// process), compares its checksum, then maps it.
-    fn load(&self, shard: &Shard) -> std::result::Result<Mmap, String> {
-        match check_shard(&shard.path, &shard.info, self.manifest.id_width) {
-            Ok(()) => {
-                let f = std::fs::File::open(&shard.path)
-                    .map_err(|e| format!("opening {}: {e}", shard.path.display()))?;
-                // Safety: shards are written once, to a temporary folder renamed into place, and
-                // never modified; a file changed under the map could only change the ids read.
-                let map = unsafe { Mmap::map(&f) }
-                    .map_err(|e| format!("mapping {}: {e}", shard.path.display()))?;
-                // Rows are read in random order: no read-ahead beyond the pages touched.
-                #[cfg(unix)]
-                let _ = map.advise(memmap2::Advice::Random);
-                Ok(map)
-            }
-            Err(why) => Err(self.damaged(&shard.path, &why)),
+    /// Checks the blocks holding shard `s`'s ids `range` that no read has checked yet.
+    fn check_ids(&self, s: usize, range: Range<usize>) -> Result<()> {
+        if range.is_empty() {
+            return Ok(());
         }
+        let o = self.opened(s)?;
+        let width = self.manifest.id_width as usize;
+        let first = range.start * width / BLOCK_BYTES;
+        let last = (range.end * width - 1) / BLOCK_BYTES;
+        for b in first..=last {
+            let (word, bit) = (&o.checked[b / 64], 1u64 << (b % 64));
+            if word.load(Ordering::Relaxed) & bit != 0 {
+                continue;
+            }
+            let shard = &self.shards[s];
+            check_block(&o.file, &o.map, &shard.info, width, b)
+                .map_err(|why| UsageError::new(self.damaged(&shard.path, &why)))?;
+            word.fetch_or(bit, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Opens, checks the index of, and maps a shard. The index is read with `pread`, not through
+    /// the map, so that checking charges no page to this process.
+    fn open_shard(&self, shard: &Shard) -> std::result::Result<Opened, String> {
+        let file = File::open(&shard.path)
+            .map_err(|e| format!("opening {}: {e}", shard.path.display()))?;
+        if let Err(why) = check_index(&file, &shard.info, self.manifest.id_width) {
+            return Err(self.damaged(&shard.path, &why));
+        }
+        // Safety: shards are written once, to a temporary folder renamed into place, and never
+        // modified; a file changed under the map could only change the ids read, and those are
+        // checked block by block before use.
+        let map = unsafe { Mmap::map(&file) }
+            .map_err(|e| format!("mapping {}: {e}", shard.path.display()))?;
+        // Rows are read in random order: no read-ahead beyond the pages touched.
+        let _ = map.advise(memmap2::Advice::Random);
+        let blocks = layout_of(&shard.info, self.manifest.id_width)[0]
+            .len()
+            .div_ceil(BLOCK_BYTES);
+        let checked = (0..blocks.div_ceil(64))
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        Ok(Opened { file, map, checked })
     }
 
     /// Marks the store stale (its manifest removed, so the next run rebuilds it) and says so.
@@ -317,15 +366,15 @@ impl TokenStore {
         )
     }
 
-    /// Checks every shard's checksum; returns the damaged ones' messages (and marks the store
-    /// stale if there are any).
+    /// Checks every shard whole; returns the damaged ones' messages (and marks the store stale
+    /// if there are any).
     pub fn verify_all(&self) -> Vec<String> {
         let width = self.manifest.id_width;
         let bad: Vec<String> = self
             .shards
             .iter()
             .filter_map(|s| {
-                check_shard(&s.path, &s.info, width)
+                check_whole(&s.path, &s.info, width)
                     .err()
                     .map(|why| format!("{}: {why}", s.path.display()))
             })
@@ -343,7 +392,13 @@ impl TokenStore {
         let (mut v, mut done) = (v, 0);
         while done < out.len() {
             let seg = self.segment(s)?;
-            done += seg.fill_packed(v - self.packed_before[s], sep, &mut out[done..]);
+            let at = v - self.packed_before[s];
+            // The ids this part of the row can read: from the first at or after `at`, at most
+            // one per position left.
+            let real = seg.real_at(at);
+            let end = (real + out.len() - done).min(seg.ids.len());
+            self.check_ids(s, real..end)?;
+            done += seg.fill_packed(at, sep, &mut out[done..]);
             (s, v) = (s + 1, self.packed_before[s + 1]);
         }
         Ok(())
@@ -353,7 +408,9 @@ impl TokenStore {
     pub fn fill_line(&self, k: u64, out: &mut [u32]) -> Result<usize> {
         let s = self.lines_before.partition_point(|&b| b <= k) - 1;
         let seg = self.segment(s)?;
-        Ok(seg.fill_line((k - self.lines_before[s]) as usize, out.len(), out))
+        let k = (k - self.lines_before[s]) as usize;
+        self.check_ids(s, seg.line_range(k, out.len()))?;
+        Ok(seg.fill_line(k, out.len(), out))
     }
 
     /// The first `n` ids of the corpus (fewer if it is shorter), without separators.
@@ -365,6 +422,7 @@ impl TokenStore {
             }
             let seg = self.segment(s)?;
             let k = seg.ids.len().min(n - out.len());
+            self.check_ids(s, 0..k)?;
             let at = out.len();
             out.resize(at + k, 0);
             seg.ids.copy_to(0..k, &mut out[at..]);
@@ -373,43 +431,92 @@ impl TokenStore {
     }
 }
 
-/// Length, checksum and header of a shard file against its manifest entry.
-fn check_shard(path: &Path, info: &ShardInfo, width: u32) -> std::result::Result<(), String> {
-    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+fn layout_of(info: &ShardInfo, width: u32) -> [Range<usize>; 4] {
+    layout(width as usize, info.tokens, info.lines, info.seps)
+}
+
+/// BLAKE3 of a shard's index: its header and the bytes after its ids.
+pub fn index_hash(header: &[u8], tail: &[u8]) -> String {
     let mut h = blake3::Hasher::new();
-    let (mut buf, mut len, mut header) = (vec![0u8; 1 << 20], 0u64, Vec::new());
-    loop {
-        let n = f.read(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        if header.len() < HEADER_BYTES {
-            let k = (HEADER_BYTES - header.len()).min(n);
-            header.extend_from_slice(&buf[..k]);
-        }
-        h.update(&buf[..n]);
-        len += n as u64;
-    }
+    h.update(header);
+    h.update(tail);
+    h.finalize().to_hex().to_string()
+}
+
+/// A shard file's length, and its index (header, line ends, seps, block sums) against its
+/// manifest entry.
+fn check_index(file: &File, info: &ShardInfo, width: u32) -> std::result::Result<(), String> {
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
     if len != info.bytes {
         return Err(format!("{len} bytes, the manifest says {}", info.bytes));
     }
-    if h.finalize().to_hex().as_str() != info.blake3 {
-        return Err("checksum differs from the manifest".into());
+    let ids = layout_of(info, width)[0].clone();
+    let mut header = vec![0u8; HEADER_BYTES];
+    let mut tail = vec![0u8; len as usize - ids.end];
+    file.read_exact_at(&mut header, 0)
+        .and_then(|()| file.read_exact_at(&mut tail, ids.end as u64))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if index_hash(&header, &tail) != info.index_blake3 {
+        return Err("its index differs from the manifest's checksum".into());
     }
-    let want = header_bytes(width, info.tokens, info.lines, info.seps);
-    if header != want {
-        return Err("header disagrees with the manifest".into());
+    if header != header_bytes(width, info.tokens, info.lines, info.seps) {
+        return Err("its header disagrees with the manifest".into());
+    }
+    Ok(())
+}
+
+/// Block `b` of a shard's ids (read with `pread`) against its sum (read from the map, whose
+/// index was checked).
+fn check_block(
+    file: &File,
+    map: &[u8],
+    info: &ShardInfo,
+    width: usize,
+    b: usize,
+) -> std::result::Result<(), String> {
+    let [ids, _, _, sums] = layout(width, info.tokens, info.lines, info.seps);
+    let start = ids.start + b * BLOCK_BYTES;
+    let mut block = vec![0u8; BLOCK_BYTES.min(ids.end - start)];
+    file.read_exact_at(&mut block, start as u64)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let want = &map[sums.start + 32 * b..sums.start + 32 * (b + 1)];
+    if blake3::hash(&block).as_bytes() != want {
+        return Err(format!("block {b} of its ids differs from its checksum"));
+    }
+    Ok(())
+}
+
+/// A whole shard: its index, then every block of ids.
+fn check_whole(path: &Path, info: &ShardInfo, width: u32) -> std::result::Result<(), String> {
+    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    check_index(&file, info, width)?;
+    let [ids, _, _, sums] = layout_of(info, width);
+    let mut stored = vec![0u8; sums.len()];
+    file.read_exact_at(&mut stored, sums.start as u64)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let mut block = vec![0u8; BLOCK_BYTES];
+    for (b, want) in stored.chunks_exact(32).enumerate() {
+        let start = ids.start + b * BLOCK_BYTES;
+        let n = BLOCK_BYTES.min(ids.end - start);
+        file.read_exact_at(&mut block[..n], start as u64)
+            .map_err(|e| format!("cannot read: {e}"))?;
+        if blake3::hash(&block[..n]).as_bytes() != want {
+            return Err(format!("block {b} of its ids differs from its checksum"));
+        }
     }
     Ok(())
 }
 
 /// A shard's 64-byte header.
 pub fn header_bytes(width: u32, tokens: u64, lines: u64, seps: u64) -> Vec<u8> {
+    let blocks = layout(width as usize, tokens, lines, seps)[0]
+        .len()
+        .div_ceil(BLOCK_BYTES) as u64;
     let mut b = Vec::with_capacity(HEADER_BYTES);
     b.extend_from_slice(SHARD_MAGIC);
     b.extend_from_slice(&width.to_le_bytes());
     b.extend_from_slice(&0u32.to_le_bytes());
-    for x in [tokens, lines, seps] {
+    for x in [tokens, lines, seps, blocks] {
         b.extend_from_slice(&x.to_le_bytes());
     }
     b.resize(HEADER_BYTES, 0);

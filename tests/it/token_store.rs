@@ -147,6 +147,39 @@ fn a_truncated_or_altered_shard_is_named_and_rebuilt() {
 }
 
 #[test]
+fn each_block_of_ids_is_checked_when_first_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let tok = tokenizer(300);
+    let corpus =
+        Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt");
+    let files = vec![corpus];
+    let (s, _) = store::open_or_prepare(&files, &tok, "text", &cache).unwrap();
+    let info = s.manifest().shards[0].clone();
+    let n_blocks = (info.tokens as usize * 2).div_ceil(store::BLOCK_BYTES);
+    assert!(n_blocks >= 4, "{n_blocks} blocks");
+    let shard = s.dir().join(&info.file);
+    drop(s);
+    // One id of the last block altered: rows before it read fine, a read of it is refused.
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let at = store::HEADER_BYTES + (n_blocks - 1) * store::BLOCK_BYTES + 1;
+    bytes[at] ^= 0x01;
+    std::fs::write(&shard, &bytes).unwrap();
+    let (s, built) = store::open_or_prepare(&files, &tok, "text", &cache).unwrap();
+    assert!(!built);
+    let mut out = vec![0; 64];
+    assert!(s.fill_line(0, &mut out).unwrap() > 0, "block 0 is intact");
+    let e = s.first_ids(usize::MAX).unwrap_err();
+    let msg = format!("{e:#}");
+    let block = format!("block {}", n_blocks - 1);
+    assert!(
+        msg.contains("shard-00000.bin") && msg.contains(&block),
+        "{msg}"
+    );
+    assert_eq!(s.verify_all().len(), 1);
+}
+
+#[test]
 fn a_build_killed_midway_leaves_a_folder_the_next_build_removes() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");

@@ -34,3 +34,9 @@ for parts in 1 8; do
 done
 echo "== the shipped corpus (bench-mini as configured)"
 timed $bin bench --config $cfg --steps 5 --warmup 1 --json
+echo "== tokens/s, 8 GB store against the shipped corpus, alternated (10 timed steps after 2)"
+for round in 1 2 3 4; do
+  big=$($bin bench --config $cfg "${set_train[@]}" --steps 10 --warmup 2 --json 2>/dev/null)
+  small=$($bin bench --config $cfg --steps 10 --warmup 2 --json 2>/dev/null)
+  python3 -c 'import json,sys; b,s=(json.loads(x) for x in sys.argv[2:]); print("round %s: 8 GB %.0f tokens/s (data %.3f), shipped %.0f (data %.3f), ratio %.3f" % (sys.argv[1], b["tokens_per_sec"], b["data_share"], s["tokens_per_sec"], s["data_share"], b["tokens_per_sec"] / s["tokens_per_sec"]))' "$round" "$big" "$small"
+done

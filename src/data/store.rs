@@ -158,7 +158,7 @@ struct Shard {
     open: OnceLock<std::result::Result<Opened, String>>,
 }
 
-/// A mapped shard whose index checked, and which of its blocks of ids have been checked.
+/// A mapped shard whose index has been checked, and which of its blocks of ids have been.
 struct Opened {
     file: File,
     map: Mmap,
@@ -293,7 +293,7 @@ impl TokenStore {
     }
 
     /// Shard `s`'s tokens. Its ids are not checked here: see [`TokenStore::check_ids`].
-    pub fn segment(&self, s: usize) -> Result<Segment<'_>> {
+    fn segment(&self, s: usize) -> Result<Segment<'_>> {
         let map = &self.opened(s)?.map;
         let info = &self.shards[s].info;
         let width = self.manifest.id_width as usize;

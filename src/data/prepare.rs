@@ -147,7 +147,12 @@ pub fn prepare(
     remove_abandoned(dir);
     let tmp = crate::io::tmp_path(dir);
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    std::fs::create_dir_all(&tmp).map_err(|e| {
+        UsageError::new(format!(
+            "cannot create the token store in {}: {e}; set data.cache_dir to a writable folder",
+            tmp.parent().unwrap_or(Path::new(".")).display()
+        ))
+    })?;
     let result = write_store(files, tok, &mut manifest, &tmp, shard_tokens).and_then(|()| {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::rename(&tmp, dir)

@@ -321,6 +321,20 @@ fn data_prepare_and_verify_name_a_damaged_shard_and_rebuild_it() {
     masklm(&args).ok();
 }
 
+#[test]
+fn an_unwritable_cache_folder_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the folder should be: creating the store fails, even for root.
+    let not_a_folder = dir.path().join("file");
+    std::fs::write(&not_a_folder, "x").unwrap();
+    let mut args: Vec<String> = ["data", "prepare", "--config", "configs/tiny.toml"]
+        .map(String::from)
+        .into();
+    args.extend(common::isolated(dir.path()));
+    args.extend(["--set".into(), format!("data.cache_dir={not_a_folder:?}")]);
+    masklm(&args).usage_error(&["cannot create the token store", "data.cache_dir"]);
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {

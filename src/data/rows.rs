@@ -68,7 +68,7 @@ impl Segment<'_> {
 
     /// The separators before packed position `v`. Separator j sits at packed position
     /// `seps[j] + j`, which grows with j: a binary search.
-    fn seps_before(&self, v: u64) -> usize {
+    pub fn seps_before(&self, v: u64) -> usize {
         let (mut lo, mut hi) = (0usize, self.seps.len());
         while lo < hi {
             let mid = (lo + hi) / 2;
@@ -81,17 +81,16 @@ impl Segment<'_> {
         lo
     }
 
-    /// The first id at or after packed position `v`.
-    pub fn real_at(&self, v: u64) -> usize {
-        (v - self.seps_before(v) as u64) as usize
-    }
-
     /// Copies the packed stream from position `v` on into `out`, as much as this shard holds;
     /// returns how many were written.
     pub fn fill_packed(&self, v: u64, sep: u32, out: &mut [u32]) -> usize {
+        self.fill_packed_after(v, self.seps_before(v), sep, out)
+    }
+
+    /// [`Segment::fill_packed`] given `j = seps_before(v)`: from the id `v - j` on.
+    pub fn fill_packed_after(&self, v: u64, j: usize, sep: u32, out: &mut [u32]) -> usize {
         let seps = self.seps;
-        let mut j = self.seps_before(v);
-        let mut real = (v - j as u64) as usize;
+        let (mut j, mut real) = (j, (v - j as u64) as usize);
         let mut written = 0;
         while written < out.len() {
             let run_end = seps.get(j).map_or(self.ids.len(), |&s| s as usize);

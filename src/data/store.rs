@@ -395,10 +395,11 @@ impl TokenStore {
             let at = v - self.packed_before[s];
             // The ids this part of the row can read: from the first at or after `at`, at most
             // one per position left.
-            let real = seg.real_at(at);
+            let j = seg.seps_before(at);
+            let real = (at - j as u64) as usize;
             let end = (real + out.len() - done).min(seg.ids.len());
             self.check_ids(s, real..end)?;
-            done += seg.fill_packed(at, sep, &mut out[done..]);
+            done += seg.fill_packed_after(at, j, sep, &mut out[done..]);
             (s, v) = (s + 1, self.packed_before[s + 1]);
         }
         Ok(())

@@ -92,7 +92,7 @@ fn verify(a: ConfigArgs) -> Result<()> {
             Ok(s) => s,
             Err(why) => {
                 damaged.push(format!(
-                    "{what} store {}: {why}; `masklm data prepare` rebuilds it",
+                    "{what} store {}: {why}; `masklm data prepare` builds it",
                     dir.display()
                 ));
                 continue;

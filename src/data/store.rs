@@ -224,8 +224,19 @@ impl TokenStore {
                 )));
             }
         }
+        if m.id_width != want.id_width {
+            return Ok(Err(format!(
+                "ids of {} bytes (now {})",
+                m.id_width, want.id_width
+            )));
+        }
         for s in &m.shards {
             let p = dir.join(&s.file);
+            // A manifest whose counts do not add up to the shard's length (damaged, or written
+            // by hand) would have rows read past the file's end.
+            if layout_of(s, m.id_width)[3].end as u64 != s.bytes || s.file.contains('/') {
+                return Ok(Err(format!("{} is damaged", path.display())));
+            }
             let len = std::fs::metadata(&p).map(|m| m.len()).ok();
             if len != Some(s.bytes) {
                 return Ok(Err(format!(

@@ -124,6 +124,17 @@ fn a_truncated_or_altered_shard_is_named_and_rebuilt() {
     assert_eq!(s.first_ids(usize::MAX).unwrap(), want);
     drop(s);
 
+    // A manifest whose counts disagree with the shard's length: stale, rebuilt.
+    let manifest = dir_of.join(store::MANIFEST_FILE);
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let mut m: store::Manifest = serde_json::from_str(&text).unwrap();
+    m.shards[0].lines += 1;
+    std::fs::write(&manifest, serde_json::to_string(&m).unwrap()).unwrap();
+    let (s, built) = store::open_or_prepare(&files, &tok, "text", &cache).unwrap();
+    assert!(built);
+    assert_eq!(s.first_ids(usize::MAX).unwrap(), want);
+    drop(s);
+
     // Altered in place (same length): seen when the shard is first touched, named as a usage
     // error; the store is marked stale and the next open rebuilds it.
     let mut bytes = std::fs::read(&shard).unwrap();

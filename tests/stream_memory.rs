@@ -1,6 +1,8 @@
-//! Reading a corpus holds bounded memory whatever its line lengths. A binary of its own, not a
-//! module of `tests/it`: it measures the process's peak resident memory, which tests running
-//! beside it in one process would raise (and which Linux counts per thread, lazily).
+//! Reading a corpus holds bounded memory whatever its line lengths, and the mapped token store
+//! gives its pages back. A binary of its own, not a module of `tests/it`: it measures the
+//! process's resident memory, which tests running beside it in one process would raise (and which
+//! Linux counts per thread, lazily). The two tests share the process, so each measures a
+//! difference over its own work.
 
 use masklm::data::corpus::{MAX_PIECE_BYTES, PieceReader};
 
@@ -34,6 +36,81 @@ fn a_200_mb_line_streams_in_bounded_pieces() {
     );
     let grown_mb = peak_rss_kb().saturating_sub(before) / 1024;
     assert!(grown_mb < 32, "peak memory grew {grown_mb} MB reading it");
+}
+
+/// Rows read at random from a mapped store map its pages into the process; releasing them takes
+/// the resident set back down (the store reads them again from the page cache when needed).
+#[test]
+fn the_mapped_store_gives_its_pages_back() {
+    use masklm::config::Packing;
+    use masklm::data::batches::RowSet;
+    use masklm::data::prepare::ShardWriter;
+    use masklm::data::store::{self, Manifest, TokenStore};
+    use std::sync::Arc;
+
+    // A 32 MB store of synthetic ids (no tokenizer needed): 16 M u16 ids in lines of 50.
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = ShardWriter::new(dir.path(), 2, store::SHARD_TOKENS);
+    let line: Vec<u32> = (0..50).map(|i| 5 + i * 7).collect();
+    for k in 0..(16 << 20) / 50 {
+        w.line(&line, k % 7 == 0).unwrap();
+    }
+    let want = Manifest {
+        format: store::FORMAT_VERSION,
+        tokenizer: "synthetic".into(),
+        text_field: "text".into(),
+        id_width: 2,
+        sources: Vec::new(),
+        shards: Vec::new(),
+    };
+    let m = Manifest {
+        shards: w.finish().unwrap(),
+        ..want.clone()
+    };
+    std::fs::write(
+        dir.path().join(store::MANIFEST_FILE),
+        serde_json::to_vec(&m).unwrap(),
+    )
+    .unwrap();
+    let s = Arc::new(
+        TokenStore::open_if_current(dir.path(), &want)
+            .unwrap()
+            .unwrap(),
+    );
+    let rows = RowSet::all(s.clone(), Packing::Packed, 128);
+    let sp = masklm::tokenizer::SpecialIds {
+        pad: 0,
+        unk: 1,
+        cls: 2,
+        sep: 3,
+        mask: 4,
+    };
+    let (mut ids, mut mask) = (vec![0u32; 128], vec![0u8; 128]);
+    let before = rss_file_kb();
+    // Fewer rows than a release interval: nothing is released on the way.
+    let mut x = 12345u64;
+    for _ in 0..store::RELEASE_EVERY_ROWS - 24 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let r = ((x >> 33) % rows.len() as u64) as usize;
+        rows.fill(r, &sp, &mut ids, &mut mask).unwrap();
+    }
+    let grown = rss_file_kb().saturating_sub(before);
+    assert!(grown > 2048, "random rows mapped only {grown} KiB");
+    s.release_pages();
+    let left = rss_file_kb().saturating_sub(before);
+    assert!(
+        left * 4 < grown,
+        "{left} KiB of {grown} KiB still mapped after the release"
+    );
+}
+
+/// File-backed resident memory (Linux `RssFile`), in KiB.
+fn rss_file_kb() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("RssFile:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 fn peak_rss_kb() -> usize {

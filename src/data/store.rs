@@ -26,7 +26,7 @@ use crate::config::Packing;
 use crate::error::UsageError;
 use crate::tokenizer::BertTokenizer;
 use anyhow::{Context, Result};
-use memmap2::Mmap;
+use memmap2::{Mmap, UncheckedAdvice};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::ops::Range;
@@ -50,6 +50,10 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const SHARD_TOKENS: usize = 1 << 24;
 /// Bytes of ids under one checksum: what the first read of a row in them costs to check.
 pub const BLOCK_BYTES: usize = 64 << 10;
+/// Rows read between two releases of the mapped pages ([`TokenStore::release_pages`]). On the
+/// 8 GB store at bench-mini's 128-token rows a row maps ~120 KiB (the kernel maps 64 KiB around
+/// each page a row or its binary search touches): at most ~120 MiB between releases, measured.
+pub const RELEASE_EVERY_ROWS: u64 = 1024;
 
 /// A corpus file as it was when the store was built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +178,8 @@ pub struct TokenStore {
     /// Per shard, packed positions and lines before it (prefix sums, one word per shard).
     packed_before: Vec<u64>,
     lines_before: Vec<u64>,
+    /// Rows read so far, to release the mapped pages every [`RELEASE_EVERY_ROWS`].
+    rows_read: AtomicU64,
 }
 
 impl std::fmt::Debug for TokenStore {
@@ -269,6 +275,7 @@ impl TokenStore {
             shards,
             packed_before,
             lines_before,
+            rows_read: AtomicU64::new(0),
         }
     }
 
@@ -367,6 +374,27 @@ impl TokenStore {
         Ok(Opened { file, map, checked })
     }
 
+    /// Counts a row read, releasing the mapped pages every [`RELEASE_EVERY_ROWS`] rows.
+    fn row_read(&self) {
+        let n = self.rows_read.fetch_add(1, Ordering::Relaxed);
+        if n % RELEASE_EVERY_ROWS == RELEASE_EVERY_ROWS - 1 {
+            self.release_pages();
+        }
+    }
+
+    /// Unmaps the pages of the opened shards from this process (`MADV_DONTNEED`); they stay in
+    /// the page cache and the next read maps them again. Without it, a long run's random rows
+    /// would map page after page until the process's resident set held the whole store.
+    pub fn release_pages(&self) {
+        for shard in &self.shards {
+            if let Some(Ok(o)) = shard.open.get() {
+                // Safety: a read-only map of a file that is never modified: dropping its pages
+                // makes the next read fetch the same bytes from the file again.
+                let _ = unsafe { o.map.unchecked_advise(UncheckedAdvice::DontNeed) };
+            }
+        }
+    }
+
     /// Marks the store stale (its manifest removed, so the next run rebuilds it) and says so.
     fn damaged(&self, shard: &Path, why: &str) -> String {
         let _ = std::fs::remove_file(self.dir.join(MANIFEST_FILE));
@@ -399,6 +427,7 @@ impl TokenStore {
     /// Writes packed row content starting at packed position `v` into `out` (all of it: rows
     /// never run past the stream's end).
     pub fn fill_packed(&self, v: u64, sep: u32, out: &mut [u32]) -> Result<()> {
+        self.row_read();
         let mut s = self.packed_before.partition_point(|&b| b <= v) - 1;
         let (mut v, mut done) = (v, 0);
         while done < out.len() {
@@ -418,6 +447,7 @@ impl TokenStore {
 
     /// Writes the first `out.len()` ids (at most) of line `k` into `out`; returns how many.
     pub fn fill_line(&self, k: u64, out: &mut [u32]) -> Result<usize> {
+        self.row_read();
         let s = self.lines_before.partition_point(|&b| b <= k) - 1;
         let seg = self.segment(s)?;
         let k = (k - self.lines_before[s]) as usize;

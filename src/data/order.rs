@@ -3,8 +3,8 @@
 //! A balanced Feistel network permutes the `2·h`-bit integers, with `4^h` the smallest power of
 //! four that is at least `n`; indices that land outside `0..n` are walked through the network
 //! again until they fall inside ("cycle walking"), which keeps the map a bijection of `0..n`.
-//! Since `4^h < 4n`, a walk takes under four passes through the network on average. Memory is a few
-//! words whatever `n`, where a shuffled list of a 2.5-billion-row corpus would take 10 GB.
+//! Since `4^h < 4n`, a walk takes under four passes through the network on average. Memory is a
+//! few words whatever `n`, where a shuffled list of a 2.5-billion-row corpus would take 10 GB.
 //! Written here because no maintained crate offers a seeded permutation of an arbitrary range.
 
 use super::masking::{Rng, mix};

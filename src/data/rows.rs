@@ -52,7 +52,8 @@ impl Ids<'_> {
 }
 
 /// One shard's tokens: its ids, where each of its lines ends, and the offsets before which a
-/// document ended (a [SEP] goes there in packed rows; `ids.len()` when one ends at the shard's end).
+/// document ended (a [SEP] goes there in packed rows; `ids.len()` when one ends at the shard's
+/// end).
 #[derive(Debug, Clone, Copy)]
 pub struct Segment<'a> {
     pub ids: Ids<'a>,

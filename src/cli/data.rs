@@ -83,7 +83,7 @@ fn verify(a: ConfigArgs) -> Result<()> {
     let cfg = a.load()?;
     let tok = tokenizer_for(&cfg)?;
     let cache = cache_dir(&cfg);
-    let mut damaged = Vec::new();
+    let (mut problems, mut damaged) = (Vec::new(), false);
     for (what, paths) in corpora(&cfg) {
         let files = corpus::expand_paths(paths)?;
         let dir = store::store_dir(&files, &tok, &cfg.data.text_field, &cache)?;
@@ -91,7 +91,7 @@ fn verify(a: ConfigArgs) -> Result<()> {
         let s = match TokenStore::open_if_current(&dir, &want)? {
             Ok(s) => s,
             Err(why) => {
-                damaged.push(format!(
+                problems.push(format!(
                     "{what} store {}: {why}; `masklm data prepare` builds it",
                     dir.display()
                 ));
@@ -101,21 +101,21 @@ fn verify(a: ConfigArgs) -> Result<()> {
         let bad = s.verify_all();
         if bad.is_empty() {
             println!("{} — every shard checks", describe_store(what, &s));
-        } else {
-            for b in bad {
-                damaged.push(format!("{what} store shard {b}"));
-            }
         }
+        damaged |= !bad.is_empty();
+        problems.extend(bad.into_iter().map(|b| format!("{what} store shard {b}")));
     }
-    if !damaged.is_empty() {
-        return Err(UsageError::new(format!(
-            "{}\nthe damaged stores are marked stale: the next `masklm data prepare` (or train, \
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let mut msg = problems.join("\n");
+    if damaged {
+        msg.push_str(
+            "\nthe damaged stores are marked stale: the next `masklm data prepare` (or train, \
              eval, bench) tokenizes their corpus again",
-            damaged.join("\n")
-        ))
-        .into());
+        );
     }
-    Ok(())
+    Err(UsageError::new(msg).into())
 }
 
 fn preview(a: PreviewArgs) -> Result<()> {

@@ -311,6 +311,11 @@ fn data_prepare_and_verify_name_a_damaged_shard_and_rebuild_it() {
         .map(String::from)
         .into();
     args.extend(common::isolated(dir.path()));
+    // Nothing to verify yet: said as such, not as damage.
+    args[1] = "verify".into();
+    let before = masklm(&args).usage_error(&["not prepared yet", "masklm data prepare"]);
+    assert!(!before.stderr.contains("damaged"), "{}", before.stderr);
+    args[1] = "prepare".into();
     let out = masklm(&args).ok();
     assert!(out.stdout.contains("training store"), "{}", out.stdout);
     args[1] = "verify".into();

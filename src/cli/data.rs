@@ -86,8 +86,7 @@ fn verify(a: ConfigArgs) -> Result<()> {
     let (mut problems, mut damaged) = (Vec::new(), false);
     for (what, paths) in corpora(&cfg) {
         let files = corpus::expand_paths(paths)?;
-        let dir = store::store_dir(&files, &tok, &cfg.data.text_field, &cache)?;
-        let want = store::expected(&files, &tok, &cfg.data.text_field)?;
+        let (dir, want) = store::locate(&files, &tok, &cfg.data.text_field, &cache)?;
         let s = match TokenStore::open_if_current(&dir, &want)? {
             Ok(s) => s,
             Err(why) => {

@@ -132,16 +132,18 @@ pub fn layout(width: usize, tokens: u64, lines: u64, seps: u64) -> [Range<usize>
     [ids, lines, seps, sums]
 }
 
-/// The store folder of `files` read through `tok` (`text_field`: the text of `.jsonl` records).
-pub fn store_dir(
+/// The store folder of `files` and what its manifest must say to be current (shards aside):
+/// the folder is named by the tokenizer, the text field and the files' absolute paths.
+pub fn locate(
     files: &[PathBuf],
     tok: &BertTokenizer,
     text_field: &str,
     cache_dir: &Path,
-) -> Result<PathBuf> {
+) -> Result<(PathBuf, Manifest)> {
+    let want = expected(files, tok, text_field)?;
     let mut h = blake3::Hasher::new();
     h.update(&FORMAT_VERSION.to_le_bytes());
-    h.update(tok.fingerprint()?.as_bytes());
+    h.update(want.tokenizer.as_bytes());
     h.update(&(text_field.len() as u64).to_le_bytes());
     h.update(text_field.as_bytes());
     for f in files {
@@ -152,7 +154,7 @@ pub fn store_dir(
         h.update(s.as_bytes());
     }
     let key = h.finalize().to_hex();
-    Ok(cache_dir.join(format!("store-{}", &key[..32])))
+    Ok((cache_dir.join(format!("store-{}", &key[..32])), want))
 }
 
 /// A shard, mapped (and its index checked) when first touched.
@@ -343,7 +345,10 @@ impl TokenStore {
                 continue;
             }
             let shard = &self.shards[s];
-            check_block(&o.file, &o.map, &shard.info, width, b)
+            // The sums come from the map: the index holding them was checked at open.
+            let [ids, _, _, sums] = layout_of(&shard.info, self.manifest.id_width);
+            let want = &o.map[sums.start + 32 * b..sums.start + 32 * (b + 1)];
+            check_block(&o.file, &ids, b, want, &mut Vec::new())
                 .map_err(|why| UsageError::new(self.damaged(&shard.path, &why)))?;
             word.fetch_or(bit, Ordering::Relaxed);
         }
@@ -507,22 +512,19 @@ fn check_index(file: &File, info: &ShardInfo, width: u32) -> std::result::Result
     Ok(())
 }
 
-/// Block `b` of a shard's ids (read with `pread`) against its sum (read from the map, whose
-/// index was checked).
+/// Block `b` of a shard's ids (read with `pread` into `buf`) against its sum `want`.
 fn check_block(
     file: &File,
-    map: &[u8],
-    info: &ShardInfo,
-    width: usize,
+    ids: &Range<usize>,
     b: usize,
+    want: &[u8],
+    buf: &mut Vec<u8>,
 ) -> std::result::Result<(), String> {
-    let [ids, _, _, sums] = layout(width, info.tokens, info.lines, info.seps);
     let start = ids.start + b * BLOCK_BYTES;
-    let mut block = vec![0u8; BLOCK_BYTES.min(ids.end - start)];
-    file.read_exact_at(&mut block, start as u64)
+    buf.resize(BLOCK_BYTES.min(ids.end - start), 0);
+    file.read_exact_at(buf, start as u64)
         .map_err(|e| format!("cannot read: {e}"))?;
-    let want = &map[sums.start + 32 * b..sums.start + 32 * (b + 1)];
-    if blake3::hash(&block).as_bytes() != want {
+    if blake3::hash(buf).as_bytes() != want {
         return Err(format!("block {b} of its ids differs from its checksum"));
     }
     Ok(())
@@ -536,15 +538,9 @@ fn check_whole(path: &Path, info: &ShardInfo, width: u32) -> std::result::Result
     let mut stored = vec![0u8; sums.len()];
     file.read_exact_at(&mut stored, sums.start as u64)
         .map_err(|e| format!("cannot read: {e}"))?;
-    let mut block = vec![0u8; BLOCK_BYTES];
+    let mut buf = Vec::new();
     for (b, want) in stored.chunks_exact(32).enumerate() {
-        let start = ids.start + b * BLOCK_BYTES;
-        let n = BLOCK_BYTES.min(ids.end - start);
-        file.read_exact_at(&mut block[..n], start as u64)
-            .map_err(|e| format!("cannot read: {e}"))?;
-        if blake3::hash(&block[..n]).as_bytes() != want {
-            return Err(format!("block {b} of its ids differs from its checksum"));
-        }
+        check_block(&file, &ids, b, want, &mut buf)?;
     }
     Ok(())
 }
@@ -595,7 +591,7 @@ pub fn describe(files: &[PathBuf]) -> String {
 }
 
 /// What a current store of `files` under `tok` must say in its manifest (shards aside).
-pub fn expected(files: &[PathBuf], tok: &BertTokenizer, text_field: &str) -> Result<Manifest> {
+fn expected(files: &[PathBuf], tok: &BertTokenizer, text_field: &str) -> Result<Manifest> {
     Ok(Manifest {
         format: FORMAT_VERSION,
         tokenizer: tok.fingerprint()?,
@@ -617,16 +613,24 @@ pub fn open_or_prepare(
     text_field: &str,
     cache_dir: &Path,
 ) -> Result<(TokenStore, bool)> {
-    let dir = store_dir(files, tok, text_field, cache_dir)?;
-    let want = expected(files, tok, text_field)?;
+    let (dir, want) = locate(files, tok, text_field, cache_dir)?;
     match TokenStore::open_if_current(&dir, &want)? {
         Ok(store) => Ok((store, false)),
         Err(why) => {
             if why != "not prepared yet" {
                 eprintln!("corpus store {}: {why}; tokenizing again", dir.display());
             }
-            super::prepare::prepare(files, tok, want, &dir, SHARD_TOKENS)?;
-            let store = TokenStore::open_if_current(&dir, &expected(files, tok, text_field)?)?
+            let built = super::prepare::prepare(files, tok, want, &dir, SHARD_TOKENS)?;
+            // The sources stated again: a file changed while it was read makes the store stale.
+            let now = Manifest {
+                sources: files
+                    .iter()
+                    .map(|f| Source::stat(f))
+                    .collect::<Result<_>>()?,
+                shards: Vec::new(),
+                ..built
+            };
+            let store = TokenStore::open_if_current(&dir, &now)?
                 .map_err(|why| {
                     anyhow::anyhow!(
                         "the corpus store {} just written is not current: {why} (a corpus file \

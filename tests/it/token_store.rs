@@ -57,7 +57,7 @@ fn ids_are_the_tokenizers_and_a_sep_ends_each_document_across_shards() {
         .collect();
     // Shards of ~7 ids: many shards, documents and rows running across them. u16 and u32 ids.
     for width in [2, 4] {
-        let mut want = store::expected(&files, &tok, "text").unwrap();
+        let mut want = store::locate(&files, &tok, "text", dir.path()).unwrap().1;
         want.id_width = width;
         let at = dir.path().join(format!("store-{width}"));
         let m = prepare::prepare(&files, &tok, want.clone(), &at, 7).unwrap();
@@ -115,9 +115,12 @@ fn a_truncated_or_altered_shard_is_named_and_rebuilt() {
     // Truncated: seen at open (the length differs), named, and rebuilt.
     let bytes = std::fs::read(&shard).unwrap();
     std::fs::write(&shard, &bytes[..bytes.len() - 3]).unwrap();
-    let why = TokenStore::open_if_current(&dir_of, &store::expected(&files, &tok, "text").unwrap())
-        .unwrap()
-        .unwrap_err();
+    let why = TokenStore::open_if_current(
+        &dir_of,
+        &store::locate(&files, &tok, "text", &cache).unwrap().1,
+    )
+    .unwrap()
+    .unwrap_err();
     assert!(why.contains("shard-00000.bin"), "{why}");
     let (s, built) = store::open_or_prepare(&files, &tok, "text", &cache).unwrap();
     assert!(built);
@@ -197,7 +200,7 @@ fn a_build_killed_midway_leaves_a_folder_the_next_build_removes() {
     let tok = tokenizer(300);
     let (path, _) = corpus(dir.path(), &tok);
     let files = vec![path];
-    let at = store::store_dir(&files, &tok, "text", &cache).unwrap();
+    let (at, _) = store::locate(&files, &tok, "text", &cache).unwrap();
     let name = at.file_name().unwrap().to_string_lossy().into_owned();
     // No process has this id (Linux caps them at 2^22): its build was killed.
     let dead = cache.join(format!(".{name}.tmp-4000000000"));

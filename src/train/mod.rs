@@ -216,7 +216,9 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             let micro = (0..accum as u64)
                 .map(|m| stream.batch_at(pos + m * batch_size as u64))
                 .collect::<Result<Vec<Batch>>>();
-            if tx.send(micro).is_err() {
+            // After an error (a damaged shard) there is nothing more to send.
+            let failed = micro.is_err();
+            if tx.send(micro).is_err() || failed {
                 return;
             }
         }

@@ -42,6 +42,15 @@ fn corpus(dir: &Path, tok: &BertTokenizer) -> (PathBuf, Vec<Vec<Vec<u32>>>) {
     (path, docs)
 }
 
+/// [`corpus`] in a temporary folder, with a cache folder beside it and a tokenizer of 300.
+fn small_corpus() -> (tempfile::TempDir, PathBuf, BertTokenizer, Vec<PathBuf>) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let tok = tokenizer(300);
+    let (path, _) = corpus(dir.path(), &tok);
+    (dir, cache, tok, vec![path])
+}
+
 #[test]
 fn ids_are_the_tokenizers_and_a_sep_ends_each_document_across_shards() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,11 +107,7 @@ fn ids_are_the_tokenizers_and_a_sep_ends_each_document_across_shards() {
 
 #[test]
 fn a_truncated_or_altered_shard_is_named_and_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let tok = tokenizer(300);
-    let (path, _) = corpus(dir.path(), &tok);
-    let files = vec![path];
+    let (_dir, cache, tok, files) = small_corpus();
     let (s, built) = store::open_or_prepare(&files, &tok, "text", &cache).unwrap();
     assert!(built);
     let want = s.first_ids(usize::MAX).unwrap();
@@ -195,11 +200,7 @@ fn each_block_of_ids_is_checked_when_first_read() {
 
 #[test]
 fn a_build_killed_midway_leaves_a_folder_the_next_build_removes() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let tok = tokenizer(300);
-    let (path, _) = corpus(dir.path(), &tok);
-    let files = vec![path];
+    let (_dir, cache, tok, files) = small_corpus();
     let (at, _) = store::locate(&files, &tok, "text", &cache).unwrap();
     let name = at.file_name().unwrap().to_string_lossy().into_owned();
     // No process has this id (Linux caps them at 2^22): its build was killed.
@@ -217,11 +218,8 @@ fn a_build_killed_midway_leaves_a_folder_the_next_build_removes() {
 
 #[test]
 fn an_edited_corpus_or_another_tokenizer_rebuilds() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let tok = tokenizer(300);
-    let (path, _) = corpus(dir.path(), &tok);
-    let files = vec![path.clone()];
+    let (_dir, cache, tok, files) = small_corpus();
+    let path = files[0].clone();
     let (first, _) = store::open_or_prepare(&files, &tok, "text", &cache).unwrap();
     let n = first.manifest().tokens();
     let mut text = std::fs::read_to_string(&path).unwrap();

@@ -4,8 +4,13 @@ BertForMaskedLM (bench/compare_pytorch.py) in f32, tf32 and bf16 autocast, at be
 BERT-base shapes. Prints one markdown table (tokens/s, s/step, peak GPU memory, first-step time)
 and a JSON object with every measurement. Builds nothing: give it a masklm binary.
 
-    python3 bench/gpu_compare.py --masklm .device/masklm [--backend wgpu] [--steps 15]
-        [--warmup 4] [--shapes bench-mini,bert-base] [--modes f32,tf32,bf16] [--set key=value ...]
+    python3 bench/gpu_compare.py --masklm .device/masklm [--runs wgpu:f32,vulkan:f16]
+        [--steps 15] [--warmup 4] [--shapes bench-mini,bert-base] [--modes f32,tf32,bf16]
+        [--timeout 240] [--set key=value ...]
+
+`--runs` lists masklm's runs as backend:precision (train.backend, train.precision); `--timeout`
+stops any one run after that many seconds (reported as "timed out"), so that one slow
+configuration cannot use up a device call.
 
 Shapes (rows of 128 tokens, dropout 0.1, AdamW, clipping at 1.0 on both sides):
   bench-mini  configs/bench-mini.toml, batch 32 (hidden 256, 4 layers, 4 heads, 1024)
@@ -64,13 +69,20 @@ class GpuMemory:
         return self.peak
 
 
-def run(cmd, env=None):
+def run(cmd, timeout, env=None):
     """Runs `cmd`, returns (its last stdout line as JSON, peak GPU MiB, wall seconds)."""
     log("$ " + " ".join(cmd))
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     mem = GpuMemory(p.pid)
-    out, _ = p.communicate()
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        mem.done()
+        log(f"timed out after {timeout} s")
+        return "timeout", None, time.perf_counter() - t0
     peak = mem.done()
     wall = time.perf_counter() - t0
     if p.returncode != 0:
@@ -82,7 +94,9 @@ def run(cmd, env=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--masklm", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release", "masklm"))
-    ap.add_argument("--backend", default="wgpu", help="masklm train.backend on the GPU")
+    ap.add_argument("--runs", default="wgpu:f32,vulkan:f16",
+                    help="masklm runs as backend:precision, comma-separated")
+    ap.add_argument("--timeout", type=float, default=240, help="seconds allowed to one run")
     ap.add_argument("--device", default="cuda", help="cuda, or cpu to check the script")
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=4)
@@ -90,23 +104,28 @@ def main():
     ap.add_argument("--modes", default="f32,tf32,bf16", help="PyTorch precisions")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra masklm --set key=value")
     args = ap.parse_args()
-    backend = args.backend if args.device != "cpu" else "flex"
+    runs = [r.split(":") for r in args.runs.split(",")] if args.device != "cpu" else [["flex", "f32"]]
     modes = args.modes.split(",") if args.device != "cpu" else ["f32"]
 
     results = []
     for shape in args.shapes.split(","):
-        sets = SHAPES[shape] + [f"train.backend={backend}", "model.hidden_dropout_prob=0.1",
-                                "model.attention_probs_dropout_prob=0.1"] + args.sets
-        cmd = [args.masklm, "bench", "--config", "configs/bench-mini.toml", "--json",
-               "--steps", str(args.steps), "--warmup", str(args.warmup)]
-        for s in sets:
-            cmd += ["--set", s]
-        ours, peak, wall = run(cmd, env=dict(os.environ, BURN_DEVICE=backend))
-        results.append({"shape": shape, "tool": f"masklm {backend} f32", "result": ours,
-                        "peak_gpu_mb": peak, "wall_s": wall})
-        if ours is None:
+        # The PyTorch side needs the shapes and the vocabulary only: the config's, known here.
+        c = None
+        for backend, precision in runs:
+            sets = SHAPES[shape] + [f"train.backend={backend}", f"train.precision={precision}",
+                                    "model.hidden_dropout_prob=0.1",
+                                    "model.attention_probs_dropout_prob=0.1"] + args.sets
+            cmd = [args.masklm, "bench", "--config", "configs/bench-mini.toml", "--json",
+                   "--steps", str(args.steps), "--warmup", str(args.warmup)]
+            for s in sets:
+                cmd += ["--set", s]
+            ours, peak, wall = run(cmd, args.timeout)
+            results.append({"shape": shape, "tool": f"masklm {backend} {precision}", "result": ours,
+                            "peak_gpu_mb": peak, "wall_s": wall})
+            if isinstance(ours, dict):
+                c = c or ours["config"]
+        if c is None:
             continue
-        c = ours["config"]
         tok = os.path.join(ROOT, "checkpoints/bench-mini/tokenizer.json")
         for mode in modes:
             cmd = [sys.executable, os.path.join(HERE, "compare_pytorch.py"), "--tokenizer", tok,
@@ -117,26 +136,35 @@ def main():
                    "--intermediate-size", str(c["intermediate_size"]), "--seq-len", str(c["seq_len"]),
                    "--batch-size", str(c["batch_size"]), "--steps", str(args.steps),
                    "--warmup", str(args.warmup), "--device", args.device, "--mode", mode]
-            theirs, peak, wall = run(cmd)
+            theirs, peak, wall = run(cmd, args.timeout)
             results.append({"shape": shape, "tool": f"pytorch {mode}", "result": theirs,
                             "peak_gpu_mb": peak, "wall_s": wall})
 
-    print("| shapes | tool | tokens/s | s/step | peak GPU MiB | first step s | ratio to masklm |")
+    print("| shapes | tool | tokens/s | s/step | peak GPU MiB | first step s | wall s |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        x, shape = r["result"], r["shape"]
+        if not isinstance(x, dict):
+            print(f"| {shape} | {r['tool']} | {'timed out' if x == 'timeout' else 'failed'} | | | | "
+                  f"{r['wall_s']:.0f} |")
+            continue
+        mem = r["peak_gpu_mb"] if r["peak_gpu_mb"] is not None else "n/a"
+        first = x.get("first_step_s")
+        first = f"{first:.1f}" if isinstance(first, (int, float)) else "n/a"
+        print(f"| {shape} | {r['tool']} | {x['tokens_per_sec']:,.0f} | {x['sec_per_step']:.3f} "
+              f"| {mem} | {first} | {r['wall_s']:.0f} |")
+    # Each masklm run against each PyTorch mode on the same shapes: masklm tokens/s ÷ PyTorch's.
+    print()
+    print("| shapes | masklm run | " + " | ".join(f"÷ pytorch {m}" for m in modes) + " |")
+    print("| --- | --- | " + " | ".join("---:" for _ in modes) + " |")
     for shape in args.shapes.split(","):
-        rows = [r for r in results if r["shape"] == shape]
-        ours = next((r["result"] for r in rows if r["tool"].startswith("masklm")), None)
+        rows = [r for r in results if r["shape"] == shape and isinstance(r["result"], dict)]
+        torch = {r["tool"]: r["result"]["tokens_per_sec"] for r in rows if r["tool"].startswith("pytorch")}
         for r in rows:
-            x = r["result"]
-            if x is None:
-                print(f"| {shape} | {r['tool']} | failed | | | | |")
-                continue
-            ratio = f"{ours['tokens_per_sec'] / x['tokens_per_sec']:.2f}" if ours else ""
-            mem = r["peak_gpu_mb"] if r["peak_gpu_mb"] is not None else "n/a"
-            first = x.get("first_step_s")
-            first = f"{first:.1f}" if isinstance(first, (int, float)) else "n/a"
-            print(f"| {shape} | {r['tool']} | {x['tokens_per_sec']:,.0f} | {x['sec_per_step']:.3f} "
-                  f"| {mem} | {first} | {ratio} |")
+            if r["tool"].startswith("masklm"):
+                ours = r["result"]["tokens_per_sec"]
+                cells = [f"{ours / torch[f'pytorch {m}']:.2f}" if f"pytorch {m}" in torch else "" for m in modes]
+                print(f"| {shape} | {r['tool']} | " + " | ".join(cells) + " |")
     print(json.dumps({"steps": args.steps, "warmup": args.warmup, "results": results}))
 
 

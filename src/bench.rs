@@ -4,12 +4,13 @@
 //! Tokens count every position of every micro-batch, padding included, as PyTorch's side of the
 //! comparison (`bench/compare_pytorch.py`) counts them.
 
-use crate::config::{BackendName, Config};
+use crate::config::{BackendName, Config, Precision};
 use crate::data::batches::TrainStream;
 use crate::data::{Datasets, corruption, tokenizer_for};
 use crate::model::BertConfig;
+use crate::train::scaler::LossScaler;
 use crate::train::step::{self, Outcome};
-use crate::train::{DeviceInfo, device_for, device_info, optim};
+use crate::train::{DeviceInfo, check_precision, device_for, device_info, optim};
 use anyhow::Result;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -33,6 +34,11 @@ pub struct BenchReport {
     /// Peak resident memory of the whole process (VmHWM), in MiB.
     pub peak_rss_mb: f64,
     pub backend: BackendName,
+    /// What the matrix products computed in (`train.precision`).
+    pub precision: Precision,
+    /// Steps skipped by the f16 loss scaler (warm-up included) and the scale after the last.
+    pub skipped_steps: u64,
+    pub loss_scale: f64,
     /// The adapter the steps ran on.
     pub device: DeviceInfo,
     pub config: BenchShapes,
@@ -54,6 +60,7 @@ pub struct BenchReport {
 pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
     let t = &cfg.train;
     let base = device_for(t.backend)?;
+    check_precision(t.backend, &base, t.precision)?;
     let start = Instant::now();
     let tok = tokenizer_for(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;
@@ -61,7 +68,8 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
     base.seed(t.seed);
     let train_dev = base.clone().autodiff();
     let bert = BertConfig::new(&cfg.model, tok.vocab_size(), tok.specials().pad);
-    let mut model = bert.init(&train_dev);
+    let mut model = bert.init(&train_dev).with_precision(t.precision);
+    let mut scaler = LossScaler::for_precision(t.precision);
     let mut optim = optim::adamw(t);
     let mut stream = TrainStream::new(data.train, corruption(cfg, &tok), t.batch_size);
     let (accum, batch_size) = (t.grad_accum_steps, t.batch_size as u64);
@@ -80,11 +88,13 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
             &micro,
             t.learning_rate,
             t.max_grad_norm,
+            &mut scaler,
             &train_dev,
         );
         model = next;
         match report.outcome {
-            Outcome::Applied => {}
+            // A skipped step (an f16 overflow) did the same work as an applied one.
+            Outcome::Applied | Outcome::Skipped => {}
             Outcome::NothingSelected => {
                 anyhow::bail!("benchmark step {s} selected no token; raise train.batch_size")
             }
@@ -113,6 +123,9 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
         sec_per_step: secs / steps as f64,
         peak_rss_mb: peak_rss_mb().unwrap_or(f64::NAN),
         backend: t.backend,
+        precision: t.precision,
+        skipped_steps: scaler.skipped_steps,
+        loss_scale: scaler.scale,
         device: device_info(t.backend, &base),
         config: BenchShapes {
             vocab_size: tok.vocab_size(),

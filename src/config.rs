@@ -137,6 +137,20 @@ pub enum BackendName {
     Flex,
     Ndarray,
     Wgpu,
+    Vulkan,
+}
+
+/// What the matrix products compute in (HF's `fp16` / `bf16` flags). Weights, optimizer state,
+/// LayerNorm, softmax, the loss and the gradient norm stay f32 in every mode (`model::precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    /// f16 products with dynamic loss scaling (`train::scaler`), as PyTorch's autocast + GradScaler.
+    F16,
+    /// bf16 products; no loss scaling (bf16 has f32's range).
+    Bf16,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,6 +176,8 @@ pub struct TrainConfig {
     pub logging_steps: u64,
     pub keep_checkpoints: usize,
     pub backend: BackendName,
+    /// The matrix products' precision: `"f32"`, `"f16"` (with dynamic loss scaling) or `"bf16"`.
+    pub precision: Precision,
     /// Worker threads for the CPU backends and tokenization; 0 uses every core.
     pub threads: usize,
     /// Texts with `[MASK]` that the end of `train` fills in as a first look at the model; empty
@@ -187,6 +203,7 @@ impl Default for TrainConfig {
             logging_steps: 1,
             keep_checkpoints: 3,
             backend: BackendName::Flex,
+            precision: Precision::F32,
             threads: 0,
             fill_mask_examples: Vec::new(),
         }

@@ -7,6 +7,7 @@ mod common;
 use burn::prelude::*;
 use burn::tensor::activation::gelu;
 use masklm::config::TrainConfig;
+use masklm::train::scaler::LossScaler;
 use masklm::train::{optim, step::optimizer_step};
 use std::sync::Mutex;
 
@@ -121,7 +122,15 @@ fn train_losses(exact: bool) -> Vec<f64> {
     let mut losses = vec![];
     for k in 0..6 {
         let batch = common::pattern_batch(8, k);
-        let (next, r) = optimizer_step(model, &mut opt, &[batch], 1e-3, 0.0, &dev);
+        let (next, r) = optimizer_step(
+            model,
+            &mut opt,
+            &[batch],
+            1e-3,
+            0.0,
+            &mut LossScaler::off(),
+            &dev,
+        );
         losses.push(r.loss);
         model = next;
     }

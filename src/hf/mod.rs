@@ -193,6 +193,7 @@ fn write_checkpoint(
         position: 0,
         elapsed_s: 0.0,
         version: env!("CARGO_PKG_VERSION").into(),
+        scaler: Default::default(),
     };
     let files = [
         (checkpoint::TOKENIZER_FILE, tok.to_json()?),

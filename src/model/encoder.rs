@@ -3,7 +3,9 @@
 //! parameter path maps to its HF key by one table.
 
 use super::dropout::Dropout;
+use super::precision::{dense, matmul};
 use super::{BertConfig, linear};
+use crate::config::Precision;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
@@ -30,23 +32,29 @@ impl BertSelfAttention {
     }
 
     /// `x` [B·S, H] (the rows of a [B, S] batch), `mask_bias` [B, 1, 1, S] (0 on real keys, a
-    /// large negative on padding) → context [B·S, H].
-    fn forward(&self, x: Tensor<2>, [b, s]: [usize; 2], mask_bias: Tensor<4>) -> Tensor<2> {
+    /// large negative on padding) → context [B·S, H]. The scores are scaled, biased and
+    /// softmaxed in f32 whatever `p`: f32::MIN would be -inf in f16, and a fully padded row then
+    /// NaN.
+    fn forward(
+        &self,
+        x: Tensor<2>,
+        [b, s]: [usize; 2],
+        mask_bias: Tensor<4>,
+        p: Precision,
+    ) -> Tensor<2> {
         let h = x.dims()[1];
         let (nh, dh) = (self.num_attention_heads, h / self.num_attention_heads);
         // [B·S, H] → [B, nh, S, dh]
         let heads = |t: Tensor<2>| t.reshape([b, s, nh, dh]).swap_dims(1, 2);
-        let q = heads(self.query.forward(x.clone()));
-        let k = heads(self.key.forward(x.clone()));
-        let v = heads(self.value.forward(x));
+        let q = heads(dense(&self.query, x.clone(), p));
+        let k = heads(dense(&self.key, x.clone(), p));
+        let v = heads(dense(&self.value, x, p));
         // [B, nh, S, S]; the padding bias applies to keys, broadcast over heads and queries.
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .mul_scalar(1.0 / (dh as f64).sqrt())
-            + mask_bias;
+        let scores =
+            matmul(q, k.swap_dims(2, 3), p).mul_scalar(1.0 / (dh as f64).sqrt()) + mask_bias;
         let probs = self.dropout.forward(softmax(scores, 3));
         // [B, nh, S, dh] → [B·S, H]
-        probs.matmul(v).swap_dims(1, 2).reshape([b * s, h])
+        matmul(probs, v, p).swap_dims(1, 2).reshape([b * s, h])
     }
 }
 
@@ -71,9 +79,9 @@ impl BertSelfOutput {
     }
 
     /// `LayerNorm(dropout(dense(x)) + residual)`, [B·S, ·] → [B·S, H].
-    fn forward(&self, x: Tensor<2>, residual: Tensor<2>) -> Tensor<2> {
+    fn forward(&self, x: Tensor<2>, residual: Tensor<2>, p: Precision) -> Tensor<2> {
         self.layer_norm
-            .forward(self.dropout.forward(self.dense.forward(x)) + residual)
+            .forward(self.dropout.forward(dense(&self.dense, x, p)) + residual)
     }
 }
 
@@ -115,14 +123,20 @@ impl BertLayer {
 
     /// Post-LN: attention → dense → dropout → +x → LayerNorm; dense → GELU(erf) → dense →
     /// dropout → +residual → LayerNorm. [B·S, H] → [B·S, H].
-    fn forward(&self, x: Tensor<2>, batch: [usize; 2], mask_bias: Tensor<4>) -> Tensor<2> {
+    fn forward(
+        &self,
+        x: Tensor<2>,
+        batch: [usize; 2],
+        mask_bias: Tensor<4>,
+        p: Precision,
+    ) -> Tensor<2> {
         let ctx = self
             .attention
             .self_attn
-            .forward(x.clone(), batch, mask_bias);
-        let a = self.attention.output.forward(ctx, x);
-        let i = gelu(self.intermediate.dense.forward(a.clone()));
-        self.output.forward(i, a)
+            .forward(x.clone(), batch, mask_bias, p);
+        let a = self.attention.output.forward(ctx, x, p);
+        let i = gelu(dense(&self.intermediate.dense, a.clone(), p));
+        self.output.forward(i, a, p)
     }
 }
 
@@ -143,11 +157,12 @@ impl BertEncoder {
     /// `x` [B, S, H] → [B, S, H]. Every dense layer runs on the [B·S, ·] rows as one 2-D matmul:
     /// a [B, S, ·] input would make burn's `Linear` a batched matmul against the broadcast
     /// weight, whose gradient is then B per-row-block products summed over B on one thread.
-    pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+    /// The products compute in `p` (`model::precision`).
+    pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, p: Precision) -> Tensor<3> {
         let [b, s, h] = x.dims();
         let mut x = x.reshape([b * s, h]);
         for layer in &self.layer {
-            x = layer.forward(x, [b, s], mask_bias.clone());
+            x = layer.forward(x, [b, s], mask_bias.clone(), p);
         }
         x.reshape([b, s, h])
     }

@@ -1,7 +1,9 @@
 //! `BertOnlyMLMHead` (HF `cls.predictions`): transform (dense → GELU → LayerNorm), then the
 //! decoder whose weight IS the word-embedding matrix plus its own bias.
 
+use super::precision::{dense, matmul};
 use super::{BertConfig, linear};
+use crate::config::Precision;
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
@@ -36,12 +38,12 @@ impl BertLMPredictionHead {
         }
     }
 
-    /// `h` [N, H] and the word embeddings [V, H] → logits [N, V].
-    pub fn forward(&self, h: Tensor<2>, word_embeddings: Tensor<2>) -> Tensor<2> {
+    /// `h` [N, H] and the word embeddings [V, H] → logits [N, V] (f32; the products in `p`).
+    pub fn forward(&self, h: Tensor<2>, word_embeddings: Tensor<2>, p: Precision) -> Tensor<2> {
         let t = self
             .transform
             .layer_norm
-            .forward(gelu(self.transform.dense.forward(h)));
-        t.matmul(word_embeddings.transpose()) + self.bias.val().unsqueeze_dim(0)
+            .forward(gelu(dense(&self.transform.dense, h, p)));
+        matmul(t, word_embeddings.transpose(), p) + self.bias.val().unsqueeze_dim(0)
     }
 }

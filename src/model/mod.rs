@@ -9,8 +9,9 @@ pub mod embeddings;
 pub mod encoder;
 pub mod loss;
 pub mod mlm_head;
+pub mod precision;
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Precision};
 use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
@@ -66,6 +67,7 @@ impl BertConfig {
             cls: BertOnlyMLMHead {
                 predictions: BertLMPredictionHead::new(self, device),
             },
+            precision: Precision::F32,
         }
     }
 
@@ -73,9 +75,15 @@ impl BertConfig {
     /// same seed gives the same initial weights on every backend (each backend has its own
     /// generator), so a wgpu run can be checked against a flex run step by step.
     pub fn init_seeded(&self, seed: u64, device: &Device) -> BertForMaskedLM {
+        // flex has one generator per process: two threads seeding and drawing at once would
+        // interleave their draws, and the same seed would give other weights.
+        static CPU_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let cpu = Device::flex();
-        cpu.seed(seed);
-        let weights = self.init(&cpu).into_record();
+        let weights = {
+            let _only_us = CPU_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+            cpu.seed(seed);
+            self.init(&cpu).into_record()
+        };
         self.init(device).load_record(weights)
     }
 }
@@ -108,6 +116,10 @@ pub struct BertOnlyMLMHead {
 pub struct BertForMaskedLM {
     pub bert: BertModel,
     pub cls: BertOnlyMLMHead,
+    /// What the matrix products compute in (f32 unless [`Self::with_precision`] says otherwise);
+    /// not a weight, so neither saved nor loaded.
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 /// The additive attention bias of a padding mask: `attention_mask` [B, S] (1 real, 0 padding)
@@ -122,10 +134,18 @@ pub fn mask_bias(attention_mask: Tensor<2, Int>) -> Tensor<4> {
 }
 
 impl BertForMaskedLM {
+    /// The same weights, computing their products in `p` (`model::precision`).
+    pub fn with_precision(mut self, p: Precision) -> Self {
+        self.precision = p;
+        self
+    }
+
     /// `input_ids`, `attention_mask` [B, S] → hidden states [B, S, H].
     pub fn encode(&self, input_ids: Tensor<2, Int>, attention_mask: Tensor<2, Int>) -> Tensor<3> {
         let x = self.bert.embeddings.forward(input_ids);
-        self.bert.encoder.forward(x, mask_bias(attention_mask))
+        self.bert
+            .encoder
+            .forward(x, mask_bias(attention_mask), self.precision)
     }
 
     /// Logits at the selected positions only (sparse prediction, as Google's and NVIDIA's BERT):
@@ -140,9 +160,11 @@ impl BertForMaskedLM {
         let h = self.encode(input_ids, attention_mask);
         let [b, s, d] = h.dims();
         let selected = h.reshape([b * s, d]).select(0, positions);
-        self.cls
-            .predictions
-            .forward(selected, self.bert.embeddings.word_embeddings.weight.val())
+        self.cls.predictions.forward(
+            selected,
+            self.bert.embeddings.word_embeddings.weight.val(),
+            self.precision,
+        )
     }
 
     /// Logits at every position, [B, S, V] (fill-mask and HF parity).
@@ -152,6 +174,7 @@ impl BertForMaskedLM {
         let logits = self.cls.predictions.forward(
             h.reshape([b * s, d]),
             self.bert.embeddings.word_embeddings.weight.val(),
+            self.precision,
         );
         let v = logits.dims()[1];
         logits.reshape([b, s, v])

@@ -37,6 +37,9 @@ pub struct TrainState {
     pub elapsed_s: f64,
     /// The masklm version that wrote it.
     pub version: String,
+    /// The f16 loss scaler's state (off in f32 and bf16 runs, and in checkpoints from before it).
+    #[serde(default)]
+    pub scaler: crate::train::scaler::LossScaler,
 }
 
 pub struct Saved<'a> {

@@ -1,9 +1,11 @@
 //! The compute device of a run: picking it by backend name (a backend left out of the build, or
 //! wgpu without an adapter, is a clear error), and describing it for the logs.
 
-use crate::config::BackendName;
+use crate::config::{BackendName, Precision};
 use anyhow::Result;
 use burn::prelude::*;
+#[cfg(feature = "wgpu")]
+use burn::tensor::DeviceKind;
 
 /// The device of a backend name. A backend this binary was built without, or wgpu without any
 /// adapter, is a clear error, not a panic.
@@ -14,7 +16,9 @@ pub fn device_for(backend: BackendName) -> Result<Device> {
         #[allow(deprecated)]
         BackendName::Ndarray => Ok(Device::ndarray()),
         #[cfg(feature = "wgpu")]
-        BackendName::Wgpu => wgpu_device(),
+        BackendName::Wgpu => gpu_device(backend, Device::wgpu(DeviceKind::DefaultDevice)),
+        #[cfg(feature = "vulkan")]
+        BackendName::Vulkan => gpu_device(backend, Device::vulkan(DeviceKind::DefaultDevice)),
         #[allow(unreachable_patterns)]
         other => {
             let name = format!("{other:?}").to_lowercase();
@@ -25,6 +29,37 @@ pub fn device_for(backend: BackendName) -> Result<Device> {
             )
         }
     }
+}
+
+/// Refuses `precision` on a device that cannot compute it (bf16 on burn's Vulkan and WGSL
+/// kernels, f16 on an adapter without shader-f16), naming what the device does compute.
+pub fn check_precision(backend: BackendName, device: &Device, precision: Precision) -> Result<()> {
+    let Some(dtype) = precision.low() else {
+        return Ok(());
+    };
+    if device.supports_dtype(dtype) {
+        return Ok(());
+    }
+    let name = |p: Precision| format!("{p:?}").to_lowercase();
+    let other = [Precision::F16, Precision::Bf16]
+        .into_iter()
+        .find(|p| *p != precision && p.low().is_some_and(|d| device.supports_dtype(d)))
+        .map(|p| format!("\"{}\" or ", name(p)))
+        .unwrap_or_default();
+    let backend = format!("{backend:?}").to_lowercase();
+    crate::usage!(
+        "train.precision = \"{}\": the {backend} device ({}) does not compute {}; use \
+         train.precision = {other}\"f32\"",
+        name(precision),
+        device_info_line(backend.as_str(), device),
+        name(precision)
+    )
+}
+
+fn device_info_line(backend: &str, device: &Device) -> String {
+    identity(device)
+        .0
+        .unwrap_or_else(|| format!("{backend}, CPU"))
 }
 
 /// What a run computes on, for its logs (stderr, the first metrics.jsonl row, bench's JSON).
@@ -87,10 +122,10 @@ fn identity(_device: &Device) -> Identity {
     (None, None, None)
 }
 
+/// `device` once it has answered a first computation: wgpu looks for an adapter on first use
+/// and panics when there is none.
 #[cfg(feature = "wgpu")]
-fn wgpu_device() -> Result<Device> {
-    let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
-    // wgpu looks for an adapter on first use and panics when there is none.
+fn gpu_device(backend: BackendName, device: Device) -> Result<Device> {
     let probe = device.clone();
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
@@ -99,9 +134,10 @@ fn wgpu_device() -> Result<Device> {
             .is_ok();
     std::panic::set_hook(hook);
     if !ok {
+        let name = format!("{backend:?}").to_lowercase();
         anyhow::bail!(
-            "train.backend = \"wgpu\" found no GPU adapter; install a Vulkan driver (on Debian without \
-             a GPU: apt-get install mesa-vulkan-drivers) or use --set train.backend=flex"
+            "train.backend = \"{name}\" found no GPU adapter; install a Vulkan driver (on Debian \
+             without a GPU: apt-get install mesa-vulkan-drivers) or use --set train.backend=flex"
         );
     }
     Ok(device)

@@ -1,10 +1,12 @@
 //! `out_dir/metrics.jsonl`: one JSON object per line, per logged optimizer step
 //! (`step, loss, lr, grad_norm, tokens_per_sec, elapsed_s`; a fresh run's first row adds
-//! `device`: backend, adapter, what kernels compile for, vendor) and per evaluation
+//! `device`: backend, adapter, what kernels compile for, vendor; under f16, every row adds
+//! `loss_scale` and `skipped_steps`) and per evaluation
 //! (`step, eval_loss, eval_accuracy, eval_top5_accuracy, eval_perplexity, eval_masked_tokens,
 //! eval_baseline_accuracy`).
 
 use crate::eval::EvalReport;
+use crate::train::scaler::LossScaler;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use std::fs::{File, OpenOptions};
@@ -12,6 +14,17 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 pub const FILE: &str = "metrics.jsonl";
+
+/// What a training row of metrics.jsonl says: the mean loss since the last row and the rest.
+#[derive(Debug, Clone, Copy)]
+pub struct StepRow {
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens_per_sec: f64,
+    pub elapsed_s: f64,
+}
 
 pub struct MetricsLog {
     file: File,
@@ -37,19 +50,19 @@ impl MetricsLog {
             .with_context(|| format!("appending to {}", self.path.display()))
     }
 
-    /// A step row; `device`, given for a run's first row, adds what the run computes on.
-    #[allow(clippy::too_many_arguments)]
+    /// A training row; under f16 loss scaling it adds the scale of the next step and the steps
+    /// skipped so far (`loss_scale`, `skipped_steps`), and a fresh run's first row the device.
     pub fn step(
         &mut self,
-        step: u64,
-        loss: f64,
-        lr: f64,
-        grad_norm: f64,
-        tokens_per_sec: f64,
-        elapsed_s: f64,
+        r: &StepRow,
+        scaler: Option<&LossScaler>,
         device: Option<&crate::train::DeviceInfo>,
     ) -> Result<()> {
-        let mut row = json!({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_sec": tokens_per_sec, "elapsed_s": elapsed_s});
+        let mut row = json!({"step": r.step, "loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm, "tokens_per_sec": r.tokens_per_sec, "elapsed_s": r.elapsed_s});
+        if let Some(s) = scaler {
+            row["loss_scale"] = json!(s.scale);
+            row["skipped_steps"] = json!(s.skipped_steps);
+        }
         if let Some(d) = device {
             row["device"] = serde_json::to_value(d)?;
         }

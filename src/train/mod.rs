@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod metrics;
 pub mod optim;
+pub mod scaler;
 pub mod schedule;
 pub mod step;
 
@@ -25,7 +26,7 @@ use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 use step::Outcome;
 
-pub use device::{DeviceInfo, device_for, device_info};
+pub use device::{DeviceInfo, check_precision, device_for, device_info};
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -111,6 +112,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     }
     // The device first: a missing GPU adapter is reported before any minute is spent on data.
     let base = device_for(t.backend)?;
+    check_precision(t.backend, &base, t.precision)?;
     let data_start = Instant::now();
     let tok = tokenizer_for(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;
@@ -127,7 +129,9 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     base.seed(t.seed);
     let train_dev = base.clone().autodiff();
     let bert = BertConfig::new(&cfg.model, tok.vocab_size(), tok.specials().pad);
-    let mut model = bert.init_seeded(t.seed, &train_dev);
+    let mut model = bert
+        .init_seeded(t.seed, &train_dev)
+        .with_precision(t.precision);
     if let Some(dir) = init_from {
         model = model
             .try_load_file(dir.join(checkpoint::MODEL_FILE))
@@ -145,6 +149,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         position: 0,
         elapsed_s: 0.0,
         version: env!("CARGO_PKG_VERSION").into(),
+        scaler: scaler::LossScaler::for_precision(t.precision),
     };
     let tokenizer_json = tok.to_json()?;
     let config_toml = cfg.to_toml();
@@ -260,8 +265,15 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         // draws exactly what an uninterrupted one would.
         base.seed(mix(t.seed ^ mix(step)));
         let lr = schedule::learning_rate(step, t);
-        let (next, report) =
-            step::optimizer_step(model, &mut optim, &micro, lr, t.max_grad_norm, &train_dev);
+        let (next, report) = step::optimizer_step(
+            model,
+            &mut optim,
+            &micro,
+            lr,
+            t.max_grad_norm,
+            &mut state.scaler,
+            &train_dev,
+        );
         model = next;
         if report.outcome == Outcome::NonFinite {
             bar.abandon();
@@ -274,6 +286,14 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
                 )
             } else {
                 format!("the loss became {} at step {}", report.loss, step + 1)
+            };
+            let what = if state.scaler.dynamic {
+                format!(
+                    "{what}, and the f16 loss scale reached {} after {} skipped steps",
+                    state.scaler.scale, state.scaler.skipped_steps
+                )
+            } else {
+                what
             };
             anyhow::bail!(
                 "{what}; stopping before the update. The last good checkpoint is kept{}. \
@@ -305,17 +325,22 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             let tokens_per_sec = tokens / interval_time;
             // A fresh run's first row says what it ran on (a resumed run prints it to stderr).
             let first = (state.step <= t.logging_steps && !resume).then_some(&device);
-            log.step(
-                state.step,
+            let row = metrics::StepRow {
+                step: state.step,
                 loss,
                 lr,
-                last_norm,
+                grad_norm: last_norm,
                 tokens_per_sec,
-                state.elapsed_s,
-                first,
-            )?;
+                elapsed_s: state.elapsed_s,
+            };
+            let scaler = state.scaler.dynamic.then_some(&state.scaler);
+            log.step(&row, scaler, first)?;
+            let scale = match scaler {
+                Some(s) => format!(" scale {} skipped {}", s.scale, s.skipped_steps),
+                None => String::new(),
+            };
             bar.set_message(format!(
-                "loss {loss:.4} lr {lr:.2e} {tokens_per_sec:.0} tok/s"
+                "loss {loss:.4} lr {lr:.2e} {tokens_per_sec:.0} tok/s{scale}"
             ));
             last_loss = loss;
             (loss_sum, applied, interval_steps, interval_time) = (0.0, 0, 0, 0.0);

@@ -62,26 +62,42 @@ pub fn global_norm<M: Module>(model: &M, grads: &GradientsParams) -> Option<Tens
     v.sum.map(Tensor::sqrt)
 }
 
-/// `grads` scaled so that their global norm `norm` ([1], from [`global_norm`]) is at most
-/// `max_norm` (0 = no clipping), as PyTorch's `clip_grad_norm_`: factor = max_norm / (norm + 1e-6),
-/// applied only when below 1. The factor is computed and applied on the device: no read.
+/// `grads`, the gradients of the loss times `loss_scale` (1 without loss scaling), divided by
+/// `loss_scale` and scaled so that their global norm is at most `max_norm` (0 = no clipping), as
+/// PyTorch's `GradScaler.unscale_` then `clip_grad_norm_`: factor = max_norm / (norm + 1e-6),
+/// applied only when below 1, with `norm` ([1], from [`global_norm`]) the scaled gradients' norm
+/// divided by `loss_scale`. Unscaling and clipping are one factor, computed and applied on the
+/// device: no read.
 pub fn clip_to<M: Module>(
     model: &M,
     mut grads: GradientsParams,
     norm: Tensor<1>,
     max_norm: f64,
+    loss_scale: f64,
 ) -> GradientsParams {
-    if max_norm > 0.0 {
+    let unscale = |t: Tensor<1>| {
+        if loss_scale == 1.0 {
+            t
+        } else {
+            t.div_scalar(loss_scale)
+        }
+    };
+    let factor = if max_norm > 0.0 {
         // (norm + 1e-6)⁻¹ · max_norm, capped at 1: gradients below the threshold stay as they are.
-        let factor = norm
+        let clip = unscale(norm)
             .add_scalar(1e-6)
             .recip()
             .mul_scalar(max_norm)
             .clamp_max(1.0);
-        model.visit(&mut Scale {
-            grads: &mut grads,
-            factor,
-        });
-    }
+        unscale(clip)
+    } else if loss_scale != 1.0 {
+        Tensor::<1>::ones([1], &norm.device()).div_scalar(loss_scale)
+    } else {
+        return grads;
+    };
+    model.visit(&mut Scale {
+        grads: &mut grads,
+        factor,
+    });
     grads
 }

@@ -1,16 +1,19 @@
 //! One optimizer step, the one place where training changes weights; `train`, `bench` and the
 //! tests all go through [`optimizer_step`].
 //!
-//! micro-batches → summed loss and gradients (on the device) → global gradient norm (on the
-//! device) → **one** device→host read of `[loss, norm]` → a non-finite value ends the step here,
-//! before any weight moves → clipping as an on-device scale → AdamW. A GPU therefore waits for
-//! the host once per step, and no NaN or inf ever reaches the weights.
+//! micro-batches → summed loss and gradients (on the device; under f16 the loss multiplied by
+//! the loss scale first) → global gradient norm (on the device) → **one** device→host read of
+//! `[loss, norm]` → a non-finite value ends the step here, before any weight moves (and under
+//! f16 halves the scale, `train::scaler`) → unscaling and clipping as one on-device factor →
+//! AdamW. A GPU therefore waits for the host once per step, and no NaN or inf ever reaches the
+//! weights.
 
 use crate::data::batcher::TensorBatch;
 use crate::data::batches::Batch;
 use crate::model::BertForMaskedLM;
 use crate::model::loss::masked_nll_sum;
 use crate::train::optim;
+use crate::train::scaler::{LossScaler, Verdict};
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use std::cell::Cell;
@@ -22,7 +25,11 @@ pub enum Outcome {
     Applied,
     /// No position of any micro-batch was selected (tiny batches only): no loss, no update.
     NothingSelected,
-    /// The loss or the gradient norm was NaN or infinite: the weights were left as they were.
+    /// Under f16 loss scaling: the gradients overflowed, the weights were left as they were and
+    /// the scale was halved (PyTorch's GradScaler skips such a step too).
+    Skipped,
+    /// The loss or the gradient norm was NaN or infinite (and no loss scale can help): the
+    /// weights were left as they were, and the run stops.
     NonFinite,
 }
 
@@ -31,8 +38,10 @@ pub struct StepReport {
     pub outcome: Outcome,
     /// Mean cross-entropy over the step's selected positions (NaN when nothing was selected).
     pub loss: f64,
-    /// Global L2 norm of the gradients before clipping (NaN when nothing was selected).
+    /// Global L2 norm of the gradients before clipping, unscaled (NaN when nothing was selected).
     pub grad_norm: f64,
+    /// The loss scale the step was computed with (1 without f16 loss scaling).
+    pub loss_scale: f64,
 }
 
 thread_local! {
@@ -57,10 +66,12 @@ fn read_to_host(t: Tensor<1>) -> Vec<f64> {
 /// without autodiff) and its gradients, summed over the micro-batches. Each micro-batch's summed
 /// NLL is divided by the step's total count, so accumulating k micro-batches of B rows equals one
 /// batch of kB rows (not a mean of per-micro-batch means). Micro-batches with nothing selected
-/// contribute nothing; `None` when the whole step selected nothing. Reads nothing back.
+/// contribute nothing; `None` when the whole step selected nothing. Reads nothing back. The
+/// gradients are those of the loss times `scale` (the loss itself is not scaled).
 pub fn loss_and_grads(
     model: &BertForMaskedLM,
     micro: &[Batch],
+    scale: f64,
     device: &Device,
 ) -> Option<(Tensor<1>, GradientsParams)> {
     let total: usize = micro.iter().map(|b| b.selected).sum();
@@ -78,29 +89,37 @@ pub fn loss_and_grads(
             Some(s) => s + value,
             None => value,
         });
-        acc.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
+        let scaled = if scale == 1.0 {
+            loss
+        } else {
+            loss.mul_scalar(scale)
+        };
+        acc.accumulate(model, GradientsParams::from_grads(scaled.backward(), model));
     }
     Some((loss_sum?, acc.grads()))
 }
 
 /// One optimizer step of `model` over the micro-batches `micro` at learning rate `lr`, with
-/// global-norm clipping at `max_grad_norm` (0 = none). Exactly one device→host read when
-/// something was selected, none otherwise.
+/// global-norm clipping at `max_grad_norm` (0 = none), and the loss scale of `scaler` (which
+/// this step updates). Exactly one device→host read when something was selected, none
+/// otherwise.
 pub fn optimizer_step(
     model: BertForMaskedLM,
     optimizer: &mut ModuleOptimizer,
     micro: &[Batch],
     lr: f64,
     max_grad_norm: f64,
+    scaler: &mut LossScaler,
     device: &Device,
 ) -> (BertForMaskedLM, StepReport) {
-    match loss_and_grads(&model, micro, device) {
-        Some((loss, grads)) => apply(model, optimizer, loss, grads, lr, max_grad_norm),
+    match loss_and_grads(&model, micro, scaler.scale, device) {
+        Some((loss, grads)) => apply(model, optimizer, loss, grads, lr, max_grad_norm, scaler),
         None => {
             let report = StepReport {
                 outcome: Outcome::NothingSelected,
                 loss: f64::NAN,
                 grad_norm: f64::NAN,
+                loss_scale: scaler.scale,
             };
             (model, report)
         }
@@ -108,7 +127,8 @@ pub fn optimizer_step(
 }
 
 /// The second half of [`optimizer_step`], given the step's loss ([1], on the device) and
-/// gradients: checks both for finiteness in one read, then clips and updates.
+/// gradients (of the loss times `scaler.scale`): checks both for finiteness in one read, lets
+/// the scaler decide, then unscales, clips and updates.
 pub fn apply(
     model: BertForMaskedLM,
     optimizer: &mut ModuleOptimizer,
@@ -116,27 +136,29 @@ pub fn apply(
     grads: GradientsParams,
     lr: f64,
     max_grad_norm: f64,
+    scaler: &mut LossScaler,
 ) -> (BertForMaskedLM, StepReport) {
+    let scale = scaler.scale;
     let norm =
         optim::global_norm(&model, &grads).unwrap_or_else(|| Tensor::zeros([1], &loss.device()));
     let both = Tensor::cat(vec![loss, norm.clone()], 0);
     let read = read_to_host(both);
-    let (loss, grad_norm) = (read[0], read[1]);
-    if !(loss.is_finite() && grad_norm.is_finite()) {
-        // An infinite norm would make the clipping factor 0 and inf × 0 = NaN in the weights.
-        let report = StepReport {
-            outcome: Outcome::NonFinite,
-            loss,
-            grad_norm,
-        };
-        return (model, report);
-    }
-    let grads = optim::clip_to(&model, grads, norm, max_grad_norm);
-    let model = optimizer.step(lr, model, grads);
+    let (loss, grad_norm) = (read[0], read[1] / scale);
+    // An infinite norm would make the clipping factor 0 and inf × 0 = NaN in the weights.
+    let outcome = match scaler.update(loss.is_finite() && grad_norm.is_finite()) {
+        Verdict::Apply => Outcome::Applied,
+        Verdict::Skip => Outcome::Skipped,
+        Verdict::Stop => Outcome::NonFinite,
+    };
     let report = StepReport {
-        outcome: Outcome::Applied,
+        outcome,
         loss,
         grad_norm,
+        loss_scale: scale,
     };
-    (model, report)
+    if outcome != Outcome::Applied {
+        return (model, report);
+    }
+    let grads = optim::clip_to(&model, grads, norm, max_grad_norm, scale);
+    (optimizer.step(lr, model, grads), report)
 }

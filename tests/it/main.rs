@@ -17,6 +17,7 @@ mod fuzz;
 mod hf;
 mod inference_cli;
 mod model;
+mod precision;
 mod token_store;
 mod tokenizer_fixture;
 mod train;

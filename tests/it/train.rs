@@ -108,6 +108,51 @@ fn tiny_run_learns_and_resume_is_bit_identical() {
 }
 
 #[test]
+fn f16_resume_is_bit_identical_and_keeps_the_loss_scaler() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tok/tokenizer.json");
+    let f16 = [
+        "--set",
+        "train.precision=f16",
+        "--set",
+        "train.save_every=6",
+    ];
+    let a = dir.path().join("a");
+    let mut args = f16.to_vec();
+    args.extend(["--set", "train.steps=12"]);
+    train(&a, &tok, &args).ok();
+    let m = rows(&a.join("metrics.jsonl"));
+    let scales: Vec<_> = m.iter().filter_map(|r| r["loss_scale"].as_f64()).collect();
+    assert_eq!(scales.len(), 12, "every step row has the scale: {m:?}");
+    assert!(m.iter().any(|r| r["skipped_steps"].as_u64() == Some(0)));
+
+    // Resume from step 6 in another folder.
+    let b = dir.path().join("b");
+    let dst = b.join("checkpoint-6");
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in std::fs::read_dir(a.join("checkpoint-6")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
+    }
+    args.push("--resume");
+    train(&b, &tok, &args).ok();
+    let wa = std::fs::read(a.join("checkpoint-12/model.bpk")).unwrap();
+    let wb = std::fs::read(b.join("checkpoint-12/model.bpk")).unwrap();
+    assert!(
+        wa == wb,
+        "resumed f16 weights differ from the uninterrupted run's"
+    );
+    // The scaler went on from the checkpoint: 12 clean steps, not 6.
+    let state = |d: &Path| -> serde_json::Value {
+        let s = std::fs::read_to_string(d.join("checkpoint-12/state.json")).unwrap();
+        serde_json::from_str(&s).unwrap()
+    };
+    assert_eq!(state(&a)["scaler"], state(&b)["scaler"]);
+    assert_eq!(state(&a)["scaler"]["clean_steps"], 12);
+    assert_eq!(state(&a)["scaler"]["dynamic"], true);
+}
+
+#[test]
 fn fresh_run_over_checkpoints_and_resume_without_any_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let tok = dir.path().join("tok/tokenizer.json");

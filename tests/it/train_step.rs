@@ -10,6 +10,7 @@ use masklm::config::TrainConfig;
 use masklm::data::batches::Batch;
 use masklm::data::masking::IGNORE_LABEL;
 use masklm::model::{BertConfig, BertForMaskedLM};
+use masklm::train::scaler::LossScaler;
 use masklm::train::step::{self, Outcome, loss_and_grads};
 use masklm::train::{checkpoint, optim};
 use std::collections::HashMap;
@@ -89,8 +90,8 @@ fn four_micro_batches_equal_one_batch_of_four_times_the_rows() {
     dev.seed(5);
     let model = config().init(&dev);
     let micro: Vec<Batch> = (0..4).map(|k| batch(3, k, 99)).collect();
-    let (loss_a, grads_a) = loss_and_grads(&model, &micro, &dev).unwrap();
-    let (loss_b, grads_b) = loss_and_grads(&model, &[concat(&micro)], &dev).unwrap();
+    let (loss_a, grads_a) = loss_and_grads(&model, &micro, 1.0, &dev).unwrap();
+    let (loss_b, grads_b) = loss_and_grads(&model, &[concat(&micro)], 1.0, &dev).unwrap();
     let (loss_a, loss_b) = (loss_a.into_scalar::<f64>(), loss_b.into_scalar::<f64>());
     assert!((loss_a - loss_b).abs() < 1e-5, "{loss_a} vs {loss_b}");
     let (ga, gb) = (grads_of(&model, &grads_a), grads_of(&model, &grads_b));
@@ -105,7 +106,7 @@ fn four_micro_batches_equal_one_batch_of_four_times_the_rows() {
     let mut empty = batch(3, 0, 99);
     empty.labels.fill(IGNORE_LABEL);
     empty.selected = 0;
-    assert!(loss_and_grads(&model, &[empty], &dev).is_none());
+    assert!(loss_and_grads(&model, &[empty], 1.0, &dev).is_none());
 }
 
 fn word_embeddings(model: &BertForMaskedLM) -> Vec<f32> {
@@ -131,7 +132,15 @@ fn the_tied_decoder_stays_the_embedding_matrix_through_optimizer_steps() {
     let mut opt = optim::adamw(&no_decay());
     // Inputs use ids below 60 only: rows 60..99 change only through the decoder's gradient.
     for k in 0..3 {
-        let (next, r) = step::optimizer_step(model, &mut opt, &[batch(4, k, 60)], 1e-3, 1.0, &dev);
+        let (next, r) = step::optimizer_step(
+            model,
+            &mut opt,
+            &[batch(4, k, 60)],
+            1e-3,
+            1.0,
+            &mut LossScaler::off(),
+            &dev,
+        );
         assert_eq!(r.outcome, Outcome::Applied);
         model = next;
     }
@@ -156,10 +165,11 @@ fn the_tied_decoder_stays_the_embedding_matrix_through_optimizer_steps() {
     let mask = Tensor::<2, Int>::ones([1, 4], &Device::flex());
     let logits = eval.forward(ids.clone(), mask.clone()).reshape([4, 99]);
     let hidden = eval.encode(ids, mask).reshape([4, h]);
-    let manual = eval
-        .cls
-        .predictions
-        .forward(hidden, eval.bert.embeddings.word_embeddings.weight.val());
+    let manual = eval.cls.predictions.forward(
+        hidden,
+        eval.bert.embeddings.word_embeddings.weight.val(),
+        masklm::config::Precision::F32,
+    );
     let diff = (logits - manual).abs().max().into_scalar::<f32>();
     assert!(diff < 1e-6);
 }
@@ -281,7 +291,7 @@ fn clipping_scales_every_gradient_by_one_factor_to_the_max_norm() {
     let got = norm.clone().into_scalar::<f64>();
     assert!((got - want).abs() < 1e-4 * want, "norm {got} vs {want}");
 
-    let clipped = optim::clip_to(&model, constant_grads(&model, 0.5), norm.clone(), 1.0);
+    let clipped = optim::clip_to(&model, constant_grads(&model, 0.5), norm.clone(), 1.0, 1.0);
     let values = grads_of(&model, &clipped);
     let sq: f64 = values.values().flatten().map(|&x| (x as f64).powi(2)).sum();
     assert!((sq.sqrt() - 1.0).abs() < 1e-4, "clipped norm {}", sq.sqrt());
@@ -292,7 +302,7 @@ fn clipping_scales_every_gradient_by_one_factor_to_the_max_norm() {
     }
     // Below the threshold (or with clipping off) the gradients are untouched.
     for max in [2.0 * want, 0.0] {
-        let same = optim::clip_to(&model, constant_grads(&model, 0.5), norm.clone(), max);
+        let same = optim::clip_to(&model, constant_grads(&model, 0.5), norm.clone(), max, 1.0);
         assert!(
             grads_of(&model, &same)
                 .values()
@@ -310,11 +320,19 @@ fn an_infinite_gradient_leaves_the_weights_alone_and_a_nan_model_is_never_saved(
     let before = named(&model);
     let mut opt = optim::adamw(&TrainConfig::default());
     // A finite loss with one infinite gradient: the clipping factor would be 0, and 0·inf NaN.
-    let (loss, mut grads) = loss_and_grads(&model, &[batch(4, 1, 99)], &dev).unwrap();
+    let (loss, mut grads) = loss_and_grads(&model, &[batch(4, 1, 99)], 1.0, &dev).unwrap();
     let id = model.bert.embeddings.word_embeddings.weight.id;
     let g = grads.remove::<2>(id).unwrap();
     grads.register(id, g.add_scalar(f32::INFINITY));
-    let (model, r) = step::apply(model, &mut opt, loss, grads, 1e-3, 1.0);
+    let (model, r) = step::apply(
+        model,
+        &mut opt,
+        loss,
+        grads,
+        1e-3,
+        1.0,
+        &mut LossScaler::off(),
+    );
     assert_eq!(r.outcome, Outcome::NonFinite);
     assert!(r.loss.is_finite() && r.grad_norm.is_infinite(), "{r:?}");
     assert!(named(&model) == before, "the weights moved");
@@ -335,6 +353,7 @@ fn an_infinite_gradient_leaves_the_weights_alone_and_a_nan_model_is_never_saved(
         position: 0,
         elapsed_s: 0.0,
         version: "test".into(),
+        scaler: Default::default(),
     };
     let saved = checkpoint::Saved {
         model: &poisoned,
@@ -358,7 +377,15 @@ fn one_training_step_reads_the_device_once() {
     for k in 0..3 {
         let micro: Vec<Batch> = (0..4).map(|m| batch(3, k * 4 + m, 99)).collect();
         let reads = step::host_reads();
-        let (next, r) = step::optimizer_step(model, &mut opt, &micro, 1e-3, 1.0, &dev);
+        let (next, r) = step::optimizer_step(
+            model,
+            &mut opt,
+            &micro,
+            1e-3,
+            1.0,
+            &mut LossScaler::off(),
+            &dev,
+        );
         model = next;
         assert_eq!(r.outcome, Outcome::Applied);
         assert_eq!(step::host_reads() - reads, 1, "step {k}");
@@ -367,7 +394,15 @@ fn one_training_step_reads_the_device_once() {
     empty.labels.fill(IGNORE_LABEL);
     empty.selected = 0;
     let reads = step::host_reads();
-    let (_, r) = step::optimizer_step(model, &mut opt, &[empty], 1e-3, 1.0, &dev);
+    let (_, r) = step::optimizer_step(
+        model,
+        &mut opt,
+        &[empty],
+        1e-3,
+        1.0,
+        &mut LossScaler::off(),
+        &dev,
+    );
     assert_eq!(r.outcome, Outcome::NothingSelected);
     assert_eq!(step::host_reads(), reads, "nothing selected, nothing read");
 }

@@ -1,0 +1,45 @@
+//! Mixed precision as PyTorch's autocast places it: the matrix products (Q/K/V and the other dense
+//! layers, attention scores and context, the tied decoder) take their operands in f16 or bf16,
+//! while the weights, LayerNorm, softmax, the attention-mask bias and the loss stay f32.
+//!
+//! Each product casts its operands down and its result back up to f32. burn's autodiff casts
+//! gradients back through each cast, so the weights' gradients arrive in f32 (the master
+//! weights'), and an f16 overflow in any product's backward reaches them as inf (which the loss
+//! scaler, `train::scaler`, then catches).
+
+use crate::config::Precision;
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn::tensor::FloatDType;
+
+impl Precision {
+    /// The dtype the products compute in, `None` for f32 (no cast at all).
+    pub fn low(self) -> Option<FloatDType> {
+        match self {
+            Precision::F32 => None,
+            Precision::F16 => Some(FloatDType::F16),
+            Precision::Bf16 => Some(FloatDType::BF16),
+        }
+    }
+}
+
+/// `a` [.., M, K] · `b` [.., K, N] → [.., M, N] in f32, computed in `p`'s precision.
+pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>, p: Precision) -> Tensor<D> {
+    match p.low() {
+        None => a.matmul(b),
+        Some(dt) => a.cast(dt).matmul(b.cast(dt)).cast(FloatDType::F32),
+    }
+}
+
+/// `x` [N, d_in] through `l` (weight [d_in, d_out], bias [d_out]) → [N, d_out] in f32, the
+/// product in `p`'s precision and the bias added in f32.
+pub fn dense(l: &Linear, x: Tensor<2>, p: Precision) -> Tensor<2> {
+    if p.low().is_none() {
+        return l.forward(x);
+    }
+    let y = matmul(x, l.weight.val(), p);
+    match &l.bias {
+        Some(b) => y + b.val().unsqueeze_dim(0),
+        None => y,
+    }
+}

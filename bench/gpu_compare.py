@@ -6,11 +6,14 @@ and a JSON object with every measurement. Builds nothing: give it a masklm binar
 
     python3 bench/gpu_compare.py --masklm .device/masklm [--runs wgpu:f32,vulkan:f16]
         [--steps 15] [--warmup 4] [--shapes bench-mini,bert-base] [--modes f32,tf32,bf16]
-        [--timeout 240] [--set key=value ...]
+        [--timeout 240] [--profile vulkan:f16 --profile-out profile.log] [--set key=value ...]
 
 `--runs` lists masklm's runs as backend:precision (train.backend, train.precision); `--timeout`
 stops any one run after that many seconds (reported as "timed out"), so that one slow
-configuration cannot use up a device call.
+configuration cannot use up a device call. `--profile backend:precision` ends with one more masklm
+run per shape (2 warm-up and 2 timed steps) with CubeCL's kernel profiling on (a `cubecl.toml` in
+the repository root for the run's length), its log written to `--profile-out` and summed by
+kernel by bench/gpu_profile.py.
 
 Shapes (rows of 128 tokens, dropout 0.1, AdamW, clipping at 1.0 on both sides):
   bench-mini  configs/bench-mini.toml, batch 32 (hidden 256, 4 layers, 4 heads, 1024)
@@ -85,6 +88,13 @@ def run(cmd, timeout, env=None):
         return "timeout", None, time.perf_counter() - t0
     peak = mem.done()
     wall = time.perf_counter() - t0
+    if p.returncode == 0:
+        try:
+            x = json.loads(out.strip().splitlines()[-1])
+            log(f"-> {x['tokens_per_sec']:,.0f} tokens/s, {x['sec_per_step']:.3f} s/step, first step "
+                f"{x.get('first_step_s', float('nan')):.1f} s, peak {peak} MiB, wall {wall:.0f} s")
+        except (ValueError, KeyError, IndexError):
+            pass
     if p.returncode != 0:
         log(f"exit {p.returncode}")
         return None, peak, wall
@@ -102,6 +112,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--shapes", default="bench-mini,bert-base")
     ap.add_argument("--modes", default="f32,tf32,bf16", help="PyTorch precisions")
+    ap.add_argument("--profile", help="backend:precision of a profiled masklm run per shape")
+    ap.add_argument("--profile-out", default="profile.log")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra masklm --set key=value")
     args = ap.parse_args()
     runs = [r.split(":") for r in args.runs.split(",")] if args.device != "cpu" else [["flex", "f32"]]
@@ -165,7 +177,27 @@ def main():
                 ours = r["result"]["tokens_per_sec"]
                 cells = [f"{ours / torch[f'pytorch {m}']:.2f}" if f"pytorch {m}" in torch else "" for m in modes]
                 print(f"| {shape} | {r['tool']} | " + " | ".join(cells) + " |")
-    print(json.dumps({"steps": args.steps, "warmup": args.warmup, "results": results}))
+    print(json.dumps({"steps": args.steps, "warmup": args.warmup, "results": results}), flush=True)
+
+    if args.profile:
+        backend, precision = args.profile.split(":")
+        toml = os.path.join(ROOT, "cubecl.toml")
+        for shape in args.shapes.split(","):
+            log_path = os.path.abspath(f"{args.profile_out}.{shape}")
+            with open(toml, "w") as f:
+                f.write(f'[profiling.logger]\nlevel = "basic"\nfile = "{log_path}"\n')
+            try:
+                cmd = [args.masklm, "bench", "--config", "configs/bench-mini.toml", "--json",
+                       "--steps", "2", "--warmup", "2"]
+                for s in SHAPES[shape] + [f"train.backend={backend}", f"train.precision={precision}"] + args.sets:
+                    cmd += ["--set", s]
+                run(cmd, args.timeout)
+            finally:
+                os.remove(toml)
+            if os.path.exists(log_path):
+                print(f"\nprofile: {shape}, masklm {backend} {precision}", flush=True)
+                subprocess.run([sys.executable, os.path.join(HERE, "gpu_profile.py"), log_path,
+                                "--tables", "4"])
 
 
 if __name__ == "__main__":

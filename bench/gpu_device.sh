@@ -3,12 +3,14 @@
 # (../shared/guides/gpu.md): the stripped, compressed binary and Debian's Vulkan loader in
 # .device/ (kept out of git):
 #
-#   cargo build --release
+#   cargo build --release --features vulkan
 #   mkdir -p .device/gl && strip -o .device/masklm target/release/masklm && xz -T2 -6 -f .device/masklm
 #   o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
 #   mkdir -p /tmp/amd64/partial && apt-get $o update && (cd .device/gl && apt-get $o download libvulkan1)
 #
-# then run `bash bench/gpu_device.sh [gpu_compare.py options]` on the device (carry .device).
+# then run `bash bench/gpu_device.sh [gpu_compare.py options]` on the device (carry .device), e.g.
+#   bash bench/gpu_device.sh --shapes bert-base --runs vulkan:f16,wgpu:f32 --modes bf16,f32 \
+#     --profile vulkan:f16 --profile-out "$OUT/profile.log"
 # Prints the card, the driver and bench/gpu_compare.py's table; copies it to $OUT when set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,3 +23,5 @@ export XDG_RUNTIME_DIR=/tmp
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 python3 bench/gpu_compare.py --masklm .device/masklm "$@" | tee "${OUT:-/tmp}/gpu_compare.txt"
+# Profiling logs (--profile-out) can be large: compressed, they come back from the device.
+for f in "${OUT:-/tmp}"/profile.log.*; do if [ -f "$f" ]; then xz -T0 -f "$f"; fi; done

@@ -74,7 +74,8 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
     let mut stream = TrainStream::new(data.train, corruption(cfg, &tok), t.batch_size);
     let (accum, batch_size) = (t.grad_accum_steps, t.batch_size as u64);
 
-    let (mut timed, mut data_time, mut last_loss) = (Duration::ZERO, Duration::ZERO, f64::NAN);
+    let (mut data_time, mut last_loss) = (Duration::ZERO, f64::NAN);
+    let mut timed_from = (warmup == 0).then(Instant::now);
     let mut first_step_s = f64::NAN;
     for s in 0..warmup + steps {
         let t0 = Instant::now();
@@ -104,18 +105,28 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
                 report.grad_norm
             ),
         }
-        // GPU backends queue work: wait for it before reading the clock.
-        base.sync()
-            .map_err(|e| anyhow::anyhow!("device sync: {e:?}"))?;
+        // GPU backends queue work: the clock is read after waiting for it, but only where a
+        // measurement ends (the first step, the warm-up, the last step), as PyTorch's side waits:
+        // waiting after every step would keep the host from preparing step k+1 while the device
+        // finishes step k's update, which training never does.
+        let ends_a_measurement = s == 0 || s + 1 == warmup || s + 1 == warmup + steps;
+        if ends_a_measurement {
+            base.sync()
+                .map_err(|e| anyhow::anyhow!("device sync: {e:?}"))?;
+        }
         if s == 0 {
             first_step_s = t0.elapsed().as_secs_f64();
         }
+        if s + 1 == warmup {
+            timed_from = Some(Instant::now());
+        }
         if s >= warmup {
-            timed += t0.elapsed();
             data_time += t_data;
         }
         last_loss = report.loss;
     }
+    // With no warm-up, the first step's end is the start of the clock.
+    let timed = timed_from.map_or(Duration::ZERO, |t| t.elapsed());
     let secs = timed.as_secs_f64();
     let tokens = (steps * accum as u64 * batch_size) as f64 * cfg.data.seq_len as f64;
     Ok(BenchReport {

@@ -6,7 +6,11 @@
 #   cargo build --release --features vulkan
 #   mkdir -p .device/gl && strip -o .device/masklm target/release/masklm && xz -T2 -6 -f .device/masklm
 #   o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
-#   mkdir -p /tmp/amd64/partial && apt-get $o update && (cd .device/gl && apt-get $o download libvulkan1)
+#   mkdir -p /tmp/amd64/partial && apt-get $o update
+#   (cd .device/gl && apt-get $o download libvulkan1 libglvnd0 libegl1 libgl1 libglx0 libopengl0 libgles2)
+#
+# (the NVIDIA Vulkan driver, libGLX_nvidia, needs libglvnd: with the Vulkan loader alone, wgpu
+# found no adapter on the H100 machine of 2026-11-26)
 #
 # then run `bash bench/gpu_device.sh [gpu_compare.py options]` on the device (carry .device), e.g.
 #   bash bench/gpu_device.sh --shapes bert-base --runs vulkan:f16,wgpu:f32 --modes bf16,f32 \
@@ -16,8 +20,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 for f in .device/gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
-ls /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json 2>/dev/null \
-  || export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+# The driver's own manifest, where the machine mounts the driver there.
+nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -f "$nvidia_icd" ]; then export VK_DRIVER_FILES="$nvidia_icd"; fi
 xz -dkf .device/masklm.xz && chmod +x .device/masklm
 export XDG_RUNTIME_DIR=/tmp
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv

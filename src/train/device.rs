@@ -69,10 +69,15 @@ pub struct DeviceInfo {
     /// The adapter as it names itself (`NVIDIA H100 PCIe`, `llvmpipe (LLVM 15.0.6, 256 bits)`);
     /// `None` on the CPU backends.
     pub adapter: Option<String>,
-    /// What the backend compiles its kernels for (the graphics API and target).
-    pub compiles_for: Option<String>,
+    /// CubeCL's fingerprint of the adapter, `spirv_<PCI vendor id>_<device id>` whatever the
+    /// shader language (it keys CubeCL's kernel and autotune caches).
+    pub fingerprint: Option<String>,
     /// The card's maker, by PCI vendor id; `None` for a device that is no card (lavapipe).
     pub vendor: Option<String>,
+    /// The element types of the cooperative-matrix (tensor-core) products the device offers
+    /// CubeCL's matmul kernels, as `A×B→C/D` (`f16×f16→f32`); empty where it offers none (WGSL,
+    /// lavapipe), `None` on the CPU backends.
+    pub cooperative_matrix: Option<Vec<String>>,
 }
 
 impl std::fmt::Display for DeviceInfo {
@@ -80,28 +85,59 @@ impl std::fmt::Display for DeviceInfo {
         let backend = format!("{:?}", self.backend).to_lowercase();
         match &self.adapter {
             None => write!(f, "{backend} (CPU)"),
-            Some(name) => write!(
-                f,
-                "{backend} on {name} (vendor {}, compiles for {})",
-                self.vendor.as_deref().unwrap_or("none: not a card"),
-                self.compiles_for.as_deref().unwrap_or("unknown")
-            ),
+            Some(name) => {
+                let cmma = match self.cooperative_matrix.as_deref() {
+                    Some([]) | None => "none".to_string(),
+                    Some(types) => types.join(", "),
+                };
+                write!(
+                    f,
+                    "{backend} on {name} (vendor {}, fingerprint {}, cooperative matrices: {cmma})",
+                    self.vendor.as_deref().unwrap_or("none: not a card"),
+                    self.fingerprint.as_deref().unwrap_or("unknown")
+                )
+            }
         }
     }
 }
 
 /// The [`DeviceInfo`] of `device`, a device of `backend`.
 pub fn device_info(backend: BackendName, device: &Device) -> DeviceInfo {
-    let (adapter, compiles_for, vendor) = identity(device);
+    let (adapter, fingerprint, vendor) = identity(device);
     DeviceInfo {
         backend,
         adapter,
-        compiles_for,
+        fingerprint,
         vendor,
+        cooperative_matrix: cooperative_matrix(device),
     }
 }
 
-/// (adapter name, compile target, vendor) as the GPU runtime reports them.
+/// The distinct `A×B→C/D` element types of the device's cooperative-matrix configurations (CubeCL
+/// registers them from `VK_KHR_cooperative_matrix` for SPIR-V), `None` on the CPU backends.
+#[cfg(feature = "wgpu")]
+fn cooperative_matrix(device: &Device) -> Option<Vec<String>> {
+    let burn::backend::DispatchDevice::Cube(cube) = device.as_dispatch() else {
+        return None;
+    };
+    let client = cube.client();
+    let types: std::collections::BTreeSet<String> = client
+        .properties()
+        .features
+        .matmul
+        .cmma
+        .iter()
+        .map(|c| format!("{}×{}→{}", c.a_type, c.b_type, c.cd_type))
+        .collect();
+    Some(types.into_iter().collect())
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn cooperative_matrix(_device: &Device) -> Option<Vec<String>> {
+    None
+}
+
+/// (adapter name, fingerprint, vendor) as the GPU runtime reports them.
 type Identity = (Option<String>, Option<String>, Option<String>);
 
 #[cfg(feature = "wgpu")]

@@ -1,7 +1,7 @@
 //! `out_dir/metrics.jsonl`: one JSON object per line, per logged optimizer step
 //! (`step, loss, lr, grad_norm, tokens_per_sec, elapsed_s`; a fresh run's first row adds
-//! `device`: backend, adapter, what kernels compile for, vendor; under f16, every row adds
-//! `loss_scale` and `skipped_steps`) and per evaluation
+//! `device`: backend, adapter, CubeCL's fingerprint of it, vendor, cooperative-matrix types;
+//! under f16, every row adds `loss_scale` and `skipped_steps`) and per evaluation
 //! (`step, eval_loss, eval_accuracy, eval_top5_accuracy, eval_perplexity, eval_masked_tokens,
 //! eval_baseline_accuracy`).
 

@@ -185,7 +185,8 @@ def main():
         for shape in args.shapes.split(","):
             log_path = os.path.abspath(f"{args.profile_out}.{shape}")
             with open(toml, "w") as f:
-                f.write(f'[profiling.logger]\nlevel = "basic"\nfile = "{log_path}"\n')
+                # "full": the autotuned matrix products are timed too ("basic" leaves them out).
+                f.write(f'[profiling.logger]\nlevel = "full"\nfile = "{log_path}"\n')
             try:
                 cmd = [args.masklm, "bench", "--config", "configs/bench-mini.toml", "--json",
                        "--steps", "2", "--warmup", "2"]

@@ -4,13 +4,16 @@
 CubeCL times every kernel when a `cubecl.toml` in the working folder asks for it:
 
     [profiling.logger]
-    level = "basic"
+    level = "full"
     file = "profile.log"
 
+("basic" names kernels by a hash and leaves out the autotuned matrix products; "full" names them
+by their type, matrix products included)
 and prints a summary table (name, total duration, count) each time the host waits for the
 device, which masklm does once per optimizer step. This sums the last `--tables` such tables
-(the timed steps; the first ones hold compilation and autotuning) by kernel and prints the
-kernels by share of the time, with the name's first 90 characters.
+(the timed steps; the first ones hold compilation and autotuning) by kernel, named by the last
+path segment of its type (`MatmulEntry`, `ElemwiseFuse`, `CopyKernel`), and prints them by
+share of the time.
 
     python3 bench/gpu_profile.py profile.log [--tables 2] [--top 25]
 """
@@ -26,6 +29,12 @@ def seconds(text):
     return float(m.group(1)) * UNITS[m.group(2)] if m else None
 
 
+def short(name):
+    """`a::b::MatmulEntry<…>: …` → `MatmulEntry`; a hashed name (`CopyKernel_1bfd9506`) → `CopyKernel`."""
+    head = re.split(r"[<:{ ]", name.split("<")[0].split("::")[-1] if "::" in name else name)[0]
+    return head.split("_")[0] or name[:40]
+
+
 def tables(lines):
     """The summary tables of the log, each a list of (name, seconds, count)."""
     out, rows, inside = [], [], False
@@ -37,7 +46,7 @@ def tables(lines):
             out.append(rows)
             inside = False
         elif inside and len(cells) == 4 and seconds(cells[1]) is not None:
-            rows.append((cells[0], seconds(cells[1]), int(cells[2])))
+            rows.append((short(cells[0]), seconds(cells[1]), int(cells[2])))
     return out
 
 
@@ -63,7 +72,7 @@ def main():
     print("| share | ms | count | kernel |")
     print("| ---: | ---: | ---: | --- |")
     for name in sorted(total, key=total.get, reverse=True)[: args.top]:
-        print(f"| {100 * total[name] / whole:.1f}% | {total[name] * 1e3:.2f} | {count[name]} | {name[:90]} |")
+        print(f"| {100 * total[name] / whole:.1f}% | {total[name] * 1e3:.2f} | {count[name]} | {name} |")
 
 
 if __name__ == "__main__":

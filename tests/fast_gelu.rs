@@ -1,12 +1,12 @@
-//! The vectorized GELU of the patched burn-flex (`patches/burn-flex/src/vmath.rs`) against f64
-//! references and against upstream's scalar `libm::erff` code (`burn_flex::set_exact_gelu`):
+//! masklm's GELU op (`model::gelu`, the vectorized kernel of `model::vmath` on flex) against f64
+//! references and against burn's own scalar `libm::erff` code (`model::gelu::set_exact`):
 //! values, gradients, every slice length around its chunk sizes, and a few training steps.
 
 #[path = "it/common/mod.rs"]
 mod common;
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
 use masklm::config::TrainConfig;
+use masklm::model::gelu::{gelu, set_exact};
 use masklm::train::scaler::LossScaler;
 use masklm::train::{optim, step::optimizer_step};
 use std::sync::Mutex;
@@ -25,7 +25,7 @@ fn gelu_grad_ref(x: f64) -> f64 {
 
 /// `(gelu(x), g · gelu'(x))` through burn's autodiff on flex.
 fn gelu_and_grad(x: &[f32], g: &[f32], exact: bool) -> (Vec<f32>, Vec<f32>) {
-    burn_flex::set_exact_gelu(exact);
+    set_exact(exact);
     let dev = Device::flex().autodiff();
     let n = x.len();
     let xt = Tensor::<1>::from_data(TensorData::new(x.to_vec(), [n]), &dev).require_grad();
@@ -33,7 +33,7 @@ fn gelu_and_grad(x: &[f32], g: &[f32], exact: bool) -> (Vec<f32>, Vec<f32>) {
     let y = gelu(xt.clone());
     let grads = (y.clone() * gt).sum().backward();
     let dx = xt.grad(&grads).expect("x has a gradient");
-    burn_flex::set_exact_gelu(false);
+    set_exact(false);
     (
         y.into_data().try_to_vec::<f32>().unwrap(),
         dx.into_data().try_to_vec::<f32>().unwrap(),
@@ -98,9 +98,9 @@ fn every_length_and_layout_agrees_with_the_scalar_code() {
     let a = Tensor::<2>::random([67, 301], burn::tensor::Distribution::Default, &dev) * 6.0 - 3.0;
     let t = a.clone().transpose();
     let fast = gelu(t.clone());
-    burn_flex::set_exact_gelu(true);
+    set_exact(true);
     let exact = gelu(t);
-    burn_flex::set_exact_gelu(false);
+    set_exact(false);
     assert_eq!(fast.dims(), [301, 67]);
     let diff = (fast - exact).abs().max().into_scalar::<f32>();
     assert!(diff < 2e-6, "transposed input: {diff}");
@@ -111,7 +111,7 @@ fn every_length_and_layout_agrees_with_the_scalar_code() {
 }
 
 fn train_losses(exact: bool) -> Vec<f64> {
-    burn_flex::set_exact_gelu(exact);
+    set_exact(exact);
     let dev = Device::flex().autodiff();
     dev.seed(3);
     let mut config = common::tiny_bert(0.0);
@@ -134,7 +134,7 @@ fn train_losses(exact: bool) -> Vec<f64> {
         losses.push(r.loss);
         model = next;
     }
-    burn_flex::set_exact_gelu(false);
+    set_exact(false);
     losses
 }
 

@@ -3,12 +3,13 @@
 //! parameter path maps to its HF key by one table.
 
 use super::dropout::Dropout;
+use super::gelu::gelu;
 use super::precision::{dense, matmul};
 use super::{BertConfig, linear};
 use crate::config::Precision;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 
 #[derive(Module, Debug)]
 pub struct BertSelfAttention {

@@ -1,13 +1,13 @@
 //! `BertOnlyMLMHead` (HF `cls.predictions`): transform (dense → GELU → LayerNorm), then the
 //! decoder whose weight IS the word-embedding matrix plus its own bias.
 
+use super::gelu::gelu;
 use super::precision::{dense, matmul};
 use super::{BertConfig, linear};
 use crate::config::Precision;
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
 
 #[derive(Module, Debug)]
 pub struct BertPredictionHeadTransform {

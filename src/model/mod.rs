@@ -7,9 +7,11 @@
 pub mod dropout;
 pub mod embeddings;
 pub mod encoder;
+pub mod gelu;
 pub mod loss;
 pub mod mlm_head;
 pub mod precision;
+pub mod vmath;
 
 use crate::config::{ModelConfig, Precision};
 use burn::module::Param;

@@ -1,7 +1,7 @@
 //! The integration tests, as one test binary: each file is a module, so burn is linked once
 //! instead of once per file. Two stay binaries of their own, because they need a process to
-//! themselves: `tests/fast_gelu.rs` flips a process-wide switch of the CPU backend
-//! (`burn_flex::set_exact_gelu`) that would change the numbers of tests running beside it, and
+//! themselves: `tests/fast_gelu.rs` flips masklm's process-wide GELU switch
+//! (`masklm::model::gelu::set_exact`), which would change the numbers of tests running beside it, and
 //! `tests/stream_memory.rs` measures the process's peak memory.
 //!
 //! Run one file's tests with its module name: `cargo test --release --test it train_faults::`.

@@ -35,7 +35,6 @@ mod par; // masklm patch
 mod qtensor;
 mod strided_index;
 mod tensor;
-mod vmath; // masklm patch
 mod zip;
 
 #[doc(hidden)]
@@ -48,4 +47,3 @@ pub use backend::{Flex, FlexDevice};
 pub use layout::Layout;
 pub use qtensor::FlexQTensor;
 pub use tensor::FlexTensor;
-pub use vmath::set_exact_gelu; // masklm patch

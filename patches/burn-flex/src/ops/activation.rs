@@ -19,41 +19,6 @@ use crate::ops::binary::binary_op;
 use crate::ops::unary::unary_op;
 use crate::{Flex, FlexTensor, Layout};
 
-/// masklm patch: `GELU(x)` for f32 with `vmath`'s kernel, in place when `x` is not shared.
-fn gelu_f32_vectorized(x: FlexTensor) -> FlexTensor {
-    let mut x = x.into_contiguous();
-    let shape = x.layout().shape().clone();
-    let n = shape.num_elements();
-    if let Some(a) = x.try_storage_mut::<f32>() {
-        crate::vmath::gelu_inplace(&mut a[..n]);
-        return x;
-    }
-    let mut out: Vec<f32> = Vec::with_capacity(n);
-    crate::vmath::gelu_into(&x.storage::<f32>()[..n], &mut out.spare_capacity_mut()[..n]);
-    // SAFETY: gelu_into wrote all n elements.
-    unsafe { out.set_len(n) };
-    FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(shape), DType::F32)
-}
-
-/// masklm patch: `grad · GELU'(x)` for f32 with `vmath`'s kernel, in place in `grad` when it is
-/// not shared. `x` and `grad` have the same shape.
-fn gelu_backward_f32_vectorized(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
-    let x = x.into_contiguous();
-    let mut grad = grad.into_contiguous();
-    let shape = grad.layout().shape().clone();
-    let n = shape.num_elements();
-    let xs = &x.storage::<f32>()[..n];
-    if let Some(g) = grad.try_storage_mut::<f32>() {
-        crate::vmath::gelu_grad_inplace(xs, &mut g[..n]);
-        return grad;
-    }
-    let mut out: Vec<f32> = Vec::with_capacity(n);
-    crate::vmath::gelu_grad_into(xs, &grad.storage::<f32>()[..n], &mut out.spare_capacity_mut()[..n]);
-    // SAFETY: gelu_grad_into wrote all n elements.
-    unsafe { out.set_len(n) };
-    FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(shape), DType::F32)
-}
-
 impl ActivationOps<Flex> for Flex {
     fn relu(tensor: FloatTensor<Flex>) -> FloatTensor<Flex> {
         // `max` returns the non-NaN operand, which would map NaN to the bound.
@@ -102,10 +67,6 @@ impl ActivationOps<Flex> for Flex {
     }
 
     fn gelu(tensor: FloatTensor<Flex>) -> FloatTensor<Flex> {
-        // masklm patch: the vectorized f32 kernel (vmath.rs) unless exact GELU is asked for.
-        if tensor.dtype() == DType::F32 && !crate::vmath::exact_gelu() {
-            return gelu_f32_vectorized(tensor);
-        }
         // 0.5 * x * (1 + erf(x / sqrt(2)))
         use crate::ops::unary::{erf_f32, erf_f64};
         let sqrt2_f32: f32 = core::f32::consts::SQRT_2;
@@ -118,14 +79,6 @@ impl ActivationOps<Flex> for Flex {
     }
 
     fn gelu_backward(x: FloatTensor<Flex>, grad: FloatTensor<Flex>) -> FloatTensor<Flex> {
-        // masklm patch: the vectorized f32 kernel (vmath.rs) unless exact GELU is asked for.
-        if x.dtype() == DType::F32
-            && grad.dtype() == DType::F32
-            && x.layout().shape() == grad.layout().shape()
-            && !crate::vmath::exact_gelu()
-        {
-            return gelu_backward_f32_vectorized(x, grad);
-        }
         // d/dx[gelu(x)] = 0.5 * (1 + erf(x/sqrt(2))) + x * (1/sqrt(2*pi)) * exp(-x^2/2)
         use crate::ops::unary::{erf_f32, erf_f64};
         let sqrt2_f32: f32 = core::f32::consts::SQRT_2;

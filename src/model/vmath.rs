@@ -1,33 +1,19 @@
-//! masklm patch: vectorized f32 GELU and its backward.
+//! Vectorized f32 GELU and its backward, the CPU path of `model::gelu` (hand-written: measured
+//! faster than the scalar `libm::erff` code burn's CPU backend runs, BENCHMARKS.md).
 //!
 //! Upstream computes GELU as `0.5 * x * (1 + libm::erff(x / sqrt 2))` one element at a time;
 //! `erff` is a branchy scalar call that LLVM cannot vectorize, and in a BERT training step
-//! GELU's forward and backward are ~10% of all CPU time (`perf`, the project's BENCHMARKS.md).
-//! Here the per-element code is branch-free, so each chunk loop compiles to 8-wide AVX2 + FMA
+//! GELU's forward and backward were ~10% of all CPU time (`perf`, BENCHMARKS.md). Here the
+//! per-element code is branch-free, so each chunk loop compiles to 8-wide AVX2 + FMA
 //! (runtime-detected) or 4-wide SSE2, and chunks run on the rayon pool.
 //!
 //! The normal CDF uses Abramowitz & Stegun 7.1.26, the approximation PyTorch's vectorized CPU
 //! `erf` (and so its CPU GELU) uses: `erfc(z) = t·(a1 + t·(a2 + … a5·t))·exp(-z²)`,
 //! `t = 1 / (1 + p·z)`, absolute error below 1.5e-7. `exp` is Cephes' `expf` polynomial
-//! (about 1 ulp). [`set_exact_gelu`] switches back to upstream's scalar code. The project's
-//! `tests/fast_gelu.rs` checks both against f64 references over a dense grid, every slice length
-//! around the chunk sizes, and that training losses agree within 1e-4 either way (this crate is
-//! a `[patch]`, not a workspace member, so its own tests do not run in the project's CI).
+//! (about 1 ulp). `tests/fast_gelu.rs` checks both directions against f64 references over a
+//! dense grid and every slice length around the chunk sizes.
 
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicBool, Ordering};
-
-static EXACT_GELU: AtomicBool = AtomicBool::new(false);
-
-/// Use upstream's scalar `libm::erff` GELU (`true`) or this module's vectorized one (`false`,
-/// the default).
-pub fn set_exact_gelu(exact: bool) {
-    EXACT_GELU.store(exact, Ordering::Relaxed);
-}
-
-pub(crate) fn exact_gelu() -> bool {
-    EXACT_GELU.load(Ordering::Relaxed)
-}
 
 const INV_SQRT_2: f32 = core::f32::consts::FRAC_1_SQRT_2;
 /// 1 / sqrt(2π)
@@ -115,7 +101,7 @@ macro_rules! multiversion {
     ($name:ident, ($($arg:ident: $ty:ty),*), $fma:ident => $body:block) => {
         #[inline]
         fn $name($($arg: $ty),*) {
-            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            #[cfg(target_arch = "x86_64")]
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn wide($($arg: $ty),*) {
@@ -156,13 +142,13 @@ multiversion!(gelu_grad_chunk_inplace, (x: &[f32], g: &mut [f32]), FMA => {
     }
 });
 
-/// Elements per rayon task, and the size below which the loop stays on the calling thread
-/// (as in `par.rs`).
+/// Elements per rayon task.
 const CHUNK: usize = 1 << 13;
+/// Below this many elements the loop stays on the calling thread.
+const PAR_MIN: usize = 1 << 15;
 
 fn for_chunks<T: Send, F: Fn(&mut [T], usize) + Sync + Send>(a: &mut [T], f: F) {
-    #[cfg(feature = "rayon")]
-    if a.len() >= crate::par::PAR_MIN {
+    if a.len() >= PAR_MIN {
         use rayon::prelude::*;
         a.par_chunks_mut(CHUNK)
             .enumerate()
@@ -173,18 +159,18 @@ fn for_chunks<T: Send, F: Fn(&mut [T], usize) + Sync + Send>(a: &mut [T], f: F) 
 }
 
 /// `dst = GELU(src)`, `dst` fully written.
-pub(crate) fn gelu_into(src: &[f32], dst: &mut [MaybeUninit<f32>]) {
+pub fn gelu_into(src: &[f32], dst: &mut [MaybeUninit<f32>]) {
     assert_eq!(src.len(), dst.len());
     for_chunks(dst, |d, at| gelu_chunk(&src[at..at + d.len()], d));
 }
 
 /// `a = GELU(a)`.
-pub(crate) fn gelu_inplace(a: &mut [f32]) {
+pub fn gelu_inplace(a: &mut [f32]) {
     for_chunks(a, |c, _| gelu_chunk_inplace(c));
 }
 
 /// `dst = g · GELU'(x)`, `dst` fully written.
-pub(crate) fn gelu_grad_into(x: &[f32], g: &[f32], dst: &mut [MaybeUninit<f32>]) {
+pub fn gelu_grad_into(x: &[f32], g: &[f32], dst: &mut [MaybeUninit<f32>]) {
     assert!(x.len() == dst.len() && g.len() == dst.len());
     for_chunks(dst, |d, at| {
         let r = at..at + d.len();
@@ -193,7 +179,7 @@ pub(crate) fn gelu_grad_into(x: &[f32], g: &[f32], dst: &mut [MaybeUninit<f32>])
 }
 
 /// `g = g · GELU'(x)`.
-pub(crate) fn gelu_grad_inplace(x: &[f32], g: &mut [f32]) {
+pub fn gelu_grad_inplace(x: &[f32], g: &mut [f32]) {
     assert_eq!(x.len(), g.len());
     for_chunks(g, |c, at| gelu_grad_chunk_inplace(&x[at..at + c.len()], c));
 }

@@ -45,7 +45,8 @@ fn exp<const FMA: bool>(x: f32) -> f32 {
     p = fmadd::<FMA>(p, r, 8.333_452e-3);
     p = fmadd::<FMA>(p, r, 4.166_579_6e-2);
     p = fmadd::<FMA>(p, r, 1.666_666_5e-1);
-    p = fmadd::<FMA>(p, r, 5.000_000_1e-1);
+    // Cephes writes 5.0000001201e-1, which rounds to 0.5 in f32.
+    p = fmadd::<FMA>(p, r, 0.5);
     let y = fmadd::<FMA>(p, r * r, r) + 1.0;
     // The integer n sits in m's low bits as 0x4B40_0000 + n; 2^n's bits are (n + 127) << 23.
     let pow2n = f32::from_bits(

@@ -313,6 +313,37 @@ fn clipping_scales_every_gradient_by_one_factor_to_the_max_norm() {
 }
 
 #[test]
+fn loss_scaled_gradients_are_divided_by_the_scale_before_and_with_clipping() {
+    let dev = Device::flex().autodiff();
+    dev.seed(4);
+    let model = config().init(&dev);
+    let n: usize = named(&model).iter().map(|(_, _, v)| v.len()).sum();
+    // The gradients of the loss times 1024: every element 0.5 · 1024, true norm 0.5·√n.
+    let scale = 1024.0;
+    let scaled = || constant_grads(&model, 0.5 * scale as f32);
+    let norm = optim::global_norm(&model, &scaled()).unwrap();
+    let true_norm = 0.5 * (n as f64).sqrt();
+    // Under the threshold (and with clipping off): unscaled only, 0.5 everywhere. AdamW is
+    // nearly blind to a constant factor, so only this test sees a missing unscale.
+    for max in [2.0 * true_norm, 0.0] {
+        let g = optim::clip_to(&model, scaled(), norm.clone(), max, scale);
+        let values = grads_of(&model, &g);
+        assert!(
+            values.values().flatten().all(|&v| (v - 0.5).abs() < 1e-6),
+            "max {max}"
+        );
+    }
+    // Over it: clipped to norm 1 from the true norm, as PyTorch's unscale_ then clip_grad_norm_.
+    let g = optim::clip_to(&model, scaled(), norm, 1.0, scale);
+    let sq: f64 = grads_of(&model, &g)
+        .values()
+        .flatten()
+        .map(|&x| (x as f64).powi(2))
+        .sum();
+    assert!((sq.sqrt() - 1.0).abs() < 1e-4, "clipped norm {}", sq.sqrt());
+}
+
+#[test]
 fn an_infinite_gradient_leaves_the_weights_alone_and_a_nan_model_is_never_saved() {
     let dev = Device::flex().autodiff();
     dev.seed(6);

@@ -140,6 +140,18 @@ pub enum BackendName {
     Vulkan,
 }
 
+/// The backend as a config names it (`"flex"`, `"wgpu"`, …).
+impl std::fmt::Display for BackendName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendName::Flex => "flex",
+            BackendName::Ndarray => "ndarray",
+            BackendName::Wgpu => "wgpu",
+            BackendName::Vulkan => "vulkan",
+        })
+    }
+}
+
 /// What the matrix products compute in (HF's `fp16` / `bf16` flags). Weights, optimizer state,
 /// LayerNorm, softmax, the loss and the gradient norm stay f32 in every mode (`model::precision`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -151,6 +163,17 @@ pub enum Precision {
     F16,
     /// bf16 products; no loss scaling (bf16 has f32's range).
     Bf16,
+}
+
+/// The precision as a config names it (`"f32"`, `"f16"`, `"bf16"`).
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

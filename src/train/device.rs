@@ -21,7 +21,7 @@ pub fn device_for(backend: BackendName) -> Result<Device> {
         BackendName::Vulkan => gpu_device(backend, Device::vulkan(DeviceKind::DefaultDevice)),
         #[allow(unreachable_patterns)]
         other => {
-            let name = format!("{other:?}").to_lowercase();
+            let name = other.to_string();
             crate::usage!(
                 "train.backend = \"{name}\" is not in this build of masklm; rebuild with \
                  `cargo build --release --features {name}` (on by default) or use \
@@ -40,26 +40,16 @@ pub fn check_precision(backend: BackendName, device: &Device, precision: Precisi
     if device.supports_dtype(dtype) {
         return Ok(());
     }
-    let name = |p: Precision| format!("{p:?}").to_lowercase();
     let other = [Precision::F16, Precision::Bf16]
         .into_iter()
         .find(|p| *p != precision && p.low().is_some_and(|d| device.supports_dtype(d)))
-        .map(|p| format!("\"{}\" or ", name(p)))
+        .map(|p| format!("\"{p}\" or "))
         .unwrap_or_default();
-    let backend = format!("{backend:?}").to_lowercase();
+    let adapter = identity(device).0.unwrap_or_else(|| "CPU".into());
     crate::usage!(
-        "train.precision = \"{}\": the {backend} device ({}) does not compute {}; use \
-         train.precision = {other}\"f32\"",
-        name(precision),
-        device_info_line(backend.as_str(), device),
-        name(precision)
+        "train.precision = \"{precision}\": the {backend} device ({adapter}) does not compute \
+         {precision}; use train.precision = {other}\"f32\""
     )
-}
-
-fn device_info_line(backend: &str, device: &Device) -> String {
-    identity(device)
-        .0
-        .unwrap_or_else(|| format!("{backend}, CPU"))
 }
 
 /// What a run computes on, for its logs (stderr, the first metrics.jsonl row, bench's JSON).
@@ -82,7 +72,7 @@ pub struct DeviceInfo {
 
 impl std::fmt::Display for DeviceInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let backend = format!("{:?}", self.backend).to_lowercase();
+        let backend = self.backend;
         match &self.adapter {
             None => write!(f, "{backend} (CPU)"),
             Some(name) => {
@@ -170,9 +160,8 @@ fn gpu_device(backend: BackendName, device: Device) -> Result<Device> {
             .is_ok();
     std::panic::set_hook(hook);
     if !ok {
-        let name = format!("{backend:?}").to_lowercase();
         anyhow::bail!(
-            "train.backend = \"{name}\" found no GPU adapter; install a Vulkan driver (on Debian \
+            "train.backend = \"{backend}\" found no GPU adapter; install a Vulkan driver (on Debian \
              without a GPU: apt-get install mesa-vulkan-drivers) or use --set train.backend=flex"
         );
     }

@@ -144,3 +144,33 @@ fn wgpu_without_any_adapter_is_a_clear_error() {
         "the adapter is checked before any work"
     );
 }
+
+#[test]
+fn a_precision_the_adapter_does_not_compute_is_refused_before_any_work() {
+    // burn's WGSL kernels store bf16 but do not compute it; lavapipe computes f16.
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "train".to_string(),
+        "--config".into(),
+        "configs/tiny.toml".into(),
+    ];
+    args.extend(common::isolated(dir.path()));
+    args.extend(
+        [
+            "--set",
+            "train.backend=wgpu",
+            "--set",
+            "train.precision=bf16",
+        ]
+        .map(String::from),
+    );
+    masklm(&args).usage_error(&[
+        "train.precision = \"bf16\": the wgpu device",
+        "does not compute bf16",
+        "use train.precision = \"f16\" or \"f32\"",
+    ]);
+    assert!(
+        !dir.path().join("tokenizer.json").exists() && !dir.path().join("run").exists(),
+        "refused before the tokenizer or the run folder"
+    );
+}

@@ -8,6 +8,7 @@
 //! one would have.
 
 use crate::config::Precision;
+use crate::train::step::Outcome;
 use serde::{Deserialize, Serialize};
 
 /// PyTorch's `init_scale`: 2^16.
@@ -65,45 +66,34 @@ impl LossScaler {
         }
     }
 
-    /// After a step whose loss and gradients were `finite` or not: what to do with the step.
-    /// Off, a non-finite step stops the run. Dynamic, it is skipped and the scale halved (the
-    /// run stops once the scale would fall below [`MIN_SCALE`]); a finite step counts towards
-    /// doubling the scale every [`GROWTH_INTERVAL`] clean steps.
-    pub fn update(&mut self, finite: bool) -> Verdict {
+    /// After a step whose loss and gradients were `finite` or not: what becomes of the step.
+    /// Off, a non-finite step stops the run ([`Outcome::NonFinite`]). Dynamic, it is skipped
+    /// and the scale halved ([`Outcome::Skipped`]; the run stops once the scale would fall
+    /// below [`MIN_SCALE`]); a finite step ([`Outcome::Applied`]) counts towards doubling the
+    /// scale every [`GROWTH_INTERVAL`] clean steps.
+    pub fn update(&mut self, finite: bool) -> Outcome {
         match (finite, self.dynamic) {
-            (true, false) => Verdict::Apply,
-            (false, false) => Verdict::Stop,
+            (true, false) => Outcome::Applied,
+            (false, false) => Outcome::NonFinite,
             (true, true) => {
                 self.clean_steps += 1;
                 if self.clean_steps == GROWTH_INTERVAL {
                     self.scale *= 2.0;
                     self.clean_steps = 0;
                 }
-                Verdict::Apply
+                Outcome::Applied
             }
             (false, true) => {
                 if self.scale / 2.0 < MIN_SCALE {
-                    return Verdict::Stop;
+                    return Outcome::NonFinite;
                 }
                 self.scale /= 2.0;
                 self.clean_steps = 0;
                 self.skipped_steps += 1;
-                Verdict::Skip
+                Outcome::Skipped
             }
         }
     }
-}
-
-/// What [`LossScaler::update`] decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Clip and update with the gradients divided by the scale the step was computed with.
-    Apply,
-    /// Leave the weights: the gradients overflowed and the scale was halved.
-    Skip,
-    /// Leave the weights and stop the run: the loss or the gradients are not finite and no
-    /// scale can help.
-    Stop,
 }
 
 #[cfg(test)]
@@ -114,10 +104,10 @@ mod tests {
     fn off_applies_finite_steps_and_stops_on_the_first_non_finite_one() {
         let mut s = LossScaler::for_precision(Precision::F32);
         for _ in 0..3 * GROWTH_INTERVAL {
-            assert_eq!(s.update(true), Verdict::Apply);
+            assert_eq!(s.update(true), Outcome::Applied);
         }
         assert_eq!(s.scale, 1.0);
-        assert_eq!(s.update(false), Verdict::Stop);
+        assert_eq!(s.update(false), Outcome::NonFinite);
         assert_eq!((s.scale, s.skipped_steps), (1.0, 0));
         assert_eq!(
             LossScaler::for_precision(Precision::Bf16),
@@ -130,10 +120,10 @@ mod tests {
         let mut s = LossScaler::for_precision(Precision::F16);
         assert_eq!(s.scale, 65536.0);
         for _ in 0..GROWTH_INTERVAL - 1 {
-            assert_eq!(s.update(true), Verdict::Apply);
+            assert_eq!(s.update(true), Outcome::Applied);
         }
         // One overflow short of growing: the count starts over.
-        assert_eq!(s.update(false), Verdict::Skip);
+        assert_eq!(s.update(false), Outcome::Skipped);
         assert_eq!((s.scale, s.clean_steps, s.skipped_steps), (32768.0, 0, 1));
         for _ in 0..GROWTH_INTERVAL - 1 {
             s.update(true);
@@ -146,10 +136,10 @@ mod tests {
     #[test]
     fn a_scale_halved_below_the_f16_range_stops_the_run() {
         let mut s = LossScaler::dynamic(4.0 * MIN_SCALE);
-        assert_eq!(s.update(false), Verdict::Skip);
-        assert_eq!(s.update(false), Verdict::Skip);
+        assert_eq!(s.update(false), Outcome::Skipped);
+        assert_eq!(s.update(false), Outcome::Skipped);
         assert_eq!(s.scale, MIN_SCALE);
-        assert_eq!(s.update(false), Verdict::Stop);
+        assert_eq!(s.update(false), Outcome::NonFinite);
         assert_eq!((s.scale, s.skipped_steps), (MIN_SCALE, 2));
     }
 }

@@ -13,7 +13,7 @@ use crate::data::batches::Batch;
 use crate::model::BertForMaskedLM;
 use crate::model::loss::masked_nll_sum;
 use crate::train::optim;
-use crate::train::scaler::{LossScaler, Verdict};
+use crate::train::scaler::LossScaler;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use std::cell::Cell;
@@ -145,11 +145,7 @@ pub fn apply(
     let read = read_to_host(both);
     let (loss, grad_norm) = (read[0], read[1] / scale);
     // An infinite norm would make the clipping factor 0 and inf × 0 = NaN in the weights.
-    let outcome = match scaler.update(loss.is_finite() && grad_norm.is_finite()) {
-        Verdict::Apply => Outcome::Applied,
-        Verdict::Skip => Outcome::Skipped,
-        Verdict::Stop => Outcome::NonFinite,
-    };
+    let outcome = scaler.update(loss.is_finite() && grad_norm.is_finite());
     let report = StepReport {
         outcome,
         loss,

@@ -59,7 +59,7 @@ fn is_host(device: &Device) -> bool {
     if base == Device::ndarray() {
         return true;
     }
-    base == Device::flex()
+    super::on_flex(device)
 }
 
 /// SplitMix64's output function: a bijective mix of a 64-bit counter into 64 random bits.

@@ -6,7 +6,7 @@
 //! thread, about a tenth of a BERT step's CPU time; this one is 8-wide and uses the rayon pool
 //! (BENCHMARKS.md).
 
-use crate::model::vmath;
+use crate::model::{on_flex, vmath};
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -14,7 +14,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::prelude::*;
 use burn::tensor::{Bytes, DType};
 use std::mem::MaybeUninit;
@@ -45,13 +45,7 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     }
 }
 
-/// Whether `device` is flex, with or without autodiff.
-fn on_flex(device: &Device) -> bool {
-    let inner = device.clone().inner();
-    matches!(inner.as_dispatch(), DispatchDevice::Flex(_))
-}
-
-/// `x` as one contiguous run of `n` f32 values starting at offset 0.
+/// `x` as one contiguous run of f32 values starting at offset 0.
 fn contiguous(x: FlexTensor) -> FlexTensor {
     match x.layout().contiguous_offsets() {
         Some((0, _)) => x,

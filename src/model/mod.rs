@@ -90,6 +90,12 @@ impl BertConfig {
     }
 }
 
+/// Whether `device` is flex (the CPU backend), with or without autodiff: where masklm's own CPU
+/// kernels (GELU, dropout's mask) run.
+pub(crate) fn on_flex(device: &Device) -> bool {
+    device.clone().without_autodiff() == Device::flex()
+}
+
 /// Normal(0, std) values of `shape`, drawn now (not lazily) from the device's seeded generator.
 fn normal<const D: usize>(shape: [usize; D], std: f64, device: &Device) -> Tensor<D> {
     Tensor::random(shape, Distribution::Normal(0.0, std), device)

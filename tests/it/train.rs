@@ -30,6 +30,17 @@ fn rows(metrics: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Copies the checkpoint folder `name` of run folder `from` into run folder `to` (created), so
+/// that a run resumed in `to` continues from it.
+fn copy_checkpoint(from: &Path, to: &Path, name: &str) {
+    let dst = to.join(name);
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in std::fs::read_dir(from.join(name)).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
+    }
+}
+
 #[test]
 fn tiny_run_learns_and_resume_is_bit_identical() {
     let dir = tempfile::tempdir().unwrap();
@@ -57,14 +68,7 @@ fn tiny_run_learns_and_resume_is_bit_identical() {
 
     // Resume from step 75 in another folder: same weights, same logged losses.
     let b = dir.path().join("b");
-    std::fs::create_dir(&b).unwrap();
-    let src = a.join("checkpoint-75");
-    let dst = b.join("checkpoint-75");
-    std::fs::create_dir(&dst).unwrap();
-    for f in std::fs::read_dir(&src).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
-    }
+    copy_checkpoint(&a, &b, "checkpoint-75");
     train(
         &b,
         &tok,
@@ -128,12 +132,7 @@ fn f16_resume_is_bit_identical_and_keeps_the_loss_scaler() {
 
     // Resume from step 6 in another folder.
     let b = dir.path().join("b");
-    let dst = b.join("checkpoint-6");
-    std::fs::create_dir_all(&dst).unwrap();
-    for f in std::fs::read_dir(a.join("checkpoint-6")).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
-    }
+    copy_checkpoint(&a, &b, "checkpoint-6");
     args.push("--resume");
     train(&b, &tok, &args).ok();
     let wa = std::fs::read(a.join("checkpoint-12/model.bpk")).unwrap();

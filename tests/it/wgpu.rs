@@ -111,16 +111,22 @@ fn a_tiny_run_on_wgpu_logs_the_losses_of_the_same_run_on_flex() {
     }
 }
 
+/// `train --config configs/tiny.toml` on wgpu, its files kept in `dir`, with `sets` added.
+fn tiny_wgpu_train(dir: &Path, sets: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["train", "--config", "configs/tiny.toml"]
+        .map(String::from)
+        .into();
+    args.extend(common::isolated(dir));
+    for s in ["train.backend=\"wgpu\""].iter().chain(sets) {
+        args.extend(["--set".to_string(), s.to_string()]);
+    }
+    args
+}
+
 #[test]
 fn wgpu_without_any_adapter_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "train".to_string(),
-        "--config".into(),
-        "configs/tiny.toml".into(),
-    ];
-    args.extend(common::isolated(dir.path()));
-    args.extend(["--set".into(), "train.backend=\"wgpu\"".into()]);
+    let args = tiny_wgpu_train(dir.path(), &[]);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_masklm"))
         .args(&args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -149,21 +155,7 @@ fn wgpu_without_any_adapter_is_a_clear_error() {
 fn a_precision_the_adapter_does_not_compute_is_refused_before_any_work() {
     // burn's WGSL kernels store bf16 but do not compute it; lavapipe computes f16.
     let dir = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "train".to_string(),
-        "--config".into(),
-        "configs/tiny.toml".into(),
-    ];
-    args.extend(common::isolated(dir.path()));
-    args.extend(
-        [
-            "--set",
-            "train.backend=wgpu",
-            "--set",
-            "train.precision=bf16",
-        ]
-        .map(String::from),
-    );
+    let args = tiny_wgpu_train(dir.path(), &["train.precision=bf16"]);
     masklm(&args).usage_error(&[
         "train.precision = \"bf16\": the wgpu device",
         "does not compute bf16",

@@ -53,10 +53,9 @@ impl Dropout {
 
 /// Whether `device` computes on this machine's CPU (flex or ndarray, with or without autodiff).
 fn is_host(device: &Device) -> bool {
-    let base = device.clone().without_autodiff();
     #[cfg(feature = "ndarray")]
     #[allow(deprecated)]
-    if base == Device::ndarray() {
+    if device.clone().without_autodiff() == Device::ndarray() {
         return true;
     }
     super::on_flex(device)

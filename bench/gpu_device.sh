@@ -3,7 +3,7 @@
 # (../shared/guides/gpu.md): the stripped, compressed binary and Debian's Vulkan loader in
 # .device/ (kept out of git):
 #
-#   cargo build --release --features vulkan
+#   cargo build --release          # the default features include vulkan
 #   mkdir -p .device/gl && strip -o .device/masklm target/release/masklm && xz -T2 -6 -f .device/masklm
 #   o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
 #   mkdir -p /tmp/amd64/partial && apt-get $o update

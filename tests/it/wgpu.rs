@@ -1,6 +1,8 @@
-//! wgpu against flex: the same weights and batches give the same logits and training losses.
-//! Without a GPU, wgpu runs on Mesa's software Vulkan (lavapipe, Debian `mesa-vulkan-drivers`),
-//! which `.ci/run` installs.
+//! wgpu and vulkan against flex: the same weights and batches give the same logits and training
+//! losses. Without a GPU, both run on Mesa's software Vulkan (lavapipe, Debian
+//! `mesa-vulkan-drivers`), which `.ci/run` installs; with the default `vulkan` feature built in,
+//! both compile SPIR-V there (CubeCL's shared-memory kernels crashed lavapipe until
+//! `patches/cubecl-spirv`).
 
 use crate::common;
 
@@ -17,9 +19,9 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-fn wgpu() -> Device {
-    masklm::train::device_for(BackendName::Wgpu)
-        .expect("these tests need a wgpu adapter: apt-get install mesa-vulkan-drivers")
+fn gpu(backend: BackendName) -> Device {
+    masklm::train::device_for(backend)
+        .expect("these tests need a Vulkan adapter: apt-get install mesa-vulkan-drivers")
 }
 
 /// Logits [3, 9, 99] of a batch whose last row is partly padding.
@@ -38,8 +40,21 @@ fn logits(seed: u64, device: &Device) -> Vec<f32> {
 
 #[test]
 fn wgpu_forward_matches_flex_from_the_same_seed() {
-    let d = max_abs_diff(&logits(3, &Device::flex()), &logits(3, &wgpu()));
+    let d = max_abs_diff(
+        &logits(3, &Device::flex()),
+        &logits(3, &gpu(BackendName::Wgpu)),
+    );
     assert!(d < 1e-4, "max |flex - wgpu| logit = {d}");
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn vulkan_forward_matches_flex_from_the_same_seed() {
+    let d = max_abs_diff(
+        &logits(3, &Device::flex()),
+        &logits(3, &gpu(BackendName::Vulkan)),
+    );
+    assert!(d < 1e-4, "max |flex - vulkan| logit = {d}");
 }
 
 fn losses(run: &Path) -> Vec<f64> {
@@ -50,8 +65,10 @@ fn losses(run: &Path) -> Vec<f64> {
         .collect()
 }
 
-#[test]
-fn a_tiny_run_on_wgpu_logs_the_losses_of_the_same_run_on_flex() {
+/// Six training steps of `configs/tiny.toml` without dropout on flex and on `gpu_backend`, from
+/// one tokenizer and token store: their logged losses agree within 1e-3, and the first metrics
+/// row names each device.
+fn tiny_run_matches_flex(gpu_backend: &str) {
     let dir = tempfile::tempdir().unwrap();
     let run = |backend: &str| {
         let out = dir.path().join(backend);
@@ -62,6 +79,7 @@ fn a_tiny_run_on_wgpu_logs_the_losses_of_the_same_run_on_flex() {
         for s in [
             format!("train.backend={backend:?}"),
             format!("train.out_dir={out:?}"),
+            // One tokenizer for both runs: training one is not bit-reproducible across runs.
             format!("tokenizer.path={:?}", dir.path().join("tokenizer.json")),
             format!("data.cache_dir={:?}", dir.path().join("cache")),
             // Dropout draws from each backend's own generator: switch it off to compare.
@@ -77,17 +95,17 @@ fn a_tiny_run_on_wgpu_logs_the_losses_of_the_same_run_on_flex() {
         losses(&out)
     };
     let flex = run("flex");
-    let gpu = run("wgpu");
+    let gpu = run(gpu_backend);
     // The first metrics row says what each run computed on.
     let device = |backend: &str| -> serde_json::Value {
         let m = std::fs::read_to_string(dir.path().join(backend).join("metrics.jsonl")).unwrap();
         let first: serde_json::Value = serde_json::from_str(m.lines().next().unwrap()).unwrap();
         first["device"].clone()
     };
-    let (cpu, adapter) = (device("flex"), device("wgpu"));
+    let (cpu, adapter) = (device("flex"), device(gpu_backend));
     assert_eq!(cpu["backend"], "flex");
     assert!(cpu["adapter"].is_null(), "{cpu}");
-    assert_eq!(adapter["backend"], "wgpu");
+    assert_eq!(adapter["backend"], gpu_backend);
     assert!(
         adapter["adapter"].as_str().is_some_and(|n| !n.is_empty()),
         "{adapter}"
@@ -105,10 +123,21 @@ fn a_tiny_run_on_wgpu_logs_the_losses_of_the_same_run_on_flex() {
     for (step, (a, b)) in flex.iter().zip(&gpu).enumerate() {
         assert!(
             (a - b).abs() < 1e-3,
-            "step {}: flex {a} vs wgpu {b}",
+            "step {}: flex {a} vs {gpu_backend} {b}",
             step + 1
         );
     }
+}
+
+#[test]
+fn a_tiny_run_on_wgpu_logs_the_losses_of_the_same_run_on_flex() {
+    tiny_run_matches_flex("wgpu");
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn a_tiny_run_on_vulkan_logs_the_losses_of_the_same_run_on_flex() {
+    tiny_run_matches_flex("vulkan");
 }
 
 /// `train --config configs/tiny.toml` on wgpu, its files kept in `dir`, with `sets` added.

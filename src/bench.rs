@@ -54,6 +54,17 @@ pub struct BenchReport {
     /// Seconds from the start until the rows were ready: the tokenizer loaded and the token
     /// stores opened (or, the first time, prepared).
     pub data_ready_s: f64,
+    /// On the GPU backends, what burn's fusion server processed per timed step (host work the
+    /// device waits for when its kernels are short): `None` on the CPU backends.
+    pub fusion: Option<FusionPerStep>,
+}
+
+/// Per timed step: operations registered with burn's fusion and blocks it ran (a fused kernel,
+/// or one operation alone), `train::fusion_ops`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FusionPerStep {
+    pub operations: f64,
+    pub blocks: f64,
 }
 
 /// Runs `warmup` untimed then `steps` timed optimizer steps of `cfg`.
@@ -77,6 +88,11 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
     let (mut data_time, mut last_loss) = (Duration::ZERO, f64::NAN);
     let mut timed_from = (warmup == 0).then(Instant::now);
     let mut first_step_s = f64::NAN;
+    let mut counter = if warmup == 0 {
+        fusion_counter(t.backend)
+    } else {
+        None
+    };
     for s in 0..warmup + steps {
         let t0 = Instant::now();
         let micro = (0..accum as u64)
@@ -119,6 +135,7 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
         }
         if s + 1 == warmup {
             timed_from = Some(Instant::now());
+            counter = fusion_counter(t.backend);
         }
         if s >= warmup {
             data_time += t_data;
@@ -127,6 +144,14 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
     }
     // With no warm-up, the first step's end is the start of the clock.
     let timed = timed_from.map_or(Duration::ZERO, |t| t.elapsed());
+    // The device was synced after the last step: the server has processed every step's work.
+    let fusion = counter.map(|c| {
+        let (operations, blocks) = c.read();
+        FusionPerStep {
+            operations: operations as f64 / steps as f64,
+            blocks: blocks as f64 / steps as f64,
+        }
+    });
     let secs = timed.as_secs_f64();
     let tokens = (steps * accum as u64 * batch_size) as f64 * cfg.data.seq_len as f64;
     Ok(BenchReport {
@@ -152,7 +177,31 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
         last_loss,
         first_step_s,
         data_ready_s,
+        fusion,
     })
+}
+
+/// A counter of fusion's work on the GPU backends, `None` on the CPU ones (no fusion there).
+#[cfg(feature = "wgpu")]
+fn fusion_counter(backend: BackendName) -> Option<crate::train::fusion_ops::FusionCounter> {
+    matches!(backend, BackendName::Wgpu | BackendName::Vulkan)
+        .then(crate::train::fusion_ops::FusionCounter::start)
+}
+
+/// Without a GPU backend in the build there is no fusion server to count.
+#[cfg(not(feature = "wgpu"))]
+enum NoFusion {}
+
+#[cfg(not(feature = "wgpu"))]
+impl NoFusion {
+    fn read(&self) -> (u64, u64) {
+        match *self {}
+    }
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn fusion_counter(_backend: BackendName) -> Option<NoFusion> {
+    None
 }
 
 /// The process's peak resident set (Linux `VmHWM` in /proc/self/status), in MiB.

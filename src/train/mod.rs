@@ -2,6 +2,8 @@
 
 pub mod checkpoint;
 pub mod device;
+#[cfg(feature = "wgpu")]
+pub mod fusion_ops;
 pub mod metrics;
 pub mod optim;
 pub mod scaler;

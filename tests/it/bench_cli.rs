@@ -21,6 +21,11 @@ fn bench_json_reports_throughput_memory_and_shapes() {
         assert!(v.is_finite() && v > 0.0, "{key}: {}", r[key]);
     }
     assert_eq!(r["backend"], "flex");
+    assert!(
+        r["fusion"].is_null(),
+        "no fusion on the CPU: {}",
+        r["fusion"]
+    );
     assert_eq!(r["device"]["backend"], "flex");
     assert!(
         r["device"]["adapter"].is_null(),
@@ -46,6 +51,33 @@ fn bench_json_reports_throughput_memory_and_shapes() {
     assert!(
         loss > 0.7 * uniform && loss < 1.3 * uniform,
         "last loss {loss} vs ln(vocab) {uniform}"
+    );
+}
+
+/// On a GPU backend (lavapipe here) bench counts what burn's fusion processed per timed step.
+#[cfg(feature = "vulkan")]
+#[test]
+fn bench_on_vulkan_reports_fusion_work_per_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = ["bench", "--config", "configs/tiny.toml"]
+        .map(String::from)
+        .into();
+    args.extend(common::isolated(dir.path()));
+    args.extend(["--set", "train.backend=\"vulkan\""].map(String::from));
+    args.extend(["--steps", "2", "--warmup", "1", "--json"].map(String::from));
+    let run = masklm(&args).ok();
+    let r: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let (ops, blocks) = (
+        r["fusion"]["operations"].as_f64().unwrap(),
+        r["fusion"]["blocks"].as_f64().unwrap(),
+    );
+    // Two layers forward and backward, the gradient norm, clipping and AdamW over 42
+    // parameters: about 1,500 operations a step (1,480 when written), each block running at
+    // least one of them.
+    assert!(ops > 500.0, "{ops} operations a step");
+    assert!(
+        blocks > 0.0 && blocks <= ops,
+        "{blocks} blocks for {ops} operations"
     );
 }
 

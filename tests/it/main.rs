@@ -1,8 +1,9 @@
 //! The integration tests, as one test binary: each file is a module, so burn is linked once
-//! instead of once per file. Two stay binaries of their own, because they need a process to
+//! instead of once per file. Three stay binaries of their own, because they need a process to
 //! themselves: `tests/fast_gelu.rs` flips masklm's process-wide GELU switch
-//! (`masklm::model::gelu::set_exact`), which would change the numbers of tests running beside it, and
-//! `tests/stream_memory.rs` measures the process's peak memory.
+//! (`masklm::model::gelu::set_exact`), which would change the numbers of tests running beside it,
+//! `tests/stream_memory.rs` measures the process's peak memory, and `tests/fusion_phases.rs`
+//! counts burn's process-wide fusion work.
 //!
 //! Run one file's tests with its module name: `cargo test --release --test it train_faults::`.
 

@@ -13,7 +13,11 @@ stops any one run after that many seconds (reported as "timed out"), so that one
 configuration cannot use up a device call. `--profile backend:precision` ends with one more masklm
 run per shape (2 warm-up and 2 timed steps) with CubeCL's kernel profiling on (a `cubecl.toml` in
 the repository root for the run's length), its log written to `--profile-out` and summed by
-kernel by bench/gpu_profile.py.
+kernel by bench/gpu_profile.py. With `--profile-out`, every masklm run also writes CubeCL's
+autotune decisions (which matmul and reduction kernels won, against which candidates) to
+`<profile-out>.<shape>.<backend>-<precision>.autotune`; a run whose autotune cache was already
+warm writes none. masklm's rows also give the operations and blocks burn's fusion processed per
+step (bench's `fusion`; host work the GPU waits for when its kernels are short).
 
 Shapes (rows of 128 tokens, dropout 0.1, AdamW, clipping at 1.0 on both sides):
   bench-mini  configs/bench-mini.toml, batch 32 (hidden 256, 4 layers, 4 heads, 1024)
@@ -131,7 +135,16 @@ def main():
                    "--steps", str(args.steps), "--warmup", str(args.warmup)]
             for s in sets:
                 cmd += ["--set", s]
-            ours, peak, wall = run(cmd, args.timeout)
+            toml = os.path.join(ROOT, "cubecl.toml")
+            if args.profile:
+                with open(toml, "w") as f:
+                    path = os.path.abspath(f"{args.profile_out}.{shape}.{backend}-{precision}.autotune")
+                    f.write(f'[autotune.decisions]\nfile = "{path}"\n')
+            try:
+                ours, peak, wall = run(cmd, args.timeout)
+            finally:
+                if args.profile:
+                    os.remove(toml)
             results.append({"shape": shape, "tool": f"masklm {backend} {precision}", "result": ours,
                             "peak_gpu_mb": peak, "wall_s": wall})
             if isinstance(ours, dict):
@@ -152,19 +165,21 @@ def main():
             results.append({"shape": shape, "tool": f"pytorch {mode}", "result": theirs,
                             "peak_gpu_mb": peak, "wall_s": wall})
 
-    print("| shapes | tool | tokens/s | s/step | peak GPU MiB | first step s | wall s |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| shapes | tool | tokens/s | s/step | peak GPU MiB | first step s | wall s | fusion ops / blocks a step |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         x, shape = r["result"], r["shape"]
         if not isinstance(x, dict):
             print(f"| {shape} | {r['tool']} | {'timed out' if x == 'timeout' else 'failed'} | | | | "
-                  f"{r['wall_s']:.0f} |")
+                  f"{r['wall_s']:.0f} | |")
             continue
         mem = r["peak_gpu_mb"] if r["peak_gpu_mb"] is not None else "n/a"
         first = x.get("first_step_s")
         first = f"{first:.1f}" if isinstance(first, (int, float)) else "n/a"
+        fusion = x.get("fusion")
+        fusion = f"{fusion['operations']:,.0f} / {fusion['blocks']:,.0f}" if fusion else ""
         print(f"| {shape} | {r['tool']} | {x['tokens_per_sec']:,.0f} | {x['sec_per_step']:.3f} "
-              f"| {mem} | {first} | {r['wall_s']:.0f} |")
+              f"| {mem} | {first} | {r['wall_s']:.0f} | {fusion} |")
     # Each masklm run against each PyTorch mode on the same shapes: masklm tokens/s ÷ PyTorch's.
     print()
     print("| shapes | masklm run | " + " | ".join(f"÷ pytorch {m}" for m in modes) + " |")
@@ -199,6 +214,14 @@ def main():
                 print(f"\nprofile: {shape}, masklm {backend} {precision}", flush=True)
                 subprocess.run([sys.executable, os.path.join(HERE, "gpu_profile.py"), log_path,
                                 "--tables", "4"])
+        # What autotune chose in each masklm run that tuned (a warm cache tunes nothing).
+        for shape in args.shapes.split(","):
+            for backend, precision in runs:
+                path = os.path.abspath(f"{args.profile_out}.{shape}.{backend}-{precision}.autotune")
+                if os.path.exists(path) and os.path.getsize(path) > 0:
+                    print(f"\nautotune: {shape}, masklm {backend} {precision}", flush=True)
+                    subprocess.run([sys.executable, os.path.join(HERE, "autotune_summary.py"), path,
+                                    "--top", "25"])
 
 
 if __name__ == "__main__":

@@ -9,45 +9,14 @@
 //! table.
 #![cfg(feature = "vulkan")]
 
+#[path = "it/common/mod.rs"]
+mod common;
+
 use burn::module::{ModuleVisitor, Param};
 use burn::prelude::*;
 use masklm::config::{BackendName, Precision, TrainConfig};
-use masklm::data::batches::Batch;
-use masklm::data::masking::IGNORE_LABEL;
-use masklm::model::BertConfig;
 use masklm::train::fusion_ops::FusionCounter;
 use masklm::train::{device_for, optim, step};
-
-/// `rows` rows of 16 tokens for a vocabulary of 99, a quarter of them selected.
-fn batch(rows: usize, k: usize) -> Batch {
-    let s = 16;
-    let mut b = Batch {
-        batch_size: rows,
-        seq_len: s,
-        input_ids: vec![],
-        attention_mask: vec![],
-        labels: vec![],
-        original_ids: vec![],
-        selected: 0,
-    };
-    for r in 0..rows {
-        for i in 0..s {
-            let id = if i == 0 {
-                2
-            } else {
-                5 + ((r * 31 + i * 7 + k * 13) % 94) as u32
-            };
-            let selected = i > 0 && (i + r + k).is_multiple_of(4);
-            b.original_ids.push(id);
-            b.input_ids.push(if selected { 4 } else { id });
-            b.attention_mask.push(1);
-            b.labels
-                .push(if selected { id as i32 } else { IGNORE_LABEL });
-            b.selected += selected as usize;
-        }
-    }
-    b
-}
 
 struct CountParams(usize);
 
@@ -62,27 +31,14 @@ fn phases(precision: Precision) -> ([(u64, u64); 4], usize) {
     let base = device_for(BackendName::Vulkan).expect("a Vulkan adapter (mesa-vulkan-drivers)");
     let dev = base.clone().autodiff();
     // HF's test sizes (vocab 99, hidden 32, intermediate 37), 2 layers of 4 heads.
-    let config = BertConfig {
-        vocab_size: 99,
-        hidden_size: 32,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        intermediate_size: 37,
-        max_position_embeddings: 16,
-        type_vocab_size: 2,
-        hidden_dropout_prob: 0.1,
-        attention_probs_dropout_prob: 0.1,
-        layer_norm_eps: 1e-12,
-        initializer_range: 0.02,
-        pad_token_id: 0,
-    };
+    let config = common::tiny_bert(0.1);
     let mut model = config.init(&dev).with_precision(precision);
     let mut params = CountParams(0);
     model.visit(&mut params);
     let mut opt = optim::adamw(&TrainConfig::default());
     let mut out = [(0, 0); 4];
     for k in 0..3 {
-        let micro = [batch(4, k)];
+        let micro = [common::pattern_batch(4, k)];
         base.sync().unwrap();
         let counter = FusionCounter::start();
         let mut marks = vec![counter.read()];

@@ -45,17 +45,17 @@ struct Scale<'a> {
     factor: Tensor<1>,
     /// The factor reshaped to [1; D], by rank D: one reshape per rank, not one per parameter
     /// (on a GPU each reshape is an operation of its own for burn's fusion to process).
-    shaped: [Option<burn::tensor::DispatchTensor>; 8],
+    shaped: Vec<(usize, burn::tensor::DispatchTensor)>,
 }
 
 impl ModuleVisitor for Scale<'_> {
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.remove::<D>(p.id) {
-            let f = match &self.shaped[D] {
-                Some(f) => Tensor::<D>::from_dispatch(f.clone()),
+            let f = match self.shaped.iter().find(|(rank, _)| *rank == D) {
+                Some((_, f)) => Tensor::<D>::from_dispatch(f.clone()),
                 None => {
                     let f = self.factor.clone().reshape([1; D]);
-                    self.shaped[D] = Some(f.clone().into_dispatch());
+                    self.shaped.push((D, f.clone().into_dispatch()));
                     f
                 }
             };
@@ -108,7 +108,7 @@ pub fn clip_to<M: Module>(
     model.visit(&mut Scale {
         grads: &mut grads,
         factor,
-        shaped: Default::default(),
+        shaped: Vec::new(),
     });
     grads
 }

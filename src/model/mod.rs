@@ -77,17 +77,28 @@ impl BertConfig {
     /// same seed gives the same initial weights on every backend (each backend has its own
     /// generator), so a wgpu run can be checked against a flex run step by step.
     pub fn init_seeded(&self, seed: u64, device: &Device) -> BertForMaskedLM {
-        // flex has one generator per process: two threads seeding and drawing at once would
-        // interleave their draws, and the same seed would give other weights.
-        static CPU_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _only_us = cpu_generator();
         let cpu = Device::flex();
-        let weights = {
-            let _only_us = CPU_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
-            cpu.seed(seed);
-            self.init(&cpu).into_record()
-        };
+        cpu.seed(seed);
+        let weights = self.init(&cpu).into_record();
         self.init(device).load_record(weights)
     }
+
+    /// A model whose weights a load (checkpoint, HF import) will replace: initialised as
+    /// [`init`](Self::init) does, its throwaway draws made while holding flex's generator so
+    /// that they cannot fall between another thread's seeded draws.
+    pub fn init_for_load(&self, device: &Device) -> BertForMaskedLM {
+        let _only_us = cpu_generator();
+        self.init(device)
+    }
+}
+
+/// flex has one random generator per process: two threads drawing at once interleave their
+/// draws, and the same seed then gives other weights. Every draw masklm makes outside a training
+/// loop (seeded initialisation, and the initialisation a load overwrites) holds this.
+fn cpu_generator() -> std::sync::MutexGuard<'static, ()> {
+    static CPU_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    CPU_GENERATOR.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether `device` is flex (the CPU backend), with or without autodiff: where masklm's own CPU

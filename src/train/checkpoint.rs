@@ -385,7 +385,7 @@ pub fn load(dir: &Path, device: &burn::prelude::Device) -> Result<Loaded> {
         tokenizer.specials().pad,
     );
     let model = bert
-        .init(device)
+        .init_for_load(device)
         .try_load_file(dir.join(MODEL_FILE))
         .map_err(|e| {
             crate::error::UsageError::new(format!(

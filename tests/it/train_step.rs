@@ -87,8 +87,7 @@ fn grads_of(model: &BertForMaskedLM, g: &GradientsParams) -> HashMap<ParamId, Ve
 #[test]
 fn four_micro_batches_equal_one_batch_of_four_times_the_rows() {
     let dev = Device::flex().autodiff();
-    dev.seed(5);
-    let model = config().init(&dev);
+    let model = config().init_seeded(5, &dev);
     let micro: Vec<Batch> = (0..4).map(|k| batch(3, k, 99)).collect();
     let (loss_a, grads_a) = loss_and_grads(&model, &micro, 1.0, &dev).unwrap();
     let (loss_b, grads_b) = loss_and_grads(&model, &[concat(&micro)], 1.0, &dev).unwrap();
@@ -124,8 +123,7 @@ fn word_embeddings(model: &BertForMaskedLM) -> Vec<f32> {
 #[test]
 fn the_tied_decoder_stays_the_embedding_matrix_through_optimizer_steps() {
     let dev = Device::flex().autodiff();
-    dev.seed(9);
-    let mut model = config().init(&dev);
+    let mut model = config().init_seeded(9, &dev);
     let n_params = model.num_params();
     let before = word_embeddings(&model);
     // No weight decay: with it every row would move whether or not the decoder is tied.
@@ -224,8 +222,7 @@ fn constant_grads(model: &BertForMaskedLM, value: f32) -> GradientsParams {
 #[test]
 fn weight_decay_skips_biases_and_layer_norms_only() {
     let dev = Device::flex().autodiff();
-    dev.seed(3);
-    let model = config().init(&dev);
+    let model = config().init_seeded(3, &dev);
     let before = named(&model);
     // Zero gradients: AdamW's update is then weight decay alone, w ← w·(1 - lr·wd).
     let cfg = TrainConfig {
@@ -281,8 +278,7 @@ fn weight_decay_skips_biases_and_layer_norms_only() {
 #[test]
 fn clipping_scales_every_gradient_by_one_factor_to_the_max_norm() {
     let dev = Device::flex().autodiff();
-    dev.seed(4);
-    let model = config().init(&dev);
+    let model = config().init_seeded(4, &dev);
     let n: usize = named(&model).iter().map(|(_, _, v)| v.len()).sum();
     // Every gradient 0.5: the global norm is 0.5·√n.
     let grads = constant_grads(&model, 0.5);
@@ -315,8 +311,7 @@ fn clipping_scales_every_gradient_by_one_factor_to_the_max_norm() {
 #[test]
 fn loss_scaled_gradients_are_divided_by_the_scale_before_and_with_clipping() {
     let dev = Device::flex().autodiff();
-    dev.seed(4);
-    let model = config().init(&dev);
+    let model = config().init_seeded(4, &dev);
     let n: usize = named(&model).iter().map(|(_, _, v)| v.len()).sum();
     // The gradients of the loss times 1024: every element 0.5 · 1024, true norm 0.5·√n.
     let scale = 1024.0;
@@ -346,8 +341,7 @@ fn loss_scaled_gradients_are_divided_by_the_scale_before_and_with_clipping() {
 #[test]
 fn an_infinite_gradient_leaves_the_weights_alone_and_a_nan_model_is_never_saved() {
     let dev = Device::flex().autodiff();
-    dev.seed(6);
-    let model = config().init(&dev);
+    let model = config().init_seeded(6, &dev);
     let before = named(&model);
     let mut opt = optim::adamw(&TrainConfig::default());
     // A finite loss with one infinite gradient: the clipping factor would be 0, and 0·inf NaN.
@@ -401,8 +395,7 @@ fn an_infinite_gradient_leaves_the_weights_alone_and_a_nan_model_is_never_saved(
 #[test]
 fn one_training_step_reads_the_device_once() {
     let dev = Device::flex().autodiff();
-    dev.seed(8);
-    let mut model = config().init(&dev);
+    let mut model = config().init_seeded(8, &dev);
     let mut opt = optim::adamw(&TrainConfig::default());
     // Four micro-batches a step: the loss is summed on the device, not read per micro-batch.
     for k in 0..3 {

@@ -1,5 +1,8 @@
 //! The training loop: one story from config to checkpoints, read top to bottom.
 
+pub mod adamw;
+#[cfg(feature = "wgpu")]
+mod adamw_cube;
 pub mod checkpoint;
 pub mod device;
 #[cfg(feature = "wgpu")]

@@ -12,8 +12,8 @@ use crate::data::batcher::TensorBatch;
 use crate::data::batches::Batch;
 use crate::model::BertForMaskedLM;
 use crate::model::loss::masked_nll_sum;
-use crate::train::optim;
 use crate::train::scaler::LossScaler;
+use crate::train::{adamw, optim};
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use std::cell::Cell;
@@ -155,6 +155,7 @@ pub fn apply(
     if outcome != Outcome::Applied {
         return (model, report);
     }
-    let grads = optim::clip_to(&model, grads, norm, max_grad_norm, scale);
-    (optimizer.step(lr, model, grads), report)
+    let factor = optim::grad_factor(norm, max_grad_norm, scale);
+    let model = adamw::with_grad_factor(factor, || optimizer.step(lr, model, grads));
+    (model, report)
 }

@@ -9,6 +9,7 @@
 
 mod common;
 
+mod adamw;
 mod bad_input;
 mod bench_cli;
 mod data_cli;

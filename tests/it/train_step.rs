@@ -287,24 +287,19 @@ fn clipping_scales_every_gradient_by_one_factor_to_the_max_norm() {
     let got = norm.clone().into_scalar::<f64>();
     assert!((got - want).abs() < 1e-4 * want, "norm {got} vs {want}");
 
-    let clipped = optim::clip_to(&model, constant_grads(&model, 0.5), norm.clone(), 1.0, 1.0);
-    let values = grads_of(&model, &clipped);
-    let sq: f64 = values.values().flatten().map(|&x| (x as f64).powi(2)).sum();
-    assert!((sq.sqrt() - 1.0).abs() < 1e-4, "clipped norm {}", sq.sqrt());
-    // The direction is kept: every element scaled by the same factor 1 / (norm + 1e-6).
-    let factor = (1.0 / (want + 1e-6)) as f32;
-    for v in values.values().flatten() {
-        assert!((v - 0.5 * factor).abs() < 1e-6 * factor, "{v}");
-    }
-    // Below the threshold (or with clipping off) the gradients are untouched.
+    // Over the threshold: one factor 1 / (norm + 1e-6) for all, which brings the norm to 1.
+    let factor = optim::grad_factor(norm.clone(), 1.0, 1.0).into_scalar::<f64>();
+    let expected = 1.0 / (want + 1e-6);
+    assert!((factor - expected).abs() < 1e-5 * expected, "{factor}");
+    assert!(
+        (factor * got - 1.0).abs() < 1e-5,
+        "clipped norm {}",
+        factor * got
+    );
+    // Below the threshold (or with clipping off) the gradients are untouched: exactly 1.
     for max in [2.0 * want, 0.0] {
-        let same = optim::clip_to(&model, constant_grads(&model, 0.5), norm.clone(), max, 1.0);
-        assert!(
-            grads_of(&model, &same)
-                .values()
-                .flatten()
-                .all(|&v| v == 0.5)
-        );
+        let f = optim::grad_factor(norm.clone(), max, 1.0).into_scalar::<f32>();
+        assert_eq!(f, 1.0, "max {max}");
     }
 }
 
@@ -315,27 +310,19 @@ fn loss_scaled_gradients_are_divided_by_the_scale_before_and_with_clipping() {
     let n: usize = named(&model).iter().map(|(_, _, v)| v.len()).sum();
     // The gradients of the loss times 1024: every element 0.5 · 1024, true norm 0.5·√n.
     let scale = 1024.0;
-    let scaled = || constant_grads(&model, 0.5 * scale as f32);
-    let norm = optim::global_norm(&model, &scaled()).unwrap();
+    let scaled = constant_grads(&model, 0.5 * scale as f32);
+    let norm = optim::global_norm(&model, &scaled).unwrap();
     let true_norm = 0.5 * (n as f64).sqrt();
-    // Under the threshold (and with clipping off): unscaled only, 0.5 everywhere. AdamW is
-    // nearly blind to a constant factor, so only this test sees a missing unscale.
+    // Under the threshold (and with clipping off): unscaled only. AdamW is nearly blind to a
+    // constant factor, so only this test sees a missing unscale.
     for max in [2.0 * true_norm, 0.0] {
-        let g = optim::clip_to(&model, scaled(), norm.clone(), max, scale);
-        let values = grads_of(&model, &g);
-        assert!(
-            values.values().flatten().all(|&v| (v - 0.5).abs() < 1e-6),
-            "max {max}"
-        );
+        let f = optim::grad_factor(norm.clone(), max, scale).into_scalar::<f64>();
+        assert_eq!(f, 1.0 / scale, "max {max}");
     }
     // Over it: clipped to norm 1 from the true norm, as PyTorch's unscale_ then clip_grad_norm_.
-    let g = optim::clip_to(&model, scaled(), norm, 1.0, scale);
-    let sq: f64 = grads_of(&model, &g)
-        .values()
-        .flatten()
-        .map(|&x| (x as f64).powi(2))
-        .sum();
-    assert!((sq.sqrt() - 1.0).abs() < 1e-4, "clipped norm {}", sq.sqrt());
+    let f = optim::grad_factor(norm.clone(), 1.0, scale).into_scalar::<f64>();
+    let clipped = f * norm.into_scalar::<f64>();
+    assert!((clipped - 1.0).abs() < 1e-4, "clipped norm {clipped}");
 }
 
 #[test]

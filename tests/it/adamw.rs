@@ -1,0 +1,190 @@
+//! The fused AdamW update (`masklm::train::adamw`): on the CPU it is burn's AdamW to the bit, on
+//! a CubeCL device its kernel agrees with the CPU, and it never writes into a tensor the caller
+//! still holds.
+
+use crate::common;
+
+use burn::backend::Dispatch;
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use masklm::data::batches::Batch;
+use masklm::model::BertForMaskedLM;
+use masklm::train::adamw::{self, AdamW, AdamWCoefficients, AdamWOps};
+use masklm::train::{optim, step};
+
+/// Every weight of `model`, in visiting order.
+fn weights(model: &BertForMaskedLM) -> Vec<Vec<f32>> {
+    struct All(Vec<Vec<f32>>);
+    impl ModuleVisitor for All {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.0
+                .push(p.val().into_data().try_to_vec::<f32>().unwrap());
+        }
+    }
+    let mut all = All(Vec::new());
+    model.visit(&mut all);
+    all.0
+}
+
+/// `grads` with every gradient multiplied by `factor` ([1]), as clipping did before the update
+/// took the factor.
+fn scaled(model: &BertForMaskedLM, mut grads: GradientsParams, factor: f32) -> GradientsParams {
+    struct Scale<'a>(&'a mut GradientsParams, f32);
+    impl ModuleVisitor for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if let Some(g) = self.0.remove::<D>(p.id) {
+                let f = Tensor::<1>::from_floats([self.1], &g.device()).reshape([1; D]);
+                self.0.register(p.id, g * f);
+            }
+        }
+    }
+    model.visit(&mut Scale(&mut grads, factor));
+    grads
+}
+
+/// burn's AdamW with BERT's settings and groups, as `optim::adamw` built it before the fused
+/// update.
+fn burns_adamw(weight_decay: f32) -> burn::optim::ModuleOptimizer {
+    let base = AdamWConfig::new()
+        .with_beta_1(0.9)
+        .with_beta_2(0.999)
+        .with_epsilon(1e-6)
+        .with_weight_decay(weight_decay);
+    let no_decay = ParamGroup::from_regex(optim::NO_DECAY).unwrap();
+    base.init()
+        .with_group(no_decay, base.clone().with_weight_decay(0.0).build(), None)
+}
+
+#[test]
+fn the_fused_update_on_flex_is_burns_adamw_to_the_bit() {
+    let dev = Device::flex().autodiff();
+    let cfg = masklm::config::TrainConfig {
+        weight_decay: 0.01,
+        ..Default::default()
+    };
+    let mut ours = common::tiny_bert(0.0).init_seeded(7, &dev);
+    let mut theirs = ours.clone();
+    let mut fused = optim::adamw(&cfg);
+    let mut reference = burns_adamw(0.01);
+    // Factors as unscaling and clipping give them: 1 (neither), below 1, and a loss scale's.
+    for (k, factor) in [1.0f32, 0.37, 1.0 / 1024.0].into_iter().enumerate() {
+        let micro: [Batch; 1] = [common::pattern_batch(3, k)];
+        let (_, g_ours) = step::loss_and_grads(&ours, &micro, 1.0, &dev).unwrap();
+        let (_, g_theirs) = step::loss_and_grads(&theirs, &micro, 1.0, &dev).unwrap();
+        let lr = 1e-3 * (k + 1) as f64;
+        let f = Tensor::<1>::from_floats([factor], &dev.clone().without_autodiff());
+        ours = adamw::with_grad_factor(f, || fused.step(lr, ours, g_ours));
+        theirs = reference.step(lr, theirs.clone(), scaled(&theirs, g_theirs, factor));
+        assert_eq!(weights(&ours), weights(&theirs), "step {}", k + 1);
+    }
+}
+
+#[test]
+fn without_a_factor_the_update_applies_none() {
+    // An optimizer step outside `with_grad_factor` (a caller of burn's own API) leaves the
+    // gradients as they are: the same as a factor of exactly 1.
+    let dev = Device::flex().autodiff();
+    let cfg = masklm::config::TrainConfig::default();
+    let model = common::tiny_bert(0.0).init_seeded(8, &dev);
+    let micro = [common::pattern_batch(3, 0)];
+    let (_, g1) = step::loss_and_grads(&model, &micro, 1.0, &dev).unwrap();
+    let (_, g2) = step::loss_and_grads(&model, &micro, 1.0, &dev).unwrap();
+    let plain = optim::adamw(&cfg).step(1e-3, model.clone(), g1);
+    let one = Tensor::<1>::ones([1], &dev.clone().without_autodiff());
+    let mut opt = optim::adamw(&cfg);
+    let with_one = adamw::with_grad_factor(one, || opt.step(1e-3, model, g2));
+    assert_eq!(weights(&plain), weights(&with_one));
+}
+
+/// Seeded values of `shape` on `device`: `lo + (hi − lo)·u`, u uniform on [0, 1).
+fn values(shape: [usize; 2], seed: u64, lo: f32, hi: f32, device: &Device) -> Tensor<2> {
+    let n = shape[0] * shape[1];
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            lo + (hi - lo) * ((x >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect();
+    Tensor::<1>::from_floats(v.as_slice(), device).reshape(shape)
+}
+
+/// One `adamw_update` on `device` of seeded tensors of an odd shape: (param, m, v) after it, and
+/// whether a clone of the parameter taken before kept its values.
+fn one_update(device: &Device) -> (Vec<f32>, Vec<f32>, Vec<f32>, bool) {
+    let shape = [37, 3];
+    let param = values(shape, 1, -1.0, 1.0, device);
+    let held = param.clone();
+    let before = held.clone().into_data();
+    let grad = values(shape, 2, -0.1, 0.1, device);
+    let m = values(shape, 3, -0.01, 0.01, device);
+    let v = values(shape, 4, 1e-4, 1e-3, device);
+    let factor = Tensor::<1>::from_floats([0.5], device);
+    let adamw = AdamW {
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-6,
+        weight_decay: 0.01,
+    };
+    let c = AdamWCoefficients::new(&adamw, 2e-3, 3);
+    let (p, m, v) = <Dispatch as AdamWOps>::adamw_update(
+        param.into_dispatch(),
+        grad.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        factor.into_dispatch(),
+        c,
+    );
+    let vec = |t| {
+        Tensor::<2>::from_dispatch(t)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let kept = held.into_data() == before;
+    (vec(p), vec(m), vec(v), kept)
+}
+
+#[test]
+fn the_update_on_flex_never_writes_into_a_tensor_the_caller_holds() {
+    let (_, _, _, kept) = one_update(&Device::flex());
+    assert!(kept);
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn the_vulkan_kernel_computes_the_update_of_flex() {
+    let gpu = masklm::train::device_for(masklm::config::BackendName::Vulkan)
+        .expect("a Vulkan adapter (mesa-vulkan-drivers)");
+    let (p_cpu, m_cpu, v_cpu, _) = one_update(&Device::flex());
+    let (p_gpu, m_gpu, v_gpu, kept) = one_update(&gpu);
+    // Within a few f32 roundings: the kernel does the same operations in the same order, but a
+    // shader compiler may contract a·b + c into one fused multiply-add.
+    // The floor is a rounding of the terms' scale (m's terms are about 1e-2, v's 1e-3, the
+    // parameter's 1), for results that cancel to near zero.
+    let close = |a: &[f32], b: &[f32], floor: f32, what: &str| {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            let tol = 4.0 * f32::EPSILON * x.abs().max(y.abs()) + floor;
+            assert!((x - y).abs() <= tol, "{what}[{i}]: flex {x} vs vulkan {y}");
+        }
+    };
+    close(&m_cpu, &m_gpu, 1e-9, "m");
+    close(&v_cpu, &v_gpu, 1e-10, "v");
+    close(&p_cpu, &p_gpu, 1e-7, "param");
+    // The parameter moved (by lr·Δ, up to about 1e-3): a test of the update, not of a copy.
+    let initial = values([37, 3], 1, -1.0, 1.0, &Device::flex());
+    let initial = initial.into_data().try_to_vec::<f32>().unwrap();
+    let moved = initial
+        .iter()
+        .zip(&p_gpu)
+        .filter(|(a, b)| (*a - *b).abs() > 1e-6);
+    assert!(moved.count() > initial.len() / 2);
+    assert!(
+        kept,
+        "the kernel wrote into the caller's clone of the parameter"
+    );
+}

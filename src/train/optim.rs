@@ -26,20 +26,17 @@ pub fn adamw(c: &TrainConfig) -> ModuleOptimizer {
     ModuleOptimizer::from(base).with_group(no_decay, without, None)
 }
 
-/// Sums `Σ g²` over every parameter's gradient into one [1] tensor on the device.
-struct SquaredNorm<'a> {
+/// `Σ g²` of every parameter's gradient, each a [1] tensor on the device.
+struct SquaredNorms<'a> {
     grads: &'a GradientsParams,
-    sum: Option<Tensor<1>>,
+    sums: Vec<Tensor<1>>,
 }
 
-impl ModuleVisitor for SquaredNorm<'_> {
+impl ModuleVisitor for SquaredNorms<'_> {
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(p.id) {
-            let s = g.square().sum();
-            self.sum = Some(match self.sum.take() {
-                Some(acc) => acc + s,
-                None => s,
-            });
+            let n = g.shape().num_elements();
+            self.sums.push(g.reshape([n]).square().sum_dim(0));
         }
     }
 }
@@ -47,9 +44,14 @@ impl ModuleVisitor for SquaredNorm<'_> {
 /// The global L2 norm of `grads` over `model`'s parameters, as a [1] tensor on the gradients'
 /// device (no read); `None` when no parameter has a gradient.
 pub fn global_norm<M: Module>(model: &M, grads: &GradientsParams) -> Option<Tensor<1>> {
-    let mut v = SquaredNorm { grads, sum: None };
+    let mut v = SquaredNorms {
+        grads,
+        sums: Vec::new(),
+    };
     model.visit(&mut v);
-    v.sum.map(Tensor::sqrt)
+    // One concatenation and one sum of the [P] partial sums, not P − 1 additions: on a GPU each
+    // addition is an operation for fusion to register and usually a launch of its own.
+    (!v.sums.is_empty()).then(|| Tensor::cat(v.sums, 0).sum().sqrt())
 }
 
 /// The factor that turns `grads`, the gradients of the loss times `loss_scale` (1 without loss

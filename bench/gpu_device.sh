@@ -16,6 +16,11 @@
 #   bash bench/gpu_device.sh --shapes bert-base --runs vulkan:f16,wgpu:f32 --modes bf16,f32 \
 #     --profile vulkan:f16 --profile-out "$OUT/profile.log"
 # Prints the card, the driver and bench/gpu_compare.py's table; copies it to $OUT when set.
+#
+# CubeCL's kernel and autotune cache (target/environment/ here) is what makes a BERT-base f16 run's
+# first step take seconds instead of over two minutes. The device machine starts bare, so the
+# script takes the cache from .device/environment.tar.xz when there is one and leaves the new one
+# in $OUT/environment.tar.xz: copy that to .device/ before the next call.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for f in .device/gl/*.deb; do dpkg -x "$f" /; done
@@ -25,6 +30,17 @@ nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 if [ -f "$nvidia_icd" ]; then export VK_DRIVER_FILES="$nvidia_icd"; fi
 xz -dkf .device/masklm.xz && chmod +x .device/masklm
 export XDG_RUNTIME_DIR=/tmp
+if [ -f .device/environment.tar.xz ]; then
+    mkdir -p target && tar -xJf .device/environment.tar.xz -C target
+    echo "kernel cache restored: $(find target/environment -type f | wc -l) files"
+fi
+# Saved however the runs end (a timed-out run has still compiled and tuned most kernels).
+save_cache() {
+    if [ -n "${OUT:-}" ] && [ -d target/environment ]; then
+        tar -cJf "$OUT/environment.tar.xz" -C target environment
+    fi
+}
+trap save_cache EXIT
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 python3 bench/gpu_compare.py --masklm .device/masklm "$@" | tee "${OUT:-/tmp}/gpu_compare.txt"

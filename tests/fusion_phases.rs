@@ -131,7 +131,8 @@ fn the_step_phases_that_touch_every_parameter_cost_fusion_one_operation_each() {
             println!("  blocks of the whole step by kind: {kinds:?}");
         }
         assert!(fwd_bwd.0 > 100 && fwd_bwd.1 > 0, "{fwd_bwd:?}");
-        // Σ g² per parameter: a square, a sum, an add.
+        // Σ g² per parameter: a reshape (a no-op for rank 1), a square, a sum; then one
+        // concatenation and one sum of them all.
         assert!(norm.0 <= 3 * params as u64 + 8, "norm: {norm:?}");
         // The clipping factor: a few operations on one [1] tensor, none per parameter (applying
         // it to every gradient is the update's job).

@@ -2,9 +2,10 @@
 //! Mirrors HF `transformers.models.bert.modeling_bert.BertEmbeddings`.
 
 use super::dropout::Dropout;
+use super::layer_norm::LayerNorm;
 use super::{BertConfig, normal};
 use burn::module::Param;
-use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
+use burn::nn::Embedding;
 use burn::prelude::*;
 
 #[derive(Module, Debug)]
@@ -39,9 +40,7 @@ impl BertEmbeddings {
                 c.initializer_range,
                 device,
             )),
-            layer_norm: LayerNormConfig::new(c.hidden_size)
-                .with_epsilon(c.layer_norm_eps)
-                .init(device),
+            layer_norm: LayerNorm::new(c.hidden_size, c.layer_norm_eps, device),
             dropout: Dropout::new(c.hidden_dropout_prob),
         }
     }

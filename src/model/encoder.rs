@@ -4,12 +4,13 @@
 
 use super::dropout::Dropout;
 use super::gelu::gelu;
+use super::layer_norm::LayerNorm;
 use super::precision::{dense, matmul};
+use super::softmax::attention_softmax;
 use super::{BertConfig, linear};
 use crate::config::Precision;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 
 #[derive(Module, Debug)]
 pub struct BertSelfAttention {
@@ -51,9 +52,9 @@ impl BertSelfAttention {
         let k = heads(dense(&self.key, x.clone(), p));
         let v = heads(dense(&self.value, x, p));
         // [B, nh, S, S]; the padding bias applies to keys, broadcast over heads and queries.
-        let scores =
-            matmul(q, k.swap_dims(2, 3), p).mul_scalar(1.0 / (dh as f64).sqrt()) + mask_bias;
-        let probs = self.dropout.forward(softmax(scores, 3));
+        let scores = matmul(q, k.swap_dims(2, 3), p);
+        let probs = attention_softmax(scores, mask_bias, 1.0 / (dh as f64).sqrt());
+        let probs = self.dropout.forward(probs);
         // [B, nh, S, dh] → [B·S, H]
         matmul(probs, v, p).swap_dims(1, 2).reshape([b * s, h])
     }
@@ -72,9 +73,7 @@ impl BertSelfOutput {
     fn new(d_in: usize, c: &BertConfig, device: &Device) -> Self {
         Self {
             dense: linear(d_in, c.hidden_size, c, device),
-            layer_norm: LayerNormConfig::new(c.hidden_size)
-                .with_epsilon(c.layer_norm_eps)
-                .init(device),
+            layer_norm: LayerNorm::new(c.hidden_size, c.layer_norm_eps, device),
             dropout: Dropout::new(c.hidden_dropout_prob),
         }
     }

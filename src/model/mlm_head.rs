@@ -2,11 +2,12 @@
 //! decoder whose weight IS the word-embedding matrix plus its own bias.
 
 use super::gelu::gelu;
+use super::layer_norm::LayerNorm;
 use super::precision::{dense, matmul};
 use super::{BertConfig, linear};
 use crate::config::Precision;
 use burn::module::Param;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::nn::Linear;
 use burn::prelude::*;
 
 #[derive(Module, Debug)]
@@ -30,9 +31,7 @@ impl BertLMPredictionHead {
         Self {
             transform: BertPredictionHeadTransform {
                 dense: linear(c.hidden_size, c.hidden_size, c, device),
-                layer_norm: LayerNormConfig::new(c.hidden_size)
-                    .with_epsilon(c.layer_norm_eps)
-                    .init(device),
+                layer_norm: LayerNorm::new(c.hidden_size, c.layer_norm_eps, device),
             },
             bias: Param::from_tensor(Tensor::zeros([c.vocab_size], device)),
         }

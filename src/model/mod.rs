@@ -8,9 +8,11 @@ pub mod dropout;
 pub mod embeddings;
 pub mod encoder;
 pub mod gelu;
+pub mod layer_norm;
 pub mod loss;
 pub mod mlm_head;
 pub mod precision;
+pub mod softmax;
 pub mod vmath;
 
 use crate::config::{ModelConfig, Precision};

@@ -99,16 +99,7 @@ fn without_a_factor_the_update_applies_none() {
 
 /// Seeded values of `shape` on `device`: `lo + (hi − lo)·u`, u uniform on [0, 1).
 fn values(shape: [usize; 2], seed: u64, lo: f32, hi: f32, device: &Device) -> Tensor<2> {
-    let n = shape[0] * shape[1];
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            lo + (hi - lo) * ((x >> 40) as f32 / (1u64 << 24) as f32)
-        })
-        .collect();
+    let v = common::uniform(shape[0] * shape[1], seed, lo, hi);
     Tensor::<1>::from_floats(v.as_slice(), device).reshape(shape)
 }
 

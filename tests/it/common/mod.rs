@@ -134,3 +134,26 @@ pub fn pattern_batch(rows: usize, k: usize) -> masklm::data::batches::Batch {
     }
     b
 }
+
+/// `n` seeded values `lo + (hi − lo)·u`, u uniform on [0, 1), from a local xorshift generator:
+/// the device's is shared with the tests running beside the caller.
+pub fn uniform(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            lo + (hi - lo) * ((x >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}
+
+/// `|a − b| ≤ rel·max(|a|, |b|) + abs`, element by element, naming `what` and the index.
+pub fn assert_close(a: &[f32], b: &[f32], rel: f32, abs: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let tol = rel * x.abs().max(y.abs()) + abs;
+        assert!((x - y).abs() <= tol, "{what}[{i}]: {x} vs {y}");
+    }
+}

@@ -1,0 +1,124 @@
+//! The attention probabilities `softmax(scores · scale + bias)` over the keys, as one operation
+//! with a backward of its own.
+//!
+//! Written as burn operations, the scaling, the bias and burn's softmax are eight operations on
+//! the [B, heads, S, S] scores, and autodiff differentiates each, keeping their intermediates for
+//! backward. Here the forward keeps only the probabilities `p` and the backward is the closed form
+//! (`dscores = scale · p ⊙ (dp − Σ_keys dp ⊙ p)`), one operation for autodiff.
+//!
+//! The forward is the computation it replaces, operation for operation (burn's `softmax` after
+//! `mul_scalar` and the bias), so probabilities are unchanged to the bit; gradients agree with
+//! autodiff's at the rounding level (`tests/it/softmax.rs`). The bias (the padding mask's) is a
+//! constant: no gradient flows to it. Every backend runs the default bodies below; on GPUs burn's
+//! fusion merges their operations into kernels.
+
+// burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends; the
+// extension macro names it in code it generates beside the trait.
+#![allow(deprecated)]
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Scalar, TensorMetadata, backend_extension};
+use burn::prelude::*;
+
+/// The attention softmax as backend operations: the forward, its backward, and autodiff's one
+/// recorded operation.
+#[backend_extension(
+    Autodiff,
+    Flex,
+    NdArray: cfg(feature = "ndarray"),
+    Cube: cfg(feature = "wgpu"),
+    Fusion: cfg(feature = "wgpu"),
+)]
+pub trait AttentionSoftmaxOps: Backend {
+    /// `scores` [B, nh, S, S], `bias` broadcastable to it ([B, 1, 1, S]) → `p` [B, nh, S, S],
+    /// the softmax over the last axis of `scores · scale + bias`.
+    #[fusion(default)]
+    fn attention_softmax(
+        scores: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        let dtype = scores.dtype();
+        let last = scores.shape().num_dims() - 1;
+        let z = Self::float_add(
+            Self::float_mul_scalar(scores, Scalar::new(scale, &dtype)),
+            bias,
+        );
+        // burn 0.22.1's `softmax`, without its detach (nothing here is tracked).
+        let max = Self::float_max_dim(z.clone(), last);
+        let exp = Self::float_exp(Self::float_sub(z, max));
+        let sum = Self::float_sum_dim(exp.clone(), last);
+        Self::float_div(exp, sum)
+    }
+
+    /// `dscores` [B, nh, S, S] from `dp` and the forward's `p`.
+    #[fusion(default)]
+    fn attention_softmax_backward(
+        dp: FloatTensor<Self>,
+        p: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        let dtype = dp.dtype();
+        let last = dp.shape().num_dims() - 1;
+        let dot = Self::float_sum_dim(Self::float_mul(dp.clone(), p.clone()), last);
+        Self::float_mul_scalar(
+            Self::float_mul(p, Self::float_sub(dp, dot)),
+            Scalar::new(scale, &dtype),
+        )
+    }
+}
+
+impl AttentionSoftmaxOps for burn::backend::Flex {}
+#[cfg(feature = "ndarray")]
+impl AttentionSoftmaxOps for burn::backend::NdArray {}
+#[cfg(feature = "wgpu")]
+impl AttentionSoftmaxOps for burn_cubecl::CubeBackend {}
+
+/// The backward of [`AttentionSoftmaxOps::attention_softmax`]: its state is `(p, scale)`.
+#[derive(Debug)]
+struct AttentionSoftmaxGrad;
+
+impl<B: AttentionSoftmaxOps> Backward<B, 1> for AttentionSoftmaxGrad {
+    type State = (FloatTensor<B>, f64);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (p, scale) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |dp| {
+            B::attention_softmax_backward(dp, p, scale)
+        });
+    }
+}
+
+impl<B: AttentionSoftmaxOps, C: CheckpointStrategy> AttentionSoftmaxOps for Autodiff<B, C> {
+    fn attention_softmax(
+        scores: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        let node = scores.node();
+        let (scores, bias) = (scores.into_primitive(), bias.into_primitive());
+        let p = B::attention_softmax(scores, bias, scale);
+        match AttentionSoftmaxGrad
+            .prepare::<C>([node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((p.clone(), scale), p),
+            OpsKind::UnTracked(prep) => prep.finish(p),
+        }
+    }
+}
+
+/// `softmax(scores · scale + bias)` over the last axis: `scores` [B, nh, S, S], `bias`
+/// [B, 1, 1, S] (a constant: it gets no gradient) → [B, nh, S, S].
+pub fn attention_softmax(scores: Tensor<4>, bias: Tensor<4>, scale: f64) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as AttentionSoftmaxOps>::attention_softmax(
+        scores.into_dispatch(),
+        bias.into_dispatch(),
+        scale,
+    ))
+}

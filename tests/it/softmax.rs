@@ -1,0 +1,87 @@
+//! masklm's attention softmax (`masklm::model::softmax`): its forward is the burn computation it
+//! replaces to the bit, its closed-form backward gives autodiff's gradient of that computation,
+//! a fully padded row stays finite, and a CubeCL device computes what flex does.
+
+use crate::common;
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use masklm::model::softmax::attention_softmax;
+
+/// [B, nh, S, S] = [2, 3, 7, 7]: odd sizes.
+const SHAPE: [usize; 4] = [2, 3, 7, 7];
+const SCALE: f64 = 0.353_553_390_593_273_8; // 1/√8
+
+/// Scores, the loss weights `w` of `Σ p·w`, and the padding bias [2, 1, 1, 7]: the first row's
+/// last two keys padded, the second row fully padded (`f32::MIN` everywhere, as
+/// `model::mask_bias` makes it).
+fn inputs(seed: u64, device: &Device) -> [Tensor<4>; 3] {
+    let n = SHAPE.iter().product();
+    let t = |v: Vec<f32>, shape: [usize; 4]| {
+        Tensor::<1>::from_floats(v.as_slice(), device).reshape(shape)
+    };
+    let mut bias = vec![0.0; 14];
+    for b in [5, 6, 7, 8, 9, 10, 11, 12, 13] {
+        bias[b] = f32::MIN;
+    }
+    [
+        t(common::uniform(n, seed, -6.0, 6.0), SHAPE),
+        t(common::uniform(n, seed + 1, -1.0, 1.0), SHAPE),
+        t(bias, [2, 1, 1, 7]),
+    ]
+}
+
+fn vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+/// (p, dscores) of the loss `Σ p·w`, by masklm's operation (`ours`) or by burn's operations.
+fn probs_and_grad(seed: u64, device: &Device, ours: bool) -> [Vec<f32>; 2] {
+    let [scores, w, bias] = inputs(seed, device);
+    let scores = scores.require_grad();
+    let p = if ours {
+        attention_softmax(scores.clone(), bias, SCALE)
+    } else {
+        softmax(scores.clone().mul_scalar(SCALE) + bias, 3)
+    };
+    let grads = (p.clone() * w).sum().backward();
+    [vec(p), vec(scores.grad(&grads).unwrap())]
+}
+
+#[test]
+fn the_forward_is_burns_to_the_bit_and_the_gradient_is_autodiffs() {
+    let dev = Device::flex().autodiff();
+    for seed in [1, 2, 3] {
+        let [p, dp] = probs_and_grad(seed, &dev, true);
+        let [p_ref, dp_ref] = probs_and_grad(seed, &dev, false);
+        assert_eq!(p, p_ref, "forward, seed {seed}");
+        // Gradients are of the size of p·w (≤ 1) and the two compute them in another order.
+        common::assert_close(&dp, &dp_ref, 1e-5, 1e-6, "dscores");
+        assert!(dp.iter().filter(|v| v.abs() > 1e-4).count() > dp.len() / 4);
+    }
+}
+
+#[test]
+fn a_fully_padded_row_gives_uniform_probabilities_and_finite_gradients() {
+    let [p, dp] = probs_and_grad(4, &Device::flex().autodiff(), true);
+    let half = p.len() / 2;
+    // The second batch row: every key padded, so every query attends uniformly over 7 keys.
+    assert!(p[half..].iter().all(|&v| (v - 1.0 / 7.0).abs() < 1e-6));
+    assert!(dp.iter().all(|v| v.is_finite()));
+    // The first row's padded keys (the last two) get nothing.
+    for query in p[..half].chunks(7) {
+        assert_eq!(&query[5..], &[0.0, 0.0]);
+    }
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn on_vulkan_the_operation_computes_what_flex_does() {
+    let gpu = masklm::train::device_for(masklm::config::BackendName::Vulkan)
+        .expect("a Vulkan adapter (mesa-vulkan-drivers)")
+        .autodiff();
+    let cpu = probs_and_grad(5, &Device::flex().autodiff(), true);
+    let gpu = probs_and_grad(5, &gpu, true);
+    // exp and the reductions in a shader's order and precision.
+    common::assert_close(&cpu[0], &gpu[0], 1e-5, 1e-7, "p");
+    common::assert_close(&cpu[1], &gpu[1], 1e-4, 1e-6, "dscores");
+}

@@ -148,8 +148,7 @@ fn the_update_on_flex_never_writes_into_a_tensor_the_caller_holds() {
 #[cfg(feature = "vulkan")]
 #[test]
 fn the_vulkan_kernel_computes_the_update_of_flex() {
-    let gpu = masklm::train::device_for(masklm::config::BackendName::Vulkan)
-        .expect("a Vulkan adapter (mesa-vulkan-drivers)");
+    let gpu = common::vulkan();
     let (p_cpu, m_cpu, v_cpu, _) = one_update(&Device::flex());
     let (p_gpu, m_gpu, v_gpu, kept) = one_update(&gpu);
     // Within a few f32 roundings: the kernel does the same operations in the same order, but a

@@ -37,48 +37,49 @@ fn vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
 }
 
-/// Ours on `device`: (y, dx, dγ, dβ) of the loss `Σ y·w`.
-fn ours(seed: u64, device: &Device) -> [Vec<f32>; 4] {
+/// (y, dx, dγ, dβ) of the loss `Σ y·w` on `device`, for a LayerNorm built by `layer_norm` from
+/// γ and β and applied to x.
+fn forward_backward(
+    seed: u64,
+    device: &Device,
+    layer_norm: impl FnOnce(Tensor<3>, Tensor<1>, Tensor<1>) -> Tensor<3>,
+) -> [Vec<f32>; 4] {
     let ([x, w], [gamma, beta]) = inputs(seed, device);
+    let (x, gamma, beta) = (x.require_grad(), gamma.require_grad(), beta.require_grad());
+    let y = layer_norm(x.clone(), gamma.clone(), beta.clone());
+    let grads = (y.clone() * w).sum().backward();
+    [
+        vec(y),
+        vec(x.grad(&grads).unwrap()),
+        vec(gamma.grad(&grads).unwrap()),
+        vec(beta.grad(&grads).unwrap()),
+    ]
+}
+
+/// Ours.
+fn ours(x: Tensor<3>, gamma: Tensor<1>, beta: Tensor<1>) -> Tensor<3> {
     let ln = LayerNorm {
         gamma: Param::from_tensor(gamma),
         beta: Param::from_tensor(beta),
         epsilon: EPS,
     };
-    let x = x.require_grad();
-    let y = ln.forward(x.clone());
-    let grads = (y.clone() * w).sum().backward();
-    [
-        vec(y),
-        vec(x.grad(&grads).unwrap()),
-        vec(ln.gamma.val().grad(&grads).unwrap()),
-        vec(ln.beta.val().grad(&grads).unwrap()),
-    ]
+    ln.forward(x)
 }
 
-/// burn's `nn::LayerNorm`, differentiated by autodiff: the same four.
-fn burns(seed: u64, device: &Device) -> [Vec<f32>; 4] {
-    let ([x, w], [gamma, beta]) = inputs(seed, device);
-    let mut ln = LayerNormConfig::new(37).with_epsilon(EPS).init(device);
+/// burn's `nn::LayerNorm` (differentiated by autodiff, under an autodiff device).
+fn burns(x: Tensor<3>, gamma: Tensor<1>, beta: Tensor<1>) -> Tensor<3> {
+    let mut ln = LayerNormConfig::new(37).with_epsilon(EPS).init(&x.device());
     ln.gamma = Param::from_tensor(gamma);
     ln.beta = Some(Param::from_tensor(beta));
-    let x = x.require_grad();
-    let y = ln.forward(x.clone());
-    let grads = (y.clone() * w).sum().backward();
-    [
-        vec(y),
-        vec(x.grad(&grads).unwrap()),
-        vec(ln.gamma.val().grad(&grads).unwrap()),
-        vec(ln.beta.as_ref().unwrap().val().grad(&grads).unwrap()),
-    ]
+    ln.forward(x)
 }
 
 #[test]
 fn the_forward_is_burns_layer_norm_to_the_bit_and_the_gradients_are_autodiffs() {
     let dev = Device::flex().autodiff();
     for seed in [1, 2, 3] {
-        let [y, dx, dg, db] = ours(seed, &dev);
-        let [y_ref, dx_ref, dg_ref, db_ref] = burns(seed, &dev);
+        let [y, dx, dg, db] = forward_backward(seed, &dev, ours);
+        let [y_ref, dx_ref, dg_ref, db_ref] = forward_backward(seed, &dev, burns);
         assert_eq!(y, y_ref, "forward, seed {seed}");
         // dβ sums dy = w over the rows in another order (autodiff one axis at a time); dγ and
         // dx are computed in another order than autodiff's chain of eleven operations: a few
@@ -93,27 +94,18 @@ fn the_forward_is_burns_layer_norm_to_the_bit_and_the_gradients_are_autodiffs() 
 
 #[test]
 fn without_autodiff_the_forward_is_burns() {
-    let dev = Device::flex();
-    let ([x, _], [gamma, beta]) = inputs(4, &dev);
-    let ln = LayerNorm {
-        gamma: Param::from_tensor(gamma.clone()),
-        beta: Param::from_tensor(beta.clone()),
-        epsilon: EPS,
-    };
-    let mut reference = LayerNormConfig::new(37).with_epsilon(EPS).init(&dev);
-    reference.gamma = Param::from_tensor(gamma);
-    reference.beta = Some(Param::from_tensor(beta));
-    assert_eq!(vec(ln.forward(x.clone())), vec(reference.forward(x)));
+    let ([x, _], [gamma, beta]) = inputs(4, &Device::flex());
+    assert_eq!(
+        vec(ours(x.clone(), gamma.clone(), beta.clone())),
+        vec(burns(x, gamma, beta))
+    );
 }
 
 #[cfg(feature = "vulkan")]
 #[test]
 fn on_vulkan_the_operation_computes_what_flex_does() {
-    let gpu = masklm::train::device_for(masklm::config::BackendName::Vulkan)
-        .expect("a Vulkan adapter (mesa-vulkan-drivers)")
-        .autodiff();
-    let cpu = ours(5, &Device::flex().autodiff());
-    let gpu = ours(5, &gpu);
+    let cpu = forward_backward(5, &Device::flex().autodiff(), ours);
+    let gpu = forward_backward(5, &common::vulkan().autodiff(), ours);
     // Reductions in another order (a shader's tree against flex's loop).
     for (i, what) in ["y", "dx", "dγ", "dβ"].into_iter().enumerate() {
         common::assert_close(&cpu[i], &gpu[i], 1e-4, 1e-5, what);

@@ -76,11 +76,8 @@ fn a_fully_padded_row_gives_uniform_probabilities_and_finite_gradients() {
 #[cfg(feature = "vulkan")]
 #[test]
 fn on_vulkan_the_operation_computes_what_flex_does() {
-    let gpu = masklm::train::device_for(masklm::config::BackendName::Vulkan)
-        .expect("a Vulkan adapter (mesa-vulkan-drivers)")
-        .autodiff();
     let cpu = probs_and_grad(5, &Device::flex().autodiff(), true);
-    let gpu = probs_and_grad(5, &gpu, true);
+    let gpu = probs_and_grad(5, &common::vulkan().autodiff(), true);
     // exp and the reductions in a shader's order and precision.
     common::assert_close(&cpu[0], &gpu[0], 1e-5, 1e-7, "p");
     common::assert_close(&cpu[1], &gpu[1], 1e-4, 1e-6, "dscores");

@@ -157,3 +157,10 @@ pub fn assert_close(a: &[f32], b: &[f32], rel: f32, abs: f32, what: &str) {
         assert!((x - y).abs() <= tol, "{what}[{i}]: {x} vs {y}");
     }
 }
+
+/// The Vulkan device the GPU tests compare with flex: lavapipe in CI.
+#[cfg(feature = "vulkan")]
+pub fn vulkan() -> burn::prelude::Device {
+    masklm::train::device_for(masklm::config::BackendName::Vulkan)
+        .expect("a Vulkan adapter (mesa-vulkan-drivers)")
+}

@@ -11,6 +11,9 @@ pub mod metrics;
 pub mod optim;
 pub mod scaler;
 pub mod schedule;
+pub mod squared_norm;
+#[cfg(feature = "wgpu")]
+mod squared_norm_cube;
 pub mod step;
 
 use crate::config::Config;

@@ -4,6 +4,7 @@
 
 use crate::config::TrainConfig;
 use crate::train::adamw::AdamW;
+use crate::train::squared_norm::squared_norm;
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
@@ -26,7 +27,7 @@ pub fn adamw(c: &TrainConfig) -> ModuleOptimizer {
     ModuleOptimizer::from(base).with_group(no_decay, without, None)
 }
 
-/// `Σ g²` of every parameter's gradient, each a [1] tensor on the device.
+/// `Σ g²` of every parameter's gradient, as partial sums on the device (`squared_norm`).
 struct SquaredNorms<'a> {
     grads: &'a GradientsParams,
     sums: Vec<Tensor<1>>,
@@ -35,8 +36,7 @@ struct SquaredNorms<'a> {
 impl ModuleVisitor for SquaredNorms<'_> {
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(p.id) {
-            let n = g.shape().num_elements();
-            self.sums.push(g.reshape([n]).square().sum_dim(0));
+            self.sums.push(squared_norm(g));
         }
     }
 }
@@ -49,8 +49,8 @@ pub fn global_norm<M: Module>(model: &M, grads: &GradientsParams) -> Option<Tens
         sums: Vec::new(),
     };
     model.visit(&mut v);
-    // One concatenation and one sum of the [P] partial sums, not P − 1 additions: on a GPU each
-    // addition is an operation for fusion to register and usually a launch of its own.
+    // One concatenation and one sum of all parameters' partial sums, not P − 1 additions: on a
+    // GPU each addition is an operation for fusion to register and usually a launch of its own.
     (!v.sums.is_empty()).then(|| Tensor::cat(v.sums, 0).sum().sqrt())
 }
 

@@ -22,6 +22,7 @@ mod layer_norm;
 mod model;
 mod precision;
 mod softmax;
+mod squared_norm;
 mod token_store;
 mod tokenizer_fixture;
 mod train;

@@ -1,0 +1,76 @@
+//! [`SquaredNormOps::squared_norm`] on CubeCL devices: one launch per gradient, each cube summing
+//! x² over a grid stride of elements in f32 and leaving one partial sum. Written here because
+//! burn's reductions need the square as an operation of its own before them, which fusion does
+//! not merge into the reduction (`squared_norm.rs`).
+
+use crate::train::squared_norm::{CUBE_UNITS, SquaredNormOps, cube_partials};
+use burn::backend::cubecl::dtype_to_storage_type;
+use burn::backend::tensor::FloatTensor;
+use burn_cubecl::CubeBackend;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use cubecl::prelude::*;
+
+#[cube(launch_unchecked)]
+fn squared_norm_kernel<F: Float>(
+    x: &Tensor<F>,
+    partials: &mut Tensor<F>,
+    #[comptime] units: usize,
+    #[define(F)] _dtype: ElemType,
+) {
+    let unit = UNIT_POS as usize;
+    // Σ x² over elements i ≡ ABSOLUTE_POS (mod every unit of every cube), in f32: an f16
+    // gradient's squares would overflow f16 long before the norm does.
+    let stride = CUBE_COUNT * units;
+    let mut acc = f32::new(0.0);
+    for i in range_stepped(ABSOLUTE_POS, x.len(), stride) {
+        let v = f32::cast_from(x[i]);
+        acc += v * v;
+    }
+    // The cube's units add their sums pairwise in shared memory: [units] → [1].
+    let mut shared = Shared::<[f32]>::new_slice(units);
+    shared[unit] = acc;
+    sync_cube();
+    let mut half = CUBE_DIM as usize / 2;
+    while half > 0 {
+        if unit < half {
+            let sum = shared[unit] + shared[unit + half];
+            shared[unit] = sum;
+        }
+        sync_cube();
+        half /= 2;
+    }
+    if unit == 0 {
+        partials[CUBE_POS] = F::cast_from(shared[0]);
+    }
+}
+
+impl SquaredNormOps for CubeBackend {
+    fn squared_norm(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        // Each element once, wherever it lies: a permuted view of a dense buffer sums as it is;
+        // anything else (a broadcast, a slice) is made contiguous first.
+        let x = if x.is_contiguous_buffer() {
+            x
+        } else {
+            into_contiguous(x)
+        };
+        let n = x.meta.shape().num_elements();
+        let cubes = cube_partials(n);
+        let partials =
+            empty_device_dtype(x.client.clone(), x.device.clone(), [cubes].into(), x.dtype);
+        // SAFETY: `x` holds exactly its n elements in its buffer (checked above) and the kernel
+        // reads indices below x.len() only; `partials` holds one element per cube launched.
+        unsafe {
+            squared_norm_kernel::launch_unchecked(
+                &x.client,
+                CubeCount::Static(cubes as u32, 1, 1),
+                CubeDim::new_1d(CUBE_UNITS as u32),
+                x.clone().into_tensor_arg(),
+                partials.clone().into_tensor_arg(),
+                CUBE_UNITS,
+                dtype_to_storage_type(x.dtype),
+            );
+        }
+        partials
+    }
+}

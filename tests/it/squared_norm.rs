@@ -1,0 +1,88 @@
+//! masklm's Σ x² operation (`masklm::train::squared_norm`), the global gradient norm's building
+//! block: on the CPU it is the flatten-square-sum it replaced, to the bit; on a CubeCL device its
+//! per-cube partial sums add up to the same Σ x².
+
+use crate::common;
+use burn::prelude::*;
+use masklm::train::squared_norm::squared_norm;
+
+fn vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+/// A seeded [rows, cols] tensor on `device`, values in [-2, 2).
+fn matrix(rows: usize, cols: usize, seed: u64, device: &Device) -> Tensor<2> {
+    Tensor::<1>::from_floats(
+        common::uniform(rows * cols, seed, -2.0, 2.0).as_slice(),
+        device,
+    )
+    .reshape([rows, cols])
+}
+
+#[test]
+fn on_the_cpu_it_is_the_flattened_square_summed() {
+    let dev = Device::flex();
+    for (rows, cols) in [(1, 1), (3, 37), (300, 1001)] {
+        let x = matrix(rows, cols, 7, &dev);
+        let reference = x.clone().reshape([rows * cols]).square().sum_dim(0);
+        assert_eq!(vec(squared_norm(x)), vec(reference), "{rows}×{cols}");
+    }
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn on_vulkan_the_partial_sums_add_up_to_flexs() {
+    use masklm::train::squared_norm::cube_partials;
+    let gpu = common::vulkan();
+    let total = |t: Tensor<1>| vec(t).iter().map(|&v| v as f64).sum::<f64>();
+    // Σ x² in f64 over the values `matrix` makes.
+    let exact = |n: usize, seed: u64| {
+        let v = common::uniform(n, seed, -2.0, 2.0);
+        v.iter().map(|&x| x as f64 * x as f64).sum::<f64>()
+    };
+    // One element; one cube; one element more than a cube takes; 37 cubes; more elements than
+    // the most cubes take, so that every unit strides.
+    for (rows, cols) in [
+        (1, 1),
+        (3, 37),
+        (8193, 1),
+        (300, 1001),
+        (1024 * 8192 + 11, 1),
+    ] {
+        let n = rows * cols;
+        let expected = exact(n, 3);
+        let partials = squared_norm(matrix(rows, cols, 3, &gpu));
+        assert_eq!(partials.dims(), [cube_partials(n)], "{rows}×{cols}");
+        let got = total(partials);
+        // f32 sums: each unit adds up to 32 squares in a row, then 8 levels of pairs.
+        assert!(
+            (got - expected).abs() <= 1e-5 * expected,
+            "{rows}×{cols}: {got} vs {expected}"
+        );
+    }
+    // A transposed view sums as it lies; a row slice and a broadcast (each element read once
+    // per place it appears) sum what they show.
+    let x = matrix(300, 1001, 4, &gpu);
+    let expected = exact(300 * 1001, 4);
+    let got = total(squared_norm(x.clone().swap_dims(0, 1)));
+    assert!(
+        (got - expected).abs() <= 1e-5 * expected,
+        "transposed: {got} vs {expected}"
+    );
+    let shown = |t: Tensor<2>| {
+        let v = vec(t);
+        v.iter().map(|&x| x as f64 * x as f64).sum::<f64>()
+    };
+    for (what, view) in [
+        ("row slice", x.clone().slice([10..20, 0..1001])),
+        ("column slice", x.clone().slice([10..20, 5..500])),
+        ("broadcast", x.slice([7..8, 0..1001]).expand([50, 1001])),
+    ] {
+        let expected = shown(view.clone());
+        let got = total(squared_norm(view));
+        assert!(
+            (got - expected).abs() <= 1e-5 * expected,
+            "{what}: {got} vs {expected}"
+        );
+    }
+}

@@ -5,7 +5,7 @@
 use super::dropout::Dropout;
 use super::gelu::gelu;
 use super::layer_norm::LayerNorm;
-use super::precision::{dense, matmul};
+use super::precision::{dense, low, matmul, matmul_low};
 use super::softmax::attention_softmax;
 use super::{BertConfig, linear};
 use crate::config::Precision;
@@ -46,8 +46,9 @@ impl BertSelfAttention {
     ) -> Tensor<2> {
         let h = x.dims()[1];
         let (nh, dh) = (self.num_attention_heads, h / self.num_attention_heads);
-        // [B·S, H] → [B, nh, S, dh]
-        let heads = |t: Tensor<2>| t.reshape([b, s, nh, dh]).swap_dims(1, 2);
+        // [B·S, H] → [B, nh, S, dh], cast down for the products before the views, where fusion
+        // merges the cast with the bias addition (the views change no value).
+        let heads = |t: Tensor<2>| low(t, p).reshape([b, s, nh, dh]).swap_dims(1, 2);
         let q = heads(dense(&self.query, x.clone(), p));
         let k = heads(dense(&self.key, x.clone(), p));
         let v = heads(dense(&self.value, x, p));
@@ -55,8 +56,8 @@ impl BertSelfAttention {
         let scores = matmul(q, k.swap_dims(2, 3), p);
         let probs = attention_softmax(scores, mask_bias, 1.0 / (dh as f64).sqrt());
         let probs = self.dropout.forward(probs);
-        // [B, nh, S, dh] → [B·S, H]
-        matmul(probs, v, p).swap_dims(1, 2).reshape([b * s, h])
+        // [B, nh, S, dh] → [B·S, H], in the products' precision: the output dense takes it so.
+        matmul_low(probs, v, p).swap_dims(1, 2).reshape([b * s, h])
     }
 }
 

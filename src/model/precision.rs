@@ -2,7 +2,9 @@
 //! layers, attention scores and context, the tied decoder) take their operands in f16 or bf16,
 //! while the weights, LayerNorm, softmax, the attention-mask bias and the loss stay f32.
 //!
-//! Each product casts its operands down and its result back up to f32. burn's autodiff casts
+//! Each product casts its operands down and its result back up to f32 (attention's Q, K, V are
+//! cast down where their bias is added, and its context stays low between its two products).
+//! burn's autodiff casts
 //! gradients back through each cast, so the weights' gradients arrive in f32 (the master
 //! weights'), and an f16 overflow in any product's backward reaches them as inf (which the loss
 //! scaler, `train::scaler`, then catches).
@@ -27,12 +29,28 @@ impl Precision {
 pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>, p: Precision) -> Tensor<D> {
     match p.low() {
         None => a.matmul(b),
-        Some(dt) => a.cast(dt).matmul(b.cast(dt)).cast(FloatDType::F32),
+        Some(_) => matmul_low(a, b, p).cast(FloatDType::F32),
     }
 }
 
-/// `x` [N, d_in] through `l` (weight [d_in, d_out], bias [d_out]) → [N, d_out] in f32, the
-/// product in `p`'s precision and the bias added in f32.
+/// `a` · `b` as [`matmul`], its result left in `p`'s precision: for a product whose result only
+/// feeds another product through views (attention's context), where casting up and back down
+/// would be two exact conversions and two operations for nothing.
+pub fn matmul_low<const D: usize>(a: Tensor<D>, b: Tensor<D>, p: Precision) -> Tensor<D> {
+    low(a, p).matmul(low(b, p))
+}
+
+/// `t` in `p`'s product precision: cast down (f32 → f16/bf16), or as it is when it already is
+/// (autodiff would record even a cast to the same dtype), or under f32.
+pub fn low<const D: usize>(t: Tensor<D>, p: Precision) -> Tensor<D> {
+    match p.low() {
+        Some(dt) if t.dtype() != dt.into() => t.cast(dt),
+        _ => t,
+    }
+}
+
+/// `x` [N, d_in] (f32, or already in `p`'s precision) through `l` (weight [d_in, d_out], bias
+/// [d_out]) → [N, d_out] in f32, the product in `p`'s precision and the bias added in f32.
 pub fn dense(l: &Linear, x: Tensor<2>, p: Precision) -> Tensor<2> {
     if p.low().is_none() {
         return l.forward(x);

@@ -11,9 +11,10 @@
 //! In training the forward is burn's computation, operation for operation (what autodiff ran
 //! before), so outputs are unchanged to the bit; the backward computes the same gradients in
 //! fewer operations, so gradients differ from autodiff's at the rounding level
-//! (`tests/it/layer_norm.rs` checks both). Outside training it is burn's own `layer_norm`. Every
-//! backend runs the default bodies below; on GPUs, burn's fusion merges their operations into
-//! kernels.
+//! (`tests/it/layer_norm.rs` checks both). Outside training it is burn's own `layer_norm`. The
+//! CPU backends run the default bodies below; CubeCL devices run one kernel for the forward and
+//! one (with two column sums) for the backward (`layer_norm_cube.rs`), each one operation for
+//! burn's fusion instead of 10 and 14.
 
 // burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends; the
 // extension macro names it in code it generates beside the trait.
@@ -40,8 +41,15 @@ use burn::prelude::*;
 )]
 pub trait LayerNormOps: Backend {
     /// `x` [.., H], `gamma` [H], `beta` [H] → (`y` [.., H], `x̂` [.., H], `σ` [.., 1]), burn's
-    /// `layer_norm` operation for operation.
-    #[fusion(default)]
+    /// `layer_norm` operation for operation (CubeCL devices: one kernel, `layer_norm_cube.rs`).
+    #[fusion(meta = |x, _gamma, _beta, _epsilon| {
+        let rank = x.shape.num_dims();
+        let per_row: Vec<usize> = (0..rank)
+            .map(|i| if i + 1 == rank { 1 } else { x.shape[i] })
+            .collect();
+        let sigma = burn::backend::fusion::custom::TensorSpec::new(Shape::from(per_row), x.dtype);
+        (x.clone(), x.clone(), sigma)
+    })]
     fn layer_norm_forward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -65,8 +73,9 @@ pub trait LayerNormOps: Backend {
     }
 
     /// The gradients (`dx` [.., H], `dγ` [H], `dβ` [H]) from `dy` [.., H] and what
-    /// [`LayerNormOps::layer_norm_forward`] kept.
-    #[fusion(default)]
+    /// [`LayerNormOps::layer_norm_forward`] kept (CubeCL devices: one kernel for dx and two
+    /// column sums, `layer_norm_cube.rs`).
+    #[fusion(meta = |dy, _x_hat, gamma, _sigma| (dy.clone(), gamma.clone(), gamma.clone()))]
     fn layer_norm_backward(
         dy: FloatTensor<Self>,
         x_hat: FloatTensor<Self>,
@@ -122,8 +131,6 @@ fn row_shape(shape: &Shape) -> Shape {
 impl LayerNormOps for burn::backend::Flex {}
 #[cfg(feature = "ndarray")]
 impl LayerNormOps for burn::backend::NdArray {}
-#[cfg(feature = "wgpu")]
-impl LayerNormOps for burn_cubecl::CubeBackend {}
 
 /// The backward of [`LayerNormOps::normalize`]: its state is `(x̂, γ, σ)`, kept by the forward.
 #[derive(Debug)]

@@ -9,6 +9,8 @@ pub mod embeddings;
 pub mod encoder;
 pub mod gelu;
 pub mod layer_norm;
+#[cfg(feature = "wgpu")]
+mod layer_norm_cube;
 pub mod loss;
 pub mod mlm_head;
 pub mod precision;

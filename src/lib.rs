@@ -6,6 +6,8 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "wgpu")]
+mod cube_sum;
 pub mod data;
 pub mod error;
 pub mod eval;

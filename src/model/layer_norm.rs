@@ -43,11 +43,7 @@ pub trait LayerNormOps: Backend {
     /// `x` [.., H], `gamma` [H], `beta` [H] → (`y` [.., H], `x̂` [.., H], `σ` [.., 1]), burn's
     /// `layer_norm` operation for operation (CubeCL devices: one kernel, `layer_norm_cube.rs`).
     #[fusion(meta = |x, _gamma, _beta, _epsilon| {
-        let rank = x.shape.num_dims();
-        let per_row: Vec<usize> = (0..rank)
-            .map(|i| if i + 1 == rank { 1 } else { x.shape[i] })
-            .collect();
-        let sigma = burn::backend::fusion::custom::TensorSpec::new(Shape::from(per_row), x.dtype);
+        let sigma = burn::backend::fusion::custom::TensorSpec::new(per_row(&x.shape), x.dtype);
         (x.clone(), x.clone(), sigma)
     })]
     fn layer_norm_forward(
@@ -124,6 +120,17 @@ fn row_shape(shape: &Shape) -> Shape {
     Shape::from(
         (0..rank)
             .map(|i| if i + 1 == rank { shape[i] } else { 1 })
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// `[.., 1]` for a tensor of `shape` [.., H]: one σ per row (the GPU path's output shape).
+#[cfg(feature = "wgpu")]
+pub(crate) fn per_row(shape: &Shape) -> Shape {
+    let rank = shape.num_dims();
+    Shape::from(
+        (0..rank)
+            .map(|i| if i + 1 == rank { 1 } else { shape[i] })
             .collect::<Vec<_>>(),
     )
 }

@@ -3,7 +3,8 @@
 //! that burn's fusion registers one by one and runs as several kernels (its reductions are
 //! kernels of their own); each is one operation for fusion here (`layer_norm.rs`).
 
-use crate::model::layer_norm::LayerNormOps;
+use crate::cube_sum::cube_sum;
+use crate::model::layer_norm::{LayerNormOps, per_row};
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
@@ -16,27 +17,6 @@ use cubecl::prelude::*;
 
 /// Units per cube: one cube normalises one row, each unit a stride of its elements.
 const UNITS: usize = 256;
-
-/// Σ of every unit's `value` over the cube, for every unit: pairwise in `shared` ([UNITS]).
-/// Ends with a barrier, so `shared` may be written again right after.
-#[cube]
-fn cube_sum(shared: &mut Shared<[f32]>, value: f32) -> f32 {
-    let unit = UNIT_POS as usize;
-    shared[unit] = value;
-    sync_cube();
-    let mut half = CUBE_DIM as usize / 2;
-    while half > 0 {
-        if unit < half {
-            let sum = shared[unit] + shared[unit + half];
-            shared[unit] = sum;
-        }
-        sync_cube();
-        half /= 2;
-    }
-    let total = shared[0];
-    sync_cube();
-    total
-}
 
 /// Row `CUBE_POS` of `x` [R, H] (cubes past the last row do nothing): μ, σ = √(var + ε), x̂ = (x − μ)/σ, y = x̂·γ + β.
 #[cube(launch_unchecked)]
@@ -137,16 +117,6 @@ fn prepared(t: CubeTensor, dtype: burn::tensor::DType) -> CubeTensor {
 
 fn empty_like(t: &CubeTensor, shape: Shape) -> CubeTensor {
     empty_device_dtype(t.client.clone(), t.device.clone(), shape, t.dtype)
-}
-
-/// `[.., 1]` for a tensor of `shape` [.., H]: one σ per row.
-fn per_row(shape: &Shape) -> Shape {
-    let rank = shape.num_dims();
-    Shape::from(
-        (0..rank)
-            .map(|i| if i + 1 == rank { 1 } else { shape[i] })
-            .collect::<Vec<_>>(),
-    )
 }
 
 impl LayerNormOps for CubeBackend {

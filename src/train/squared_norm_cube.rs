@@ -3,6 +3,7 @@
 //! burn's reductions need the square as an operation of its own before them, which fusion does
 //! not merge into the reduction (`squared_norm.rs`).
 
+use crate::cube_sum::cube_sum;
 use crate::train::squared_norm::{CUBE_UNITS, SquaredNormOps, cube_partials};
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::tensor::FloatTensor;
@@ -18,7 +19,6 @@ fn squared_norm_kernel<F: Float>(
     #[comptime] units: usize,
     #[define(F)] _dtype: ElemType,
 ) {
-    let unit = UNIT_POS as usize;
     // Σ x² over elements i ≡ ABSOLUTE_POS (mod every unit of every cube), in f32: an f16
     // gradient's squares would overflow f16 long before the norm does.
     let stride = CUBE_COUNT * units;
@@ -27,21 +27,11 @@ fn squared_norm_kernel<F: Float>(
         let v = f32::cast_from(x[i]);
         acc += v * v;
     }
-    // The cube's units add their sums pairwise in shared memory: [units] → [1].
+    // The cube's units add their sums: [units] → [1].
     let mut shared = Shared::<[f32]>::new_slice(units);
-    shared[unit] = acc;
-    sync_cube();
-    let mut half = CUBE_DIM as usize / 2;
-    while half > 0 {
-        if unit < half {
-            let sum = shared[unit] + shared[unit + half];
-            shared[unit] = sum;
-        }
-        sync_cube();
-        half /= 2;
-    }
-    if unit == 0 {
-        partials[CUBE_POS] = F::cast_from(shared[0]);
+    let total = cube_sum(&mut shared, acc);
+    if UNIT_POS == 0 {
+        partials[CUBE_POS] = F::cast_from(total);
     }
 }
 

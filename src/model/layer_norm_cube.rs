@@ -18,7 +18,8 @@ use cubecl::prelude::*;
 /// Units per cube: one cube normalises one row, each unit a stride of its elements.
 const UNITS: usize = 256;
 
-/// Row `CUBE_POS` of `x` [R, H] (cubes past the last row do nothing): μ, σ = √(var + ε), x̂ = (x − μ)/σ, y = x̂·γ + β.
+/// Row `CUBE_POS` of `x` [R, H] (cubes past the last row do nothing): μ, σ = √(var + ε),
+/// x̂ = (x − μ)/σ, y = x̂·γ + β.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 fn forward_kernel<F: Float>(
@@ -61,7 +62,8 @@ fn forward_kernel<F: Float>(
     }
 }
 
-/// Row `CUBE_POS` of dx: with g = dy·γ, dx = (g − mean(g) − x̂·mean(g·x̂)) / σ.
+/// Row `CUBE_POS` of dx (cubes past the last row do nothing): with g = dy·γ,
+/// dx = (g − mean(g) − x̂·mean(g·x̂)) / σ.
 #[cube(launch_unchecked)]
 fn backward_kernel<F: Float>(
     dy: &Tensor<F>,

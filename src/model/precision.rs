@@ -4,10 +4,9 @@
 //!
 //! Each product casts its operands down and its result back up to f32 (attention's Q, K, V are
 //! cast down where their bias is added, and its context stays low between its two products).
-//! burn's autodiff casts
-//! gradients back through each cast, so the weights' gradients arrive in f32 (the master
-//! weights'), and an f16 overflow in any product's backward reaches them as inf (which the loss
-//! scaler, `train::scaler`, then catches).
+//! burn's autodiff casts gradients back through each cast, so the weights' gradients arrive in
+//! f32 (the master weights'), and an f16 overflow in any product's backward reaches them as inf
+//! (which the loss scaler, `train::scaler`, then catches).
 
 use crate::config::Precision;
 use burn::nn::Linear;

@@ -19,8 +19,9 @@ fn squared_norm_kernel<F: Float>(
     #[comptime] units: usize,
     #[define(F)] _dtype: ElemType,
 ) {
-    // Σ x² over elements i ≡ ABSOLUTE_POS (mod every unit of every cube), in f32: an f16
-    // gradient's squares would overflow f16 long before the norm does.
+    // Σ x² over elements i ≡ ABSOLUTE_POS (mod every unit of every cube), accumulated in f32
+    // whatever x's dtype; the partial sums are written in x's dtype (masklm's gradients are the
+    // f32 master weights').
     let stride = CUBE_COUNT * units;
     let mut acc = f32::new(0.0);
     for i in range_stepped(ABSOLUTE_POS, x.len(), stride) {

@@ -7,7 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 #[cfg(feature = "wgpu")]
-mod cube_sum;
+mod cube_reduce;
 pub mod data;
 pub mod error;
 pub mod eval;

@@ -3,7 +3,7 @@
 //! that burn's fusion registers one by one and runs as several kernels (its reductions are
 //! kernels of their own); each is one operation for fusion here (`layer_norm.rs`).
 
-use crate::cube_sum::cube_sum;
+use crate::cube_reduce::{contiguous_in, cube_sum, empty_like, row_cubes};
 use crate::model::layer_norm::{LayerNormOps, per_row};
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::ops::FloatTensorOps;
@@ -11,7 +11,6 @@ use burn::backend::tensor::FloatTensor;
 use burn::prelude::Shape;
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
@@ -99,28 +98,6 @@ fn backward_kernel<F: Float>(
     }
 }
 
-/// One cube per row, spread over a second axis past the 65,535 cubes that every Vulkan device
-/// launches along one (BERT's 512 × 512 tokens are 262,144 rows).
-fn row_cubes(rows: usize) -> CubeCount {
-    const MAX: usize = 65_535;
-    let y = rows.div_ceil(MAX).max(1);
-    CubeCount::Static(rows.div_ceil(y) as u32, y as u32, 1)
-}
-
-/// `t` contiguous, in `dtype`.
-fn prepared(t: CubeTensor, dtype: burn::tensor::DType) -> CubeTensor {
-    let t = if t.dtype == dtype {
-        t
-    } else {
-        CubeBackend::float_cast(t, dtype.into())
-    };
-    into_contiguous(t)
-}
-
-fn empty_like(t: &CubeTensor, shape: Shape) -> CubeTensor {
-    empty_device_dtype(t.client.clone(), t.device.clone(), shape, t.dtype)
-}
-
 impl LayerNormOps for CubeBackend {
     fn layer_norm_forward(
         x: FloatTensor<Self>,
@@ -130,7 +107,7 @@ impl LayerNormOps for CubeBackend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let dtype = x.dtype;
         let x = into_contiguous(x);
-        let (gamma, beta) = (prepared(gamma, dtype), prepared(beta, dtype));
+        let (gamma, beta) = (contiguous_in(gamma, dtype), contiguous_in(beta, dtype));
         let shape = x.meta.shape().clone();
         let rows = shape.num_elements() / shape[shape.num_dims() - 1];
         let (y, x_hat) = (empty_like(&x, shape.clone()), empty_like(&x, shape.clone()));
@@ -165,9 +142,9 @@ impl LayerNormOps for CubeBackend {
         let dtype = dy.dtype;
         let dy = into_contiguous(dy);
         let (x_hat, gamma, sigma) = (
-            prepared(x_hat, dtype),
-            prepared(gamma, dtype),
-            prepared(sigma, dtype),
+            contiguous_in(x_hat, dtype),
+            contiguous_in(gamma, dtype),
+            contiguous_in(sigma, dtype),
         );
         let shape = dy.meta.shape().clone();
         let h = shape[shape.num_dims() - 1];

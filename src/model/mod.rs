@@ -15,6 +15,8 @@ pub mod loss;
 pub mod mlm_head;
 pub mod precision;
 pub mod softmax;
+#[cfg(feature = "wgpu")]
+mod softmax_cube;
 pub mod vmath;
 
 use crate::config::{ModelConfig, Precision};

@@ -6,11 +6,12 @@
 //! backward. Here the forward keeps only the probabilities `p` and the backward is the closed form
 //! (`dscores = scale · p ⊙ (dp − Σ_keys dp ⊙ p)`), one operation for autodiff.
 //!
-//! The forward is the computation it replaces, operation for operation (burn's `softmax` after
-//! `mul_scalar` and the bias), so probabilities are unchanged to the bit; gradients agree with
-//! autodiff's at the rounding level (`tests/it/softmax.rs`). The bias (the padding mask's) is a
-//! constant: no gradient flows to it. Every backend runs the default bodies below; on GPUs burn's
-//! fusion merges their operations into kernels.
+//! On the CPU backends the forward is the computation it replaces, operation for operation
+//! (burn's `softmax` after `mul_scalar` and the bias: the default bodies below), so probabilities
+//! are unchanged to the bit; gradients agree with autodiff's at the rounding level
+//! (`tests/it/softmax.rs`). CubeCL devices run one kernel for each (`softmax_cube.rs`), one
+//! operation for burn's fusion instead of 7 and 5. The bias (the padding mask's) is a constant:
+//! no gradient flows to it.
 
 // burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends; the
 // extension macro names it in code it generates beside the trait.
@@ -34,9 +35,9 @@ use burn::prelude::*;
     Fusion: cfg(feature = "wgpu"),
 )]
 pub trait AttentionSoftmaxOps: Backend {
-    /// `scores` [B, nh, S, S], `bias` broadcastable to it ([B, 1, 1, S]) → `p` [B, nh, S, S],
-    /// the softmax over the last axis of `scores · scale + bias`.
-    #[fusion(default)]
+    /// `scores` [B, nh, S, S], `bias` broadcastable to it (CubeCL devices: [B, 1, 1, S]) → `p`
+    /// [B, nh, S, S], the softmax over the last axis of `scores · scale + bias`.
+    #[fusion(dtype = scores, shape = scores)]
     fn attention_softmax(
         scores: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -56,7 +57,7 @@ pub trait AttentionSoftmaxOps: Backend {
     }
 
     /// `dscores` [B, nh, S, S] from `dp` and the forward's `p`.
-    #[fusion(default)]
+    #[fusion(dtype = dp, shape = dp)]
     fn attention_softmax_backward(
         dp: FloatTensor<Self>,
         p: FloatTensor<Self>,
@@ -75,8 +76,6 @@ pub trait AttentionSoftmaxOps: Backend {
 impl AttentionSoftmaxOps for burn::backend::Flex {}
 #[cfg(feature = "ndarray")]
 impl AttentionSoftmaxOps for burn::backend::NdArray {}
-#[cfg(feature = "wgpu")]
-impl AttentionSoftmaxOps for burn_cubecl::CubeBackend {}
 
 /// The backward of [`AttentionSoftmaxOps::attention_softmax`]: its state is `(p, scale)`.
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 //! burn's reductions need the square as an operation of its own before them, which fusion does
 //! not merge into the reduction (`squared_norm.rs`).
 
-use crate::cube_sum::cube_sum;
+use crate::cube_reduce::cube_sum;
 use crate::train::squared_norm::{CUBE_UNITS, SquaredNormOps, cube_partials};
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::tensor::FloatTensor;

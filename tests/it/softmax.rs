@@ -11,22 +11,31 @@ use masklm::model::softmax::attention_softmax;
 const SHAPE: [usize; 4] = [2, 3, 7, 7];
 const SCALE: f64 = 0.353_553_390_593_273_8; // 1/√8
 
-/// Scores, the loss weights `w` of `Σ p·w`, and the padding bias [2, 1, 1, 7]: the first row's
-/// last two keys padded, the second row fully padded (`f32::MIN` everywhere, as
-/// `model::mask_bias` makes it).
-fn inputs(seed: u64, device: &Device) -> [Tensor<4>; 3] {
-    let n = SHAPE.iter().product();
+/// Scores of `shape` [B, nh, Sq, S], the loss weights `w` of `Σ p·w`, and the padding bias
+/// [B, 1, 1, S]: the first batch row's last two keys padded, the second fully padded (`f32::MIN`
+/// everywhere, as `model::mask_bias` makes it), the third's first key padded, any others none.
+fn inputs(seed: u64, shape: [usize; 4], device: &Device) -> [Tensor<4>; 3] {
+    let n = shape.iter().product();
     let t = |v: Vec<f32>, shape: [usize; 4]| {
         Tensor::<1>::from_floats(v.as_slice(), device).reshape(shape)
     };
-    let mut bias = vec![0.0; 14];
-    for b in [5, 6, 7, 8, 9, 10, 11, 12, 13] {
-        bias[b] = f32::MIN;
+    let [b, _, _, s] = shape;
+    let mut bias = vec![0.0; b * s];
+    let padded = |(batch, key): (usize, usize)| match batch {
+        0 => key + 2 >= s,
+        1 => true,
+        2 => key == 0,
+        _ => false,
+    };
+    for (i, v) in bias.iter_mut().enumerate() {
+        if padded((i / s, i % s)) {
+            *v = f32::MIN;
+        }
     }
     [
-        t(common::uniform(n, seed, -6.0, 6.0), SHAPE),
-        t(common::uniform(n, seed + 1, -1.0, 1.0), SHAPE),
-        t(bias, [2, 1, 1, 7]),
+        t(common::uniform(n, seed, -6.0, 6.0), shape),
+        t(common::uniform(n, seed + 1, -1.0, 1.0), shape),
+        t(bias, [b, 1, 1, s]),
     ]
 }
 
@@ -35,8 +44,8 @@ fn vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 /// (p, dscores) of the loss `Σ p·w`, by masklm's operation (`ours`) or by burn's operations.
-fn probs_and_grad(seed: u64, device: &Device, ours: bool) -> [Vec<f32>; 2] {
-    let [scores, w, bias] = inputs(seed, device);
+fn probs_and_grad(seed: u64, shape: [usize; 4], device: &Device, ours: bool) -> [Vec<f32>; 2] {
+    let [scores, w, bias] = inputs(seed, shape, device);
     let scores = scores.require_grad();
     let p = if ours {
         attention_softmax(scores.clone(), bias, SCALE)
@@ -51,8 +60,8 @@ fn probs_and_grad(seed: u64, device: &Device, ours: bool) -> [Vec<f32>; 2] {
 fn the_forward_is_burns_to_the_bit_and_the_gradient_is_autodiffs() {
     let dev = Device::flex().autodiff();
     for seed in [1, 2, 3] {
-        let [p, dp] = probs_and_grad(seed, &dev, true);
-        let [p_ref, dp_ref] = probs_and_grad(seed, &dev, false);
+        let [p, dp] = probs_and_grad(seed, SHAPE, &dev, true);
+        let [p_ref, dp_ref] = probs_and_grad(seed, SHAPE, &dev, false);
         assert_eq!(p, p_ref, "forward, seed {seed}");
         // Gradients are of the size of p·w (≤ 1) and the two compute them in another order.
         common::assert_close(&dp, &dp_ref, 1e-5, 1e-6, "dscores");
@@ -62,7 +71,7 @@ fn the_forward_is_burns_to_the_bit_and_the_gradient_is_autodiffs() {
 
 #[test]
 fn a_fully_padded_row_gives_uniform_probabilities_and_finite_gradients() {
-    let [p, dp] = probs_and_grad(4, &Device::flex().autodiff(), true);
+    let [p, dp] = probs_and_grad(4, SHAPE, &Device::flex().autodiff(), true);
     let half = p.len() / 2;
     // The second batch row: every key padded, so every query attends uniformly over 7 keys.
     assert!(p[half..].iter().all(|&v| (v - 1.0 / 7.0).abs() < 1e-6));
@@ -73,12 +82,28 @@ fn a_fully_padded_row_gives_uniform_probabilities_and_finite_gradients() {
     }
 }
 
+/// Ours on flex and on Vulkan (the CubeCL kernels, `softmax_cube.rs`) agree for `shape`.
 #[cfg(feature = "vulkan")]
-#[test]
-fn on_vulkan_the_operation_computes_what_flex_does() {
-    let cpu = probs_and_grad(5, &Device::flex().autodiff(), true);
-    let gpu = probs_and_grad(5, &common::vulkan().autodiff(), true);
+fn vulkan_matches_flex(seed: u64, shape: [usize; 4]) {
+    let cpu = probs_and_grad(seed, shape, &Device::flex().autodiff(), true);
+    let gpu = probs_and_grad(seed, shape, &common::vulkan().autodiff(), true);
     // exp and the reductions in a shader's order and precision.
     common::assert_close(&cpu[0], &gpu[0], 1e-5, 1e-7, "p");
     common::assert_close(&cpu[1], &gpu[1], 1e-4, 1e-6, "dscores");
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn on_vulkan_the_operation_computes_what_flex_does() {
+    // Rows of 7 keys (fewer than a cube's 32 units), then of 300 (more than its 256: units take
+    // several keys each), with every padding pattern of `inputs`.
+    vulkan_matches_flex(5, SHAPE);
+    vulkan_matches_flex(6, [4, 2, 3, 300]);
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn on_vulkan_rows_past_one_axis_of_cubes_are_computed_too() {
+    // 70,001 rows of keys: more cubes than one launch axis holds (`cube_reduce::row_cubes`).
+    vulkan_matches_flex(7, [1, 1, 70_001, 3]);
 }

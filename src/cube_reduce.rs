@@ -1,0 +1,78 @@
+//! What masklm's CubeCL kernels share: the sum and the maximum of one value per unit over a cube
+//! (in f32 shared memory), and the launch of one cube per row of a [rows, width] tensor
+//! (`model/layer_norm_cube.rs`, `model/softmax_cube.rs`, `train/squared_norm_cube.rs`).
+
+use burn::backend::ops::FloatTensorOps;
+use burn::prelude::Shape;
+use burn::tensor::DType;
+use burn_cubecl::CubeBackend;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::*;
+
+/// Σ of every unit's `value` over the cube, returned to every unit: pairwise in `shared`, which
+/// holds one f32 per unit (the cube's units a power of two). Ends with a barrier, so `shared`
+/// may be written again right after.
+#[cube]
+pub fn cube_sum(shared: &mut Shared<[f32]>, value: f32) -> f32 {
+    let unit = UNIT_POS as usize;
+    shared[unit] = value;
+    sync_cube();
+    let mut half = CUBE_DIM as usize / 2;
+    while half > 0 {
+        if unit < half {
+            let sum = shared[unit] + shared[unit + half];
+            shared[unit] = sum;
+        }
+        sync_cube();
+        half /= 2;
+    }
+    let total = shared[0];
+    sync_cube();
+    total
+}
+
+/// The maximum of every unit's `value` over the cube, as [`cube_sum`] sums them.
+#[cube]
+pub fn cube_max(shared: &mut Shared<[f32]>, value: f32) -> f32 {
+    let unit = UNIT_POS as usize;
+    shared[unit] = value;
+    sync_cube();
+    let mut half = CUBE_DIM as usize / 2;
+    while half > 0 {
+        if unit < half {
+            let max = f32::max(shared[unit], shared[unit + half]);
+            shared[unit] = max;
+        }
+        sync_cube();
+        half /= 2;
+    }
+    let total = shared[0];
+    sync_cube();
+    total
+}
+
+/// One cube per row, spread over a second axis past the 65,535 cubes that every Vulkan device
+/// launches along one (BERT's 512 × 512 tokens are 262,144 rows, and attention has a row per
+/// head and query). Kernels find their row at `CUBE_POS` and stop past the last one.
+pub fn row_cubes(rows: usize) -> CubeCount {
+    const MAX: usize = 65_535;
+    let y = rows.div_ceil(MAX).max(1);
+    CubeCount::Static(rows.div_ceil(y) as u32, y as u32, 1)
+}
+
+/// `t` contiguous, in `dtype` (a parameter or a kept tensor, brought to the data's dtype).
+pub fn contiguous_in(t: CubeTensor, dtype: DType) -> CubeTensor {
+    let t = if t.dtype == dtype {
+        t
+    } else {
+        CubeBackend::float_cast(t, dtype.into())
+    };
+    into_contiguous(t)
+}
+
+/// An uninitialised tensor of `shape` on `t`'s device, in `t`'s dtype.
+pub fn empty_like(t: &CubeTensor, shape: Shape) -> CubeTensor {
+    empty_device_dtype(t.client.clone(), t.device.clone(), shape, t.dtype)
+}

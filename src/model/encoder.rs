@@ -5,7 +5,7 @@
 use super::dropout::Dropout;
 use super::gelu::gelu;
 use super::layer_norm::LayerNorm;
-use super::precision::{dense, low, matmul, matmul_low};
+use super::precision::{dense, low, matmul_low};
 use super::softmax::attention_softmax;
 use super::{BertConfig, linear};
 use crate::config::Precision;
@@ -52,8 +52,9 @@ impl BertSelfAttention {
         let q = heads(dense(&self.query, x.clone(), p));
         let k = heads(dense(&self.key, x.clone(), p));
         let v = heads(dense(&self.value, x, p));
-        // [B, nh, S, S]; the padding bias applies to keys, broadcast over heads and queries.
-        let scores = matmul(q, k.swap_dims(2, 3), p);
+        // [B, nh, S, S], left in the products' precision: the softmax reads it so and computes
+        // in f32. The padding bias applies to keys, broadcast over heads and queries.
+        let scores = matmul_low(q, k.swap_dims(2, 3), p);
         let probs = attention_softmax(scores, mask_bias, 1.0 / (dh as f64).sqrt());
         let probs = self.dropout.forward(probs);
         // [B, nh, S, dh] → [B·S, H], in the products' precision: the output dense takes it so.

@@ -2,8 +2,10 @@
 //! layers, attention scores and context, the tied decoder) take their operands in f16 or bf16,
 //! while the weights, LayerNorm, softmax, the attention-mask bias and the loss stay f32.
 //!
-//! Each product casts its operands down and its result back up to f32 (attention's Q, K, V are
-//! cast down where their bias is added, and its context stays low between its two products).
+//! Each product casts its operands down and its result back up to f32, except in attention: Q, K,
+//! V are cast down where their bias is added, the scores go to the softmax as they are (it reads
+//! them low and computes in f32, as autocast's softmax does), and the context stays low between
+//! its two products.
 //! burn's autodiff casts gradients back through each cast, so the weights' gradients arrive in
 //! f32 (the master weights'), and an f16 overflow in any product's backward reaches them as inf
 //! (which the loss scaler, `train::scaler`, then catches).

@@ -24,6 +24,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Scalar, TensorMetadata, backend_extension};
 use burn::prelude::*;
+use burn::tensor::DType;
 
 /// The attention softmax as backend operations: the forward, its backward, and autodiff's one
 /// recorded operation.
@@ -36,14 +37,17 @@ use burn::prelude::*;
 )]
 pub trait AttentionSoftmaxOps: Backend {
     /// `scores` [B, nh, S, S], `bias` broadcastable to it (CubeCL devices: [B, 1, 1, S]) → `p`
-    /// [B, nh, S, S], the softmax over the last axis of `scores · scale + bias`.
-    #[fusion(dtype = scores, shape = scores)]
+    /// [B, nh, S, S], the softmax over the last axis of `scores · scale + bias`, computed and
+    /// returned in the bias's dtype (f32) whatever the scores' (f16 or bf16 under mixed
+    /// precision, as the products leave them: autocast's softmax takes them so too).
+    #[fusion(dtype = bias, shape = scores)]
     fn attention_softmax(
         scores: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         scale: f64,
     ) -> FloatTensor<Self> {
-        let dtype = scores.dtype();
+        let dtype = bias.dtype();
+        let scores = cast::<Self>(scores, dtype);
         let last = scores.shape().num_dims() - 1;
         let z = Self::float_add(
             Self::float_mul_scalar(scores, Scalar::new(scale, &dtype)),
@@ -56,20 +60,32 @@ pub trait AttentionSoftmaxOps: Backend {
         Self::float_div(exp, sum)
     }
 
-    /// `dscores` [B, nh, S, S] from `dp` and the forward's `p`.
-    #[fusion(dtype = dp, shape = dp)]
+    /// `dscores` [B, nh, S, S] in `scores_dtype` (the forward's scores') from `dp` and the
+    /// forward's `p` (both in p's dtype, in which it is computed).
+    #[fusion(dtype = *scores_dtype, shape = dp)]
     fn attention_softmax_backward(
         dp: FloatTensor<Self>,
         p: FloatTensor<Self>,
         scale: f64,
+        scores_dtype: DType,
     ) -> FloatTensor<Self> {
         let dtype = dp.dtype();
         let last = dp.shape().num_dims() - 1;
         let dot = Self::float_sum_dim(Self::float_mul(dp.clone(), p.clone()), last);
-        Self::float_mul_scalar(
+        let dscores = Self::float_mul_scalar(
             Self::float_mul(p, Self::float_sub(dp, dot)),
             Scalar::new(scale, &dtype),
-        )
+        );
+        cast::<Self>(dscores, scores_dtype)
+    }
+}
+
+/// `t` in `dtype`, without an operation when it already is.
+fn cast<B: Backend>(t: FloatTensor<B>, dtype: DType) -> FloatTensor<B> {
+    if t.dtype() == dtype {
+        t
+    } else {
+        B::float_cast(t, dtype.into())
     }
 }
 
@@ -77,17 +93,18 @@ impl AttentionSoftmaxOps for burn::backend::Flex {}
 #[cfg(feature = "ndarray")]
 impl AttentionSoftmaxOps for burn::backend::NdArray {}
 
-/// The backward of [`AttentionSoftmaxOps::attention_softmax`]: its state is `(p, scale)`.
+/// The backward of [`AttentionSoftmaxOps::attention_softmax`]: its state is `(p, scale, the
+/// scores' dtype)`.
 #[derive(Debug)]
 struct AttentionSoftmaxGrad;
 
 impl<B: AttentionSoftmaxOps> Backward<B, 1> for AttentionSoftmaxGrad {
-    type State = (FloatTensor<B>, f64);
+    type State = (FloatTensor<B>, f64, DType);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (p, scale) = ops.state;
+        let (p, scale, scores_dtype) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |dp| {
-            B::attention_softmax_backward(dp, p, scale)
+            B::attention_softmax_backward(dp, p, scale, scores_dtype)
         });
     }
 }
@@ -98,7 +115,7 @@ impl<B: AttentionSoftmaxOps, C: CheckpointStrategy> AttentionSoftmaxOps for Auto
         bias: FloatTensor<Self>,
         scale: f64,
     ) -> FloatTensor<Self> {
-        let node = scores.node();
+        let (node, scores_dtype) = (scores.node(), scores.dtype());
         let (scores, bias) = (scores.into_primitive(), bias.into_primitive());
         let p = B::attention_softmax(scores, bias, scale);
         match AttentionSoftmaxGrad
@@ -106,14 +123,15 @@ impl<B: AttentionSoftmaxOps, C: CheckpointStrategy> AttentionSoftmaxOps for Auto
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish((p.clone(), scale), p),
+            OpsKind::Tracked(prep) => prep.finish((p.clone(), scale, scores_dtype), p),
             OpsKind::UnTracked(prep) => prep.finish(p),
         }
     }
 }
 
-/// `softmax(scores · scale + bias)` over the last axis: `scores` [B, nh, S, S], `bias`
-/// [B, 1, 1, S] (a constant: it gets no gradient) → [B, nh, S, S].
+/// `softmax(scores · scale + bias)` over the last axis: `scores` [B, nh, S, S] (any float
+/// dtype), `bias` [B, 1, 1, S] (a constant: it gets no gradient) → [B, nh, S, S] in the bias's
+/// dtype; the scores' gradient comes back in theirs.
 pub fn attention_softmax(scores: Tensor<4>, bias: Tensor<4>, scale: f64) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as AttentionSoftmaxOps>::attention_softmax(
         scores.into_dispatch(),

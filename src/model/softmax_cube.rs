@@ -8,21 +8,24 @@ use crate::cube_reduce::{contiguous_in, cube_max, cube_sum, empty_like, row_cube
 use crate::model::softmax::AttentionSoftmaxOps;
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::tensor::FloatTensor;
+use burn::tensor::DType;
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
 use cubecl::prelude::*;
 
 /// Row `CUBE_POS` of `scores` [R, S] (cubes past the last row do nothing): with
-/// z = scores·scale + bias, p = exp(z − max z) / Σ exp(z − max z). `bias` [B, S] is the padding
-/// bias of the row's batch element: R / B consecutive rows (heads × queries) share it.
+/// z = scores·scale + bias, p = exp(z − max z) / Σ exp(z − max z), computed in f32 and written
+/// in the bias's dtype `P`. `bias` [B, S] is the padding bias of the row's batch element: R / B
+/// consecutive rows (heads × queries) share it.
 #[cube(launch_unchecked)]
-fn forward_kernel<F: Float>(
+fn forward_kernel<F: Float, P: Float>(
     scores: &Tensor<F>,
-    bias: &Tensor<F>,
-    p: &mut Tensor<F>,
+    bias: &Tensor<P>,
+    p: &mut Tensor<P>,
     scale: f32,
     #[comptime] units: usize,
-    #[define(F)] _dtype: ElemType,
+    #[define(F, P)] _dtypes: [ElemType; 2],
 ) {
     let s = scores.shape(scores.rank() - 1);
     let row = CUBE_POS;
@@ -49,20 +52,21 @@ fn forward_kernel<F: Float>(
     let sum = cube_sum(&mut shared, sum);
     for j in range_stepped(UNIT_POS as usize, s, units) {
         let z = f32::cast_from(scores[start + j]) * scale + f32::cast_from(bias[bias_start + j]);
-        p[start + j] = F::cast_from((z - max).exp() / sum);
+        p[start + j] = P::cast_from((z - max).exp() / sum);
     }
 }
 
 /// Row `CUBE_POS` of dscores (cubes past the last row do nothing):
-/// dscores = scale · p ⊙ (dp − Σ_keys dp ⊙ p).
+/// dscores = scale · p ⊙ (dp − Σ_keys dp ⊙ p), computed in f32 and written in the scores'
+/// dtype `F`.
 #[cube(launch_unchecked)]
-fn backward_kernel<F: Float>(
-    dp: &Tensor<F>,
-    p: &Tensor<F>,
+fn backward_kernel<F: Float, P: Float>(
+    dp: &Tensor<P>,
+    p: &Tensor<P>,
     dscores: &mut Tensor<F>,
     scale: f32,
     #[comptime] units: usize,
-    #[define(F)] _dtype: ElemType,
+    #[define(F, P)] _dtypes: [ElemType; 2],
 ) {
     let s = p.shape(p.rank() - 1);
     let row = CUBE_POS;
@@ -94,7 +98,7 @@ impl AttentionSoftmaxOps for CubeBackend {
         bias: FloatTensor<Self>,
         scale: f64,
     ) -> FloatTensor<Self> {
-        let dtype = scores.dtype;
+        let (dtype, p_dtype) = (scores.dtype, bias.dtype);
         let scores = into_contiguous(scores);
         let shape = scores.meta.shape().clone();
         let (rank, bias_shape) = (shape.num_dims(), bias.meta.shape().clone());
@@ -104,8 +108,8 @@ impl AttentionSoftmaxOps for CubeBackend {
             "attention_softmax on a CubeCL device takes scores [B, heads, S, S] and a padding \
              bias [B, 1, 1, S], got {shape:?} and {bias_shape:?}"
         );
-        let bias = contiguous_in(bias, dtype);
-        let p = empty_like(&scores, shape.clone());
+        let bias = into_contiguous(bias);
+        let p = empty_like(&bias, shape.clone());
         let units = units(s);
         // SAFETY: scores and p hold R × S contiguous elements, bias B × S (checked above); cube r
         // reads row r of scores and row r / (R / B) of bias, and writes row r of p only.
@@ -119,7 +123,7 @@ impl AttentionSoftmaxOps for CubeBackend {
                 p.clone().into_tensor_arg(),
                 scale as f32,
                 units,
-                dtype_to_storage_type(dtype),
+                [dtype_to_storage_type(dtype), dtype_to_storage_type(p_dtype)],
             );
         }
         p
@@ -129,13 +133,19 @@ impl AttentionSoftmaxOps for CubeBackend {
         dp: FloatTensor<Self>,
         p: FloatTensor<Self>,
         scale: f64,
+        scores_dtype: DType,
     ) -> FloatTensor<Self> {
-        let dtype = dp.dtype;
+        let p_dtype = dp.dtype;
         let dp = into_contiguous(dp);
-        let p = contiguous_in(p, dtype);
+        let p = contiguous_in(p, p_dtype);
         let shape = dp.meta.shape().clone();
         let s = shape[shape.num_dims() - 1];
-        let dscores = empty_like(&dp, shape.clone());
+        let dscores = empty_device_dtype(
+            dp.client.clone(),
+            dp.device.clone(),
+            shape.clone(),
+            scores_dtype,
+        );
         let units = units(s);
         // SAFETY: dp, p and dscores hold R × S contiguous elements; cube r reads row r of dp and
         // p and writes row r of dscores only.
@@ -149,7 +159,10 @@ impl AttentionSoftmaxOps for CubeBackend {
                 dscores.clone().into_tensor_arg(),
                 scale as f32,
                 units,
-                dtype_to_storage_type(dtype),
+                [
+                    dtype_to_storage_type(scores_dtype),
+                    dtype_to_storage_type(p_dtype),
+                ],
             );
         }
         dscores

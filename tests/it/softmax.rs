@@ -5,6 +5,7 @@
 use crate::common;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
+use burn::tensor::{DType, FloatDType};
 use masklm::model::softmax::attention_softmax;
 
 /// [B, nh, S, S] = [2, 3, 7, 7]: odd sizes.
@@ -56,6 +57,45 @@ fn probs_and_grad(seed: u64, shape: [usize; 4], device: &Device, ours: bool) -> 
     [vec(p), vec(scores.grad(&grads).unwrap())]
 }
 
+/// (p, dscores) as [`probs_and_grad`] computes them with ours, from the scores in f16 (as mixed
+/// precision's products leave them), given to the operation as they are or cast up first.
+fn probs_and_grad_f16(
+    seed: u64,
+    shape: [usize; 4],
+    device: &Device,
+    cast_up: bool,
+) -> [Vec<f32>; 2] {
+    let [scores, w, bias] = inputs(seed, shape, device);
+    let scores = scores.cast(FloatDType::F16).require_grad();
+    let input = if cast_up {
+        scores.clone().cast(FloatDType::F32)
+    } else {
+        scores.clone()
+    };
+    let p = attention_softmax(input, bias, SCALE);
+    assert_eq!(p.dtype(), DType::F32, "p comes in the bias's dtype");
+    let grads = (p.clone() * w).sum().backward();
+    let dscores = scores.grad(&grads).unwrap();
+    assert_eq!(
+        dscores.dtype(),
+        DType::F16,
+        "the gradient comes in the scores' dtype"
+    );
+    [vec(p), vec(dscores)]
+}
+
+#[test]
+fn f16_scores_give_what_the_same_scores_cast_up_give_to_the_bit() {
+    let dev = Device::flex().autodiff();
+    for seed in [8, 9] {
+        assert_eq!(
+            probs_and_grad_f16(seed, SHAPE, &dev, false),
+            probs_and_grad_f16(seed, SHAPE, &dev, true),
+            "seed {seed}"
+        );
+    }
+}
+
 #[test]
 fn the_forward_is_burns_to_the_bit_and_the_gradient_is_autodiffs() {
     let dev = Device::flex().autodiff();
@@ -99,6 +139,17 @@ fn on_vulkan_the_operation_computes_what_flex_does() {
     // several keys each), with every padding pattern of `inputs`.
     vulkan_matches_flex(5, SHAPE);
     vulkan_matches_flex(6, [4, 2, 3, 300]);
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn on_vulkan_f16_scores_give_what_they_give_on_flex() {
+    let cpu = probs_and_grad_f16(10, SHAPE, &Device::flex().autodiff(), false);
+    let gpu = probs_and_grad_f16(10, SHAPE, &common::vulkan().autodiff(), false);
+    common::assert_close(&cpu[0], &gpu[0], 1e-5, 1e-7, "p");
+    // The same f32 gradient rounded to f16 (2^-11 relative) on both, give or take an ulp where
+    // the two f32 values straddle a rounding boundary.
+    common::assert_close(&cpu[1], &gpu[1], 2e-3, 1e-5, "dscores");
 }
 
 #[cfg(feature = "vulkan")]

@@ -10,7 +10,9 @@ use crate::data::{Datasets, corruption, tokenizer_for};
 use crate::model::BertConfig;
 use crate::train::scaler::LossScaler;
 use crate::train::step::{self, Outcome};
-use crate::train::{DeviceInfo, check_precision, device_for, device_info, optim};
+use crate::train::{
+    DeviceInfo, check_batch_tokens, check_precision, device_for, device_info, optim,
+};
 use anyhow::Result;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -72,6 +74,7 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
     let t = &cfg.train;
     let base = device_for(t.backend)?;
     check_precision(t.backend, &base, t.precision)?;
+    check_batch_tokens(t.backend, &base, t.batch_size * cfg.data.seq_len)?;
     let start = Instant::now();
     let tok = tokenizer_for(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;

@@ -52,6 +52,29 @@ pub fn check_precision(backend: BackendName, device: &Device, precision: Precisi
     )
 }
 
+/// The most rows (tokens) a training micro-batch may have on llvmpipe (Mesa's software Vulkan,
+/// lavapipe): llvmpipe ends every shader loop after 65,535 passes, counted over all the loops of
+/// one invocation (`LP_MAX_TGSI_LOOP_ITERATIONS` in Mesa's gallivm), and burn's reduction over
+/// the rows of a [rows, width] gradient (the bias and LayerNorm γ/β gradients) loops once per
+/// row after three passes of its own, so it silently leaves out every row past the 65,532nd
+/// (measured: sums of ones over [n, 3] stop at 65,532 for every n above).
+pub const LLVMPIPE_MAX_BATCH_TOKENS: usize = 65_532;
+
+/// Refuses a micro-batch of `tokens` rows that `device` would train wrongly: more than
+/// [`LLVMPIPE_MAX_BATCH_TOKENS`] on llvmpipe. GPUs have no such limit.
+pub fn check_batch_tokens(backend: BackendName, device: &Device, tokens: usize) -> Result<()> {
+    let adapter = identity(device).0.unwrap_or_default();
+    if tokens <= LLVMPIPE_MAX_BATCH_TOKENS || !adapter.starts_with("llvmpipe") {
+        return Ok(());
+    }
+    crate::usage!(
+        "train.batch_size × data.seq_len = {tokens} tokens: the {backend} device ({adapter}) \
+         stops every shader loop after 65,535 passes, so the gradients summed over a batch's \
+         tokens would silently leave some out; use at most {LLVMPIPE_MAX_BATCH_TOKENS} tokens a \
+         batch (train.grad_accum_steps for larger batches), or a GPU"
+    )
+}
+
 /// What a run computes on, for its logs (stderr, the first metrics.jsonl row, bench's JSON).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DeviceInfo {

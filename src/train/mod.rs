@@ -34,7 +34,7 @@ use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 use step::Outcome;
 
-pub use device::{DeviceInfo, check_precision, device_for, device_info};
+pub use device::{DeviceInfo, check_batch_tokens, check_precision, device_for, device_info};
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -121,6 +121,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     // The device first: a missing GPU adapter is reported before any minute is spent on data.
     let base = device_for(t.backend)?;
     check_precision(t.backend, &base, t.precision)?;
+    check_batch_tokens(t.backend, &base, t.batch_size * cfg.data.seq_len)?;
     let data_start = Instant::now();
     let tok = tokenizer_for(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;

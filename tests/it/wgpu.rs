@@ -151,6 +151,19 @@ fn tiny_wgpu_train(dir: &Path, sets: &[&str]) -> Vec<String> {
 }
 
 #[test]
+fn a_batch_llvmpipe_would_sum_wrongly_is_refused_before_any_work() {
+    // 2,731 rows of 24 tokens: 65,544 tokens, past llvmpipe's 65,532.
+    let dir = tempfile::tempdir().unwrap();
+    let args = tiny_wgpu_train(dir.path(), &["train.batch_size=2731"]);
+    masklm(&args).usage_error(&[
+        "train.batch_size × data.seq_len = 65544 tokens",
+        "llvmpipe",
+        "use at most 65532 tokens a batch (train.grad_accum_steps",
+    ]);
+    assert!(!dir.path().join("tokenizer.json").exists() && !dir.path().join("run").exists());
+}
+
+#[test]
 fn wgpu_without_any_adapter_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let args = tiny_wgpu_train(dir.path(), &[]);

@@ -11,7 +11,7 @@ use crate::model::BertConfig;
 use crate::train::scaler::LossScaler;
 use crate::train::step::{self, Outcome};
 use crate::train::{
-    DeviceInfo, check_batch_tokens, check_precision, device_for, device_info, optim,
+    DeviceInfo, check_batch_tokens, check_precision, device_for, device_info, optim, seed_device,
 };
 use anyhow::Result;
 use serde::Serialize;
@@ -79,7 +79,7 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
     let tok = tokenizer_for(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;
     let data_ready_s = start.elapsed().as_secs_f64();
-    base.seed(t.seed);
+    seed_device(&base, t.seed);
     let train_dev = base.clone().autodiff();
     let bert = BertConfig::new(&cfg.model, tok.vocab_size(), tok.specials().pad);
     let mut model = bert.init(&train_dev).with_precision(t.precision);

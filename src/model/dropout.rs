@@ -7,12 +7,30 @@
 //! step, about a fifth of the step's non-matmul time (perf, BENCHMARKS.md). Here the scaled mask
 //! comes from a counter-based hash ([`keep_mask`]), filled in parallel, and is applied in one
 //! multiply. Each call takes its 64-bit seed from the device's generator, which training reseeds
-//! from (seed, step) every step, so masks stay reproducible and resume stays exact. On GPU
-//! backends burn's on-device draw is kept (a host mask would cost an upload per call).
+//! from (seed, step) every step, so masks stay reproducible and resume stays exact.
+//!
+//! On GPUs a host mask would cost an upload per call, and burn's on-device draw writes a mask of
+//! f32 the size of `x` that autodiff keeps for backward (at BERT-base, batch 128 × 128, 100 MB a
+//! layer for the attention probabilities alone). There dropout is one operation of its own
+//! ([`DropoutOps`], a CubeCL kernel in `dropout_cube.rs`): element `i` is kept by a 32-bit hash of
+//! (call seed, `i`) ([`hashed_keep`]), and the backward hashes again instead of keeping a mask.
+//! Its call seeds come from a host stream ([`seed`]) that training reseeds with the device, since
+//! reading the device's generator would be a device read.
 
+// burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends; the
+// extension macro names it in code it generates beside the trait.
+#![allow(deprecated)]
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, TensorMetadata, backend_extension};
 use burn::prelude::*;
 use burn::tensor::{Distribution, TensorData};
 use rayon::prelude::*;
+use std::sync::Mutex;
 
 #[derive(Module, Debug)]
 pub struct Dropout {
@@ -31,11 +49,12 @@ impl Dropout {
         if self.prob == 0.0 || !device.is_autodiff() {
             return x;
         }
-        let keep = 1.0 - self.prob;
         if !is_host(&device) {
-            // burn::nn::Dropout's computation, on the device.
-            let random = x.random_like(Distribution::Bernoulli(keep));
-            return x * random * (1.0 / keep);
+            return Tensor::from_dispatch(<Dispatch as DropoutOps>::dropout(
+                x.into_dispatch(),
+                next_seed(),
+                self.prob,
+            ));
         }
         // Three 24-bit draws from the device's (seeded) generator make the call's seed (24 bits:
         // the bounds pass through f32, and the device's integers may be i32).
@@ -49,6 +68,121 @@ impl Dropout {
         let mask = keep_mask(seed, shape.num_elements(), self.prob);
         x * Tensor::from_data(TensorData::new(mask, shape), &device)
     }
+}
+
+/// The state of the host stream of GPU dropout's call seeds (SplitMix64's counter).
+static SEEDS: Mutex<u64> = Mutex::new(0);
+
+/// Restarts the stream of GPU dropout's call seeds at `seed`: training calls it wherever it seeds
+/// the device, so that a resumed run's masks are an uninterrupted one's.
+pub fn seed(seed: u64) {
+    *SEEDS.lock().unwrap() = seed;
+}
+
+/// The next call seed of GPU dropout.
+fn next_seed() -> u64 {
+    const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut state = SEEDS.lock().unwrap();
+    *state = state.wrapping_add(GOLDEN);
+    mix(*state)
+}
+
+/// Dropout as one backend operation with a backward of its own, for GPUs: the mask is a hash of
+/// (`seed`, element index), so backward recomputes it instead of keeping it.
+#[backend_extension(
+    Autodiff,
+    Flex,
+    NdArray: cfg(feature = "ndarray"),
+    Cube: cfg(feature = "wgpu"),
+    Fusion: cfg(feature = "wgpu"),
+)]
+pub trait DropoutOps: Backend {
+    /// `x` [...] → `x ⊙ mask` [...], the mask [`hashed_keep_mask`]`(seed, n, prob)` over `x`'s
+    /// elements in row-major order. The backward is the same operation on the gradient.
+    ///
+    /// The default body builds the mask on the host: the reference that the CubeCL kernel
+    /// (`dropout_cube.rs`) is tested against; the CPU backends' training runs [`keep_mask`].
+    #[fusion(dtype = x, shape = x)]
+    fn dropout(x: FloatTensor<Self>, seed: u64, prob: f64) -> FloatTensor<Self> {
+        let (shape, dtype) = (x.shape(), x.dtype());
+        let mask = hashed_keep_mask(seed, shape.num_elements(), prob);
+        let mask = TensorData::new(mask, shape).convert_dtype(dtype);
+        let mask = Self::float_from_data(mask, &x.device());
+        Self::float_mul(x, mask)
+    }
+}
+
+impl DropoutOps for burn::backend::Flex {}
+#[cfg(feature = "ndarray")]
+impl DropoutOps for burn::backend::NdArray {}
+
+/// The backward of [`DropoutOps::dropout`]: its state is `(seed, prob)`, the mask's recipe.
+#[derive(Debug)]
+struct DropoutGrad;
+
+impl<B: DropoutOps> Backward<B, 1> for DropoutGrad {
+    type State = (u64, f64);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (seed, prob) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |dy| {
+            B::dropout(dy, seed, prob)
+        });
+    }
+}
+
+impl<B: DropoutOps, C: CheckpointStrategy> DropoutOps for Autodiff<B, C> {
+    fn dropout(x: FloatTensor<Self>, seed: u64, prob: f64) -> FloatTensor<Self> {
+        let node = x.node();
+        let y = B::dropout(x.into_primitive(), seed, prob);
+        match DropoutGrad.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((seed, prob), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+/// The two 32-bit keys of a call seed, and the keep threshold of `prob`: element `i` is kept when
+/// `triple32(triple32(i ^ k0) + k1) < threshold` (exactly `1 - prob` up to 2^-32).
+pub(crate) fn hash_params(seed: u64, prob: f64) -> ([u32; 2], u32) {
+    let threshold = ((1.0 - prob) * 4294967296.0).round().min(u32::MAX as f64) as u32;
+    ([seed as u32, (seed >> 32) as u32], threshold)
+}
+
+/// Chris Wellons' `triple32` integer hash (an invertible mix of 32 bits with very low bias),
+/// written in 32-bit arithmetic so that every GPU shader language computes it (WGSL has no
+/// 64-bit integers); the kernel in `dropout_cube.rs` is the same function.
+pub(crate) fn triple32(mut x: u32) -> u32 {
+    x ^= x >> 17;
+    x = x.wrapping_mul(0xed5a_d4bb);
+    x ^= x >> 11;
+    x = x.wrapping_mul(0xac4c_1b51);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x3184_8bab);
+    x ^= x >> 14;
+    x
+}
+
+/// Whether GPU dropout keeps element `i` under the keys and threshold of [`hash_params`].
+pub fn hashed_keep(keys: [u32; 2], threshold: u32, i: u32) -> bool {
+    triple32(triple32(i ^ keys[0]).wrapping_add(keys[1])) < threshold
+}
+
+/// GPU dropout's scaled mask of `n` elements (`1 / (1 - prob)` kept, 0 dropped), on the host.
+pub fn hashed_keep_mask(seed: u64, n: usize, prob: f64) -> Vec<f32> {
+    let (keys, threshold) = hash_params(seed, prob);
+    let scale = (1.0 / (1.0 - prob)) as f32;
+    (0..n)
+        .into_par_iter()
+        .with_min_len(1 << 14)
+        .map(|i| {
+            if hashed_keep(keys, threshold, i as u32) {
+                scale
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }
 
 /// Whether `device` computes on this machine's CPU (flex or ndarray, with or without autodiff).
@@ -114,6 +248,33 @@ mod tests {
         let both = a.windows(2).filter(|w| w[0] != 0.0 && w[1] != 0.0).count() as f64
             / (a.len() - 1) as f64;
         assert!((both - 0.49).abs() < 0.01, "{both}");
+    }
+
+    /// P(both kept) over pairs of elements (`a[i]`, `b[i]`).
+    fn both_kept(a: &[f32], b: &[f32]) -> f64 {
+        let both = a.iter().zip(b).filter(|(x, y)| **x != 0.0 && **y != 0.0);
+        both.count() as f64 / a.len() as f64
+    }
+
+    #[test]
+    fn the_hashed_mask_keeps_one_minus_prob_independently_per_element_and_call() {
+        let n = 200_000;
+        seed(99);
+        let (s1, s2) = (next_seed(), next_seed());
+        let (a, b) = (hashed_keep_mask(s1, n, 0.1), hashed_keep_mask(s2, n, 0.1));
+        for m in [&a, &b] {
+            let kept = m.iter().filter(|&&v| v != 0.0).count() as f64 / n as f64;
+            // 0.9 ± 5 standard deviations (√(0.09 / n) ≈ 6.7e-4).
+            assert!((kept - 0.9).abs() < 3.4e-3, "{kept}");
+            assert!(m.iter().all(|&v| v == 0.0 || v == (1.0f64 / 0.9) as f32));
+        }
+        // Neighbouring elements, and the same element in two consecutive calls: 0.81 ± 5σ.
+        assert!((both_kept(&a[1..], &a[..n - 1]) - 0.81).abs() < 4.5e-3);
+        assert!((both_kept(&a, &b) - 0.81).abs() < 4.5e-3);
+        // A prefix is the same mask; the stream restarts where it is reseeded.
+        assert_eq!(hashed_keep_mask(s1, 40_001, 0.1)[..], a[..40_001]);
+        seed(99);
+        assert_eq!(next_seed(), s1);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! `layer_norm` and `self` is `self_attn`.
 
 pub mod dropout;
+#[cfg(feature = "wgpu")]
+mod dropout_cube;
 pub mod embeddings;
 pub mod encoder;
 pub mod gelu;

@@ -52,6 +52,13 @@ pub fn check_precision(backend: BackendName, device: &Device, precision: Precisi
     )
 }
 
+/// Seeds everything random in a training step on `device`: the device's generator and GPU
+/// dropout's stream of call seeds (`model::dropout::seed`).
+pub fn seed_device(device: &Device, seed: u64) {
+    device.seed(seed);
+    crate::model::dropout::seed(seed);
+}
+
 /// The most rows (tokens) a training micro-batch may have on llvmpipe (Mesa's software Vulkan,
 /// lavapipe): llvmpipe ends every shader loop after 65,535 passes, counted over all the loops of
 /// one invocation (`LP_MAX_TGSI_LOOP_ITERATIONS` in Mesa's gallivm), and burn's reduction over

@@ -34,7 +34,9 @@ use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 use step::Outcome;
 
-pub use device::{DeviceInfo, check_batch_tokens, check_precision, device_for, device_info};
+pub use device::{
+    DeviceInfo, check_batch_tokens, check_precision, device_for, device_info, seed_device,
+};
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -135,7 +137,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     let examples = fill_mask_examples(cfg, &tok, &corruption.table, &data.train.store)?;
     let device = device_info(t.backend, &base);
     eprintln!("device: {device}");
-    base.seed(t.seed);
+    seed_device(&base, t.seed);
     let train_dev = base.clone().autodiff();
     let bert = BertConfig::new(&cfg.model, tok.vocab_size(), tok.specials().pad);
     let mut model = bert
@@ -270,9 +272,9 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         let step = state.step;
         let t0 = Instant::now();
         let micro = rx.recv().context("the batch thread stopped")??;
-        // Dropout draws from the device generator, reseeded per step so that a resumed run
-        // draws exactly what an uninterrupted one would.
-        base.seed(mix(t.seed ^ mix(step)));
+        // Dropout draws from the device generator (GPUs: from dropout's own seed stream),
+        // reseeded per step so that a resumed run draws exactly what an uninterrupted one would.
+        seed_device(&base, mix(t.seed ^ mix(step)));
         let lr = schedule::learning_rate(step, t);
         let (next, report) = step::optimizer_step(
             model,

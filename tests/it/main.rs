@@ -13,6 +13,7 @@ mod adamw;
 mod bad_input;
 mod bench_cli;
 mod data_cli;
+mod dropout;
 #[cfg(feature = "ndarray")]
 mod flex_patch;
 mod fuzz;

@@ -1,0 +1,73 @@
+//! [`DropoutOps::dropout`] on CubeCL devices: one unit per element, the keep decision a hash of
+//! (call seed, index) computed in the kernel, so no mask is drawn, written or kept (`dropout.rs`).
+
+use crate::model::dropout::{DropoutOps, hash_params};
+use burn::backend::cubecl::dtype_to_storage_type;
+use burn::backend::tensor::FloatTensor;
+use burn_cubecl::CubeBackend;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use cubecl::prelude::*;
+
+/// `dropout::triple32`, in the kernel's 32-bit arithmetic (u32 products wrap in every shader
+/// language).
+#[cube]
+fn triple32(x: u32) -> u32 {
+    let x = x ^ (x >> 17);
+    let x = x * 0xed5a_d4bb;
+    let x = x ^ (x >> 11);
+    let x = x * 0xac4c_1b51;
+    let x = x ^ (x >> 15);
+    let x = x * 0x3184_8bab;
+    x ^ (x >> 14)
+}
+
+/// y[i] = x[i] · (scale where `dropout::hashed_keep(keys, threshold, i)`, else 0), for every i
+/// below x's length (units past it do nothing).
+#[cube(launch_unchecked)]
+fn dropout_kernel<F: Float>(
+    x: &Tensor<F>,
+    y: &mut Tensor<F>,
+    key0: u32,
+    key1: u32,
+    threshold: u32,
+    scale: f32,
+    #[define(F)] _dtype: ElemType,
+) {
+    let i = ABSOLUTE_POS;
+    if i >= x.len() {
+        terminate!();
+    }
+    let h = triple32(triple32(u32::cast_from(i) ^ key0) + key1);
+    let m = select(h < threshold, F::cast_from(scale), F::new(0.0));
+    // x · m, as the host mask multiplies: a dropped inf or NaN stays NaN.
+    y[i] = x[i] * m;
+}
+
+impl DropoutOps for CubeBackend {
+    fn dropout(x: FloatTensor<Self>, seed: u64, prob: f64) -> FloatTensor<Self> {
+        let x = into_contiguous(x);
+        let shape = x.meta.shape().clone();
+        let n = shape.num_elements();
+        let y = empty_device_dtype(x.client.clone(), x.device.clone(), shape, x.dtype);
+        let ([key0, key1], threshold) = hash_params(seed, prob);
+        let cube_dim = CubeDim::new_1d(256);
+        // SAFETY: x and y hold n contiguous elements; unit i reads x[i] and writes y[i] only,
+        // and units past n stop first.
+        unsafe {
+            dropout_kernel::launch_unchecked(
+                &x.client,
+                cubecl::calculate_cube_count_elemwise(&x.client, n, cube_dim),
+                cube_dim,
+                x.clone().into_tensor_arg(),
+                y.clone().into_tensor_arg(),
+                key0,
+                key1,
+                threshold,
+                (1.0 / (1.0 - prob)) as f32,
+                dtype_to_storage_type(x.dtype),
+            );
+        }
+        y
+    }
+}

@@ -21,6 +21,7 @@
 // extension macro names it in code it generates beside the trait.
 #![allow(deprecated)]
 
+use super::precision::cast_primitive;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -28,7 +29,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, TensorMetadata, backend_extension};
 use burn::prelude::*;
-use burn::tensor::{Distribution, TensorData};
+use burn::tensor::{DType, Distribution, TensorData};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
@@ -45,16 +46,32 @@ impl Dropout {
 
     /// `x` [...] → [...]: dropped out on an autodiff (training) device, unchanged otherwise.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dtype = x.dtype();
+        self.forward_as(x, dtype)
+    }
+
+    /// [`forward`](Self::forward), its result in `dtype`: for a product that takes it in lower
+    /// precision (attention's probabilities), on GPUs written so by the dropout kernel itself
+    /// instead of by a cast after it.
+    pub fn forward_as<const D: usize>(&self, x: Tensor<D>, dtype: DType) -> Tensor<D> {
         let device = x.device();
-        if self.prob == 0.0 || !device.is_autodiff() {
-            return x;
-        }
-        if !is_host(&device) {
+        if self.prob != 0.0 && device.is_autodiff() && !is_host(&device) {
             return Tensor::from_dispatch(<Dispatch as DropoutOps>::dropout(
                 x.into_dispatch(),
                 next_seed(),
                 self.prob,
+                dtype,
             ));
+        }
+        let y = self.host_forward(x);
+        if y.dtype() == dtype { y } else { y.cast(dtype) }
+    }
+
+    /// The CPU backends' dropout (and the identity outside training).
+    fn host_forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let device = x.device();
+        if self.prob == 0.0 || !device.is_autodiff() {
+            return x;
         }
         // Three 24-bit draws from the device's (seeded) generator make the call's seed (24 bits:
         // the bounds pass through f32, and the device's integers may be i32).
@@ -97,18 +114,19 @@ fn next_seed() -> u64 {
     Fusion: cfg(feature = "wgpu"),
 )]
 pub trait DropoutOps: Backend {
-    /// `x` [...] → `x ⊙ mask` [...], the mask [`hashed_keep_mask`]`(seed, n, prob)` over `x`'s
-    /// elements in row-major order. The backward is the same operation on the gradient.
+    /// `x` [...] → `x ⊙ mask` [...] computed in f32 and returned in `dtype`, the mask
+    /// [`hashed_keep_mask`]`(seed, n, prob)` over `x`'s elements in row-major order. The
+    /// backward is the same operation on the gradient, returned in `x`'s dtype.
     ///
     /// The default body builds the mask on the host: the reference that the CubeCL kernel
     /// (`dropout_cube.rs`) is tested against; the CPU backends' training runs [`keep_mask`].
-    #[fusion(dtype = x, shape = x)]
-    fn dropout(x: FloatTensor<Self>, seed: u64, prob: f64) -> FloatTensor<Self> {
-        let (shape, dtype) = (x.shape(), x.dtype());
+    #[fusion(dtype = *dtype, shape = x)]
+    fn dropout(x: FloatTensor<Self>, seed: u64, prob: f64, dtype: DType) -> FloatTensor<Self> {
+        let shape = x.shape();
         let mask = hashed_keep_mask(seed, shape.num_elements(), prob);
-        let mask = TensorData::new(mask, shape).convert_dtype(dtype);
-        let mask = Self::float_from_data(mask, &x.device());
-        Self::float_mul(x, mask)
+        let mask = Self::float_from_data(TensorData::new(mask, shape), &x.device());
+        let x = cast_primitive::<Self>(x, DType::F32);
+        cast_primitive::<Self>(Self::float_mul(x, mask), dtype)
     }
 }
 
@@ -116,27 +134,28 @@ impl DropoutOps for burn::backend::Flex {}
 #[cfg(feature = "ndarray")]
 impl DropoutOps for burn::backend::NdArray {}
 
-/// The backward of [`DropoutOps::dropout`]: its state is `(seed, prob)`, the mask's recipe.
+/// The backward of [`DropoutOps::dropout`]: its state is `(seed, prob)`, the mask's recipe, and
+/// the input's dtype.
 #[derive(Debug)]
 struct DropoutGrad;
 
 impl<B: DropoutOps> Backward<B, 1> for DropoutGrad {
-    type State = (u64, f64);
+    type State = (u64, f64, DType);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (seed, prob) = ops.state;
+        let (seed, prob, x_dtype) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |dy| {
-            B::dropout(dy, seed, prob)
+            B::dropout(dy, seed, prob, x_dtype)
         });
     }
 }
 
 impl<B: DropoutOps, C: CheckpointStrategy> DropoutOps for Autodiff<B, C> {
-    fn dropout(x: FloatTensor<Self>, seed: u64, prob: f64) -> FloatTensor<Self> {
-        let node = x.node();
-        let y = B::dropout(x.into_primitive(), seed, prob);
+    fn dropout(x: FloatTensor<Self>, seed: u64, prob: f64, dtype: DType) -> FloatTensor<Self> {
+        let (node, x_dtype) = (x.node(), x.dtype());
+        let y = B::dropout(x.into_primitive(), seed, prob, dtype);
         match DropoutGrad.prepare::<C>([node]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((seed, prob), y),
+            OpsKind::Tracked(prep) => prep.finish((seed, prob, x_dtype), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }

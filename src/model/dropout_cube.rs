@@ -4,6 +4,7 @@
 use crate::model::dropout::{DropoutOps, hash_params};
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::tensor::FloatTensor;
+use burn::tensor::DType;
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
@@ -22,34 +23,34 @@ fn triple32(x: u32) -> u32 {
     x ^ (x >> 14)
 }
 
-/// y[i] = x[i] · (scale where `dropout::hashed_keep(keys, threshold, i)`, else 0), for every i
-/// below x's length (units past it do nothing).
+/// y[i] = x[i] · (scale where `dropout::hashed_keep(keys, threshold, i)`, else 0), in f32 and
+/// written in y's dtype `O`, for every i below x's length (units past it do nothing).
 #[cube(launch_unchecked)]
-fn dropout_kernel<F: Float>(
+fn dropout_kernel<F: Float, O: Float>(
     x: &Tensor<F>,
-    y: &mut Tensor<F>,
+    y: &mut Tensor<O>,
     key0: u32,
     key1: u32,
     threshold: u32,
     scale: f32,
-    #[define(F)] _dtype: ElemType,
+    #[define(F, O)] _dtypes: [ElemType; 2],
 ) {
     let i = ABSOLUTE_POS;
     if i >= x.len() {
         terminate!();
     }
     let h = triple32(triple32(u32::cast_from(i) ^ key0) + key1);
-    let m = select(h < threshold, F::cast_from(scale), F::new(0.0));
+    let m = select(h < threshold, scale, f32::new(0.0));
     // x · m, as the host mask multiplies: a dropped inf or NaN stays NaN.
-    y[i] = x[i] * m;
+    y[i] = O::cast_from(f32::cast_from(x[i]) * m);
 }
 
 impl DropoutOps for CubeBackend {
-    fn dropout(x: FloatTensor<Self>, seed: u64, prob: f64) -> FloatTensor<Self> {
+    fn dropout(x: FloatTensor<Self>, seed: u64, prob: f64, dtype: DType) -> FloatTensor<Self> {
         let x = into_contiguous(x);
         let shape = x.meta.shape().clone();
         let n = shape.num_elements();
-        let y = empty_device_dtype(x.client.clone(), x.device.clone(), shape, x.dtype);
+        let y = empty_device_dtype(x.client.clone(), x.device.clone(), shape, dtype);
         let ([key0, key1], threshold) = hash_params(seed, prob);
         let cube_dim = CubeDim::new_1d(256);
         // SAFETY: x and y hold n contiguous elements; unit i reads x[i] and writes y[i] only,
@@ -65,7 +66,7 @@ impl DropoutOps for CubeBackend {
                 key1,
                 threshold,
                 (1.0 / (1.0 - prob)) as f32,
-                dtype_to_storage_type(x.dtype),
+                [dtype_to_storage_type(x.dtype), dtype_to_storage_type(dtype)],
             );
         }
         y

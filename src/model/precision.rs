@@ -62,3 +62,17 @@ pub fn dense(l: &Linear, x: Tensor<2>, p: Precision) -> Tensor<2> {
         None => y,
     }
 }
+
+/// A backend tensor in `dtype`, without an operation when it already is: for the bodies of
+/// masklm's backend operations, which take tensors of one dtype and return another.
+pub(crate) fn cast_primitive<B: burn::backend::Backend>(
+    t: burn::backend::tensor::FloatTensor<B>,
+    dtype: burn::tensor::DType,
+) -> burn::backend::tensor::FloatTensor<B> {
+    use burn::backend::TensorMetadata;
+    if t.dtype() == dtype {
+        t
+    } else {
+        B::float_cast(t, dtype.into())
+    }
+}

@@ -17,6 +17,7 @@
 // extension macro names it in code it generates beside the trait.
 #![allow(deprecated)]
 
+use super::precision::cast_primitive;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -47,7 +48,7 @@ pub trait AttentionSoftmaxOps: Backend {
         scale: f64,
     ) -> FloatTensor<Self> {
         let dtype = bias.dtype();
-        let scores = cast::<Self>(scores, dtype);
+        let scores = cast_primitive::<Self>(scores, dtype);
         let last = scores.shape().num_dims() - 1;
         let z = Self::float_add(
             Self::float_mul_scalar(scores, Scalar::new(scale, &dtype)),
@@ -76,16 +77,7 @@ pub trait AttentionSoftmaxOps: Backend {
             Self::float_mul(p, Self::float_sub(dp, dot)),
             Scalar::new(scale, &dtype),
         );
-        cast::<Self>(dscores, scores_dtype)
-    }
-}
-
-/// `t` in `dtype`, without an operation when it already is.
-fn cast<B: Backend>(t: FloatTensor<B>, dtype: DType) -> FloatTensor<B> {
-    if t.dtype() == dtype {
-        t
-    } else {
-        B::float_cast(t, dtype.into())
+        cast_primitive::<Self>(dscores, scores_dtype)
     }
 }
 

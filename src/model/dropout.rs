@@ -54,17 +54,32 @@ impl Dropout {
     /// precision (attention's probabilities), on GPUs written so by the dropout kernel itself
     /// instead of by a cast after it.
     pub fn forward_as<const D: usize>(&self, x: Tensor<D>, dtype: DType) -> Tensor<D> {
-        let device = x.device();
-        if self.prob != 0.0 && device.is_autodiff() && !is_host(&device) {
+        if let Some((seed, prob)) = self.gpu_call(&x.device())
+            && prob != 0.0
+        {
             return Tensor::from_dispatch(<Dispatch as DropoutOps>::dropout(
                 x.into_dispatch(),
-                next_seed(),
-                self.prob,
+                seed,
+                prob,
                 dtype,
             ));
         }
         let y = self.host_forward(x);
         if y.dtype() == dtype { y } else { y.cast(dtype) }
+    }
+
+    /// The seed and probability of this call's hashed mask where dropout runs as a GPU operation
+    /// (training on a GPU; prob 0 means no dropout), for an operation that drops out inside its
+    /// own kernel; `None` where [`forward`](Self::forward) is the CPU's dropout or the identity.
+    pub(crate) fn gpu_call(&self, device: &Device) -> Option<(u64, f64)> {
+        if !device.is_autodiff() || is_host(device) {
+            return None;
+        }
+        Some(if self.prob == 0.0 {
+            (0, 0.0)
+        } else {
+            (next_seed(), self.prob)
+        })
     }
 
     /// The CPU backends' dropout (and the identity outside training).
@@ -122,12 +137,23 @@ pub trait DropoutOps: Backend {
     /// (`dropout_cube.rs`) is tested against; the CPU backends' training runs [`keep_mask`].
     #[fusion(dtype = *dtype, shape = x)]
     fn dropout(x: FloatTensor<Self>, seed: u64, prob: f64, dtype: DType) -> FloatTensor<Self> {
-        let shape = x.shape();
-        let mask = hashed_keep_mask(seed, shape.num_elements(), prob);
-        let mask = Self::float_from_data(TensorData::new(mask, shape), &x.device());
-        let x = cast_primitive::<Self>(x, DType::F32);
-        cast_primitive::<Self>(Self::float_mul(x, mask), dtype)
+        hashed_dropout::<Self>(x, seed, prob, dtype)
     }
+}
+
+/// [`DropoutOps::dropout`] by backend operations, with the mask built on the host: the default
+/// bodies' reference, for every operation that drops out with the hashed mask.
+pub(crate) fn hashed_dropout<B: Backend>(
+    x: FloatTensor<B>,
+    seed: u64,
+    prob: f64,
+    dtype: DType,
+) -> FloatTensor<B> {
+    let shape = x.shape();
+    let mask = hashed_keep_mask(seed, shape.num_elements(), prob);
+    let mask = B::float_from_data(TensorData::new(mask, shape), &x.device());
+    let x = cast_primitive::<B>(x, DType::F32);
+    cast_primitive::<B>(B::float_mul(x, mask), dtype)
 }
 
 impl DropoutOps for burn::backend::Flex {}

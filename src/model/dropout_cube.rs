@@ -10,6 +10,12 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use cubecl::prelude::*;
 
+/// Whether element `i` is kept: `dropout::hashed_keep`, in the kernels' 32-bit arithmetic.
+#[cube]
+pub fn hashed_keep(i: usize, key0: u32, key1: u32, threshold: u32) -> bool {
+    triple32(triple32(u32::cast_from(i) ^ key0) + key1) < threshold
+}
+
 /// `dropout::triple32`, in the kernel's 32-bit arithmetic (u32 products wrap in every shader
 /// language).
 #[cube]
@@ -39,8 +45,7 @@ fn dropout_kernel<F: Float, O: Float>(
     if i >= x.len() {
         terminate!();
     }
-    let h = triple32(triple32(u32::cast_from(i) ^ key0) + key1);
-    let m = select(h < threshold, scale, f32::new(0.0));
+    let m = select(hashed_keep(i, key0, key1, threshold), scale, f32::new(0.0));
     // x · m, as the host mask multiplies: a dropped inf or NaN stays NaN.
     y[i] = O::cast_from(f32::cast_from(x[i]) * m);
 }

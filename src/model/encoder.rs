@@ -86,7 +86,7 @@ impl BertSelfOutput {
     /// `LayerNorm(dropout(dense(x)) + residual)`, [B·S, ·] → [B·S, H].
     fn forward(&self, x: Tensor<2>, residual: Tensor<2>, p: Precision) -> Tensor<2> {
         self.layer_norm
-            .forward(self.dropout.forward(dense(&self.dense, x, p)) + residual)
+            .forward_residual(dense(&self.dense, x, p), residual, &self.dropout)
     }
 }
 

@@ -14,7 +14,9 @@
 //! (`tests/it/layer_norm.rs` checks both). Outside training it is burn's own `layer_norm`. The
 //! CPU backends run the default bodies below; CubeCL devices run one kernel for the forward and
 //! one (with two column sums) for the backward (`layer_norm_cube.rs`), each one operation for
-//! burn's fusion instead of 10 and 14.
+//! burn's fusion instead of 10 and 14. In GPU training, HF's `LayerNorm(dropout(h) + residual)`
+//! is one operation too ([`LayerNormOps::residual_normalize`]): the same kernels, which apply
+//! dropout's hashed mask (`model::dropout`) and add the residual as they load h.
 
 // burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends; the
 // extension macro names it in code it generates beside the trait.
@@ -29,6 +31,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Scalar, TensorMetadata, backend_extension};
 use burn::module::{Initializer, Param};
 use burn::prelude::*;
+
+use super::dropout::{Dropout, hashed_dropout};
 
 /// LayerNorm as backend operations: the forward with what its backward keeps, the backward, and
 /// the differentiable operation that autodiff records as one.
@@ -101,6 +105,78 @@ pub trait LayerNormOps: Backend {
         (dx, d_gamma, d_beta)
     }
 
+    /// (`y`, `x̂`, `σ`) of LayerNorm(`h` ⊙ mask + `residual`), the mask GPU dropout's hashed one
+    /// of (`seed`, `prob`) over h's elements (`model::dropout`; none at prob 0): HF's
+    /// `LayerNorm(dropout(dense(x)) + residual)` in `BertSelfOutput` and `BertOutput`, for GPU
+    /// training. CubeCL devices run it as one kernel (`layer_norm_cube.rs`), which writes
+    /// neither the dropped-out h nor the sum.
+    #[fusion(meta = |h, _residual, _gamma, _beta, _epsilon, _seed, _prob| {
+        let sigma = burn::backend::fusion::custom::TensorSpec::new(per_row(&h.shape), h.dtype);
+        (h.clone(), h.clone(), sigma)
+    })]
+    #[allow(clippy::too_many_arguments)]
+    fn residual_layer_norm_forward(
+        h: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        seed: u64,
+        prob: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let dtype = h.dtype();
+        let h = if prob == 0.0 {
+            h
+        } else {
+            hashed_dropout::<Self>(h, seed, prob, dtype)
+        };
+        Self::layer_norm_forward(Self::float_add(h, residual), gamma, beta, epsilon)
+    }
+
+    /// (`dh`, `dresidual`, `dγ`, `dβ`) of [`LayerNormOps::residual_layer_norm_forward`] from `dy`
+    /// and what it kept: `dresidual` is LayerNorm's dx, `dh` = dx ⊙ mask.
+    #[fusion(meta = |dy, _x_hat, gamma, _sigma, _seed, _prob| {
+        (dy.clone(), dy.clone(), gamma.clone(), gamma.clone())
+    })]
+    fn residual_layer_norm_backward(
+        dy: FloatTensor<Self>,
+        x_hat: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        sigma: FloatTensor<Self>,
+        seed: u64,
+        prob: f64,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let (dx, d_gamma, d_beta) = Self::layer_norm_backward(dy, x_hat, gamma, sigma);
+        let dtype = dx.dtype();
+        let dh = if prob == 0.0 {
+            dx.clone()
+        } else {
+            hashed_dropout::<Self>(dx.clone(), seed, prob, dtype)
+        };
+        (dh, dx, d_gamma, d_beta)
+    }
+
+    /// `y` of [`LayerNormOps::residual_layer_norm_forward`] alone; autodiff records it as one
+    /// operation with [`LayerNormOps::residual_layer_norm_backward`].
+    #[fusion(default)]
+    #[allow(clippy::too_many_arguments)]
+    fn residual_normalize(
+        h: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        seed: u64,
+        prob: f64,
+    ) -> FloatTensor<Self> {
+        Self::residual_layer_norm_forward(h, residual, gamma, beta, epsilon, seed, prob).0
+    }
+
     /// `y` alone; autodiff records it as one operation with [`LayerNormOps::layer_norm_backward`].
     /// Untracked, it is burn's own `layer_norm` (flex's is one fused pass).
     #[fusion(default)]
@@ -159,7 +235,71 @@ impl<B: LayerNormOps> Backward<B, 3> for LayerNormGrad {
     }
 }
 
+/// The backward of [`LayerNormOps::residual_normalize`]: its state is `(x̂, γ, σ, seed, prob)`.
+#[derive(Debug)]
+struct ResidualLayerNormGrad;
+
+type ResidualState<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, u64, f64);
+
+impl<B: LayerNormOps> Backward<B, 4> for ResidualLayerNormGrad {
+    type State = ResidualState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (x_hat, gamma, sigma, seed, prob) = ops.state;
+        let (dh, d_residual, d_gamma, d_beta) =
+            B::residual_layer_norm_backward(dy, x_hat, gamma, sigma, seed, prob);
+        let [h, residual, gamma, beta] = ops.parents;
+        let pairs = [
+            (h, dh),
+            (residual, d_residual),
+            (gamma, d_gamma),
+            (beta, d_beta),
+        ];
+        for (parent, grad) in pairs {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
 impl<B: LayerNormOps, C: CheckpointStrategy> LayerNormOps for Autodiff<B, C> {
+    fn residual_normalize(
+        h: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        seed: u64,
+        prob: f64,
+    ) -> FloatTensor<Self> {
+        let nodes = [h.node(), residual.node(), gamma.node(), beta.node()];
+        let (h, residual) = (h.into_primitive(), residual.into_primitive());
+        let (gamma, beta) = (gamma.into_primitive(), beta.into_primitive());
+        match ResidualLayerNormGrad
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (y, x_hat, sigma) = B::residual_layer_norm_forward(
+                    h,
+                    residual,
+                    gamma.clone(),
+                    beta,
+                    epsilon,
+                    seed,
+                    prob,
+                );
+                prep.finish((x_hat, gamma, sigma, seed, prob), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::residual_normalize(
+                h, residual, gamma, beta, epsilon, seed, prob,
+            )),
+        }
+    }
+
     fn normalize(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -209,5 +349,30 @@ impl LayerNorm {
             self.beta.val().into_dispatch(),
             self.epsilon,
         ))
+    }
+
+    /// `LayerNorm(dropout(h) + residual)`, `h` and `residual` [.., H] → [.., H]: in GPU training
+    /// one operation that drops out inside its kernel ([`LayerNormOps::residual_normalize`]),
+    /// elsewhere the three steps.
+    pub fn forward_residual<const D: usize>(
+        &self,
+        h: Tensor<D>,
+        residual: Tensor<D>,
+        dropout: &Dropout,
+    ) -> Tensor<D> {
+        match dropout.gpu_call(&h.device()) {
+            Some((seed, prob)) => {
+                Tensor::from_dispatch(<Dispatch as LayerNormOps>::residual_normalize(
+                    h.into_dispatch(),
+                    residual.into_dispatch(),
+                    self.gamma.val().into_dispatch(),
+                    self.beta.val().into_dispatch(),
+                    self.epsilon,
+                    seed,
+                    prob,
+                ))
+            }
+            None => self.forward(dropout.forward(h) + residual),
+        }
     }
 }

@@ -3,10 +3,12 @@
 //! device computes what flex does.
 
 use crate::common;
+use burn::backend::Dispatch;
 use burn::module::Param;
 use burn::nn::LayerNormConfig;
 use burn::prelude::*;
-use masklm::model::layer_norm::LayerNorm;
+use masklm::model::dropout::hashed_keep_mask;
+use masklm::model::layer_norm::{LayerNorm, LayerNormOps};
 
 /// An odd width, and one wider than a CubeCL kernel's 256 units per row.
 const H: usize = 37;
@@ -144,4 +146,85 @@ fn on_vulkan_rows_past_one_axis_of_cubes_are_normalised_too() {
     // `train::device::LLVMPIPE_MAX_BATCH_TOKENS`), a limit of this driver outside the operation.
     common::assert_close(&cpu[0], &gpu[0], 1e-4, 1e-5, "y");
     common::assert_close(&cpu[1], &gpu[1], 1e-3, 1e-4, "dx");
+}
+
+/// (y, dh, dresidual, dγ, dβ) of the loss `Σ y·w` for LayerNorm(dropout(h) + residual) as one
+/// operation (`LayerNormOps::residual_normalize`, GPU training's), the mask the hashed one of
+/// (`seed`, `prob`).
+fn residual_forward_backward(seed: u64, prob: f64, h: usize, device: &Device) -> [Vec<f32>; 5] {
+    let ([x, w], [gamma, beta]) = inputs(seed, h, device);
+    let residual = Tensor::<1>::from_floats(
+        common::uniform(15 * h, seed + 6, -1.0, 1.0).as_slice(),
+        device,
+    )
+    .reshape([3, 5, h]);
+    let (x, residual) = (x.require_grad(), residual.require_grad());
+    let (gamma, beta) = (gamma.require_grad(), beta.require_grad());
+    let y = Tensor::<3>::from_dispatch(<Dispatch as LayerNormOps>::residual_normalize(
+        x.clone().into_dispatch(),
+        residual.clone().into_dispatch(),
+        gamma.clone().into_dispatch(),
+        beta.clone().into_dispatch(),
+        EPS,
+        seed,
+        prob,
+    ));
+    let grads = (y.clone() * w).sum().backward();
+    [
+        vec(y),
+        vec(x.grad(&grads).unwrap()),
+        vec(residual.grad(&grads).unwrap()),
+        vec(gamma.grad(&grads).unwrap()),
+        vec(beta.grad(&grads).unwrap()),
+    ]
+}
+
+#[test]
+fn the_residual_operation_is_layer_norm_of_the_dropped_out_sum_with_its_gradients() {
+    let (seed, prob, dev) = (7, 0.3, Device::flex().autodiff());
+    let [y, dh, dres, dg, db] = residual_forward_backward(seed, prob, H, &dev);
+    // The same computation in steps: v = h ⊙ mask + residual, then our LayerNorm of v.
+    let mask = hashed_keep_mask(seed, 15 * H, prob);
+    let ([x, w], [gamma, beta]) = inputs(seed, H, &dev);
+    let residual = common::uniform(15 * H, seed + 6, -1.0, 1.0);
+    let v: Vec<f32> = vec(x)
+        .iter()
+        .zip(&mask)
+        .zip(&residual)
+        .map(|((x, m), r)| x * m + r)
+        .collect();
+    let v = Tensor::<1>::from_floats(v.as_slice(), &dev)
+        .reshape([3, 5, H])
+        .require_grad();
+    let (gamma, beta) = (gamma.require_grad(), beta.require_grad());
+    let y_ref = ours(v.clone(), gamma.clone(), beta.clone());
+    let grads = (y_ref.clone() * w).sum().backward();
+    let [y_ref, dv, dg_ref, db_ref] = [
+        vec(y_ref),
+        vec(v.grad(&grads).unwrap()),
+        vec(gamma.grad(&grads).unwrap()),
+        vec(beta.grad(&grads).unwrap()),
+    ];
+    assert_eq!(y, y_ref, "y");
+    assert_eq!(
+        (dres.clone(), dg, db),
+        (dv, dg_ref, db_ref),
+        "dresidual, dγ, dβ"
+    );
+    let dh_ref: Vec<f32> = dres.iter().zip(&mask).map(|(d, m)| d * m).collect();
+    assert_eq!(dh, dh_ref, "dh = dresidual ⊙ mask");
+    assert!(mask.contains(&0.0) && dh.iter().filter(|v| **v != 0.0).count() > dh.len() / 2);
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn on_vulkan_the_residual_operation_computes_what_flex_does() {
+    for (h, prob) in [(H, 0.1), (WIDE, 0.1), (H, 0.0)] {
+        let cpu = residual_forward_backward(8, prob, h, &Device::flex().autodiff());
+        let gpu = residual_forward_backward(8, prob, h, &common::vulkan().autodiff());
+        for (i, what) in ["y", "dh", "dresidual", "dγ", "dβ"].into_iter().enumerate() {
+            let what = format!("{what}, H = {h}, prob {prob}");
+            common::assert_close(&cpu[i], &gpu[i], 1e-4, 1e-5, &what);
+        }
+    }
 }

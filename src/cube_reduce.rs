@@ -16,34 +16,32 @@ use cubecl::prelude::*;
 /// may be written again right after.
 #[cube]
 pub fn cube_sum(shared: &mut Shared<[f32]>, value: f32) -> f32 {
-    let unit = UNIT_POS as usize;
-    shared[unit] = value;
-    sync_cube();
-    let mut half = CUBE_DIM as usize / 2;
-    while half > 0 {
-        if unit < half {
-            let sum = shared[unit] + shared[unit + half];
-            shared[unit] = sum;
-        }
-        sync_cube();
-        half /= 2;
-    }
-    let total = shared[0];
-    sync_cube();
-    total
+    cube_tree(shared, value, false)
 }
 
 /// The maximum of every unit's `value` over the cube, as [`cube_sum`] sums them.
 #[cube]
 pub fn cube_max(shared: &mut Shared<[f32]>, value: f32) -> f32 {
+    cube_tree(shared, value, true)
+}
+
+/// The tree of [`cube_sum`] and [`cube_max`]: each round, the lower half of the units combines
+/// its value with the upper half's (by `max` or by addition), until unit 0 holds the result.
+#[cube]
+fn cube_tree(shared: &mut Shared<[f32]>, value: f32, #[comptime] max: bool) -> f32 {
     let unit = UNIT_POS as usize;
     shared[unit] = value;
     sync_cube();
     let mut half = CUBE_DIM as usize / 2;
     while half > 0 {
         if unit < half {
-            let max = f32::max(shared[unit], shared[unit + half]);
-            shared[unit] = max;
+            let a = shared[unit];
+            let b = shared[unit + half];
+            if max {
+                shared[unit] = f32::max(a, b);
+            } else {
+                shared[unit] = a + b;
+            }
         }
         sync_cube();
         half /= 2;

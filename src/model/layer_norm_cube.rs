@@ -21,32 +21,38 @@ use cubecl::prelude::*;
 /// Units per cube: one cube normalises one row, each unit a stride of its elements.
 const UNITS: usize = 256;
 
-/// The hashed dropout mask of a fused residual LayerNorm at element `i` (`layer_norm.rs`; the
-/// keys and threshold of `dropout::hash_params`): `scale` kept, 0 dropped.
+/// The hashed dropout mask of a fused residual LayerNorm (`layer_norm.rs`): the keys and
+/// threshold of `dropout::hash_params`, and the scale of the kept elements.
+#[derive(CubeType, Clone)]
+struct Mask {
+    key0: u32,
+    key1: u32,
+    threshold: u32,
+    scale: f32,
+}
+
+/// The mask at element `i`: `scale` kept, 0 dropped.
 #[cube]
-fn mask_at(i: usize, key0: u32, key1: u32, threshold: u32, scale: f32) -> f32 {
-    select(hashed_keep(i, key0, key1, threshold), scale, f32::new(0.0))
+fn mask_at(mask: &Mask, i: usize) -> f32 {
+    let keep = hashed_keep(i, mask.key0, mask.key1, mask.threshold);
+    select(keep, mask.scale, f32::new(0.0))
 }
 
 /// Element `i` of the rows LayerNorm normalises, in f32: `x[i]`, or for the fused residual
 /// LayerNorm `x[i] · mask(i) + residual[i]` (x then the dense layer's output h; the mask only
 /// when `masked`).
 #[cube]
-#[allow(clippy::too_many_arguments)]
 fn value<F: Float>(
     x: &Tensor<F>,
     residual: &Tensor<F>,
     i: usize,
-    key0: u32,
-    key1: u32,
-    threshold: u32,
-    scale: f32,
+    mask: &Mask,
     #[comptime] masked: bool,
     #[comptime] with_residual: bool,
 ) -> f32 {
     let mut v = f32::cast_from(x[i]);
     if masked {
-        v *= mask_at(i, key0, key1, threshold, scale);
+        v *= mask_at(mask, i);
     }
     if with_residual {
         v += f32::cast_from(residual[i]);
@@ -80,54 +86,29 @@ fn forward_kernel<F: Float>(
     if row >= sigma.len() {
         terminate!();
     }
+    let mask = Mask {
+        key0,
+        key1,
+        threshold,
+        scale,
+    };
     let h = gamma.len();
     let start = row * h;
     let n = f32::cast_from(h);
     let mut shared = Shared::<[f32]>::new_slice(units);
     let mut sum = f32::new(0.0);
     for j in range_stepped(UNIT_POS as usize, h, units) {
-        sum += value(
-            x,
-            residual,
-            start + j,
-            key0,
-            key1,
-            threshold,
-            scale,
-            masked,
-            with_residual,
-        );
+        sum += value(x, residual, start + j, &mask, masked, with_residual);
     }
     let mean = cube_sum(&mut shared, sum) / n;
     let mut squares = f32::new(0.0);
     for j in range_stepped(UNIT_POS as usize, h, units) {
-        let c = value(
-            x,
-            residual,
-            start + j,
-            key0,
-            key1,
-            threshold,
-            scale,
-            masked,
-            with_residual,
-        ) - mean;
+        let c = value(x, residual, start + j, &mask, masked, with_residual) - mean;
         squares += c * c;
     }
     let s = (cube_sum(&mut shared, squares) / n + epsilon).sqrt();
     for j in range_stepped(UNIT_POS as usize, h, units) {
-        let xh = (value(
-            x,
-            residual,
-            start + j,
-            key0,
-            key1,
-            threshold,
-            scale,
-            masked,
-            with_residual,
-        ) - mean)
-            / s;
+        let xh = (value(x, residual, start + j, &mask, masked, with_residual) - mean) / s;
         x_hat[start + j] = F::cast_from(xh);
         y[start + j] = F::cast_from(xh * f32::cast_from(gamma[j]) + f32::cast_from(beta[j]));
     }
@@ -160,6 +141,12 @@ fn backward_kernel<F: Float>(
     if row >= sigma.len() {
         terminate!();
     }
+    let mask = Mask {
+        key0,
+        key1,
+        threshold,
+        scale,
+    };
     let h = gamma.len();
     let start = row * h;
     let n = f32::cast_from(h);
@@ -181,7 +168,7 @@ fn backward_kernel<F: Float>(
         let d = (g - mean_g - xh * mean_gx) / s;
         dx[i] = F::cast_from(d);
         if masked {
-            dh[i] = F::cast_from(d * mask_at(i, key0, key1, threshold, scale));
+            dh[i] = F::cast_from(d * mask_at(&mask, i));
         }
     }
 }

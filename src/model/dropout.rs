@@ -214,6 +214,8 @@ pub fn hashed_keep(keys: [u32; 2], threshold: u32, i: u32) -> bool {
 }
 
 /// GPU dropout's scaled mask of `n` elements (`1 / (1 - prob)` kept, 0 dropped), on the host.
+/// The index is hashed as 32 bits, so a tensor of more than 2³² elements (BERT-base attention at
+/// batch 128 × 512 has 4.0 × 10⁸) would repeat the mask's pattern past that.
 pub fn hashed_keep_mask(seed: u64, n: usize, prob: f64) -> Vec<f32> {
     let (keys, threshold) = hash_params(seed, prob);
     let scale = (1.0 / (1.0 - prob)) as f32;

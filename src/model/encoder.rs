@@ -4,6 +4,7 @@
 
 use super::dropout::Dropout;
 use super::gelu::gelu;
+use super::heads::{merge_heads, split_heads};
 use super::layer_norm::LayerNorm;
 use super::precision::{dense, low, matmul_low};
 use super::softmax::attention_softmax;
@@ -41,15 +42,15 @@ impl BertSelfAttention {
     fn forward(
         &self,
         x: Tensor<2>,
-        [b, s]: [usize; 2],
+        [b, _]: [usize; 2],
         mask_bias: Tensor<4>,
         p: Precision,
     ) -> Tensor<2> {
         let h = x.dims()[1];
         let (nh, dh) = (self.num_attention_heads, h / self.num_attention_heads);
-        // [B·S, H] → [B, nh, S, dh], cast down for the products before the views, where fusion
-        // merges the cast with the bias addition (the views change no value).
-        let heads = |t: Tensor<2>| low(t, p).reshape([b, s, nh, dh]).swap_dims(1, 2);
+        // [B·S, H] → [B, nh, S, dh], cast down for the products before the split, where fusion
+        // merges the cast with the bias addition (the split changes no value).
+        let heads = |t: Tensor<2>| split_heads(low(t, p), b, nh);
         let q = heads(dense(&self.query, x.clone(), p));
         let k = heads(dense(&self.key, x.clone(), p));
         let v = heads(dense(&self.value, x, p));
@@ -61,7 +62,7 @@ impl BertSelfAttention {
         let low_dtype = p.low().map_or(DType::F32, DType::from);
         let probs = self.dropout.forward_as(probs, low_dtype);
         // [B, nh, S, dh] → [B·S, H], in the products' precision: the output dense takes it so.
-        matmul_low(probs, v, p).swap_dims(1, 2).reshape([b * s, h])
+        merge_heads(matmul_low(probs, v, p))
     }
 }
 

@@ -10,6 +10,7 @@ mod dropout_cube;
 pub mod embeddings;
 pub mod encoder;
 pub mod gelu;
+pub mod heads;
 pub mod layer_norm;
 #[cfg(feature = "wgpu")]
 mod layer_norm_cube;

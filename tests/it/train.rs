@@ -112,6 +112,33 @@ fn tiny_run_learns_and_resume_is_bit_identical() {
 }
 
 #[test]
+fn two_runs_from_scratch_train_the_same_tokenizer_and_the_same_weights() {
+    // Each run trains its own tokenizer first: the same corpus and seed must give the same
+    // model, as a user rerunning a config expects.
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str| {
+        let out = dir.path().join(name);
+        let tok = dir.path().join(format!("tok-{name}/tokenizer.json"));
+        train(
+            &out,
+            &tok,
+            &["--set", "train.steps=4", "--set", "train.save_every=4"],
+        )
+        .ok();
+        let tokenizer = std::fs::read(&tok).unwrap();
+        (
+            tokenizer,
+            common::checkpoint_tensors(&out.join("checkpoint-4")),
+        )
+    };
+    let (tok_a, weights_a) = run("a");
+    let (tok_b, weights_b) = run("b");
+    assert!(tok_a == tok_b, "the two trained tokenizers differ");
+    assert!(!weights_a.is_empty());
+    assert!(weights_a == weights_b, "the two runs' weights differ");
+}
+
+#[test]
 fn f16_resume_is_bit_identical_and_keeps_the_loss_scaler() {
     let dir = tempfile::tempdir().unwrap();
     let tok = dir.path().join("tok/tokenizer.json");

@@ -9,6 +9,8 @@
 //! counts; with `FUSION_PHASES_BERT_BASE=1` it measures BERT-base's structure instead (12 layers
 //! of 12 heads, at widths 48 and 192), in f32 and f16, and also prints which operations ran as
 //! blocks of their own (the figures of BENCHMARKS.md, "Host work per step").
+//! `FUSION_PHASES_TRACE=FILE` writes the third step's blocks in the order they ran, one a line
+//! (the names of its operations), to FILE.f32 and FILE.f16.
 #![cfg(feature = "vulkan")]
 
 #[path = "it/common/mod.rs"]
@@ -24,28 +26,34 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// The operations fusion ran as blocks of their own, by kind (`Matmul`, `Reshape`, …), and the
-/// number of fused blocks.
+/// number of fused blocks; and every block in order, its operations' names, a block a line.
 #[derive(Default)]
-struct LoneBlocks(Mutex<BTreeMap<String, u64>>);
+struct LoneBlocks(Mutex<BTreeMap<String, u64>>, Mutex<Vec<String>>);
+
+/// An operation's name: in `Float(F32, Matmul(MatmulOpIr { … }))` or
+/// `BaseFloat(Reshape(ShapeOpIr { … }))`, the last word before the innermost parenthesis.
+fn op_name(op: &burn_ir::OperationIr) -> String {
+    let debug = format!("{op:?}");
+    let head: Vec<&str> = debug.split('{').next().unwrap_or("").split('(').collect();
+    let outer = head.len().saturating_sub(2);
+    head[outer]
+        .rsplit([' ', ','])
+        .next()
+        .unwrap_or("?")
+        .to_string()
+}
 
 impl FusionObserver for LoneBlocks {
     fn registered(&self, _: &burn_ir::OperationIr) {}
 
     fn block_starts(&self, block: BlockOperations<'_>) {
-        let mut ops = block.iter();
-        let kind = match (ops.len(), ops.next()) {
-            (1, Some(op)) => {
-                // `Float(F32, Matmul(MatmulOpIr { … }))`, `BaseFloat(Reshape(ShapeOpIr { … }))`:
-                // the operation's name is the last word before the innermost parenthesis.
-                let debug = format!("{op:?}");
-                let head: Vec<&str> = debug.split('{').next().unwrap_or("").split('(').collect();
-                let outer = head.len().saturating_sub(2);
-                let name = head[outer].rsplit([' ', ',']).next().unwrap_or("?");
-                name.to_string()
-            }
+        let names: Vec<String> = block.iter().map(op_name).collect();
+        let kind = match names.as_slice() {
+            [name] => name.clone(),
             _ => "(fused block)".into(),
         };
         *self.0.lock().unwrap().entry(kind).or_default() += 1;
+        self.1.lock().unwrap().push(names.join(" "));
     }
 
     fn block_ran(&self) {}
@@ -107,6 +115,10 @@ fn phases(precision: Precision) -> ([(u64, u64); 4], usize, BTreeMap<String, u64
             out[i] = (w[1].0 - w[0].0, w[1].1 - w[0].1);
         }
     }
+    if let Ok(path) = std::env::var("FUSION_PHASES_TRACE") {
+        let trace = lone.1.lock().unwrap().join("\n");
+        std::fs::write(format!("{path}.{precision}"), trace).unwrap();
+    }
     let kinds = lone.0.lock().unwrap().clone();
     (out, params.0, kinds)
 }
@@ -114,11 +126,12 @@ fn phases(precision: Precision) -> ([(u64, u64); 4], usize, BTreeMap<String, u64
 #[test]
 fn the_step_phases_that_touch_every_parameter_cost_fusion_one_operation_each() {
     // The phases held here run in f32 whatever the precision (only forward and backward differ).
-    let precisions: &[Precision] = if bert_base_structure() {
-        &[Precision::F32, Precision::F16]
-    } else {
-        &[Precision::F32]
-    };
+    let precisions: &[Precision] =
+        if bert_base_structure() || std::env::var("FUSION_PHASES_TRACE").is_ok() {
+            &[Precision::F32, Precision::F16]
+        } else {
+            &[Precision::F32]
+        };
     for &precision in precisions {
         let ([fwd_bwd, norm, factor, adamw], params, kinds) = phases(precision);
         println!(

@@ -1,49 +1,105 @@
-//! GELU, the erf form BERT and HF use (`x·Φ(x)`), as masklm's own op through burn's backend
-//! extension: on the CPU backend (flex, with or without autodiff) it runs `model::vmath`'s
-//! vectorized kernel forward and backward; every other backend runs burn's own `gelu`.
+//! GELU, the erf form BERT and HF use (`x·Φ(x)`), as masklm's own operation through burn's
+//! backend extension, forward and backward on every backend.
 //!
-//! Why an op of our own: burn's flex computes GELU with a scalar `libm::erff` per element, one
-//! thread, about a tenth of a BERT step's CPU time; this one is 8-wide and uses the rayon pool
-//! (BENCHMARKS.md).
+//! Why an operation of our own, twice over:
+//! - burn 0.22.1's `gelu_backward` is, unless a backend overrides it (flex does; CubeCL's
+//!   backends and ndarray do not), the derivative of GELU's *tanh approximation* while the forward
+//!   is the erf form: gradients up to 8.7e-4 off (1% at x = −2), so GPU training followed other
+//!   gradients than HF's. Here the backward is the exact `Φ(x) + x·φ(x)` everywhere; on GPUs it
+//!   is element-wise burn operations that fusion merges with their neighbours.
+//! - burn's flex computes GELU with a scalar `libm::erff` per element, one thread, about a tenth
+//!   of a BERT step's CPU time; on flex in f32 this runs `model::vmath`'s kernel, 8-wide and on
+//!   the rayon pool (BENCHMARKS.md).
 
-use crate::model::{on_flex, vmath};
+// burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends; the
+// extension macro names it in code it generates beside the trait.
+#![allow(deprecated)]
+
+use crate::model::vmath;
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::ops::ActivationOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, Scalar, TensorMetadata, backend_extension};
 use burn::prelude::*;
 use burn::tensor::{Bytes, DType};
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// GELU as a backend operation: flex and autodiff-over-flex implement it here.
-#[backend_extension(Autodiff, Flex)]
+/// GELU and its exact gradient as backend operations.
+#[backend_extension(
+    Autodiff,
+    Flex,
+    NdArray: cfg(feature = "ndarray"),
+    Cube: cfg(feature = "wgpu"),
+    Fusion: cfg(feature = "wgpu"),
+)]
 pub trait GeluBackend: Backend {
-    fn fast_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `GELU(x) = x·Φ(x)` [any shape]: burn's `gelu` (the erf form on every backend).
+    #[fusion(default)]
+    fn erf_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        <Self as ActivationOps<Self>>::gelu(x)
+    }
+
+    /// `grad · GELU'(x)`, GELU' = Φ(x) + x·φ(x) exactly ([`exact_gelu_backward`]).
+    #[fusion(default)]
+    fn erf_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        exact_gelu_backward::<Self>(x, grad)
+    }
+}
+
+/// `grad · (Φ(x) + x·φ(x))` by backend operations, in x's dtype: Φ(x) = (1 + erf(x/√2))/2,
+/// φ(x) = exp(−x²/2)/√(2π).
+fn exact_gelu_backward<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let dtype = x.dtype();
+    let c = |v: f64| Scalar::new(v, &dtype);
+    let cdf = B::float_mul_scalar(
+        B::float_add_scalar(
+            B::float_erf(B::float_mul_scalar(
+                x.clone(),
+                c(std::f64::consts::FRAC_1_SQRT_2),
+            )),
+            c(1.0),
+        ),
+        c(0.5),
+    );
+    let pdf = B::float_mul_scalar(
+        B::float_exp(B::float_mul_scalar(
+            B::float_mul(x.clone(), x.clone()),
+            c(-0.5),
+        )),
+        c(1.0 / (2.0 * std::f64::consts::PI).sqrt()),
+    );
+    B::float_mul(grad, B::float_add(cdf, B::float_mul(x, pdf)))
 }
 
 static EXACT: AtomicBool = AtomicBool::new(false);
 
-/// Runs burn's own GELU (flex's scalar `libm::erff` code) instead of `vmath`'s kernel, process
-/// wide: for comparisons (`tests/fast_gelu.rs`, A/B measurements), not for training.
+/// Runs burn's own GELU and gradient on flex (its scalar `libm::erff` code) instead of
+/// `vmath`'s kernel, process wide: for comparisons (`tests/fast_gelu.rs`, A/B measurements),
+/// not for training.
 pub fn set_exact(exact: bool) {
     EXACT.store(exact, Ordering::Relaxed);
 }
 
-/// `GELU(x)` [any shape], f32 on flex through `vmath`, burn's `gelu` elsewhere (other backends,
-/// other dtypes).
+/// `GELU(x)` [any shape], with the exact gradient on every backend; f32 on flex through `vmath`.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let fast = !EXACT.load(Ordering::Relaxed);
-    if fast && on_flex(&x.device()) && x.dtype() == DType::F32 {
-        Tensor::from_dispatch(<Dispatch as GeluBackend>::fast_gelu(x.into_dispatch()))
-    } else {
-        burn::tensor::activation::gelu(x)
-    }
+    Tensor::from_dispatch(<Dispatch as GeluBackend>::erf_gelu(x.into_dispatch()))
 }
+
+/// Whether flex runs `vmath`'s kernel for a tensor of `dtype`.
+fn vmath_on(dtype: DType) -> bool {
+    dtype == DType::F32 && !EXACT.load(Ordering::Relaxed)
+}
+
+#[cfg(feature = "ndarray")]
+impl GeluBackend for burn::backend::NdArray {}
+#[cfg(feature = "wgpu")]
+impl GeluBackend for burn_cubecl::CubeBackend {}
 
 /// `x` as one contiguous run of f32 values starting at offset 0.
 fn contiguous(x: FlexTensor) -> FlexTensor {
@@ -96,17 +152,30 @@ fn flex_gelu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
 }
 
 impl GeluBackend for Flex {
-    fn fast_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        flex_gelu(x)
+    fn erf_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        if vmath_on(x.dtype()) {
+            flex_gelu(x)
+        } else {
+            <Self as ActivationOps<Self>>::gelu(x)
+        }
+    }
+
+    /// flex's own `gelu_backward` is exact too (scalar `libm::erff`).
+    fn erf_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        if vmath_on(x.dtype()) && grad.dtype() == DType::F32 {
+            flex_gelu_backward(x, grad)
+        } else {
+            <Self as ActivationOps<Self>>::gelu_backward(x, grad)
+        }
     }
 }
 
-/// The backward of [`GeluBackend::fast_gelu`] on flex: `grad · GELU'(x)`, `x` kept from the
-/// forward (a checkpointed input, as burn's own GELU keeps it).
+/// The backward of [`GeluBackend::erf_gelu`]: `grad · GELU'(x)`, `x` kept from the forward (a
+/// checkpointed input, as burn's own GELU keeps it).
 #[derive(Debug)]
 struct GeluGrad;
 
-impl Backward<Flex, 1> for GeluGrad {
+impl<B: GeluBackend> Backward<B, 1> for GeluGrad {
     type State = NodeId;
 
     fn backward(
@@ -115,21 +184,21 @@ impl Backward<Flex, 1> for GeluGrad {
         grads: &mut Gradients,
         checkpointer: &mut Checkpointer,
     ) {
-        let x: FlexTensor = checkpointer.retrieve_node_output(ops.state);
-        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
-            flex_gelu_backward(x, grad)
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(ops.state);
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            B::erf_gelu_backward(x, grad)
         });
     }
 }
 
-impl<C: CheckpointStrategy> GeluBackend for Autodiff<Flex, C> {
-    fn fast_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+impl<B: GeluBackend, C: CheckpointStrategy> GeluBackend for Autodiff<B, C> {
+    fn erf_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         match GeluGrad.prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
                 let state = prep.checkpoint(&x);
-                prep.finish(state, flex_gelu(x.primitive().clone()))
+                prep.finish(state, B::erf_gelu(x.primitive().clone()))
             }
-            OpsKind::UnTracked(prep) => prep.finish(flex_gelu(x.into_primitive())),
+            OpsKind::UnTracked(prep) => prep.finish(B::erf_gelu(x.into_primitive())),
         }
     }
 }

@@ -17,6 +17,7 @@ mod dropout;
 #[cfg(feature = "ndarray")]
 mod flex_patch;
 mod fuzz;
+mod gelu;
 mod heads;
 mod hf;
 mod inference_cli;

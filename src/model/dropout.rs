@@ -72,7 +72,7 @@ impl Dropout {
     /// (training on a GPU; prob 0 means no dropout), for an operation that drops out inside its
     /// own kernel; `None` where [`forward`](Self::forward) is the CPU's dropout or the identity.
     pub(crate) fn gpu_call(&self, device: &Device) -> Option<(u64, f64)> {
-        if !device.is_autodiff() || is_host(device) {
+        if !device.is_autodiff() || super::on_host(device) {
             return None;
         }
         Some(if self.prob == 0.0 {
@@ -230,16 +230,6 @@ pub fn hashed_keep_mask(seed: u64, n: usize, prob: f64) -> Vec<f32> {
             }
         })
         .collect()
-}
-
-/// Whether `device` computes on this machine's CPU (flex or ndarray, with or without autodiff).
-fn is_host(device: &Device) -> bool {
-    #[cfg(feature = "ndarray")]
-    #[allow(deprecated)]
-    if device.clone().without_autodiff() == Device::ndarray() {
-        return true;
-    }
-    super::on_flex(device)
 }
 
 /// SplitMix64's output function: a bijective mix of a 64-bit counter into 64 random bits.

@@ -110,9 +110,15 @@ fn cpu_generator() -> std::sync::MutexGuard<'static, ()> {
     CPU_GENERATOR.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Whether `device` is flex (the CPU backend), with or without autodiff: where masklm's own CPU
-/// kernels (GELU, dropout's mask) run.
-pub(crate) fn on_flex(device: &Device) -> bool {
+/// Whether `device` computes on this machine's CPU (flex or ndarray, with or without autodiff):
+/// where the model keeps the CPU's computations (dropout's host mask, burn's `Linear`) rather
+/// than the operations arranged for GPU kernels and burn's fusion.
+pub(crate) fn on_host(device: &Device) -> bool {
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)]
+    if device.clone().without_autodiff() == Device::ndarray() {
+        return true;
+    }
     device.clone().without_autodiff() == Device::flex()
 }
 

@@ -52,13 +52,21 @@ pub fn low<const D: usize>(t: Tensor<D>, p: Precision) -> Tensor<D> {
 
 /// `x` [N, d_in] (f32, or already in `p`'s precision) through `l` (weight [d_in, d_out], bias
 /// [d_out]) → [N, d_out] in f32, the product in `p`'s precision and the bias added in f32.
+///
+/// In f32 on the CPU this is burn's `Linear::forward`. Elsewhere the bias's [1, d_out] view is
+/// taken before the product (burn's `linear` takes it after): a view registered between the
+/// product and the operations on its result ends burn's fusion block there (fusion merges a view
+/// only of an input the block already reads), so the bias addition (and under f16 the casts
+/// around it) ran as a kernel of its own, writing the product's f32 result and reading it back,
+/// instead of in the product's epilogue.
 pub fn dense(l: &Linear, x: Tensor<2>, p: Precision) -> Tensor<2> {
-    if p.low().is_none() {
+    if p.low().is_none() && super::on_host(&x.device()) {
         return l.forward(x);
     }
+    let bias = l.bias.as_ref().map(|b| b.val().unsqueeze_dim(0));
     let y = matmul(x, l.weight.val(), p);
-    match &l.bias {
-        Some(b) => y + b.val().unsqueeze_dim(0),
+    match bias {
+        Some(b) => y + b,
         None => y,
     }
 }

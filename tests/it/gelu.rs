@@ -41,32 +41,29 @@ fn worst_errors(device: &Device) -> (f64, f64) {
 /// 8.7e-4 off at x ≈ ±2 (2.9e-4 relative to 1 + |x|).
 const TOLERANCE: f64 = 2e-6;
 
-#[test]
-fn on_flex_gelu_and_its_gradient_are_the_erf_forms() {
-    let (y, dx) = worst_errors(&Device::flex().autodiff());
+/// GELU and its gradient on `device` are the erf forms within [`TOLERANCE`].
+fn assert_erf_forms(device: &Device) {
+    let (y, dx) = worst_errors(device);
     assert!(
         y < TOLERANCE && dx < TOLERANCE,
         "GELU {y:e}, gradient {dx:e}"
     );
+}
+
+#[test]
+fn on_flex_gelu_and_its_gradient_are_the_erf_forms() {
+    assert_erf_forms(&Device::flex().autodiff());
 }
 
 #[cfg(feature = "ndarray")]
 #[test]
 #[allow(deprecated)]
 fn on_ndarray_gelu_and_its_gradient_are_the_erf_forms() {
-    let (y, dx) = worst_errors(&Device::ndarray().autodiff());
-    assert!(
-        y < TOLERANCE && dx < TOLERANCE,
-        "GELU {y:e}, gradient {dx:e}"
-    );
+    assert_erf_forms(&Device::ndarray().autodiff());
 }
 
 #[cfg(feature = "vulkan")]
 #[test]
 fn on_vulkan_gelu_and_its_gradient_are_the_erf_forms() {
-    let (y, dx) = worst_errors(&common::vulkan().autodiff());
-    assert!(
-        y < TOLERANCE && dx < TOLERANCE,
-        "GELU {y:e}, gradient {dx:e}"
-    );
+    assert_erf_forms(&common::vulkan().autodiff());
 }

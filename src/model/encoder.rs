@@ -49,11 +49,14 @@ impl BertSelfAttention {
         let h = x.dims()[1];
         let (nh, dh) = (self.num_attention_heads, h / self.num_attention_heads);
         // [B·S, H] → [B, nh, S, dh], cast down for the products before the split, where fusion
-        // merges the cast with the bias addition (the split changes no value).
-        let heads = |t: Tensor<2>| split_heads(low(t, p), b, nh);
-        let q = heads(dense(&self.query, x.clone(), p));
-        let k = heads(dense(&self.key, x.clone(), p));
-        let v = heads(dense(&self.value, x, p));
+        // merges the cast with the bias addition (the split changes no value). The three splits
+        // come after the three projections: fusion then merges one more epilogue a layer into
+        // its product (`FUSION_PHASES_TRACE`; BENCHMARKS.md).
+        let q = low(dense(&self.query, x.clone(), p), p);
+        let k = low(dense(&self.key, x.clone(), p), p);
+        let v = low(dense(&self.value, x, p), p);
+        let heads = |t: Tensor<2>| split_heads(t, b, nh);
+        let (q, k, v) = (heads(q), heads(k), heads(v));
         // [B, nh, S, S], left in the products' precision: the softmax reads it so and computes
         // in f32. The padding bias applies to keys, broadcast over heads and queries.
         let scores = matmul_low(q, k.swap_dims(2, 3), p);

@@ -2,7 +2,7 @@
 //! (in f32 shared memory), and the launch of one cube per row of a [rows, width] tensor
 //! (`model/layer_norm_cube.rs`, `model/softmax_cube.rs`, `train/squared_norm_cube.rs`).
 
-use burn::backend::ops::FloatTensorOps;
+use crate::model::precision::cast_primitive;
 use burn::prelude::Shape;
 use burn::tensor::DType;
 use burn_cubecl::CubeBackend;
@@ -62,12 +62,7 @@ pub fn row_cubes(rows: usize) -> CubeCount {
 
 /// `t` contiguous, in `dtype` (a parameter or a kept tensor, brought to the data's dtype).
 pub fn contiguous_in(t: CubeTensor, dtype: DType) -> CubeTensor {
-    let t = if t.dtype == dtype {
-        t
-    } else {
-        CubeBackend::float_cast(t, dtype.into())
-    };
-    into_contiguous(t)
+    into_contiguous(cast_primitive::<CubeBackend>(t, dtype))
 }
 
 /// An uninitialised tensor of `shape` on `t`'s device, in `t`'s dtype.

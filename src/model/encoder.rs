@@ -12,7 +12,6 @@ use super::{BertConfig, linear};
 use crate::config::Precision;
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::DType;
 
 #[derive(Module, Debug)]
 pub struct BertSelfAttention {
@@ -62,8 +61,7 @@ impl BertSelfAttention {
         let scores = matmul_low(q, k.swap_dims(2, 3), p);
         let probs = attention_softmax(scores, mask_bias, 1.0 / (dh as f64).sqrt());
         // Dropped out straight into the products' precision (on GPUs by the dropout kernel).
-        let low_dtype = p.low().map_or(DType::F32, DType::from);
-        let probs = self.dropout.forward_as(probs, low_dtype);
+        let probs = self.dropout.forward_as(probs, p.products_dtype());
         // [B, nh, S, dh] → [B·S, H], in the products' precision: the output dense takes it so.
         merge_heads(matmul_low(probs, v, p))
     }

@@ -13,7 +13,7 @@
 use crate::config::Precision;
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::FloatDType;
+use burn::tensor::{DType, FloatDType};
 
 impl Precision {
     /// The dtype the products compute in, `None` for f32 (no cast at all).
@@ -23,6 +23,11 @@ impl Precision {
             Precision::F16 => Some(FloatDType::F16),
             Precision::Bf16 => Some(FloatDType::BF16),
         }
+    }
+
+    /// The dtype the products take their operands in: f16 or bf16, or f32.
+    pub fn products_dtype(self) -> DType {
+        self.low().map_or(DType::F32, DType::from)
     }
 }
 

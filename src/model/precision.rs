@@ -63,13 +63,15 @@ pub fn low<const D: usize>(t: Tensor<D>, p: Precision) -> Tensor<D> {
 /// product and the operations on its result ends burn's fusion block there (fusion merges a view
 /// only of an input the block already reads), so the bias addition (and under f16 the casts
 /// around it) ran as a kernel of its own, writing the product's f32 result and reading it back,
-/// instead of in the product's epilogue.
+/// instead of in the product's epilogue. The input's cast comes first, right after whatever
+/// produced the input, whose kernel then writes it too (measured orders: BENCHMARKS.md).
 pub fn dense(l: &Linear, x: Tensor<2>, p: Precision) -> Tensor<2> {
     if p.low().is_none() && super::on_host(&x.device()) {
         return l.forward(x);
     }
+    let (x, w) = (low(x, p), low(l.weight.val(), p));
     let bias = l.bias.as_ref().map(|b| b.val().unsqueeze_dim(0));
-    let y = matmul(x, l.weight.val(), p);
+    let y = matmul(x, w, p);
     match bias {
         Some(b) => y + b,
         None => y,

@@ -37,9 +37,7 @@ pub trait AttentionHeadsOps: Backend {
     /// (b, h, s, d) is x[b·S + s, h·dh + d]. The default body is the view.
     #[fusion(dtype = x, shape = heads_shape(x, *batch, *heads))]
     fn split_heads(x: FloatTensor<Self>, batch: usize, heads: usize) -> FloatTensor<Self> {
-        let shape = heads_shape(&x.shape(), batch, heads);
-        let [b, nh, s, dh] = [shape[0], shape[1], shape[2], shape[3]];
-        Self::float_swap_dims(Self::float_reshape(x, Shape::new([b, s, nh, dh])), 1, 2)
+        heads_view::<Self>(x, batch, heads)
     }
 
     /// `x` [B, nh, S, dh] (any strides) → [B·S, nh·dh], in x's dtype: the inverse of
@@ -50,6 +48,14 @@ pub trait AttentionHeadsOps: Backend {
         let rows = rows_shape(&x.shape());
         Self::float_reshape(Self::float_swap_dims(x, 1, 2), rows)
     }
+}
+
+/// The [B, nh, S, dh] view of rows `x` [B·S, H]: `reshape([B, S, nh, dh])` then
+/// `swap_dims(1, 2)`, strides [S·H, dh, H, 1].
+fn heads_view<B: Backend>(x: FloatTensor<B>, batch: usize, heads: usize) -> FloatTensor<B> {
+    let shape = heads_shape(&x.shape(), batch, heads);
+    let [b, nh, s, dh] = [shape[0], shape[1], shape[2], shape[3]];
+    B::float_swap_dims(B::float_reshape(x, Shape::new([b, s, nh, dh])), 1, 2)
 }
 
 /// [B·S, H] → [B, nh, S, H / nh]: the heads' shape of rows `x` of `batch` sequences.
@@ -70,11 +76,7 @@ impl AttentionHeadsOps for burn::backend::NdArray {}
 #[cfg(feature = "wgpu")]
 impl AttentionHeadsOps for burn_cubecl::CubeBackend {
     fn split_heads(x: FloatTensor<Self>, batch: usize, heads: usize) -> FloatTensor<Self> {
-        use burn::backend::ops::FloatTensorOps;
-        let shape = heads_shape(&x.shape(), batch, heads);
-        let [b, nh, s, dh] = [shape[0], shape[1], shape[2], shape[3]];
-        let view = Self::float_swap_dims(Self::float_reshape(x, Shape::new([b, s, nh, dh])), 1, 2);
-        burn_cubecl::kernel::into_contiguous(view)
+        burn_cubecl::kernel::into_contiguous(heads_view::<Self>(x, batch, heads))
     }
 
     fn merge_heads(x: FloatTensor<Self>) -> FloatTensor<Self> {

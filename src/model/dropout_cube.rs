@@ -16,6 +16,37 @@ pub fn hashed_keep(i: usize, key0: u32, key1: u32, threshold: u32) -> bool {
     triple32(triple32(u32::cast_from(i) ^ key0) + key1) < threshold
 }
 
+/// A hashed dropout mask as kernels that drop out while they compute take it: the keys and
+/// threshold of `dropout::hash_params`, and the scale of the kept elements.
+#[derive(CubeType, Clone)]
+pub struct Mask {
+    pub key0: u32,
+    pub key1: u32,
+    pub threshold: u32,
+    pub scale: f32,
+}
+
+/// The mask at element `i`: `scale` kept, 0 dropped.
+#[cube]
+pub fn mask_at(mask: &Mask, i: usize) -> f32 {
+    let keep = hashed_keep(i, mask.key0, mask.key1, mask.threshold);
+    select(keep, mask.scale, f32::new(0.0))
+}
+
+/// A kernel's mask arguments for the hashed dropout of (`seed`, `prob`): keys, threshold,
+/// scale, and whether there is a mask (not at prob 0, where the threshold, 2³² − 1, would still
+/// drop the one index hashing to it).
+pub fn mask_args(seed: u64, prob: f64) -> (u32, u32, u32, f32, bool) {
+    let ([key0, key1], threshold) = hash_params(seed, prob);
+    (
+        key0,
+        key1,
+        threshold,
+        (1.0 / (1.0 - prob)) as f32,
+        prob != 0.0,
+    )
+}
+
 /// `dropout::triple32`, in the kernel's 32-bit arithmetic (u32 products wrap in every shader
 /// language).
 #[cube]

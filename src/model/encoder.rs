@@ -7,7 +7,7 @@ use super::gelu::gelu;
 use super::heads::{merge_heads, split_heads};
 use super::layer_norm::LayerNorm;
 use super::precision::{dense, low, matmul_low};
-use super::softmax::attention_softmax;
+use super::softmax::{attention_probs, attention_softmax};
 use super::{BertConfig, linear};
 use crate::config::Precision;
 use burn::nn::Linear;
@@ -59,9 +59,17 @@ impl BertSelfAttention {
         // [B, nh, S, S], left in the products' precision: the softmax reads it so and computes
         // in f32. The padding bias applies to keys, broadcast over heads and queries.
         let scores = matmul_low(q, k.swap_dims(2, 3), p);
-        let probs = attention_softmax(scores, mask_bias, 1.0 / (dh as f64).sqrt());
-        // Dropped out straight into the products' precision (on GPUs by the dropout kernel).
-        let probs = self.dropout.forward_as(probs, p.products_dtype());
+        let scale = 1.0 / (dh as f64).sqrt();
+        // Dropped out straight into the products' precision. In GPU training softmax and dropout
+        // are one operation (one kernel that writes p, kept for backward, and the product's
+        // operand); elsewhere the CPU's dropout, or none.
+        let probs = match self.dropout.gpu_call(&scores.device()) {
+            Some(call) => attention_probs(scores, mask_bias, scale, call, p.products_dtype()),
+            None => self.dropout.forward_as(
+                attention_softmax(scores, mask_bias, scale),
+                p.products_dtype(),
+            ),
+        };
         // [B, nh, S, dh] → [B·S, H], in the products' precision: the output dense takes it so.
         merge_heads(matmul_low(probs, v, p))
     }

@@ -6,8 +6,7 @@
 //! load them and whose second gradient (h's, through the mask) the backward writes beside dx.
 
 use crate::cube_reduce::{contiguous_in, cube_sum, empty_like, row_cubes};
-use crate::model::dropout::hash_params;
-use crate::model::dropout_cube::hashed_keep;
+use crate::model::dropout_cube::{Mask, mask_args, mask_at};
 use crate::model::layer_norm::{LayerNormOps, per_row};
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::ops::FloatTensorOps;
@@ -20,23 +19,6 @@ use cubecl::prelude::*;
 
 /// Units per cube: one cube normalises one row, each unit a stride of its elements.
 const UNITS: usize = 256;
-
-/// The hashed dropout mask of a fused residual LayerNorm (`layer_norm.rs`): the keys and
-/// threshold of `dropout::hash_params`, and the scale of the kept elements.
-#[derive(CubeType, Clone)]
-struct Mask {
-    key0: u32,
-    key1: u32,
-    threshold: u32,
-    scale: f32,
-}
-
-/// The mask at element `i`: `scale` kept, 0 dropped.
-#[cube]
-fn mask_at(mask: &Mask, i: usize) -> f32 {
-    let keep = hashed_keep(i, mask.key0, mask.key1, mask.threshold);
-    select(keep, mask.scale, f32::new(0.0))
-}
 
 /// Element `i` of the rows LayerNorm normalises, in f32: `x[i]`, or for the fused residual
 /// LayerNorm `x[i] · mask(i) + residual[i]` (x then the dense layer's output h; the mask only
@@ -171,19 +153,6 @@ fn backward_kernel<F: Float>(
             dh[i] = F::cast_from(d * mask_at(&mask, i));
         }
     }
-}
-
-/// The kernels' mask arguments for the hashed dropout of (`seed`, `prob`): keys, threshold,
-/// scale, and whether there is a mask (not at prob 0).
-fn mask_args(seed: u64, prob: f64) -> (u32, u32, u32, f32, bool) {
-    let ([key0, key1], threshold) = hash_params(seed, prob);
-    (
-        key0,
-        key1,
-        threshold,
-        (1.0 / (1.0 - prob)) as f32,
-        prob != 0.0,
-    )
 }
 
 /// The forward kernel over `x` (with `residual` and the dropout of (`seed`, `prob`) when given):

@@ -12,11 +12,18 @@
 //! (`tests/it/softmax.rs`). CubeCL devices run one kernel for each (`softmax_cube.rs`), one
 //! operation for burn's fusion instead of 7 and 5. The bias (the padding mask's) is a constant:
 //! no gradient flows to it.
+//!
+//! In GPU training the attention dropout joins it ([`attention_probs`]): one kernel writes `p`
+//! (kept for backward) and the dropped-out probabilities in the products' precision, and the
+//! backward kernel applies the mask (GPU dropout's hash, `model::dropout`) to the gradient as it
+//! reads it, so neither the softmax's output nor the dropout's gradient makes a pass over
+//! [B, heads, S, S] of its own.
 
 // burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends; the
 // extension macro names it in code it generates beside the trait.
 #![allow(deprecated)]
 
+use super::dropout::hashed_dropout;
 use super::precision::cast_primitive;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -79,6 +86,69 @@ pub trait AttentionSoftmaxOps: Backend {
         );
         cast_primitive::<Self>(dscores, scores_dtype)
     }
+
+    /// (`p`, `pd`): `p` as [`AttentionSoftmaxOps::attention_softmax`] gives it, and `pd` its GPU
+    /// dropout (`model::dropout`'s hashed mask of (`seed`, `prob`) over p's elements in
+    /// row-major order; none at prob 0) in `dtype`, the products'. CubeCL devices write both in
+    /// one pass over the scores (`softmax_cube.rs`).
+    #[fusion(meta = |scores, bias, _scale, _seed, _prob, dtype| {
+        use burn::backend::fusion::custom::TensorSpec;
+        (
+            TensorSpec::new(scores.shape.clone(), bias.dtype),
+            TensorSpec::new(scores.shape.clone(), *dtype),
+        )
+    })]
+    fn attention_softmax_dropout_forward(
+        scores: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+        seed: u64,
+        prob: f64,
+        dtype: DType,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let p = Self::attention_softmax(scores, bias, scale);
+        let pd = if prob == 0.0 {
+            cast_primitive::<Self>(p.clone(), dtype)
+        } else {
+            hashed_dropout::<Self>(p.clone(), seed, prob, dtype)
+        };
+        (p, pd)
+    }
+
+    /// `dscores` in `scores_dtype` from `dpd` (pd's gradient, in pd's dtype) and the forward's
+    /// `p`: dp = dpd ⊙ mask in p's dtype, then [`AttentionSoftmaxOps::attention_softmax_backward`].
+    #[fusion(dtype = *scores_dtype, shape = dpd)]
+    fn attention_softmax_dropout_backward(
+        dpd: FloatTensor<Self>,
+        p: FloatTensor<Self>,
+        scale: f64,
+        scores_dtype: DType,
+        seed: u64,
+        prob: f64,
+    ) -> FloatTensor<Self> {
+        let p_dtype = p.dtype();
+        let dp = if prob == 0.0 {
+            cast_primitive::<Self>(dpd, p_dtype)
+        } else {
+            hashed_dropout::<Self>(dpd, seed, prob, p_dtype)
+        };
+        Self::attention_softmax_backward(dp, p, scale, scores_dtype)
+    }
+
+    /// `pd` of [`AttentionSoftmaxOps::attention_softmax_dropout_forward`] alone; autodiff
+    /// records it as one operation whose backward is
+    /// [`AttentionSoftmaxOps::attention_softmax_dropout_backward`] and keeps `p`.
+    #[fusion(default)]
+    fn attention_probs(
+        scores: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+        seed: u64,
+        prob: f64,
+        dtype: DType,
+    ) -> FloatTensor<Self> {
+        Self::attention_softmax_dropout_forward(scores, bias, scale, seed, prob, dtype).1
+    }
 }
 
 impl AttentionSoftmaxOps for burn::backend::Flex {}
@@ -101,7 +171,49 @@ impl<B: AttentionSoftmaxOps> Backward<B, 1> for AttentionSoftmaxGrad {
     }
 }
 
+/// The backward of [`AttentionSoftmaxOps::attention_probs`]: its state is `(p, scale, the
+/// scores' dtype, seed, prob)`.
+#[derive(Debug)]
+struct AttentionProbsGrad;
+
+impl<B: AttentionSoftmaxOps> Backward<B, 1> for AttentionProbsGrad {
+    type State = (FloatTensor<B>, f64, DType, u64, f64);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (p, scale, scores_dtype, seed, prob) = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |dpd| {
+            B::attention_softmax_dropout_backward(dpd, p, scale, scores_dtype, seed, prob)
+        });
+    }
+}
+
 impl<B: AttentionSoftmaxOps, C: CheckpointStrategy> AttentionSoftmaxOps for Autodiff<B, C> {
+    fn attention_probs(
+        scores: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+        seed: u64,
+        prob: f64,
+        dtype: DType,
+    ) -> FloatTensor<Self> {
+        let (node, scores_dtype) = (scores.node(), scores.dtype());
+        let (scores, bias) = (scores.into_primitive(), bias.into_primitive());
+        match AttentionProbsGrad
+            .prepare::<C>([node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (p, pd) =
+                    B::attention_softmax_dropout_forward(scores, bias, scale, seed, prob, dtype);
+                prep.finish((p, scale, scores_dtype, seed, prob), pd)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::attention_probs(scores, bias, scale, seed, prob, dtype))
+            }
+        }
+    }
+
     fn attention_softmax(
         scores: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -129,5 +241,26 @@ pub fn attention_softmax(scores: Tensor<4>, bias: Tensor<4>, scale: f64) -> Tens
         scores.into_dispatch(),
         bias.into_dispatch(),
         scale,
+    ))
+}
+
+/// The attention probabilities `dropout(softmax(scores · scale + bias))` in `dtype` (the
+/// products'), as one operation: the dropout is GPU dropout's hashed mask of (`seed`, `prob`)
+/// (`model::dropout`, `Dropout::gpu_call`; none at prob 0). Shapes as
+/// [`attention_softmax`]'s; the backward keeps `p` in the bias's dtype, not the mask.
+pub fn attention_probs(
+    scores: Tensor<4>,
+    bias: Tensor<4>,
+    scale: f64,
+    (seed, prob): (u64, f64),
+    dtype: DType,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as AttentionSoftmaxOps>::attention_probs(
+        scores.into_dispatch(),
+        bias.into_dispatch(),
+        scale,
+        seed,
+        prob,
+        dtype,
     ))
 }

@@ -1,12 +1,15 @@
 //! masklm's attention softmax (`masklm::model::softmax`): its forward is the burn computation it
 //! replaces to the bit, its closed-form backward gives autodiff's gradient of that computation,
-//! a fully padded row stays finite, and a CubeCL device computes what flex does.
+//! a fully padded row stays finite, and a CubeCL device computes what flex does. Softmax and
+//! GPU dropout as one operation (`attention_probs`) are the two operations, to the bit.
 
 use crate::common;
+use burn::backend::Dispatch;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, FloatDType};
-use masklm::model::softmax::attention_softmax;
+use masklm::model::dropout::DropoutOps;
+use masklm::model::softmax::{attention_probs, attention_softmax};
 
 /// [B, nh, S, S] = [2, 3, 7, 7]: odd sizes.
 const SHAPE: [usize; 4] = [2, 3, 7, 7];
@@ -157,4 +160,92 @@ fn on_vulkan_f16_scores_give_what_they_give_on_flex() {
 fn on_vulkan_rows_past_one_axis_of_cubes_are_computed_too() {
     // 70,001 rows of keys: more cubes than one launch axis holds (`cube_reduce::row_cubes`).
     vulkan_matches_flex(7, [1, 1, 70_001, 3]);
+}
+
+/// The dropout call of the tests below: GPU dropout's hashed mask of this seed.
+const DROPOUT_SEED: u64 = 0x0123_4567_89ab_cdef;
+
+/// (pd, dscores) of the loss `Σ pd·w`, pd = dropout(softmax(scores · scale + bias)) at `prob`
+/// in `dtype`, from scores in `scores_dtype`: by the one operation (`fused`), or by the softmax
+/// operation and then GPU dropout's (a cast at prob 0), as the encoder ran them before.
+fn probs_dropped(
+    seed: u64,
+    shape: [usize; 4],
+    device: &Device,
+    (prob, scores_dtype, dtype): (f64, FloatDType, DType),
+    fused: bool,
+) -> [Vec<f32>; 2] {
+    let [scores, w, bias] = inputs(seed, shape, device);
+    let scores = scores.cast(scores_dtype).require_grad();
+    let pd = if fused {
+        attention_probs(scores.clone(), bias, SCALE, (DROPOUT_SEED, prob), dtype)
+    } else {
+        let p = attention_softmax(scores.clone(), bias, SCALE);
+        if prob == 0.0 {
+            p.cast(dtype)
+        } else {
+            Tensor::from_dispatch(<Dispatch as DropoutOps>::dropout(
+                p.into_dispatch(),
+                DROPOUT_SEED,
+                prob,
+                dtype,
+            ))
+        }
+    };
+    assert_eq!(pd.dtype(), dtype);
+    let grads = (pd.clone() * w.cast(dtype)).sum().backward();
+    let dscores = scores.grad(&grads).unwrap();
+    assert_eq!(dscores.dtype(), DType::from(scores_dtype));
+    [vec(pd), vec(dscores)]
+}
+
+/// Dropout rates and dtypes (the scores', pd's) the one operation meets in training: f32
+/// throughout, and mixed precision's f16 scores and f16 product operand; BERT's 0.1, none, and
+/// an odd rate.
+const CASES: [(f64, FloatDType, DType); 4] = [
+    (0.1, FloatDType::F32, DType::F32),
+    (0.1, FloatDType::F16, DType::F16),
+    (0.0, FloatDType::F16, DType::F16),
+    (0.37, FloatDType::F32, DType::F16),
+];
+
+#[test]
+fn softmax_and_dropout_as_one_operation_are_the_two_operations_to_the_bit() {
+    let dev = Device::flex().autodiff();
+    for case in CASES {
+        let fused = probs_dropped(11, SHAPE, &dev, case, true);
+        assert!(
+            fused == probs_dropped(11, SHAPE, &dev, case, false),
+            "{case:?}"
+        );
+        // The first batch row's padded keys give 3 · 7 · 2 = 42 zeros, dropout about a tenth of
+        // the other 252 (Binomial(252, 0.1): 25 ± 5).
+        let zeros = fused[0].iter().filter(|&&v| v == 0.0).count();
+        let expected = if case.0 == 0.0 { 42..43 } else { 52..200 };
+        assert!(expected.contains(&zeros), "{case:?}: {zeros} zeros");
+    }
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn on_vulkan_the_one_kernel_computes_what_the_two_do_and_what_flex_does() {
+    let (cpu, gpu) = (Device::flex().autodiff(), common::vulkan().autodiff());
+    for (shape, case) in [SHAPE, [4, 2, 3, 300], [5, 4, 24, 24]]
+        .into_iter()
+        .flat_map(|s| CASES.map(|c| (s, c)))
+    {
+        let fused = probs_dropped(12, shape, &gpu, case, true);
+        // The same f32 arithmetic in one kernel instead of two.
+        assert!(
+            fused == probs_dropped(12, shape, &gpu, case, false),
+            "{shape:?} {case:?}: one kernel and two differ"
+        );
+        // exp and the reductions in a shader's order and precision, then rounded to f16 (2^-11
+        // relative) where pd or dscores are f16.
+        let flex = probs_dropped(12, shape, &cpu, case, true);
+        let f16 = case.2 == DType::F16 || case.1 == FloatDType::F16;
+        let (rel, abs) = if f16 { (2e-3, 1e-5) } else { (1e-4, 1e-6) };
+        common::assert_close(&flex[0], &fused[0], rel, abs, "pd");
+        common::assert_close(&flex[1], &fused[1], rel, abs, "dscores");
+    }
 }

@@ -24,7 +24,8 @@ Shapes (rows of 128 tokens, dropout 0.1, AdamW, clipping at 1.0 on both sides):
   bert-base   configs/bench-mini.toml's corpus and tokenizer with BERT-base's [model], batch 128
 Peak GPU memory is the largest `nvidia-smi --query-compute-apps` reading for the process,
 sampled every 0.2 s (the same measure for both tools; "n/a" without nvidia-smi). `--device cpu`
-runs the same driver on the CPU (masklm flex against PyTorch f32), to check the script itself.
+runs the same driver on the CPU (masklm flex, or the `--runs` given, against PyTorch f32), to
+check the script itself: with `--runs vulkan:f16` on Mesa's lavapipe, the GPU path too.
 """
 import argparse
 import json
@@ -108,8 +109,8 @@ def run(cmd, timeout, env=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--masklm", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release", "masklm"))
-    ap.add_argument("--runs", default="wgpu:f32,vulkan:f16",
-                    help="masklm runs as backend:precision, comma-separated")
+    ap.add_argument("--runs", help="masklm runs as backend:precision, comma-separated "
+                    "(default wgpu:f32,vulkan:f16; flex:f32 with --device cpu)")
     ap.add_argument("--timeout", type=float, default=240, help="seconds allowed to one run")
     ap.add_argument("--device", default="cuda", help="cuda, or cpu to check the script")
     ap.add_argument("--steps", type=int, default=15)
@@ -120,7 +121,8 @@ def main():
     ap.add_argument("--profile-out", default="profile.log")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra masklm --set key=value")
     args = ap.parse_args()
-    runs = [r.split(":") for r in args.runs.split(",")] if args.device != "cpu" else [["flex", "f32"]]
+    default_runs = "flex:f32" if args.device == "cpu" else "wgpu:f32,vulkan:f16"
+    runs = [r.split(":") for r in (args.runs or default_runs).split(",")]
     modes = args.modes.split(",") if args.device != "cpu" else ["f32"]
 
     results = []

@@ -11,7 +11,8 @@ use crate::model::BertConfig;
 use crate::train::scaler::LossScaler;
 use crate::train::step::{self, Outcome};
 use crate::train::{
-    DeviceInfo, check_batch_tokens, check_precision, device_for, device_info, optim, seed_device,
+    DeviceInfo, check_batch_tokens, check_precision, device_for, device_info, gpu_reserved_mb,
+    optim, seed_device,
 };
 use anyhow::Result;
 use serde::Serialize;
@@ -35,6 +36,9 @@ pub struct BenchReport {
     pub sec_per_step: f64,
     /// Peak resident memory of the whole process (VmHWM), in MiB.
     pub peak_rss_mb: f64,
+    /// On the GPU backends, what CubeCL's memory pools hold after the timed steps, in MiB
+    /// (`train::device::gpu_reserved_mb`: about the steps' peak); `None` on the CPU backends.
+    pub gpu_reserved_mb: Option<f64>,
     pub backend: BackendName,
     /// What the matrix products computed in (`train.precision`).
     pub precision: Precision,
@@ -161,6 +165,7 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
         tokens_per_sec: tokens / secs,
         sec_per_step: secs / steps as f64,
         peak_rss_mb: peak_rss_mb().unwrap_or(f64::NAN),
+        gpu_reserved_mb: gpu_reserved_mb(&base),
         backend: t.backend,
         precision: t.precision,
         skipped_steps: scaler.skipped_steps,

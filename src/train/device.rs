@@ -157,6 +157,23 @@ fn cooperative_matrix(_device: &Device) -> Option<Vec<String>> {
     None
 }
 
+/// What CubeCL's memory pools hold on `device`, in MiB: pages reserved from the driver, in use
+/// or kept free for reuse (pools return pages only under memory pressure, so after a step this
+/// is about the step's peak); `None` on the CPU backends.
+#[cfg(feature = "wgpu")]
+pub fn gpu_reserved_mb(device: &Device) -> Option<f64> {
+    let burn::backend::DispatchDevice::Cube(cube) = device.as_dispatch() else {
+        return None;
+    };
+    let report = cube.client().memory_report(cubecl::MemoryScope::Device);
+    Some(report.usage().bytes_reserved as f64 / (1u64 << 20) as f64)
+}
+
+#[cfg(not(feature = "wgpu"))]
+pub fn gpu_reserved_mb(_device: &Device) -> Option<f64> {
+    None
+}
+
 /// (adapter name, fingerprint, vendor) as the GPU runtime reports them.
 type Identity = (Option<String>, Option<String>, Option<String>);
 

@@ -35,7 +35,8 @@ use std::time::Instant;
 use step::Outcome;
 
 pub use device::{
-    DeviceInfo, check_batch_tokens, check_precision, device_for, device_info, seed_device,
+    DeviceInfo, check_batch_tokens, check_precision, device_for, device_info, gpu_reserved_mb,
+    seed_device,
 };
 
 /// What a finished run reports.

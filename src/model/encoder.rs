@@ -7,7 +7,7 @@ use super::gelu::gelu;
 use super::heads::{merge_heads, split_heads};
 use super::layer_norm::LayerNorm;
 use super::precision::{dense, low, matmul_low};
-use super::softmax::{attention_probs, attention_softmax};
+use super::softmax::{attention_context, attention_softmax};
 use super::{BertConfig, linear};
 use crate::config::Precision;
 use burn::nn::Linear;
@@ -45,7 +45,7 @@ impl BertSelfAttention {
         mask_bias: Tensor<4>,
         p: Precision,
     ) -> Tensor<2> {
-        let h = x.dims()[1];
+        let (h, x_device) = (x.dims()[1], x.device());
         let (nh, dh) = (self.num_attention_heads, h / self.num_attention_heads);
         // [B·S, H] → [B, nh, S, dh], cast down for the products before the split, where fusion
         // merges the cast with the bias addition (the split changes no value). The three splits
@@ -56,22 +56,23 @@ impl BertSelfAttention {
         let v = low(dense(&self.value, x, p), p);
         let heads = |t: Tensor<2>| split_heads(t, b, nh);
         let (q, k, v) = (heads(q), heads(k), heads(v));
-        // [B, nh, S, S], left in the products' precision: the softmax reads it so and computes
-        // in f32. The padding bias applies to keys, broadcast over heads and queries.
-        let scores = matmul_low(q, k.swap_dims(2, 3), p);
         let scale = 1.0 / (dh as f64).sqrt();
-        // Dropped out straight into the products' precision. In GPU training softmax and dropout
-        // are one operation (one kernel that writes p, kept for backward, and the product's
-        // operand); elsewhere the CPU's dropout, or none.
-        let probs = match self.dropout.gpu_call(&scores.device()) {
-            Some(call) => attention_probs(scores, mask_bias, scale, call, p.products_dtype()),
-            None => self.dropout.forward_as(
-                attention_softmax(scores, mask_bias, scale),
-                p.products_dtype(),
-            ),
+        // [B, nh, S, dh], in the products' precision. In GPU training, one operation whose
+        // backward computes the scores again instead of keeping [B, nh, S, S] probabilities
+        // (`softmax::attention_context`).
+        let context = match self.dropout.gpu_call(&x_device) {
+            Some(call) => attention_context([q, k, v], mask_bias, scale, call),
+            None => {
+                // [B, nh, S, S], left in the products' precision: the softmax reads it so and
+                // computes in f32. The padding bias applies to keys, broadcast over heads and
+                // queries. Dropped out straight into the products' precision.
+                let scores = matmul_low(q, k.swap_dims(2, 3), p);
+                let probs = attention_softmax(scores, mask_bias, scale);
+                matmul_low(self.dropout.forward_as(probs, p.products_dtype()), v, p)
+            }
         };
         // [B, nh, S, dh] → [B·S, H], in the products' precision: the output dense takes it so.
-        merge_heads(matmul_low(probs, v, p))
+        merge_heads(context)
     }
 }
 

@@ -13,11 +13,17 @@
 //! operation for burn's fusion instead of 7 and 5. The bias (the padding mask's) is a constant:
 //! no gradient flows to it.
 //!
-//! In GPU training the attention dropout joins it ([`attention_probs`]): one kernel writes `p`
-//! (kept for backward) and the dropped-out probabilities in the products' precision, and the
-//! backward kernel applies the mask (GPU dropout's hash, `model::dropout`) to the gradient as it
-//! reads it, so neither the softmax's output nor the dropout's gradient makes a pass over
-//! [B, heads, S, S] of its own.
+//! In GPU training the whole of attention's core is one operation for autodiff
+//! ([`attention_context`]: the scores' product, this softmax with attention's dropout, the
+//! context's product), and it keeps q, k, v and two numbers a row (the row's max and sum), not
+//! the [B, heads, S, S] probabilities: its backward computes the scores' product again and
+//! recomputes p from them, to the bit, as memory-efficient attention kernels do. At BERT-base,
+//! batch 128 × 128, that is 151 MB a layer not kept (p in f32, its dropped-out copy in f16), at
+//! rows of 512 four times as much per token, for one more product of 2·S·dh FLOPs per query and
+//! head. The forward kernel writes only the dropped-out probabilities (the mask is GPU dropout's
+//! hash, `model::dropout`) and the row's max and sum; the backward kernel writes dscores and the
+//! dropped-out probabilities again (for v's gradient), applying the mask to their gradient as it
+//! reads it.
 
 // burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends; the
 // extension macro names it in code it generates beside the trait.
@@ -54,17 +60,7 @@ pub trait AttentionSoftmaxOps: Backend {
         bias: FloatTensor<Self>,
         scale: f64,
     ) -> FloatTensor<Self> {
-        let dtype = bias.dtype();
-        let scores = cast_primitive::<Self>(scores, dtype);
-        let last = scores.shape().num_dims() - 1;
-        let z = Self::float_add(
-            Self::float_mul_scalar(scores, Scalar::new(scale, &dtype)),
-            bias,
-        );
-        // burn 0.22.1's `softmax`, without its detach (nothing here is tracked).
-        let max = Self::float_max_dim(z.clone(), last);
-        let exp = Self::float_exp(Self::float_sub(z, max));
-        let sum = Self::float_sum_dim(exp.clone(), last);
+        let (exp, _, sum) = softmax_parts::<Self>(scores, bias, scale);
         Self::float_div(exp, sum)
     }
 
@@ -87,68 +83,154 @@ pub trait AttentionSoftmaxOps: Backend {
         cast_primitive::<Self>(dscores, scores_dtype)
     }
 
-    /// (`p`, `pd`): `p` as [`AttentionSoftmaxOps::attention_softmax`] gives it, and `pd` its GPU
-    /// dropout (`model::dropout`'s hashed mask of (`seed`, `prob`) over p's elements in
-    /// row-major order; none at prob 0) in `dtype`, the products'. CubeCL devices write both in
-    /// one pass over the scores (`softmax_cube.rs`).
+    /// (`pd`, `max`, `sum`) for attention's context in training: `pd` the probabilities of
+    /// [`AttentionSoftmaxOps::attention_softmax`] dropped out by GPU dropout's hashed mask of
+    /// (`seed`, `prob`) over their elements in row-major order (`model::dropout`; none at prob 0),
+    /// in `dtype` (the products'); `max` and `sum` [B, nh, S, 1] in the bias's dtype, per row of
+    /// keys the maximum of z = scores·scale + bias and Σ exp(z − max), from which the backward
+    /// recomputes p = exp(z − max) / sum to the bit. p itself is not written.
     #[fusion(meta = |scores, bias, _scale, _seed, _prob, dtype| {
         use burn::backend::fusion::custom::TensorSpec;
+        let stats = || TensorSpec::new(super::layer_norm::per_row(&scores.shape), bias.dtype);
+        (TensorSpec::new(scores.shape.clone(), *dtype), stats(), stats())
+    })]
+    fn attention_probs_forward(
+        scores: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+        seed: u64,
+        prob: f64,
+        dtype: DType,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (exp, max, sum) = softmax_parts::<Self>(scores, bias, scale);
+        let p = Self::float_div(exp, sum.clone());
+        (drop_out::<Self>(p, seed, prob, dtype), max, sum)
+    }
+
+    /// (`dscores` in the scores' dtype, `pd` in dpd's) from the forward's `scores` (computed
+    /// again), `bias`, `max` and `sum`, and pd's gradient `dpd`: p recomputed, pd = p ⊙ mask as
+    /// the forward wrote it (for v's gradient), dp = dpd ⊙ mask, then
+    /// [`AttentionSoftmaxOps::attention_softmax_backward`].
+    #[fusion(meta = |scores, _bias, _max, _sum, dpd, _scale, _seed, _prob| {
+        use burn::backend::fusion::custom::TensorSpec;
         (
-            TensorSpec::new(scores.shape.clone(), bias.dtype),
-            TensorSpec::new(scores.shape.clone(), *dtype),
+            TensorSpec::new(scores.shape.clone(), scores.dtype),
+            TensorSpec::new(dpd.shape.clone(), dpd.dtype),
         )
     })]
-    fn attention_softmax_dropout_forward(
+    #[allow(clippy::too_many_arguments)]
+    fn attention_probs_backward(
         scores: FloatTensor<Self>,
         bias: FloatTensor<Self>,
-        scale: f64,
-        seed: u64,
-        prob: f64,
-        dtype: DType,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let p = Self::attention_softmax(scores, bias, scale);
-        let pd = if prob == 0.0 {
-            cast_primitive::<Self>(p.clone(), dtype)
-        } else {
-            hashed_dropout::<Self>(p.clone(), seed, prob, dtype)
-        };
-        (p, pd)
-    }
-
-    /// `dscores` in `scores_dtype` from `dpd` (pd's gradient, in pd's dtype) and the forward's
-    /// `p`: dp = dpd ⊙ mask in p's dtype, then [`AttentionSoftmaxOps::attention_softmax_backward`].
-    #[fusion(dtype = *scores_dtype, shape = dpd)]
-    fn attention_softmax_dropout_backward(
+        max: FloatTensor<Self>,
+        sum: FloatTensor<Self>,
         dpd: FloatTensor<Self>,
-        p: FloatTensor<Self>,
         scale: f64,
-        scores_dtype: DType,
         seed: u64,
         prob: f64,
-    ) -> FloatTensor<Self> {
-        let p_dtype = p.dtype();
-        let dp = if prob == 0.0 {
-            cast_primitive::<Self>(dpd, p_dtype)
-        } else {
-            hashed_dropout::<Self>(dpd, seed, prob, p_dtype)
-        };
-        Self::attention_softmax_backward(dp, p, scale, scores_dtype)
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (scores_dtype, dtype, pd_dtype) = (scores.dtype(), bias.dtype(), dpd.dtype());
+        let z = scaled_biased::<Self>(scores, bias, scale);
+        let p = Self::float_div(Self::float_exp(Self::float_sub(z, max)), sum);
+        let pd = drop_out::<Self>(p.clone(), seed, prob, pd_dtype);
+        let dp = drop_out::<Self>(dpd, seed, prob, dtype);
+        let dscores = Self::attention_softmax_backward(dp, p, scale, scores_dtype);
+        (dscores, pd)
     }
 
-    /// `pd` of [`AttentionSoftmaxOps::attention_softmax_dropout_forward`] alone; autodiff
-    /// records it as one operation whose backward is
-    /// [`AttentionSoftmaxOps::attention_softmax_dropout_backward`] and keeps `p`.
+    /// Attention's context `dropout(softmax(q·kᵀ·scale + bias))·v` for GPU training: `q`, `k`,
+    /// `v` [B, nh, S, dh] in the products' dtype, `bias` [B, 1, 1, S] → [B, nh, S, dh] in the
+    /// same dtype; the dropout is GPU dropout's (`seed`, `prob`). Autodiff records it as one
+    /// operation that keeps q, k, v and two numbers a row, not the [B, nh, S, S] probabilities:
+    /// its backward computes the scores again ([`attention_context_backward`]).
     #[fusion(default)]
-    fn attention_probs(
-        scores: FloatTensor<Self>,
+    #[allow(clippy::too_many_arguments)]
+    fn attention_context(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         scale: f64,
         seed: u64,
         prob: f64,
-        dtype: DType,
     ) -> FloatTensor<Self> {
-        Self::attention_softmax_dropout_forward(scores, bias, scale, seed, prob, dtype).1
+        attention_context_forward::<Self>(q, k, v, bias, scale, seed, prob).0
     }
+}
+
+/// (exp(z − max), max, Σ exp(z − max)) over the last axis, z = scores·scale + bias in the
+/// bias's dtype: burn 0.22.1's `softmax` before its division, without its detach (nothing here
+/// is tracked).
+fn softmax_parts<B: Backend>(
+    scores: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    scale: f64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let z = scaled_biased::<B>(scores, bias, scale);
+    let last = z.shape().num_dims() - 1;
+    let max = B::float_max_dim(z.clone(), last);
+    let exp = B::float_exp(B::float_sub(z, max.clone()));
+    let sum = B::float_sum_dim(exp.clone(), last);
+    (exp, max, sum)
+}
+
+/// z = scores·scale + bias, in the bias's dtype.
+fn scaled_biased<B: Backend>(
+    scores: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    scale: f64,
+) -> FloatTensor<B> {
+    let dtype = bias.dtype();
+    let scores = cast_primitive::<B>(scores, dtype);
+    B::float_add(
+        B::float_mul_scalar(scores, Scalar::new(scale, &dtype)),
+        bias,
+    )
+}
+
+/// `x` dropped out by GPU dropout's hashed mask of (`seed`, `prob`) (cast only at prob 0), in
+/// `dtype`.
+fn drop_out<B: Backend>(x: FloatTensor<B>, seed: u64, prob: f64, dtype: DType) -> FloatTensor<B> {
+    if prob == 0.0 {
+        cast_primitive::<B>(x, dtype)
+    } else {
+        hashed_dropout::<B>(x, seed, prob, dtype)
+    }
+}
+
+/// [`AttentionSoftmaxOps::attention_context`]'s forward: (context, max, sum), as burn's
+/// operations `q.matmul(k.swap_dims(2, 3))`, then the probabilities, then `.matmul(v)` would
+/// compute it.
+fn attention_context_forward<B: AttentionSoftmaxOps>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    scale: f64,
+    seed: u64,
+    prob: f64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let dtype = q.dtype();
+    let scores = B::float_matmul(q, B::float_swap_dims(k, 2, 3));
+    let (pd, max, sum) = B::attention_probs_forward(scores, bias, scale, seed, prob, dtype);
+    (B::float_matmul(pd, v), max, sum)
+}
+
+/// The gradients (dq, dk, dv) of [`AttentionSoftmaxOps::attention_context`] from `dctx` and
+/// what the forward kept: the products burn's autodiff would run for the forward's three
+/// operations (`float_matmul`'s backward, then `swap_dims`'), plus the scores' product again.
+fn attention_context_backward<B: AttentionSoftmaxOps>(
+    dctx: FloatTensor<B>,
+    (q, k, v, bias, max, sum, scale, seed, prob): ContextState<B>,
+) -> [FloatTensor<B>; 3] {
+    let kt = B::float_swap_dims(k, 2, 3);
+    let scores = B::float_matmul(q.clone(), kt.clone());
+    let dpd = B::float_matmul(dctx.clone(), B::float_transpose(v));
+    let (dscores, pd) = B::attention_probs_backward(scores, bias, max, sum, dpd, scale, seed, prob);
+    let dv = B::float_matmul(B::float_transpose(pd), dctx);
+    let dq = B::float_matmul(dscores.clone(), B::float_transpose(kt));
+    let dkt = B::float_matmul(B::float_transpose(q), dscores);
+    [dq, B::float_swap_dims(dkt, 2, 3), dv]
 }
 
 impl AttentionSoftmaxOps for burn::backend::Flex {}
@@ -171,45 +253,70 @@ impl<B: AttentionSoftmaxOps> Backward<B, 1> for AttentionSoftmaxGrad {
     }
 }
 
-/// The backward of [`AttentionSoftmaxOps::attention_probs`]: its state is `(p, scale, the
-/// scores' dtype, seed, prob)`.
+/// What [`AttentionSoftmaxOps::attention_context`]'s backward keeps: q, k, v, the bias, the
+/// rows' max and sum, then scale, seed and prob.
+type ContextState<B> = (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    f64,
+    u64,
+    f64,
+);
+
+/// The backward of [`AttentionSoftmaxOps::attention_context`].
 #[derive(Debug)]
-struct AttentionProbsGrad;
+struct AttentionContextGrad;
 
-impl<B: AttentionSoftmaxOps> Backward<B, 1> for AttentionProbsGrad {
-    type State = (FloatTensor<B>, f64, DType, u64, f64);
+impl<B: AttentionSoftmaxOps> Backward<B, 3> for AttentionContextGrad {
+    type State = ContextState<B>;
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let (p, scale, scores_dtype, seed, prob) = ops.state;
-        unary::<B, _>(ops.parents, ops.node, grads, |dpd| {
-            B::attention_softmax_dropout_backward(dpd, p, scale, scores_dtype, seed, prob)
-        });
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dctx = grads.consume::<B>(&ops.node);
+        let [dq, dk, dv] = attention_context_backward::<B>(dctx, ops.state);
+        for (parent, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, grad);
+            }
+        }
     }
 }
 
 impl<B: AttentionSoftmaxOps, C: CheckpointStrategy> AttentionSoftmaxOps for Autodiff<B, C> {
-    fn attention_probs(
-        scores: FloatTensor<Self>,
+    fn attention_context(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         scale: f64,
         seed: u64,
         prob: f64,
-        dtype: DType,
     ) -> FloatTensor<Self> {
-        let (node, scores_dtype) = (scores.node(), scores.dtype());
-        let (scores, bias) = (scores.into_primitive(), bias.into_primitive());
-        match AttentionProbsGrad
-            .prepare::<C>([node])
+        let nodes = [q.node(), k.node(), v.node()];
+        let (q, k, v) = (q.into_primitive(), k.into_primitive(), v.into_primitive());
+        let bias = bias.into_primitive();
+        match AttentionContextGrad
+            .prepare::<C>(nodes)
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (p, pd) =
-                    B::attention_softmax_dropout_forward(scores, bias, scale, seed, prob, dtype);
-                prep.finish((p, scale, scores_dtype, seed, prob), pd)
+                let (ctx, max, sum) = attention_context_forward::<B>(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    bias.clone(),
+                    scale,
+                    seed,
+                    prob,
+                );
+                prep.finish((q, k, v, bias, max, sum, scale, seed, prob), ctx)
             }
             OpsKind::UnTracked(prep) => {
-                prep.finish(B::attention_probs(scores, bias, scale, seed, prob, dtype))
+                prep.finish(B::attention_context(q, k, v, bias, scale, seed, prob))
             }
         }
     }
@@ -244,23 +351,30 @@ pub fn attention_softmax(scores: Tensor<4>, bias: Tensor<4>, scale: f64) -> Tens
     ))
 }
 
-/// The attention probabilities `dropout(softmax(scores · scale + bias))` in `dtype` (the
-/// products'), as one operation: the dropout is GPU dropout's hashed mask of (`seed`, `prob`)
-/// (`model::dropout`, `Dropout::gpu_call`; none at prob 0). Shapes as
-/// [`attention_softmax`]'s; the backward keeps `p` in the bias's dtype, not the mask.
-pub fn attention_probs(
-    scores: Tensor<4>,
+/// Attention's context `dropout(softmax(q·kᵀ·scale + bias))·v` as one operation, for GPU
+/// training: `q`, `k`, `v` [B, nh, S, dh] in the products' dtype, `bias` [B, 1, 1, S] (a
+/// constant) → [B, nh, S, dh] in that dtype. The dropout is GPU dropout's hashed mask of
+/// (`seed`, `prob`) (`model::dropout`, `Dropout::gpu_call`; none at prob 0).
+pub fn attention_context(
+    [q, k, v]: [Tensor<4>; 3],
     bias: Tensor<4>,
     scale: f64,
     (seed, prob): (u64, f64),
-    dtype: DType,
 ) -> Tensor<4> {
-    Tensor::from_dispatch(<Dispatch as AttentionSoftmaxOps>::attention_probs(
-        scores.into_dispatch(),
+    assert!(
+        q.dtype() == k.dtype() && k.dtype() == v.dtype(),
+        "attention_context takes q, k and v in one dtype, got {:?}, {:?} and {:?}",
+        q.dtype(),
+        k.dtype(),
+        v.dtype()
+    );
+    Tensor::from_dispatch(<Dispatch as AttentionSoftmaxOps>::attention_context(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
         bias.into_dispatch(),
         scale,
         seed,
         prob,
-        dtype,
     ))
 }

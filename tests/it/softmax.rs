@@ -1,7 +1,7 @@
 //! masklm's attention softmax (`masklm::model::softmax`): its forward is the burn computation it
 //! replaces to the bit, its closed-form backward gives autodiff's gradient of that computation,
-//! a fully padded row stays finite, and a CubeCL device computes what flex does. Softmax and
-//! GPU dropout as one operation (`attention_probs`) are the two operations, to the bit.
+//! a fully padded row stays finite, and a CubeCL device computes what flex does. Attention's
+//! context as one operation (`attention_context`) is its products, softmax and GPU dropout.
 
 use crate::common;
 use burn::backend::Dispatch;
@@ -9,7 +9,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, FloatDType};
 use masklm::model::dropout::DropoutOps;
-use masklm::model::softmax::{attention_probs, attention_softmax};
+use masklm::model::softmax::{attention_context, attention_softmax};
 
 /// [B, nh, S, S] = [2, 3, 7, 7]: odd sizes.
 const SHAPE: [usize; 4] = [2, 3, 7, 7];
@@ -165,87 +165,111 @@ fn on_vulkan_rows_past_one_axis_of_cubes_are_computed_too() {
 /// The dropout call of the tests below: GPU dropout's hashed mask of this seed.
 const DROPOUT_SEED: u64 = 0x0123_4567_89ab_cdef;
 
-/// (pd, dscores) of the loss `Σ pd·w`, pd = dropout(softmax(scores · scale + bias)) at `prob`
-/// in `dtype`, from scores in `scores_dtype`: by the one operation (`fused`), or by the softmax
-/// operation and then GPU dropout's (a cast at prob 0), as the encoder ran them before.
-fn probs_dropped(
+/// (context, dq, dk, dv) of the loss `Σ context·w` for q, k, v [B, nh, S, dh] in `dtype`, the
+/// bias of [`inputs`] for [B, ·, ·, S] and dropout at `prob`: by the one operation (`fused`),
+/// or by burn's products around the softmax operation and then GPU dropout's (a cast at prob 0),
+/// as the encoder ran them before.
+fn context_and_grads(
     seed: u64,
-    shape: [usize; 4],
+    [b, nh, s, dh]: [usize; 4],
     device: &Device,
-    (prob, scores_dtype, dtype): (f64, FloatDType, DType),
+    (prob, dtype): (f64, FloatDType),
     fused: bool,
-) -> [Vec<f32>; 2] {
-    let [scores, w, bias] = inputs(seed, shape, device);
-    let scores = scores.cast(scores_dtype).require_grad();
-    let pd = if fused {
-        attention_probs(scores.clone(), bias, SCALE, (DROPOUT_SEED, prob), dtype)
+) -> [Vec<f32>; 4] {
+    let [_, _, bias] = inputs(seed, [b, 1, 1, s], device);
+    let n = b * nh * s * dh;
+    let t = |seed: u64| {
+        Tensor::<1>::from_floats(common::uniform(n, seed, -2.0, 2.0).as_slice(), device)
+            .reshape([b, nh, s, dh])
+            .cast(dtype)
+    };
+    let [q, k, v, w] = [t(seed + 1), t(seed + 2), t(seed + 3), t(seed + 4)];
+    let [q, k, v] = [q, k, v].map(|t| t.require_grad());
+    let context = if fused {
+        attention_context(
+            [q.clone(), k.clone(), v.clone()],
+            bias,
+            SCALE,
+            (DROPOUT_SEED, prob),
+        )
     } else {
-        let p = attention_softmax(scores.clone(), bias, SCALE);
-        if prob == 0.0 {
+        let p = attention_softmax(q.clone().matmul(k.clone().swap_dims(2, 3)), bias, SCALE);
+        let pd = if prob == 0.0 {
             p.cast(dtype)
         } else {
             Tensor::from_dispatch(<Dispatch as DropoutOps>::dropout(
                 p.into_dispatch(),
                 DROPOUT_SEED,
                 prob,
-                dtype,
+                dtype.into(),
             ))
-        }
+        };
+        pd.matmul(v.clone())
     };
-    assert_eq!(pd.dtype(), dtype);
-    let grads = (pd.clone() * w.cast(dtype)).sum().backward();
-    let dscores = scores.grad(&grads).unwrap();
-    assert_eq!(dscores.dtype(), DType::from(scores_dtype));
-    [vec(pd), vec(dscores)]
+    assert_eq!(context.dtype(), DType::from(dtype));
+    let grads = (context.clone() * w).sum().backward();
+    let grad = |t: &Tensor<4>| {
+        let g = t.grad(&grads).unwrap();
+        assert_eq!(g.dtype(), DType::from(dtype));
+        vec(g)
+    };
+    [vec(context.clone()), grad(&q), grad(&k), grad(&v)]
 }
 
-/// Dropout rates and dtypes (the scores', pd's) the one operation meets in training: f32
-/// throughout, and mixed precision's f16 scores and f16 product operand; BERT's 0.1, none, and
-/// an odd rate.
-const CASES: [(f64, FloatDType, DType); 4] = [
-    (0.1, FloatDType::F32, DType::F32),
-    (0.1, FloatDType::F16, DType::F16),
-    (0.0, FloatDType::F16, DType::F16),
-    (0.37, FloatDType::F32, DType::F16),
+/// Dropout rates and the products' dtype the operation meets in training: BERT's 0.1, none, and
+/// an odd rate; f32 and mixed precision's f16.
+const CASES: [(f64, FloatDType); 4] = [
+    (0.1, FloatDType::F32),
+    (0.1, FloatDType::F16),
+    (0.0, FloatDType::F16),
+    (0.37, FloatDType::F32),
 ];
 
+/// [B, nh, S, dh]: odd sizes, four batch rows for every padding pattern of [`inputs`].
+const QKV: [usize; 4] = [4, 3, 7, 5];
+
 #[test]
-fn softmax_and_dropout_as_one_operation_are_the_two_operations_to_the_bit() {
+fn attention_as_one_operation_is_the_products_softmax_and_dropout_to_the_bit() {
     let dev = Device::flex().autodiff();
     for case in CASES {
-        let fused = probs_dropped(11, SHAPE, &dev, case, true);
+        let fused = context_and_grads(11, QKV, &dev, case, true);
         assert!(
-            fused == probs_dropped(11, SHAPE, &dev, case, false),
+            fused == context_and_grads(11, QKV, &dev, case, false),
             "{case:?}"
         );
-        // The first batch row's padded keys give 3 · 7 · 2 = 42 zeros, dropout about a tenth of
-        // the other 252 (Binomial(252, 0.1): 25 ± 5).
-        let zeros = fused[0].iter().filter(|&&v| v == 0.0).count();
-        let expected = if case.0 == 0.0 { 42..43 } else { 52..200 };
-        assert!(expected.contains(&zeros), "{case:?}: {zeros} zeros");
+        assert!(fused.iter().flatten().all(|v| v.is_finite()), "{case:?}");
+        // Dropout changes the context: the mask is applied.
+        if case.0 != 0.0 {
+            let undropped = context_and_grads(11, QKV, &dev, (0.0, case.1), true);
+            assert_ne!(fused[0], undropped[0], "{case:?}");
+        }
     }
 }
 
 #[cfg(feature = "vulkan")]
 #[test]
-fn on_vulkan_the_one_kernel_computes_what_the_two_do_and_what_flex_does() {
+fn on_vulkan_attention_as_one_operation_computes_what_its_parts_do_and_what_flex_does() {
     let (cpu, gpu) = (Device::flex().autodiff(), common::vulkan().autodiff());
-    for (shape, case) in [SHAPE, [4, 2, 3, 300], [5, 4, 24, 24]]
-        .into_iter()
-        .flat_map(|s| CASES.map(|c| (s, c)))
-    {
-        let fused = probs_dropped(12, shape, &gpu, case, true);
-        // The same f32 arithmetic in one kernel instead of two.
+    // Rows of 7 keys in every case; of 300 (more than a cube's 256 units) in two, since each
+    // new shape and dtype costs lavapipe minutes of autotuning its products.
+    let wide = [CASES[1], CASES[3]].map(|c| ([2, 2, 300, 8], c));
+    for (shape, case) in CASES.map(|c| (QKV, c)).into_iter().chain(wide) {
+        let fused = context_and_grads(12, shape, &gpu, case, true);
+        // The same products (the scores' computed again in backward) and the same f32
+        // arithmetic in the softmax kernels.
         assert!(
-            fused == probs_dropped(12, shape, &gpu, case, false),
-            "{shape:?} {case:?}: one kernel and two differ"
+            fused == context_and_grads(12, shape, &gpu, case, false),
+            "{shape:?} {case:?}: the operation and its parts differ"
         );
-        // exp and the reductions in a shader's order and precision, then rounded to f16 (2^-11
-        // relative) where pd or dscores are f16.
-        let flex = probs_dropped(12, shape, &cpu, case, true);
-        let f16 = case.2 == DType::F16 || case.1 == FloatDType::F16;
-        let (rel, abs) = if f16 { (2e-3, 1e-5) } else { (1e-4, 1e-6) };
-        common::assert_close(&flex[0], &fused[0], rel, abs, "pd");
-        common::assert_close(&flex[1], &fused[1], rel, abs, "dscores");
+        // exp, the reductions and the products in a shader's order, then rounded to f16 (2^-11
+        // relative) under f16.
+        let flex = context_and_grads(12, shape, &cpu, case, true);
+        let (rel, abs) = match case.1 {
+            FloatDType::F16 => (4e-3, 1e-3),
+            _ => (1e-4, 1e-5),
+        };
+        for (i, what) in ["context", "dq", "dk", "dv"].iter().enumerate() {
+            common::assert_close(&flex[i], &fused[i], rel, abs, what);
+        }
     }
 }

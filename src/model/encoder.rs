@@ -3,7 +3,7 @@
 //! parameter path maps to its HF key by one table.
 
 use super::dropout::Dropout;
-use super::gelu::gelu;
+use super::gelu::{gelu, gelu_to};
 use super::heads::{merge_heads, split_heads};
 use super::layer_norm::LayerNorm;
 use super::precision::{dense, low, matmul_low};
@@ -151,7 +151,13 @@ impl BertLayer {
             .self_attn
             .forward(x.clone(), batch, mask_bias, p);
         let a = self.attention.output.forward(ctx, x, p);
-        let i = gelu(dense(&self.intermediate.dense, a.clone(), p));
+        let h = dense(&self.intermediate.dense, a.clone(), p);
+        // [B·S, I]: in mixed precision left in the products' precision for the output dense
+        // layer, GELU's input kept so for backward (`gelu::gelu_to`).
+        let i = match p.low() {
+            Some(dtype) => gelu_to(h, dtype.into()),
+            None => gelu(h),
+        };
         self.output.forward(i, a, p)
     }
 }

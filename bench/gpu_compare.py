@@ -23,7 +23,8 @@ Shapes (rows of 128 tokens, dropout 0.1, AdamW, clipping at 1.0 on both sides):
   bench-mini  configs/bench-mini.toml, batch 32 (hidden 256, 4 layers, 4 heads, 1024)
   bert-base   configs/bench-mini.toml's corpus and tokenizer with BERT-base's [model], batch 128
 Peak GPU memory is the largest `nvidia-smi --query-compute-apps` reading for the process,
-sampled every 0.2 s (the same measure for both tools; "n/a" without nvidia-smi). `--device cpu`
+sampled every 0.2 s (the same measure for both tools; "n/a" without nvidia-smi); masklm's rows
+also give what CubeCL's memory pools hold after the timed steps (bench's `gpu_reserved_mb`). `--device cpu`
 runs the same driver on the CPU (masklm flex, or the `--runs` given, against PyTorch f32), to
 check the script itself: with `--runs vulkan:f16` on Mesa's lavapipe, the GPU path too.
 """
@@ -167,21 +168,24 @@ def main():
             results.append({"shape": shape, "tool": f"pytorch {mode}", "result": theirs,
                             "peak_gpu_mb": peak, "wall_s": wall})
 
-    print("| shapes | tool | tokens/s | s/step | peak GPU MiB | first step s | wall s | fusion ops / blocks a step |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| shapes | tool | tokens/s | s/step | peak GPU MiB | CubeCL pools MiB | first step s | wall s "
+          "| fusion ops / blocks a step |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         x, shape = r["result"], r["shape"]
         if not isinstance(x, dict):
-            print(f"| {shape} | {r['tool']} | {'timed out' if x == 'timeout' else 'failed'} | | | | "
+            print(f"| {shape} | {r['tool']} | {'timed out' if x == 'timeout' else 'failed'} | | | | | "
                   f"{r['wall_s']:.0f} | |")
             continue
         mem = r["peak_gpu_mb"] if r["peak_gpu_mb"] is not None else "n/a"
         first = x.get("first_step_s")
         first = f"{first:.1f}" if isinstance(first, (int, float)) else "n/a"
+        pools = x.get("gpu_reserved_mb")
+        pools = f"{pools:,.0f}" if isinstance(pools, (int, float)) else ""
         fusion = x.get("fusion")
         fusion = f"{fusion['operations']:,.0f} / {fusion['blocks']:,.0f}" if fusion else ""
         print(f"| {shape} | {r['tool']} | {x['tokens_per_sec']:,.0f} | {x['sec_per_step']:.3f} "
-              f"| {mem} | {first} | {r['wall_s']:.0f} | {fusion} |")
+              f"| {mem} | {pools} | {first} | {r['wall_s']:.0f} | {fusion} |")
     # Each masklm run against each PyTorch mode on the same shapes: masklm tokens/s ÷ PyTorch's.
     print()
     print("| shapes | masklm run | " + " | ".join(f"÷ pytorch {m}" for m in modes) + " |")

@@ -10,6 +10,10 @@
 //! - burn's flex computes GELU with a scalar `libm::erff` per element, one thread, about a tenth
 //!   of a BERT step's CPU time; on flex in f32 this runs `model::vmath`'s kernel, 8-wide and on
 //!   the rayon pool (BENCHMARKS.md).
+//!
+//! Under mixed precision, [`gelu_to`] writes the result in the products' dtype for the next dense
+//! layer and keeps x in that dtype for the gradient, as autocast does (its GELU's input is the
+//! f16 product), instead of x in f32.
 
 // burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends; the
 // extension macro names it in code it generates beside the trait.

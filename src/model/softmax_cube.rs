@@ -231,7 +231,7 @@ fn checked(scores: CubeTensor, bias: CubeTensor) -> (CubeTensor, CubeTensor) {
     (scores, into_contiguous(bias))
 }
 
-/// An f32 stand-in for a kernel argument that the kernel's mode does not touch.
+/// A one-element stand-in for a kernel argument that the kernel's mode does not touch.
 fn unused(like: &CubeTensor, dtype: DType) -> CubeTensor {
     empty_device_dtype(
         like.client.clone(),

@@ -6,9 +6,9 @@ use super::dropout::Dropout;
 use super::gelu::{gelu, gelu_to};
 use super::heads::{merge_heads, split_heads};
 use super::layer_norm::LayerNorm;
-use super::precision::{dense, low, matmul_low};
+use super::precision::{dense, dense_side_by_side, low, matmul_low};
 use super::softmax::{attention_context, attention_softmax};
-use super::{BertConfig, linear};
+use super::{BertConfig, linear, on_host};
 use crate::config::Precision;
 use burn::nn::Linear;
 use burn::prelude::*;
@@ -45,31 +45,31 @@ impl BertSelfAttention {
         mask_bias: Tensor<4>,
         p: Precision,
     ) -> Tensor<2> {
-        let (h, x_device) = (x.dims()[1], x.device());
+        let (h, device) = (x.dims()[1], x.device());
         let (nh, dh) = (self.num_attention_heads, h / self.num_attention_heads);
-        // [B·S, H] → [B, nh, S, dh], cast down for the products before the split, where fusion
-        // merges the cast with the bias addition (the split changes no value). The three splits
-        // come after the three projections: fusion then merges one more epilogue a layer into
-        // its product (`FUSION_PHASES_TRACE`; BENCHMARKS.md).
-        let q = low(dense(&self.query, x.clone(), p), p);
-        let k = low(dense(&self.key, x.clone(), p), p);
-        let v = low(dense(&self.value, x, p), p);
-        let heads = |t: Tensor<2>| split_heads(t, b, nh);
-        let (q, k, v) = (heads(q), heads(k), heads(v));
         let scale = 1.0 / (dh as f64).sqrt();
-        // [B, nh, S, dh], in the products' precision. In GPU training, one operation whose
-        // backward computes the scores again instead of keeping [B, nh, S, S] probabilities
-        // (`softmax::attention_context`).
-        let context = match self.dropout.gpu_call(&x_device) {
-            Some(call) => attention_context([q, k, v], mask_bias, scale, call),
-            None => {
-                // [B, nh, S, S], left in the products' precision: the softmax reads it so and
-                // computes in f32. The padding bias applies to keys, broadcast over heads and
-                // queries. Dropped out straight into the products' precision.
-                let scores = matmul_low(q, k.swap_dims(2, 3), p);
-                let probs = attention_softmax(scores, mask_bias, scale);
-                matmul_low(self.dropout.forward_as(probs, p.products_dtype()), v, p)
-            }
+        // [B, nh, S, dh], in the products' precision.
+        let context = if on_host(&device) {
+            // [B·S, H] → [B, nh, S, dh] (views on the CPU), in the products' precision.
+            let q = low(dense(&self.query, x.clone(), p), p);
+            let k = low(dense(&self.key, x.clone(), p), p);
+            let v = low(dense(&self.value, x, p), p);
+            let heads = |t: Tensor<2>| split_heads(t, b, nh);
+            let (q, k, v) = (heads(q), heads(k), heads(v));
+            // [B, nh, S, S], left in the products' precision: the softmax reads it so and
+            // computes in f32. The padding bias applies to keys, broadcast over heads and
+            // queries. Dropped out straight into the products' precision.
+            let scores = matmul_low(q, k.swap_dims(2, 3), p);
+            let probs = attention_softmax(scores, mask_bias, scale);
+            matmul_low(self.dropout.forward_as(probs, p.products_dtype()), v, p)
+        } else {
+            // [B·S, 3H]: Q, K and V as one product, then one operation whose backward computes
+            // the scores again instead of keeping [B, nh, S, S] probabilities
+            // (`softmax::attention_context`); outside training without dropout.
+            let projections = [&self.query, &self.key, &self.value];
+            let qkv = low(dense_side_by_side(&projections, x, p), p);
+            let call = self.dropout.gpu_call(&device).unwrap_or((0, 0.0));
+            attention_context(qkv, mask_bias, nh, scale, call)
         };
         // [B, nh, S, dh] → [B·S, H], in the products' precision: the output dense takes it so.
         merge_heads(context)

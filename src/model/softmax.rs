@@ -13,23 +13,26 @@
 //! operation for burn's fusion instead of 7 and 5. The bias (the padding mask's) is a constant:
 //! no gradient flows to it.
 //!
-//! In GPU training the whole of attention's core is one operation for autodiff
-//! ([`attention_context`]: the scores' product, this softmax with attention's dropout, the
-//! context's product), and it keeps q, k, v and two numbers a row (the row's max and sum), not
-//! the [B, heads, S, S] probabilities: its backward computes the scores' product again and
-//! recomputes p from them, to the bit, as memory-efficient attention kernels do. At BERT-base,
-//! batch 128 × 128, that is 151 MB a layer not kept (p in f32, its dropped-out copy in f16), at
-//! rows of 512 four times as much per token, for one more product of 2·S·dh FLOPs per query and
-//! head. The forward kernel writes only the dropped-out probabilities (the mask is GPU dropout's
-//! hash, `model::dropout`) and the row's max and sum; the backward kernel writes dscores and the
-//! dropped-out probabilities again (for v's gradient), applying the mask to their gradient as it
-//! reads it.
+//! On GPUs the whole of attention's core is one operation for autodiff ([`attention_context`]:
+//! the heads of the Q, K and V projections, taken side by side from one product, the scores'
+//! product, this softmax with attention's dropout, the context's product), and it keeps q, k, v
+//! and two numbers a row (the row's max and sum), not the [B, heads, S, S] probabilities: its
+//! backward computes the scores' product again and recomputes p from them, to the bit, as
+//! memory-efficient attention kernels do, and writes Q's, K's and V's gradients side by side in
+//! one pass. At BERT-base, batch 128 × 128, that is 151 MB a layer not kept (p in f32, its
+//! dropped-out copy in f16), at rows of 512 four times as much per token, for one more product of
+//! 2·S·dh FLOPs per query and head. The forward kernel writes only the dropped-out probabilities
+//! (the mask is GPU dropout's hash, `model::dropout`) and the row's max and sum; the backward
+//! kernel writes dscores and the dropped-out probabilities again (for v's gradient), applying the
+//! mask to their gradient as it reads it. masklm's CPU path takes the softmax alone; on GPUs its
+//! kernels (`softmax_cube.rs`) are what the tests compare the one operation against, to the bit.
 
 // burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends; the
 // extension macro names it in code it generates beside the trait.
 #![allow(deprecated)]
 
 use super::dropout::hashed_dropout;
+use super::heads::AttentionHeadsOps;
 use super::precision::cast_primitive;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -39,6 +42,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Scalar, TensorMetadata, backend_extension};
 use burn::prelude::*;
 use burn::tensor::DType;
+use burn::tensor::Slice;
 
 /// The attention softmax as backend operations: the forward, its backward, and autodiff's one
 /// recorded operation.
@@ -49,7 +53,7 @@ use burn::tensor::DType;
     Cube: cfg(feature = "wgpu"),
     Fusion: cfg(feature = "wgpu"),
 )]
-pub trait AttentionSoftmaxOps: Backend {
+pub trait AttentionSoftmaxOps: Backend + AttentionHeadsOps {
     /// `scores` [B, nh, S, S], `bias` broadcastable to it (CubeCL devices: [B, 1, 1, S]) → `p`
     /// [B, nh, S, S], the softmax over the last axis of `scores · scale + bias`, computed and
     /// returned in the bias's dtype (f32) whatever the scores' (f16 or bf16 under mixed
@@ -138,23 +142,22 @@ pub trait AttentionSoftmaxOps: Backend {
         (dscores, pd)
     }
 
-    /// Attention's context `dropout(softmax(q·kᵀ·scale + bias))·v` for GPU training: `q`, `k`,
-    /// `v` [B, nh, S, dh] in the products' dtype, `bias` [B, 1, 1, S] → [B, nh, S, dh] in the
-    /// same dtype; the dropout is GPU dropout's (`seed`, `prob`). Autodiff records it as one
-    /// operation that keeps q, k, v and two numbers a row, not the [B, nh, S, S] probabilities:
-    /// its backward computes the scores again ([`attention_context_backward`]).
+    /// Attention's context `dropout(softmax(q·kᵀ·scale + bias))·v` on GPUs: `qkv` [B·S, 3H]
+    /// (Q, K and V side by side, in the products' dtype), `bias` [B, 1, 1, S] → [B, nh, S, dh]
+    /// (nh = `heads`) in that dtype; the dropout is GPU dropout's (`seed`, `prob`). Autodiff
+    /// records it as one operation that keeps q, k, v and two numbers a row, not the [B, nh, S, S]
+    /// probabilities: its backward computes the scores again ([`attention_context_backward`])
+    /// and writes Q's, K's and V's gradients side by side, as `qkv` came.
     #[fusion(default)]
-    #[allow(clippy::too_many_arguments)]
     fn attention_context(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
+        qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        heads: usize,
         scale: f64,
         seed: u64,
         prob: f64,
     ) -> FloatTensor<Self> {
-        attention_context_forward::<Self>(q, k, v, bias, scale, seed, prob).0
+        attention_context_forward::<Self>(qkv, bias, heads, scale, seed, prob).0
     }
 }
 
@@ -198,31 +201,67 @@ fn drop_out<B: Backend>(x: FloatTensor<B>, seed: u64, prob: f64, dtype: DType) -
     }
 }
 
-/// [`AttentionSoftmaxOps::attention_context`]'s forward: (context, max, sum), as burn's
-/// operations `q.matmul(k.swap_dims(2, 3))`, then the probabilities, then `.matmul(v)` would
-/// compute it.
+/// [`AttentionSoftmaxOps::attention_context`]'s forward: (context, [q, k, v], max, sum), as
+/// burn's operations `q.matmul(k.swap_dims(2, 3))`, then the probabilities, then `.matmul(v)`
+/// would compute it, q, k and v the thirds of `qkv`'s heads.
 fn attention_context_forward<B: AttentionSoftmaxOps>(
-    q: FloatTensor<B>,
-    k: FloatTensor<B>,
-    v: FloatTensor<B>,
+    qkv: FloatTensor<B>,
     bias: FloatTensor<B>,
+    heads: usize,
     scale: f64,
     seed: u64,
     prob: f64,
-) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-    let dtype = q.dtype();
-    let scores = B::float_matmul(q, B::float_swap_dims(k, 2, 3));
+) -> QkvContext<B> {
+    let dtype = qkv.dtype();
+    let [q, k, v] = qkv_heads::<B>(qkv, bias.shape()[0], heads);
+    let scores = B::float_matmul(q.clone(), B::float_swap_dims(k.clone(), 2, 3));
     let (pd, max, sum) = B::attention_probs_forward(scores, bias, scale, seed, prob, dtype);
-    (B::float_matmul(pd, v), max, sum)
+    (B::float_matmul(pd, v.clone()), [q, k, v], max, sum)
 }
 
-/// The gradients (dq, dk, dv) of [`AttentionSoftmaxOps::attention_context`] from `dctx` and
-/// what the forward kept: the products burn's autodiff would run for the forward's three
-/// operations (`float_matmul`'s backward, then `swap_dims`'), plus the scores' product again.
+/// The forward's context, its q, k and v, and the rows' max and sum.
+type QkvContext<B> = (
+    FloatTensor<B>,
+    [FloatTensor<B>; 3],
+    FloatTensor<B>,
+    FloatTensor<B>,
+);
+
+/// q, k, v [B, nh, S, dh] from `qkv` [B·S, 3H] (B = `batch`, nh = `heads`): its 3·nh heads
+/// ([`AttentionHeadsOps::split_heads`]: one copy into [B, 3·nh, S, dh] on CubeCL devices), then
+/// each third of them as a view, which the products read as it is (a batch stride of 3·nh·S·dh
+/// is still a layout CubeCL's products take).
+fn qkv_heads<B: AttentionSoftmaxOps>(
+    qkv: FloatTensor<B>,
+    batch: usize,
+    heads: usize,
+) -> [FloatTensor<B>; 3] {
+    let all = B::split_heads(qkv, batch, 3 * heads);
+    let [s, dh] = [all.shape()[2], all.shape()[3]];
+    [0, 1, 2].map(|i| {
+        let whole = |n: usize| Slice::new(0, Some(n as isize), 1);
+        let third = Slice::new((i * heads) as isize, Some(((i + 1) * heads) as isize), 1);
+        B::float_slice(all.clone(), &[whole(batch), third, whole(s), whole(dh)])
+    })
+}
+
+/// The gradients dq, dk, dv [B, nh, S, dh] as rows [B·S, 3H], side by side as
+/// [`qkv_heads`] took them: one concatenation of their [B, S, nh, dh] views along the heads
+/// (one pass, written contiguous, so the rows are a view of it).
+fn qkv_rows<B: Backend>(grads: [FloatTensor<B>; 3]) -> FloatTensor<B> {
+    let rows = B::float_cat(grads.map(|g| B::float_swap_dims(g, 1, 2)).into(), 2);
+    let [b, s, nh, dh] = [0, 1, 2, 3].map(|i| rows.shape()[i]);
+    B::float_reshape(rows, Shape::new([b * s, nh * dh]))
+}
+
+/// The gradient of [`AttentionSoftmaxOps::attention_context`]'s `qkv` [B·S, 3H] from `dctx` and
+/// what the forward kept: dq, dk, dv by the products burn's autodiff would run for the forward's
+/// three operations (`float_matmul`'s backward, then `swap_dims`'), plus the scores' product
+/// again, then side by side as rows.
 fn attention_context_backward<B: AttentionSoftmaxOps>(
     dctx: FloatTensor<B>,
-    (q, k, v, bias, max, sum, scale, seed, prob): ContextState<B>,
-) -> [FloatTensor<B>; 3] {
+    ([q, k, v], bias, max, sum, scale, seed, prob): ContextState<B>,
+) -> FloatTensor<B> {
     let kt = B::float_swap_dims(k, 2, 3);
     let scores = B::float_matmul(q.clone(), kt.clone());
     let dpd = B::float_matmul(dctx.clone(), B::float_transpose(v));
@@ -230,7 +269,7 @@ fn attention_context_backward<B: AttentionSoftmaxOps>(
     let dv = B::float_matmul(B::float_transpose(pd), dctx);
     let dq = B::float_matmul(dscores.clone(), B::float_transpose(kt));
     let dkt = B::float_matmul(B::float_transpose(q), dscores);
-    [dq, B::float_swap_dims(dkt, 2, 3), dv]
+    qkv_rows::<B>([dq, B::float_swap_dims(dkt, 2, 3), dv])
 }
 
 impl AttentionSoftmaxOps for burn::backend::Flex {}
@@ -253,12 +292,10 @@ impl<B: AttentionSoftmaxOps> Backward<B, 1> for AttentionSoftmaxGrad {
     }
 }
 
-/// What [`AttentionSoftmaxOps::attention_context`]'s backward keeps: q, k, v, the bias, the
+/// What [`AttentionSoftmaxOps::attention_context`]'s backward keeps: [q, k, v], the bias, the
 /// rows' max and sum, then scale, seed and prob.
 type ContextState<B> = (
-    FloatTensor<B>,
-    FloatTensor<B>,
-    FloatTensor<B>,
+    [FloatTensor<B>; 3],
     FloatTensor<B>,
     FloatTensor<B>,
     FloatTensor<B>,
@@ -271,52 +308,40 @@ type ContextState<B> = (
 #[derive(Debug)]
 struct AttentionContextGrad;
 
-impl<B: AttentionSoftmaxOps> Backward<B, 3> for AttentionContextGrad {
+impl<B: AttentionSoftmaxOps> Backward<B, 1> for AttentionContextGrad {
     type State = ContextState<B>;
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dctx = grads.consume::<B>(&ops.node);
-        let [dq, dk, dv] = attention_context_backward::<B>(dctx, ops.state);
-        for (parent, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
-            if let Some(node) = parent {
-                grads.register::<B>(node.id, grad);
-            }
-        }
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let state = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |dctx| {
+            attention_context_backward::<B>(dctx, state)
+        });
     }
 }
 
 impl<B: AttentionSoftmaxOps, C: CheckpointStrategy> AttentionSoftmaxOps for Autodiff<B, C> {
     fn attention_context(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
+        qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        heads: usize,
         scale: f64,
         seed: u64,
         prob: f64,
     ) -> FloatTensor<Self> {
-        let nodes = [q.node(), k.node(), v.node()];
-        let (q, k, v) = (q.into_primitive(), k.into_primitive(), v.into_primitive());
-        let bias = bias.into_primitive();
+        let node = qkv.node();
+        let (qkv, bias) = (qkv.into_primitive(), bias.into_primitive());
         match AttentionContextGrad
-            .prepare::<C>(nodes)
+            .prepare::<C>([node])
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (ctx, max, sum) = attention_context_forward::<B>(
-                    q.clone(),
-                    k.clone(),
-                    v.clone(),
-                    bias.clone(),
-                    scale,
-                    seed,
-                    prob,
-                );
-                prep.finish((q, k, v, bias, max, sum, scale, seed, prob), ctx)
+                let (ctx, qkv, max, sum) =
+                    attention_context_forward::<B>(qkv, bias.clone(), heads, scale, seed, prob);
+                prep.finish((qkv, bias, max, sum, scale, seed, prob), ctx)
             }
             OpsKind::UnTracked(prep) => {
-                prep.finish(B::attention_context(q, k, v, bias, scale, seed, prob))
+                prep.finish(B::attention_context(qkv, bias, heads, scale, seed, prob))
             }
         }
     }
@@ -351,28 +376,29 @@ pub fn attention_softmax(scores: Tensor<4>, bias: Tensor<4>, scale: f64) -> Tens
     ))
 }
 
-/// Attention's context `dropout(softmax(q·kᵀ·scale + bias))·v` as one operation, for GPU
-/// training: `q`, `k`, `v` [B, nh, S, dh] in the products' dtype, `bias` [B, 1, 1, S] (a
+/// Attention's context `dropout(softmax(q·kᵀ·scale + bias))·v` as one operation, for GPUs:
+/// `qkv` [B·S, 3H] (the Q, K and V projections side by side, in the products' dtype; each
+/// split into `heads` heads as `heads::split_heads` splits rows), `bias` [B, 1, 1, S] (a
 /// constant) → [B, nh, S, dh] in that dtype. The dropout is GPU dropout's hashed mask of
 /// (`seed`, `prob`) (`model::dropout`, `Dropout::gpu_call`; none at prob 0).
 pub fn attention_context(
-    [q, k, v]: [Tensor<4>; 3],
+    qkv: Tensor<2>,
     bias: Tensor<4>,
+    heads: usize,
     scale: f64,
     (seed, prob): (u64, f64),
 ) -> Tensor<4> {
+    let [n, width] = qkv.dims();
+    let b = bias.dims()[0];
     assert!(
-        q.dtype() == k.dtype() && k.dtype() == v.dtype(),
-        "attention_context takes q, k and v in one dtype, got {:?}, {:?} and {:?}",
-        q.dtype(),
-        k.dtype(),
-        v.dtype()
+        width % (3 * heads) == 0 && n % b == 0,
+        "attention_context takes qkv [B·S, 3·H] with H a multiple of {heads} heads and B = {b}, \
+         got [{n}, {width}]"
     );
     Tensor::from_dispatch(<Dispatch as AttentionSoftmaxOps>::attention_context(
-        q.into_dispatch(),
-        k.into_dispatch(),
-        v.into_dispatch(),
+        qkv.into_dispatch(),
         bias.into_dispatch(),
+        heads,
         scale,
         seed,
         prob,

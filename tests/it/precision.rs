@@ -194,3 +194,72 @@ fn the_products_really_run_in_low_precision() {
         assert!(d > lo && d < hi, "{p:?}: max |Δlogit| {d}");
     }
 }
+
+/// (y, dx, then each layer's dweight and dbias) of the loss `Σ y·w` for three layers of
+/// [`SIDE`] applied to one x: as one product (`dense_side_by_side`) or by three `dense` calls
+/// concatenated, in `precision` on `device`.
+fn three_layers(device: &Device, precision: Precision, together: bool) -> Vec<Vec<f32>> {
+    use burn::nn::Linear;
+    use masklm::model::precision::{dense, dense_side_by_side};
+    let [n, d_in, d_out] = SIDE;
+    let t = |seed: u64, shape: [usize; 2]| {
+        let v = common::uniform(shape[0] * shape[1], seed, -1.0, 1.0);
+        Tensor::<1>::from_floats(v.as_slice(), device).reshape(shape)
+    };
+    let layer = |seed: u64| Linear {
+        weight: Param::from_tensor(t(seed, [d_in, d_out])),
+        bias: Some(Param::from_tensor(t(seed + 1, [1, d_out]).reshape([d_out]))),
+    };
+    let layers = [layer(1), layer(3), layer(5)];
+    let x = t(7, [n, d_in]).require_grad();
+    let y = if together {
+        dense_side_by_side(&[&layers[0], &layers[1], &layers[2]], x.clone(), precision)
+    } else {
+        Tensor::cat(
+            layers
+                .iter()
+                .map(|l| dense(l, x.clone(), precision))
+                .collect(),
+            1,
+        )
+    };
+    assert_eq!(y.dims(), [n, 3 * d_out]);
+    let grads = (y.clone() * t(8, [n, 3 * d_out])).sum().backward();
+    let vec = |t: Tensor<2>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let mut out = vec![vec(y), vec(x.grad(&grads).unwrap())];
+    for l in &layers {
+        out.push(vec(l.weight.grad(&grads).unwrap()));
+        let bias = l.bias.as_ref().unwrap().grad(&grads).unwrap();
+        out.push(vec(bias.unsqueeze_dim(0)));
+    }
+    out
+}
+
+/// [N, d_in, d_out] of each of [`three_layers`]: odd sizes.
+const SIDE: [usize; 3] = [13, 37, 11];
+
+/// Q, K and V as one product: each layer's output and gradients are what its own product gives.
+/// The products differ in shape (x's gradient is one sum over 3·d_out instead of three sums
+/// added), so they agree to their rounding: f32 products about 1e-6 relative, f16 ones 2^-11
+/// per operand.
+fn side_by_side_is_three_layers(device: &Device) {
+    for (precision, rel, abs) in [(Precision::F32, 1e-5, 1e-5), (Precision::F16, 4e-3, 4e-3)] {
+        let apart = three_layers(device, precision, false);
+        let together = three_layers(device, precision, true);
+        let names = ["y", "dx", "dwq", "dbq", "dwk", "dbk", "dwv", "dbv"];
+        for ((a, b), what) in apart.iter().zip(&together).zip(names) {
+            common::assert_close(a, b, rel, abs, &format!("{precision:?} {what}"));
+        }
+    }
+}
+
+#[test]
+fn three_layers_side_by_side_are_the_three_layers() {
+    side_by_side_is_three_layers(&Device::flex().autodiff());
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn on_vulkan_three_layers_side_by_side_are_the_three_layers() {
+    side_by_side_is_three_layers(&common::vulkan().autodiff());
+}

@@ -59,12 +59,13 @@ pub fn low<const D: usize>(t: Tensor<D>, p: Precision) -> Tensor<D> {
 /// [d_out]) → [N, d_out] in f32, the product in `p`'s precision and the bias added in f32.
 ///
 /// In f32 on the CPU this is burn's `Linear::forward`. Elsewhere the bias's [1, d_out] view is
-/// taken before the product (burn's `linear` takes it after): a view registered between the
+/// taken first (burn's `linear` takes it after the product): a view registered between the
 /// product and the operations on its result ends burn's fusion block there (fusion merges a view
 /// only of an input the block already reads), so the bias addition (and under f16 the casts
 /// around it) ran as a kernel of its own, writing the product's f32 result and reading it back,
-/// instead of in the product's epilogue. The input's cast comes first, right after whatever
-/// produced the input, whose kernel then writes it too (measured orders: BENCHMARKS.md).
+/// instead of in the product's epilogue. Then the input's cast and the weight's: of the orders
+/// measured (BENCHMARKS.md), this one runs every encoder dense layer's forward as one kernel
+/// with its epilogue at BERT-base's structure.
 pub fn dense(l: &Linear, x: Tensor<2>, p: Precision) -> Tensor<2> {
     if p.low().is_none() && super::on_host(&x.device()) {
         return l.forward(x);
@@ -79,11 +80,6 @@ pub fn dense(l: &Linear, x: Tensor<2>, p: Precision) -> Tensor<2> {
 /// product instead of three forward and one instead of three (and two additions) for x's
 /// gradient.
 pub fn dense_side_by_side(ls: &[&Linear], x: Tensor<2>, p: Precision) -> Tensor<2> {
-    let x = low(x, p);
-    let w = low(
-        side_by_side(ls.iter().map(|l| l.weight.val()).collect(), 1),
-        p,
-    );
     let biases: Vec<_> = ls.iter().filter_map(|l| l.bias.as_ref()).collect();
     assert!(
         biases.is_empty() || biases.len() == ls.len(),
@@ -91,6 +87,11 @@ pub fn dense_side_by_side(ls: &[&Linear], x: Tensor<2>, p: Precision) -> Tensor<
     );
     let bias = (!biases.is_empty())
         .then(|| side_by_side(biases.iter().map(|b| b.val()).collect(), 0).unsqueeze_dim(0));
+    let x = low(x, p);
+    let w = low(
+        side_by_side(ls.iter().map(|l| l.weight.val()).collect(), 1),
+        p,
+    );
     let y = matmul(x, w, p);
     match bias {
         Some(b) => y + b,

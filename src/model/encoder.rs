@@ -67,7 +67,7 @@ impl BertSelfAttention {
             // the scores again instead of keeping [B, nh, S, S] probabilities
             // (`softmax::attention_context`); outside training without dropout.
             let projections = [&self.query, &self.key, &self.value];
-            let qkv = low(dense_side_by_side(&projections, x, p), p);
+            let qkv = dense_side_by_side(&projections, x, p, p.products_dtype());
             let call = self.dropout.gpu_call(&device).unwrap_or((0, 0.0));
             attention_context(qkv, mask_bias, nh, scale, call)
         };

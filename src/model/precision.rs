@@ -10,7 +10,17 @@
 //! f32 (the master weights'), and an f16 overflow in any product's backward reaches them as inf
 //! (which the loss scaler, `train::scaler`, then catches).
 
+// burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends; the
+// extension macro names it in code it generates beside the trait.
+#![allow(deprecated)]
+
 use crate::config::Precision;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, TensorMetadata, backend_extension};
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
@@ -70,7 +80,7 @@ pub fn dense(l: &Linear, x: Tensor<2>, p: Precision) -> Tensor<2> {
     if p.low().is_none() && super::on_host(&x.device()) {
         return l.forward(x);
     }
-    dense_side_by_side(&[l], x, p)
+    dense_side_by_side(&[l], x, p, DType::F32)
 }
 
 /// `x` [N, d_in] through the layers `ls` side by side as one product: [N, Σ d_out] in f32, the
@@ -79,7 +89,7 @@ pub fn dense(l: &Linear, x: Tensor<2>, p: Precision) -> Tensor<2> {
 /// slice of the gradient). For the attention's Q, K and V on GPUs: x is cast and read once, one
 /// product instead of three forward and one instead of three (and two additions) for x's
 /// gradient.
-pub fn dense_side_by_side(ls: &[&Linear], x: Tensor<2>, p: Precision) -> Tensor<2> {
+pub fn dense_side_by_side(ls: &[&Linear], x: Tensor<2>, p: Precision, out: DType) -> Tensor<2> {
     let biases: Vec<_> = ls.iter().filter_map(|l| l.bias.as_ref()).collect();
     assert!(
         biases.is_empty() || biases.len() == ls.len(),
@@ -92,10 +102,80 @@ pub fn dense_side_by_side(ls: &[&Linear], x: Tensor<2>, p: Precision) -> Tensor<
         side_by_side(ls.iter().map(|l| l.weight.val()).collect(), 1),
         p,
     );
-    let y = matmul(x, w, p);
+    let y = matmul_low(x, w, p);
     match bias {
-        Some(b) => y + b,
-        None => y,
+        Some(b) => biased_to(y, b, out),
+        None if y.dtype() == out => y,
+        None => y.cast(out),
+    }
+}
+
+/// `y` [N, d] (a product's result) + `bias` [1, d] (f32), added in f32 and returned in `out`: the
+/// product's epilogue as one operation for autodiff, whose backward hands y the output's
+/// gradient in y's dtype and the bias its column sums in f32. Recorded as burn's casts and
+/// addition, the gradient of an f16 output went f16 → f32 (the cast's backward), was summed for
+/// the bias, and went f32 → f16 again (the other cast's backward) for the product: two passes
+/// over [N, d] that change no value (f16 → f32 → f16 is exact).
+pub fn biased_to(y: Tensor<2>, bias: Tensor<2>, out: DType) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as EpilogueOps>::biased_to(
+        y.into_dispatch(),
+        bias.into_dispatch(),
+        out,
+    ))
+}
+
+/// A product's epilogue as a backend operation ([`biased_to`]).
+#[backend_extension(
+    Autodiff,
+    Flex,
+    NdArray: cfg(feature = "ndarray"),
+    Cube: cfg(feature = "wgpu"),
+    Fusion: cfg(feature = "wgpu"),
+)]
+pub trait EpilogueOps: Backend {
+    /// `y` [N, d] + `bias` [1, d], computed in the bias's dtype and returned in `dtype`: burn's
+    /// casts and addition, which fusion merges into the product's kernel as before.
+    #[fusion(default)]
+    fn biased_to(y: FloatTensor<Self>, bias: FloatTensor<Self>, dtype: DType) -> FloatTensor<Self> {
+        let sum = Self::float_add(cast_primitive::<Self>(y, bias.dtype()), bias);
+        cast_primitive::<Self>(sum, dtype)
+    }
+}
+
+impl EpilogueOps for burn::backend::Flex {}
+#[cfg(feature = "ndarray")]
+impl EpilogueOps for burn::backend::NdArray {}
+#[cfg(feature = "wgpu")]
+impl EpilogueOps for burn_cubecl::CubeBackend {}
+
+/// The backward of [`EpilogueOps::biased_to`]; its state is (y's dtype, the bias's dtype).
+#[derive(Debug)]
+struct BiasedGrad;
+
+impl<B: EpilogueOps> Backward<B, 2> for BiasedGrad {
+    type State = (DType, DType);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (y_dtype, bias_dtype) = ops.state;
+        binary::<B, _, _>(
+            ops.parents,
+            ops.node,
+            grads,
+            |g| cast_primitive::<B>(g, y_dtype),
+            |g| B::float_sum_dim(cast_primitive::<B>(g, bias_dtype), 0),
+        );
+    }
+}
+
+impl<B: EpilogueOps, C: CheckpointStrategy> EpilogueOps for Autodiff<B, C> {
+    fn biased_to(y: FloatTensor<Self>, bias: FloatTensor<Self>, dtype: DType) -> FloatTensor<Self> {
+        let state = (y.dtype(), bias.dtype());
+        let nodes = [y.node(), bias.node()];
+        let out = B::biased_to(y.into_primitive(), bias.into_primitive(), dtype);
+        match BiasedGrad.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(state, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 use crate::common;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use masklm::config::{Precision, TrainConfig};
 use masklm::model::BertForMaskedLM;
 use masklm::train::scaler::{INIT_SCALE, LossScaler};
@@ -213,7 +214,8 @@ fn three_layers(device: &Device, precision: Precision, together: bool) -> Vec<Ve
     let layers = [layer(1), layer(3), layer(5)];
     let x = t(7, [n, d_in]).require_grad();
     let y = if together {
-        dense_side_by_side(&[&layers[0], &layers[1], &layers[2]], x.clone(), precision)
+        let all = [&layers[0], &layers[1], &layers[2]];
+        dense_side_by_side(&all, x.clone(), precision, burn::tensor::DType::F32)
     } else {
         Tensor::cat(
             layers
@@ -262,4 +264,54 @@ fn three_layers_side_by_side_are_the_three_layers() {
 #[test]
 fn on_vulkan_three_layers_side_by_side_are_the_three_layers() {
     side_by_side_is_three_layers(&common::vulkan().autodiff());
+}
+
+/// (z, dy, dbias) of the loss `Σ z·w` for z = y [13, 11] (in `y_dtype`) plus an f32 bias [1, 11],
+/// returned in `out`: by the epilogue operation (`ours`) or by burn's casts and addition.
+fn epilogue(device: &Device, y_dtype: FloatDType, out: FloatDType, ours: bool) -> Vec<Vec<f32>> {
+    use masklm::model::precision::biased_to;
+    let t = |seed: u64, shape: [usize; 2]| {
+        let v = common::uniform(shape[0] * shape[1], seed, -3.0, 3.0);
+        Tensor::<1>::from_floats(v.as_slice(), device).reshape(shape)
+    };
+    let y = t(1, [13, 11]).cast(y_dtype).require_grad();
+    let bias = t(2, [1, 11]).require_grad();
+    let z = if ours {
+        biased_to(y.clone(), bias.clone(), out.into())
+    } else {
+        (y.clone().cast(FloatDType::F32) + bias.clone()).cast(out)
+    };
+    assert_eq!(z.dtype(), out.into());
+    let grads = (z.clone().cast(FloatDType::F32) * t(3, [13, 11]))
+        .sum()
+        .backward();
+    let dy = y.grad(&grads).unwrap();
+    assert_eq!(dy.dtype(), y_dtype.into());
+    let vec = |t: Tensor<2>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    vec![vec(z), vec(dy), vec(bias.grad(&grads).unwrap())]
+}
+
+/// The products' epilogue as one operation computes what burn's casts and addition do, forward
+/// and both gradients, to the bit: for an f16 product with an f16 output (Q, K and V), an f16
+/// product with an f32 output (the other dense layers), and f32 throughout.
+fn epilogue_is_casts_and_addition(device: &Device) {
+    use FloatDType::{F16, F32};
+    for (y_dtype, out) in [(F16, F16), (F16, F32), (F32, F32)] {
+        assert_eq!(
+            epilogue(device, y_dtype, out, true),
+            epilogue(device, y_dtype, out, false),
+            "{y_dtype:?} → {out:?}"
+        );
+    }
+}
+
+#[test]
+fn the_epilogue_is_casts_and_addition() {
+    epilogue_is_casts_and_addition(&Device::flex().autodiff());
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn on_vulkan_the_epilogue_is_casts_and_addition() {
+    epilogue_is_casts_and_addition(&common::vulkan().autodiff());
 }

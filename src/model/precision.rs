@@ -83,8 +83,9 @@ pub fn dense(l: &Linear, x: Tensor<2>, p: Precision) -> Tensor<2> {
     dense_side_by_side(&[l], x, p, DType::F32)
 }
 
-/// `x` [N, d_in] through the layers `ls` side by side as one product: [N, Σ d_out] in f32, the
-/// layers' outputs in order along the last axis, as [`dense`] computes each (their weights and
+/// `x` [N, d_in] through the layers `ls` side by side as one product: [N, Σ d_out] in `out` (f32,
+/// or the products' dtype where a product takes the result next: Q, K and V), the layers'
+/// outputs in order along the last axis, as [`dense`] computes each (their weights and
 /// biases concatenated along d_out for this call; autodiff's concatenation hands each layer its
 /// slice of the gradient). For the attention's Q, K and V on GPUs: x is cast and read once, one
 /// product instead of three forward and one instead of three (and two additions) for x's

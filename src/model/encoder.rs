@@ -6,7 +6,7 @@ use super::dropout::Dropout;
 use super::gelu::{gelu, gelu_to};
 use super::heads::{merge_heads, split_heads};
 use super::layer_norm::LayerNorm;
-use super::precision::{dense, dense_side_by_side, low, matmul_low};
+use super::precision::{dense, dense_side_by_side, matmul_low};
 use super::softmax::{attention_context, attention_softmax};
 use super::{BertConfig, linear, on_host};
 use crate::config::Precision;
@@ -50,10 +50,16 @@ impl BertSelfAttention {
         let scale = 1.0 / (dh as f64).sqrt();
         // [B, nh, S, dh], in the products' precision.
         let context = if on_host(&device) {
-            // [B·S, H] → [B, nh, S, dh] (views on the CPU), in the products' precision.
-            let q = low(dense(&self.query, x.clone(), p), p);
-            let k = low(dense(&self.key, x.clone(), p), p);
-            let v = low(dense(&self.value, x, p), p);
+            // [B·S, H] → [B, nh, S, dh] (views on the CPU), in the products' precision: under
+            // f16 each epilogue writes f16, so no f32 copy is made and cast down (and no f16 →
+            // f32 → f16 round trip of its gradient); under f32, burn's `Linear` (`dense`).
+            let project = |l: &Linear, x: Tensor<2>| match p.low() {
+                Some(_) => dense_side_by_side(&[l], x, p, p.products_dtype()),
+                None => dense(l, x, p),
+            };
+            let q = project(&self.query, x.clone());
+            let k = project(&self.key, x.clone());
+            let v = project(&self.value, x);
             let heads = |t: Tensor<2>| split_heads(t, b, nh);
             let (q, k, v) = (heads(q), heads(k), heads(v));
             // [B, nh, S, S], left in the products' precision: the softmax reads it so and

@@ -233,6 +233,9 @@ impl Default for TrainConfig {
     }
 }
 
+/// The most worker threads `train.threads` may ask for.
+pub const MAX_THREADS: usize = 1024;
+
 /// Where a configuration comes from, for messages.
 #[derive(Debug, Clone)]
 pub enum Source {
@@ -460,6 +463,13 @@ impl Config {
         if r.keep_checkpoints == 0 {
             errs.push("train.keep_checkpoints is 0; it must be at least 1".into());
         }
+        // Each thread is an OS thread: a mistyped count would stall the machine creating them.
+        if r.threads > MAX_THREADS {
+            errs.push(format!(
+                "train.threads is {}; it must be at most {MAX_THREADS} (0 uses one per core)",
+                r.threads
+            ));
+        }
         if r.out_dir.as_os_str().is_empty() {
             errs.push("train.out_dir is empty; give a folder such as \"checkpoints/run\"".into());
         }
@@ -666,6 +676,7 @@ mod tests {
     fn out_of_range_values_say_what_is_allowed() {
         for (set, needle) in [
             ("data.mask_prob=0", "data.mask_prob"),
+            ("train.threads=100000", "at most 1024"),
             ("data.mask_prob=1.0", "(0, 1)"),
             ("data.mask_token_prob=0.95", "exceeds 1"),
             (

@@ -132,6 +132,59 @@ pub fn replace_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     result
 }
 
+/// Refuses, before any work, an output folder that cannot be made: `dir` or one of its
+/// ancestors is a file. `what` names the option or key (`--out`, `train.out_dir`).
+pub fn check_output_dir(dir: &Path, what: &str) -> Result<(), crate::error::UsageError> {
+    let fix = format!("choose another {what}");
+    for (i, a) in dir.ancestors().enumerate() {
+        if a.as_os_str().is_empty() || !a.exists() {
+            continue;
+        }
+        if a.is_dir() {
+            return Ok(());
+        }
+        let msg = if i == 0 {
+            format!("{what} {} is a file, not a folder; {fix}", dir.display())
+        } else {
+            format!(
+                "{what} {}: {} is a file, so no folder can be made under it; {fix}",
+                dir.display(),
+                a.display()
+            )
+        };
+        return Err(crate::error::UsageError::new(msg));
+    }
+    Ok(())
+}
+
+/// Refuses, before any work, an output file path that names a folder (an existing one, or one
+/// written with a trailing `/`) or lies under a file. `example` is a file name to suggest.
+pub fn check_output_file(
+    path: &Path,
+    what: &str,
+    example: &str,
+) -> Result<(), crate::error::UsageError> {
+    let text = path.as_os_str().to_string_lossy();
+    if path.is_dir() || text.ends_with('/') || path.file_name().is_none() {
+        return Err(crate::error::UsageError::new(format!(
+            "{what} {} is a folder; give a file path such as {}",
+            path.display(),
+            path.join(example).display()
+        )));
+    }
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => check_output_dir(dir, what).map_err(|_| {
+            crate::error::UsageError::new(format!(
+                "{what} {}: {} is not a folder that can be made (a file is in the way); \
+                 choose another {what}",
+                path.display(),
+                dir.display()
+            ))
+        }),
+        None => Ok(()),
+    }
+}
+
 /// `dir/.stem.tmp-PID.ext`: hidden, unique per process so two writers never share one, and with
 /// the original extension (image encoders pick the format from it).
 pub fn tmp_path(path: &Path) -> PathBuf {
@@ -162,6 +215,37 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("x.txt")]);
+    }
+
+    #[test]
+    fn output_paths_under_a_file_are_refused_before_any_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        fs::write(&file, "x").unwrap();
+        let free = dir.path().join("new/deeper");
+        assert!(check_output_dir(&free, "--out").is_ok());
+        assert!(check_output_dir(dir.path(), "--out").is_ok());
+        let e = check_output_dir(&file, "train.out_dir")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("is a file, not a folder") && e.contains("train.out_dir"),
+            "{e}"
+        );
+        let e = check_output_dir(&file.join("run/x"), "--out")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a-file is a file, so no folder"), "{e}");
+        assert!(check_output_file(&free.join("tokenizer.json"), "--out", "t.json").is_ok());
+        let e = check_output_file(&file.join("tokenizer.json"), "--out", "t.json").unwrap_err();
+        assert!(e.to_string().contains("a file is in the way"), "{e}");
+        for folder in [dir.path().to_path_buf(), free.join("sub/")] {
+            let e = check_output_file(&folder, "tokenizer.path", "tokenizer.json").unwrap_err();
+            assert!(
+                e.to_string().contains("is a folder; give a file path"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -159,6 +159,21 @@ impl BertTokenizer {
         })
     }
 
+    /// Refuses, before a tokenizer is trained, a `path` that [`save`](Self::save) could not
+    /// write or would clobber: a folder, a path under a file, or a file named `vocab.txt` (the
+    /// word list written beside the tokenizer would replace it). `what` names the option.
+    pub fn check_save_path(path: &Path, what: &str) -> Result<(), crate::error::UsageError> {
+        crate::io::check_output_file(path, what, "tokenizer.json")?;
+        if path.file_name() == Some("vocab.txt".as_ref()) {
+            return Err(crate::error::UsageError::new(format!(
+                "{what} {}: vocab.txt is the word list written beside the tokenizer, which would \
+                 replace it; name the tokenizer file tokenizer.json",
+                path.display()
+            )));
+        }
+        Ok(())
+    }
+
     /// Writes `path` (tokenizer.json) and `vocab.txt` beside it, each atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = self.to_json()?;

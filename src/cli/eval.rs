@@ -1,12 +1,12 @@
 //! `masklm eval`: masked-token loss, perplexity and accuracy of a checkpoint.
 
-use crate::config::BackendName;
+use crate::config::{BackendName, Config, Source};
 use crate::data::{rows_from, validation_rows};
 use crate::eval::evaluate;
 use crate::train::{checkpoint, device_for};
 use anyhow::{Context, Result};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Debug, Args)]
@@ -24,15 +24,39 @@ pub struct EvalArgs {
     /// Backend to evaluate on
     #[arg(long, value_enum, default_value = "flex")]
     pub backend: BackendName,
+    /// Change how the corpus is read and batched: a data.* key or train.batch_size, e.g.
+    /// --set data.text_field=body or --set data.seq_len=64 (the rest is the checkpoint's)
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+/// The checkpoint's config with `sets` applied; only keys that change how text is read and
+/// batched may change, since the weights fix the rest.
+fn with_sets(saved: &Config, dir: &Path, sets: &[String]) -> Result<Config> {
+    if sets.is_empty() {
+        return Ok(saved.clone());
+    }
+    let source = Source::File(dir.join(checkpoint::CONFIG_FILE));
+    let cfg = Config::from_toml_str(&saved.to_toml(), &source, sets)?;
+    for (key, _, _) in crate::config::differences(saved, &cfg) {
+        if !(key.starts_with("data.") || key == "train.batch_size") {
+            crate::usage!(
+                "eval --set {key}: only data.* keys and train.batch_size change how a checkpoint \
+                 is evaluated; {key} is the checkpoint's own"
+            );
+        }
+    }
+    Ok(cfg)
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
     let device = device_for(a.backend)?;
     let ck = checkpoint::load(&a.checkpoint, &device).context("loading the checkpoint")?;
+    let cfg = with_sets(&ck.config, &ck.dir, &a.sets)?;
     let rows = if a.corpus.is_empty() {
-        validation_rows(&ck.config, &ck.tokenizer)?
+        validation_rows(&cfg, &ck.tokenizer)?
     } else {
-        rows_from(&a.corpus, &ck.config, &ck.tokenizer, "evaluation")?
+        rows_from(&a.corpus, &cfg, &ck.tokenizer, "evaluation")?
     };
     let table = Arc::new(ck.tokenizer.token_table());
     let r = evaluate(
@@ -40,7 +64,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         &rows,
         table,
         ck.tokenizer.specials(),
-        ck.config.train.batch_size,
+        cfg.train.batch_size,
         &device,
     )?;
     if a.json {

@@ -2,7 +2,7 @@
 
 use crate::data::{corpus, train_tokenizer};
 use crate::error::UsageError;
-use crate::tokenizer::SPECIAL_TOKENS;
+use crate::tokenizer::{BertTokenizer, SPECIAL_TOKENS};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -36,14 +36,22 @@ pub fn run(a: TokenizerArgs) -> Result<()> {
         ))
         .into());
     }
-    if a.out.is_dir() {
-        crate::usage!(
-            "--out {} is a folder; give a file path such as {}/tokenizer.json",
-            a.out.display(),
-            a.out.display()
-        );
-    }
+    BertTokenizer::check_save_path(&a.out, "--out")?;
     let files = corpus::expand_paths(&a.corpus)?;
+    // The tokenizer and vocab.txt must not be written over the text they are trained on.
+    for written in [a.out.clone(), a.out.with_file_name("vocab.txt")] {
+        let Ok(w) = written.canonicalize() else {
+            continue;
+        };
+        if files.iter().any(|f| f.canonicalize().is_ok_and(|f| f == w)) {
+            crate::usage!(
+                "--out {}: writing it would replace the corpus file {}; write the tokenizer \
+                 elsewhere",
+                a.out.display(),
+                written.display()
+            );
+        }
+    }
     let tok = train_tokenizer(&files, a.vocab_size, !a.cased, &a.text_field)?;
     tok.save(&a.out)?;
     println!(

@@ -30,10 +30,18 @@ pub fn run(a: TrainArgs) -> Result<()> {
         None => None,
     };
     let s = crate::train::train(&cfg, a.resume, init_from.as_deref())?;
+    // No row was logged when no step selected a token to predict (a tiny data.mask_prob).
+    let loss = if s.last_loss.is_nan() {
+        format!(
+            "no loss logged (no step selected a token to mask at data.mask_prob {})",
+            cfg.data.mask_prob
+        )
+    } else {
+        format!("last loss {:.4}", s.last_loss)
+    };
     println!(
-        "trained {} steps; last loss {:.4}; checkpoint {}",
+        "trained {} steps; {loss}; checkpoint {}",
         s.final_step,
-        s.last_loss,
         s.checkpoint.display()
     );
     if let Some(r) = s.eval {

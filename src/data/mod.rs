@@ -23,10 +23,33 @@ use store::TokenStore;
 /// The tokenizer of a config: loaded from `tokenizer.path` when it exists, else trained on
 /// `data.train` and saved there (with vocab.txt beside it).
 pub fn tokenizer_for(cfg: &Config) -> Result<BertTokenizer> {
+    let (tok, fresh) = load_or_train_tokenizer(cfg)?;
+    if fresh {
+        save_tokenizer(cfg, &tok)?;
+    }
+    Ok(tok)
+}
+
+/// The tokenizer of a config and whether it was trained just now (`true`: not saved yet, so a
+/// run that fails before it starts leaves nothing behind; [`save_tokenizer`] writes it). An
+/// existing `tokenizer.path` is used as it is, whatever `tokenizer.vocab_size` says (that key
+/// sizes a new tokenizer only); a difference is said on stderr.
+pub fn load_or_train_tokenizer(cfg: &Config) -> Result<(BertTokenizer, bool)> {
     let path = &cfg.tokenizer.path;
     if path.exists() {
-        return BertTokenizer::load(path);
+        let tok = BertTokenizer::load(path)?;
+        if tok.vocab_size() != cfg.tokenizer.vocab_size {
+            eprintln!(
+                "note: using the existing tokenizer {} ({} tokens) as it is; \
+                 tokenizer.vocab_size {} only sizes a new one (delete the file to train one)",
+                path.display(),
+                tok.vocab_size(),
+                cfg.tokenizer.vocab_size
+            );
+        }
+        return Ok((tok, false));
     }
+    BertTokenizer::check_save_path(path, "tokenizer.path")?;
     let files = corpus::expand_paths(&cfg.data.train)?;
     eprintln!(
         "training a WordPiece tokenizer (vocab {}) on {} → {}",
@@ -36,9 +59,14 @@ pub fn tokenizer_for(cfg: &Config) -> Result<BertTokenizer> {
     );
     let (vocab, lower) = (cfg.tokenizer.vocab_size, cfg.tokenizer.lowercase);
     let tok = train_tokenizer(&files, vocab, lower, &cfg.data.text_field)?;
+    Ok((tok, true))
+}
+
+/// Writes a tokenizer [`load_or_train_tokenizer`] trained to `tokenizer.path`.
+pub fn save_tokenizer(cfg: &Config, tok: &BertTokenizer) -> Result<()> {
+    let path = &cfg.tokenizer.path;
     tok.save(path)
-        .with_context(|| format!("saving tokenizer to {}", path.display()))?;
-    Ok(tok)
+        .with_context(|| format!("saving tokenizer to {}", path.display()))
 }
 
 /// Trains on the pieces of `files`, stopping at the first read error (which is returned).
@@ -81,6 +109,14 @@ pub fn train_tokenizer(
             store::describe(files)
         ))
         .into());
+    }
+    if tok.vocab_size() < vocab_size {
+        eprintln!(
+            "note: {} gave a vocabulary of {} tokens, fewer than the {vocab_size} asked: \
+             WordPiece stops when no two pieces are left to merge (a larger corpus gives more)",
+            store::describe(files),
+            tok.vocab_size()
+        );
     }
     Ok(tok)
 }

@@ -59,6 +59,7 @@ fn check_out_dir(out: &Path, force: bool) -> Result<()> {
     if out.exists() && !out.is_dir() {
         crate::usage!("--out {} is a file; give a folder", out.display());
     }
+    crate::io::check_output_dir(out, "--out")?;
     let non_empty = out.is_dir()
         && std::fs::read_dir(out)
             .with_context(|| format!("reading {}", out.display()))?
@@ -76,6 +77,19 @@ fn check_out_dir(out: &Path, force: bool) -> Result<()> {
 
 /// `masklm export`: writes checkpoint `ck` as an HF folder `out`; returns the files written.
 pub fn export(ck: &checkpoint::Loaded, out: &Path, force: bool) -> Result<Vec<PathBuf>> {
+    // A checkpoint's tokenizer.json would be replaced by the HF one (its checksums then fail);
+    // a run folder's may be the run's tokenizer.path.
+    let is_checkpoint = [checkpoint::MODEL_FILE, checkpoint::STATE_FILE]
+        .iter()
+        .any(|f| out.join(f).exists());
+    if is_checkpoint || (out.is_dir() && checkpoint::latest(out)?.is_some()) {
+        crate::usage!(
+            "--out {} is a masklm checkpoint or run folder; export writes a Hugging Face folder, \
+             which must not share it (even with --force): choose another --out, e.g. {}-hf",
+            out.display(),
+            out.display()
+        );
+    }
     check_out_dir(out, force)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let bert = BertConfig::new(

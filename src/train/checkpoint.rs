@@ -348,6 +348,14 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
         ))
         .into());
     }
+    let hf_weights = ["model.safetensors", "pytorch_model.bin"];
+    if dir.join("config.json").is_file() && hf_weights.iter().any(|w| dir.join(w).is_file()) {
+        crate::usage!(
+            "{0} is a Hugging Face folder, not a masklm checkpoint; turn it into one with \
+             masklm import --hf {0} --out CHECKPOINT_DIR, then give that folder",
+            dir.display()
+        );
+    }
     latest(dir)?.ok_or_else(|| {
         crate::error::UsageError::new(format!(
             "{} holds no checkpoint (no {MODEL_FILE}, no checkpoint-N folder); train first or give a checkpoint folder",

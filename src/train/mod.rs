@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::data::batches::{Batch, TrainStream};
 use crate::data::masking::{TokenTable, mix};
 use crate::data::store::TokenStore;
-use crate::data::{Datasets, corruption, tokenizer_for};
+use crate::data::{Datasets, corruption, load_or_train_tokenizer, save_tokenizer};
 use crate::eval::{EvalReport, evaluate};
 use crate::fill_mask;
 use crate::model::BertConfig;
@@ -125,8 +125,19 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     let base = device_for(t.backend)?;
     check_precision(t.backend, &base, t.precision)?;
     check_batch_tokens(t.backend, &base, t.batch_size * cfg.data.seq_len)?;
+    // Where the run writes, before any minute is spent on data.
+    crate::io::check_output_dir(&t.out_dir, "train.out_dir")?;
+    if resume && !t.out_dir.is_dir() {
+        crate::usage!(
+            "--resume: train.out_dir {} does not exist, so there is no run to continue; start a \
+             fresh run without --resume, or point train.out_dir at the run's folder",
+            t.out_dir.display()
+        );
+    }
     let data_start = Instant::now();
-    let tok = tokenizer_for(cfg)?;
+    // A tokenizer trained now is saved only once the run is set to start (below): a run that
+    // fails before then leaves none behind for the next run to pick up.
+    let (tok, fresh_tokenizer) = load_or_train_tokenizer(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;
     eprintln!(
         "data: {} training rows, {} validation rows, ready in {:.2} s",
@@ -203,6 +214,16 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             .load(dir.join(checkpoint::OPTIMIZER_FILE))
             .map_err(|e| anyhow::anyhow!("loading optimizer of {}: {e:?}", dir.display()))?;
         state = checkpoint::read_state(&dir)?;
+        if state.step >= t.steps {
+            crate::usage!(
+                "--resume: {} is at step {}, and train.steps is {}: nothing is left to train; \
+                 to continue the run, raise train.steps above {} (--set train.steps=N)",
+                dir.display(),
+                state.step,
+                t.steps,
+                state.step
+            );
+        }
         last_ckpt = dir.clone();
         metrics::truncate_after(&t.out_dir, state.step)?;
         eprintln!(
@@ -219,6 +240,9 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         );
     } else {
         metrics::truncate_after(&t.out_dir, 0)?;
+    }
+    if fresh_tokenizer {
+        save_tokenizer(cfg, &tok)?;
     }
 
     // Batches are prepared on a background thread, two steps ahead, so the model never waits.

@@ -579,3 +579,232 @@ fn inference_export_import_and_plot_bad_inputs() {
     ];
     check(rows);
 }
+
+/// `train --config configs/tiny.toml` with `extra` `--set`s, writing into `f`'s folder.
+fn tiny_train(f: &Files, extra: &[String]) -> Vec<String> {
+    let mut a: Vec<String> = ["train", "--config", "configs/tiny.toml"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for s in [
+        format!("tokenizer.path={:?}", f.s("newtok/tokenizer.json")),
+        format!("data.cache_dir={:?}", f.s("cache")),
+        format!("train.out_dir={:?}", f.s("newrun")),
+        "train.steps=2".into(),
+        "train.warmup_steps=0".into(),
+        "train.eval_every=0".into(),
+    ]
+    .into_iter()
+    .chain(extra.iter().cloned())
+    {
+        a.extend(["--set".to_string(), s]);
+    }
+    a
+}
+
+/// Outputs that cannot be made, outputs that would overwrite inputs, and runs that fail before
+/// they start: refused up front, and none leaves a file for the next run to pick up.
+#[test]
+fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
+    let f = Files::new();
+    let run = tiny_run(f.dir.path());
+    let ck = run.display().to_string();
+    std::fs::write(f.path("short.txt"), "one short line of eight words here\n").unwrap();
+    std::fs::write(f.path("corpus.txt"), "the cat sat on the mat\n".repeat(50)).unwrap();
+    std::fs::write(
+        f.path("body.jsonl"),
+        "{\"body\": \"the cat sat on the mat\"}\n".repeat(200),
+    )
+    .unwrap();
+    let under_file = f.s("plain.txt/sub");
+    let (newtok, newvocab) = (f.path("newtok/tokenizer.json"), f.path("newtok/vocab.txt"));
+    let newrun = f.path("newrun");
+    let fixture = Path::new(common::ROOT).join("tests/fixtures/hf-tiny");
+    let rows = vec![
+        Row {
+            what: "train: a corpus too short for validation, with a tokenizer to train",
+            args: tiny_train(&f, &[format!("data.train=[{:?}]", f.s("short.txt"))]),
+            needles: vec!["too few".into()],
+            absent: vec![newtok.clone(), newvocab.clone(), newrun.clone()],
+        },
+        Row {
+            what: "train: a missing data.valid, with a tokenizer to train",
+            args: tiny_train(&f, &[format!("data.valid=[{:?}]", f.s("missing.txt"))]),
+            needles: vec!["missing.txt".into()],
+            absent: vec![newtok.clone(), newvocab.clone(), newrun.clone()],
+        },
+        Row {
+            what: "train: train.out_dir under a file",
+            args: tiny_train(&f, &[format!("train.out_dir={under_file:?}")]),
+            needles: vec!["train.out_dir".into(), "plain.txt is a file".into()],
+            absent: vec![newtok.clone()],
+        },
+        Row {
+            what: "train: tokenizer.path under a file",
+            args: tiny_train(
+                &f,
+                &[format!("tokenizer.path={:?}", f.s("plain.txt/t.json"))],
+            ),
+            needles: vec!["tokenizer.path".into(), "a file is in the way".into()],
+            absent: vec![newrun.clone()],
+        },
+        Row {
+            what: "train: tokenizer.path written as a folder",
+            args: tiny_train(&f, &[format!("tokenizer.path={:?}", f.s("tokdir") + "/")]),
+            needles: vec!["is a folder; give a file path".into()],
+            absent: vec![f.path("tokdir"), newrun.clone()],
+        },
+        Row {
+            what: "train: tokenizer.path named vocab.txt",
+            args: tiny_train(&f, &[format!("tokenizer.path={newvocab:?}")]),
+            needles: vec!["vocab.txt is the word list".into()],
+            absent: vec![newvocab.clone(), newrun.clone()],
+        },
+        Row {
+            what: "train: --resume of a train.out_dir that does not exist",
+            args: [tiny_train(&f, &[]), vec!["--resume".into()]].concat(),
+            needles: vec!["does not exist".into(), "without --resume".into()],
+            absent: vec![newrun.clone(), newtok.clone()],
+        },
+        row(
+            "train: --resume of a run already at train.steps",
+            &[
+                "train",
+                "--config",
+                "configs/tiny.toml",
+                "--set",
+                &format!("tokenizer.path={:?}", f.s("tokenizer.json")),
+                "--set",
+                &format!("data.cache_dir={:?}", f.s("cache")),
+                "--set",
+                &format!("train.out_dir={ck:?}"),
+                "--set",
+                "train.steps=2",
+                "--set",
+                "train.warmup_steps=0",
+                "--set",
+                "train.eval_every=0",
+                "--resume",
+            ],
+            &["is at step 2", "nothing is left to train", "above 2"],
+            &[&run.join("checkpoint-3")],
+        ),
+        row(
+            "tokenizer: --out under a file",
+            &[
+                "tokenizer",
+                "--corpus",
+                &f.s("corpus.txt"),
+                "--vocab-size",
+                "50",
+                "--out",
+                &f.s("plain.txt/t.json"),
+            ],
+            &["--out", "a file is in the way"],
+            &[],
+        ),
+        row(
+            "tokenizer: --out named vocab.txt",
+            &[
+                "tokenizer",
+                "--corpus",
+                &f.s("corpus.txt"),
+                "--vocab-size",
+                "50",
+                "--out",
+                &newvocab.display().to_string(),
+            ],
+            &["vocab.txt is the word list"],
+            &[&newvocab],
+        ),
+        row(
+            "tokenizer: --out is the corpus",
+            &[
+                "tokenizer",
+                "--corpus",
+                &f.s("corpus.txt"),
+                "--vocab-size",
+                "50",
+                "--out",
+                &f.s("corpus.txt"),
+            ],
+            &["would replace the corpus file"],
+            &[],
+        ),
+        row(
+            "export: --out under a file",
+            &["export", "--checkpoint", &ck, "--out", &under_file],
+            &["--out", "plain.txt is a file"],
+            &[],
+        ),
+        row(
+            "export: --out is the checkpoint itself, with --force",
+            &[
+                "export",
+                "--checkpoint",
+                &ck,
+                "--out",
+                &run.join("checkpoint-2").display().to_string(),
+                "--force",
+            ],
+            &["checkpoint or run folder", "even with --force"],
+            &[&run.join("checkpoint-2/config.json")],
+        ),
+        row(
+            "import: --out under a file",
+            &[
+                "import",
+                "--hf",
+                &fixture.display().to_string(),
+                "--out",
+                &under_file,
+            ],
+            &["--out", "plain.txt is a file"],
+            &[],
+        ),
+        row(
+            "eval: a Hugging Face folder",
+            &["eval", "--checkpoint", &fixture.display().to_string()],
+            &["Hugging Face folder", "masklm import --hf"],
+            &[],
+        ),
+        row(
+            "eval: --set of a key the weights fix",
+            &["eval", "--checkpoint", &ck, "--set", "model.hidden_size=64"],
+            &["model.hidden_size", "only data.* keys"],
+            &[],
+        ),
+    ];
+    check(rows);
+    // The refused writes changed nothing: the corpus is text, the checkpoint still loads.
+    assert_eq!(
+        std::fs::read_to_string(f.path("corpus.txt")).unwrap(),
+        "the cat sat on the mat\n".repeat(50)
+    );
+    masklm(&["fill-mask", "--checkpoint", &ck, "the [MASK] sat"]).ok();
+    // What the messages suggest works: eval reads another field of .jsonl records with --set.
+    let e = masklm(&[
+        "eval",
+        "--checkpoint",
+        &ck,
+        "--corpus",
+        &f.s("body.jsonl"),
+        "--json",
+    ]);
+    assert!(
+        e.code == 2 && e.stderr.contains("--set data.text_field"),
+        "{}",
+        e.stderr
+    );
+    masklm(&[
+        "eval",
+        "--checkpoint",
+        &ck,
+        "--corpus",
+        &f.s("body.jsonl"),
+        "--set",
+        "data.text_field=body",
+        "--json",
+    ])
+    .ok();
+}

@@ -223,6 +223,11 @@ fn a_last_step_that_selects_nothing_still_evaluates_and_saves() {
     .ok();
     assert!(out.join("checkpoint-3").is_dir(), "{}", run.stderr);
     assert!(run.stdout.contains("held-out:"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("no loss logged") && !run.stdout.contains("NaN"),
+        "{}",
+        run.stdout
+    );
     let m = rows(&out.join("metrics.jsonl"));
     assert!(m.iter().all(|r| !r["loss"].is_number()), "no loss to log");
     assert!(m.iter().any(|r| r["eval_accuracy"].is_number()));

@@ -201,9 +201,12 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         )?;
         if saved_tok != tokenizer_json {
             crate::usage!(
-                "--resume: {} was trained with another tokenizer than {}",
+                "--resume: {} was trained with another tokenizer than tokenizer.path {}; point \
+                 tokenizer.path at the run's tokenizer (the checkpoint keeps a copy: --set \
+                 tokenizer.path={:?})",
                 dir.display(),
-                cfg.tokenizer.path.display()
+                cfg.tokenizer.path.display(),
+                dir.join(checkpoint::TOKENIZER_FILE).display().to_string()
             );
         }
         check_resume_config(cfg, &dir)?;

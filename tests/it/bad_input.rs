@@ -620,6 +620,40 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
     let (newtok, newvocab) = (f.path("newtok/tokenizer.json"), f.path("newtok/vocab.txt"));
     let newrun = f.path("newrun");
     let fixture = Path::new(common::ROOT).join("tests/fixtures/hf-tiny");
+    let other_tok = f.s("other/tokenizer.json");
+    masklm(&[
+        "tokenizer",
+        "--corpus",
+        &f.s("corpus.txt"),
+        "--vocab-size",
+        "50",
+        "--out",
+        &other_tok,
+    ])
+    .ok();
+    let resume_run = |tokenizer: &str| -> Vec<String> {
+        [
+            "train",
+            "--config",
+            "configs/tiny.toml",
+            "--set",
+            &format!("tokenizer.path={tokenizer:?}"),
+            "--set",
+            &format!("data.cache_dir={:?}", f.s("cache")),
+            "--set",
+            &format!("train.out_dir={ck:?}"),
+            "--set",
+            "train.steps=2",
+            "--set",
+            "train.warmup_steps=0",
+            "--set",
+            "train.eval_every=0",
+            "--resume",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
     let rows = vec![
         Row {
             what: "train: a corpus too short for validation, with a tokenizer to train",
@@ -666,29 +700,26 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
             needles: vec!["does not exist".into(), "without --resume".into()],
             absent: vec![newrun.clone(), newtok.clone()],
         },
-        row(
-            "train: --resume of a run already at train.steps",
-            &[
-                "train",
-                "--config",
-                "configs/tiny.toml",
-                "--set",
-                &format!("tokenizer.path={:?}", f.s("tokenizer.json")),
-                "--set",
-                &format!("data.cache_dir={:?}", f.s("cache")),
-                "--set",
-                &format!("train.out_dir={ck:?}"),
-                "--set",
-                "train.steps=2",
-                "--set",
-                "train.warmup_steps=0",
-                "--set",
-                "train.eval_every=0",
-                "--resume",
+        Row {
+            what: "train: --resume of a run already at train.steps",
+            args: resume_run(&f.s("tokenizer.json")),
+            needles: vec![
+                "is at step 2".into(),
+                "nothing is left to train".into(),
+                "above 2".into(),
             ],
-            &["is at step 2", "nothing is left to train", "above 2"],
-            &[&run.join("checkpoint-3")],
-        ),
+            absent: vec![run.join("checkpoint-3")],
+        },
+        Row {
+            what: "train: --resume with another tokenizer",
+            args: resume_run(&other_tok),
+            needles: vec![
+                "another tokenizer".into(),
+                "--set tokenizer.path=".into(),
+                "checkpoint-2".into(),
+            ],
+            absent: vec![],
+        },
         row(
             "tokenizer: --out under a file",
             &[

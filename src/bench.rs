@@ -11,8 +11,8 @@ use crate::model::BertConfig;
 use crate::train::scaler::LossScaler;
 use crate::train::step::{self, Outcome};
 use crate::train::{
-    DeviceInfo, check_batch_tokens, check_precision, device_for, device_info, gpu_reserved_mb,
-    optim, seed_device,
+    DeviceInfo, check_batch_tokens, check_model_fits, check_precision, device_for, device_info,
+    gpu_reserved_mb, optim, seed_device,
 };
 use anyhow::Result;
 use serde::Serialize;
@@ -79,6 +79,10 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
     let base = device_for(t.backend)?;
     check_precision(t.backend, &base, t.precision)?;
     check_batch_tokens(t.backend, &base, t.batch_size * cfg.data.seq_len)?;
+    check_model_fits(
+        t.backend,
+        &BertConfig::new(&cfg.model, cfg.tokenizer.vocab_size, 0),
+    )?;
     let start = Instant::now();
     let tok = tokenizer_for(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;

@@ -67,6 +67,27 @@ impl BertConfig {
         }
     }
 
+    /// The number of parameters [`init`](Self::init) makes, from the sizes alone (no tensor):
+    /// embeddings (word, position, token type, LayerNorm), per layer Q, K, V, the attention
+    /// output, the intermediate and output dense layers with biases and two LayerNorms, and the
+    /// head's transform, LayerNorm and decoder bias (its weight is the word embeddings').
+    pub fn num_parameters(&self) -> u64 {
+        let (v, h, i) = (
+            self.vocab_size as u64,
+            self.hidden_size as u64,
+            self.intermediate_size as u64,
+        );
+        let (p, t, l) = (
+            self.max_position_embeddings as u64,
+            self.type_vocab_size as u64,
+            self.num_hidden_layers as u64,
+        );
+        let embeddings = (v + p + t) * h + 2 * h;
+        let layer = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 2 * 2 * h;
+        let head = (h * h + h) + 2 * h + v;
+        embeddings + l * layer + head
+    }
+
     /// A freshly initialised model, as BERT initialises: Normal(0, initializer_range) weights,
     /// zero biases, LayerNorm weight 1 and bias 0.
     pub fn init(&self, device: &Device) -> BertForMaskedLM {

@@ -82,6 +82,58 @@ pub fn check_batch_tokens(backend: BackendName, device: &Device, tokens: usize) 
     )
 }
 
+/// Refuses a model whose f32 parameters cannot fit in this machine's memory (a mistyped size
+/// would otherwise abort in an allocation, or be killed for memory, after the data is ready):
+/// every backend draws the initial weights on the CPU (4 bytes a parameter), and the CPU
+/// backends keep weights, gradients and AdamW's two moments there (16). Activations come on
+/// top, so this refuses only what cannot run at all.
+pub fn check_model_fits(backend: BackendName, bert: &crate::model::BertConfig) -> Result<()> {
+    let Some(memory) = physical_memory() else {
+        return Ok(());
+    };
+    let params = bert.num_parameters();
+    let on_cpu = matches!(backend, BackendName::Flex | BackendName::Ndarray);
+    let (per_param, what) = if on_cpu {
+        (16, "weights, gradients and AdamW's two moments in f32")
+    } else {
+        (4, "the f32 weights, drawn on the CPU")
+    };
+    let needed = params.saturating_mul(per_param);
+    if needed <= memory {
+        return Ok(());
+    }
+    let gb = |b: u64| b as f64 / 1e9;
+    crate::usage!(
+        "the model has {params} parameters (model.hidden_size {}, model.num_hidden_layers {}, \
+         model.intermediate_size {}, a vocabulary of {}): {what} alone take {:.1} GB, more than \
+         this machine's {:.1} GB of memory; choose smaller [model] sizes",
+        bert.hidden_size,
+        bert.num_hidden_layers,
+        bert.intermediate_size,
+        bert.vocab_size,
+        gb(needed),
+        gb(memory)
+    )
+}
+
+/// This machine's physical memory in bytes, where the OS says.
+fn physical_memory() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf only reads system constants.
+        let (pages, size) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if pages > 0 && size > 0 {
+            return Some(pages as u64 * size as u64);
+        }
+    }
+    None
+}
+
 /// What a run computes on, for its logs (stderr, the first metrics.jsonl row, bench's JSON).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DeviceInfo {

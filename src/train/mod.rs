@@ -35,8 +35,8 @@ use std::time::Instant;
 use step::Outcome;
 
 pub use device::{
-    DeviceInfo, check_batch_tokens, check_precision, device_for, device_info, gpu_reserved_mb,
-    seed_device,
+    DeviceInfo, check_batch_tokens, check_model_fits, check_precision, device_for, device_info,
+    gpu_reserved_mb, seed_device,
 };
 
 /// What a finished run reports.
@@ -125,6 +125,9 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     let base = device_for(t.backend)?;
     check_precision(t.backend, &base, t.precision)?;
     check_batch_tokens(t.backend, &base, t.batch_size * cfg.data.seq_len)?;
+    // The vocabulary is the tokenizer's, not known yet: tokenizer.vocab_size stands in for it.
+    let sizes = BertConfig::new(&cfg.model, cfg.tokenizer.vocab_size, 0);
+    check_model_fits(t.backend, &sizes)?;
     // Where the run writes, before any minute is spent on data.
     crate::io::check_output_dir(&t.out_dir, "train.out_dir")?;
     if resume && !t.out_dir.is_dir() {

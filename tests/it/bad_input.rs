@@ -720,6 +720,12 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
             ],
             absent: vec![],
         },
+        Row {
+            what: "train: a model too large for any memory (a mistyped size)",
+            args: tiny_train(&f, &["model.hidden_size=4000000".into()]),
+            needles: vec!["parameters".into(), "model.hidden_size 4000000".into()],
+            absent: vec![newtok.clone(), newrun.clone()],
+        },
         row(
             "tokenizer: --out under a file",
             &[

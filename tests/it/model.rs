@@ -126,3 +126,19 @@ fn initialised_as_bert_with_one_tied_decoder() {
     let ln = &m.bert.encoder.layer[1].output.layer_norm;
     assert!(values(ln.gamma.val()).iter().all(|&x| x == 1.0));
 }
+
+#[test]
+fn the_parameter_count_from_the_sizes_is_the_models() {
+    use burn::module::Module;
+    let c = config();
+    assert_eq!(
+        c.num_parameters(),
+        model(&Device::flex()).num_params() as u64
+    );
+    // HF's BertForMaskedLM for bert-base-uncased (no pooler, decoder tied): 109,514,298.
+    let mut base = c.clone();
+    (base.vocab_size, base.hidden_size, base.num_hidden_layers) = (30522, 768, 12);
+    (base.intermediate_size, base.max_position_embeddings) = (3072, 512);
+    (base.type_vocab_size, base.num_attention_heads) = (2, 12);
+    assert_eq!(base.num_parameters(), 109_514_298);
+}

@@ -183,6 +183,12 @@ fn fresh_run_over_checkpoints_and_resume_without_any_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let tok = dir.path().join("tok/tokenizer.json");
     let out = dir.path().join("run");
+    train(&out, &tok, &["--resume"]).usage_error(&["does not exist", "without --resume"]);
+    assert!(
+        !out.exists() && !tok.exists(),
+        "a refused resume made its folder"
+    );
+    std::fs::create_dir_all(&out).unwrap();
     train(&out, &tok, &["--resume"]).usage_error(&["no checkpoint"]);
     train(
         &out,

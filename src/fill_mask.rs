@@ -82,11 +82,14 @@ pub fn fill_mask(
         for (token, score) in top_k(&probs, k) {
             let mut filled = ids.clone();
             filled[p] = token as u32;
+            // As HF's pipeline decodes: the token with special tokens kept (a predicted [SEP] is
+            // "[SEP]"), the sequence without them for one mask, with them ([CLS], [SEP] and the
+            // other masks) for several.
             cands.push(Candidate {
                 score: score as f64,
                 token: token as u32,
-                token_str: tok.decode(&[token as u32])?,
-                sequence: tok.decode(&filled)?,
+                token_str: tok.decode(&[token as u32], false)?,
+                sequence: tok.decode(&filled, masks.len() == 1)?,
             });
         }
         out.push(cands);

@@ -255,9 +255,11 @@ impl BertTokenizer {
             .collect())
     }
 
-    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+    /// `ids` as text, as HF's `tokenizer.decode(ids, skip_special_tokens=…)` gives it (`##`
+    /// pieces joined, spaces before punctuation cleaned up).
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         self.inner
-            .decode(ids, true)
+            .decode(ids, skip_special_tokens)
             .map_err(|e| anyhow::anyhow!("decoding: {e}"))
     }
 

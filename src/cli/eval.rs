@@ -24,14 +24,28 @@ pub struct EvalArgs {
     /// Backend to evaluate on
     #[arg(long, value_enum, default_value = "flex")]
     pub backend: BackendName,
-    /// Change how the corpus is read and batched: a data.* key or train.batch_size, e.g.
-    /// --set data.text_field=body or --set data.seq_len=64 (the rest is the checkpoint's)
+    /// Change where the text comes from or how it is read and batched: data.train, data.valid,
+    /// data.validation_split_percentage, data.seq_len, data.packing, data.text_field,
+    /// data.cache_dir or train.batch_size (e.g. --set data.text_field=body); the rest is the
+    /// checkpoint's
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub sets: Vec<String>,
 }
 
-/// The checkpoint's config with `sets` applied; only keys that change how text is read and
-/// batched may change, since the weights fix the rest.
+/// The keys `eval --set` may change: where the text comes from and how it becomes rows and
+/// batches. The weights fix `[model]` and the tokenizer, and the masking is evaluation's own.
+pub const EVAL_MAY_CHANGE: [&str; 8] = [
+    "data.train",
+    "data.valid",
+    "data.validation_split_percentage",
+    "data.seq_len",
+    "data.packing",
+    "data.text_field",
+    "data.cache_dir",
+    "train.batch_size",
+];
+
+/// The checkpoint's config with `sets` applied, refusing a key outside [`EVAL_MAY_CHANGE`].
 fn with_sets(saved: &Config, dir: &Path, sets: &[String]) -> Result<Config> {
     if sets.is_empty() {
         return Ok(saved.clone());
@@ -39,12 +53,19 @@ fn with_sets(saved: &Config, dir: &Path, sets: &[String]) -> Result<Config> {
     let source = Source::File(dir.join(checkpoint::CONFIG_FILE));
     let cfg = Config::from_toml_str(&saved.to_toml(), &source, sets)?;
     for (key, _, _) in crate::config::differences(saved, &cfg) {
-        if !(key.starts_with("data.") || key == "train.batch_size") {
-            crate::usage!(
-                "eval --set {key}: only data.* keys and train.batch_size change how a checkpoint \
-                 is evaluated; {key} is the checkpoint's own"
-            );
+        if EVAL_MAY_CHANGE.contains(&key.as_str()) {
+            continue;
         }
+        let why = if key.starts_with("data.") {
+            "evaluation masks at BERT's fixed 15% with 80/10/10 from a fixed seed, so that every \
+             checkpoint is scored on the same positions"
+        } else {
+            "the checkpoint fixes it"
+        };
+        crate::usage!(
+            "eval --set {key}: {why}; eval --set takes {}",
+            EVAL_MAY_CHANGE.join(", ")
+        );
     }
     Ok(cfg)
 }

@@ -620,17 +620,24 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
     let (newtok, newvocab) = (f.path("newtok/tokenizer.json"), f.path("newtok/vocab.txt"));
     let newrun = f.path("newrun");
     let fixture = Path::new(common::ROOT).join("tests/fixtures/hf-tiny");
+    // `masklm tokenizer` on the small corpus, writing `out`.
+    let tokenize = |out: &str| -> Vec<String> {
+        let corpus = f.s("corpus.txt");
+        [
+            "tokenizer",
+            "--corpus",
+            &corpus,
+            "--vocab-size",
+            "50",
+            "--out",
+            out,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
     let other_tok = f.s("other/tokenizer.json");
-    masklm(&[
-        "tokenizer",
-        "--corpus",
-        &f.s("corpus.txt"),
-        "--vocab-size",
-        "50",
-        "--out",
-        &other_tok,
-    ])
-    .ok();
+    masklm(&tokenize(&other_tok)).ok();
     let resume_run = |tokenizer: &str| -> Vec<String> {
         [
             "train",
@@ -726,48 +733,24 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
             needles: vec!["parameters".into(), "model.hidden_size 4000000".into()],
             absent: vec![newtok.clone(), newrun.clone()],
         },
-        row(
-            "tokenizer: --out under a file",
-            &[
-                "tokenizer",
-                "--corpus",
-                &f.s("corpus.txt"),
-                "--vocab-size",
-                "50",
-                "--out",
-                &f.s("plain.txt/t.json"),
-            ],
-            &["--out", "a file is in the way"],
-            &[],
-        ),
-        row(
-            "tokenizer: --out named vocab.txt",
-            &[
-                "tokenizer",
-                "--corpus",
-                &f.s("corpus.txt"),
-                "--vocab-size",
-                "50",
-                "--out",
-                &newvocab.display().to_string(),
-            ],
-            &["vocab.txt is the word list"],
-            &[&newvocab],
-        ),
-        row(
-            "tokenizer: --out is the corpus",
-            &[
-                "tokenizer",
-                "--corpus",
-                &f.s("corpus.txt"),
-                "--vocab-size",
-                "50",
-                "--out",
-                &f.s("corpus.txt"),
-            ],
-            &["would replace the corpus file"],
-            &[],
-        ),
+        Row {
+            what: "tokenizer: --out under a file",
+            args: tokenize(&f.s("plain.txt/t.json")),
+            needles: vec!["--out".into(), "a file is in the way".into()],
+            absent: vec![],
+        },
+        Row {
+            what: "tokenizer: --out named vocab.txt",
+            args: tokenize(&newvocab.display().to_string()),
+            needles: vec!["vocab.txt is the word list".into()],
+            absent: vec![newvocab.clone()],
+        },
+        Row {
+            what: "tokenizer: --out is the corpus",
+            args: tokenize(&f.s("corpus.txt")),
+            needles: vec!["would replace the corpus file".into()],
+            absent: vec![],
+        },
         row(
             "export: --out under a file",
             &["export", "--checkpoint", &ck, "--out", &under_file],
@@ -808,7 +791,17 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
         row(
             "eval: --set of a key the weights fix",
             &["eval", "--checkpoint", &ck, "--set", "model.hidden_size=64"],
-            &["model.hidden_size", "only data.* keys"],
+            &[
+                "model.hidden_size",
+                "the checkpoint fixes it",
+                "data.text_field",
+            ],
+            &[],
+        ),
+        row(
+            "eval: --set of a masking key, which evaluation does not use",
+            &["eval", "--checkpoint", &ck, "--set", "data.mask_prob=0.5"],
+            &["data.mask_prob", "fixed 15%"],
             &[],
         ),
     ];

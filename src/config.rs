@@ -187,6 +187,11 @@ pub struct TrainConfig {
     pub warmup_steps: u64,
     pub schedule: Schedule,
     pub weight_decay: f64,
+    /// AdamW's β1, β2 and ε (HF's `adam_beta1`, `adam_beta2`, `adam_epsilon`); the defaults are
+    /// BERT's (HF's ε is 1e-8; RoBERTa trained with β2 0.98).
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_epsilon: f64,
     /// Global-norm clipping threshold; 0 disables clipping (as in HF).
     pub max_grad_norm: f64,
     pub seed: u64,
@@ -219,6 +224,9 @@ impl Default for TrainConfig {
             warmup_steps: 100,
             schedule: Schedule::Linear,
             weight_decay: 0.01,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_epsilon: 1e-6,
             max_grad_norm: 1.0,
             seed: 42,
             eval_every: 500,
@@ -441,6 +449,19 @@ impl Config {
             errs.push(format!(
                 "train.weight_decay is {}; it must be >= 0",
                 r.weight_decay
+            ));
+        }
+        for (key, v) in [("adam_beta1", r.adam_beta1), ("adam_beta2", r.adam_beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                errs.push(format!(
+                    "train.{key} is {v}; it must be in [0, 1) (BERT: 0.9 and 0.999)"
+                ));
+            }
+        }
+        if !(r.adam_epsilon > 0.0 && r.adam_epsilon < 1.0) {
+            errs.push(format!(
+                "train.adam_epsilon is {}; it must be in (0, 1) (BERT: 1e-6, HF: 1e-8)",
+                r.adam_epsilon
             ));
         }
         if !(r.max_grad_norm >= 0.0 && r.max_grad_norm.is_finite()) {
@@ -677,6 +698,8 @@ mod tests {
         for (set, needle) in [
             ("data.mask_prob=0", "data.mask_prob"),
             ("train.threads=100000", "at most 1024"),
+            ("train.adam_beta2=1.0", "train.adam_beta2 is 1"),
+            ("train.adam_epsilon=0", "train.adam_epsilon"),
             ("data.mask_prob=1.0", "(0, 1)"),
             ("data.mask_token_prob=0.95", "exceeds 1"),
             (

@@ -1,5 +1,5 @@
-//! AdamW as BERT trains: betas 0.9 / 0.999, eps 1e-6, weight decay on every weight but biases
-//! and LayerNorm parameters, and clipping by the global norm of all gradients together (burn's
+//! AdamW as BERT trains: betas 0.9 / 0.999 and eps 1e-6 by default (`train.adam_beta1`,
+//! `adam_beta2`, `adam_epsilon`), weight decay on every weight but biases and LayerNorm parameters, and clipping by the global norm of all gradients together (burn's
 //! own clipping is per tensor). The update itself is `adamw.rs`'s, one operation per parameter.
 
 use crate::config::TrainConfig;
@@ -14,9 +14,9 @@ pub const NO_DECAY: &str = r"(\.bias|\.gamma|\.beta)$";
 
 pub fn adamw(c: &TrainConfig) -> ModuleOptimizer {
     let base = AdamW {
-        beta_1: 0.9,
-        beta_2: 0.999,
-        epsilon: 1e-6,
+        beta_1: c.adam_beta1 as f32,
+        beta_2: c.adam_beta2 as f32,
+        epsilon: c.adam_epsilon as f32,
         weight_decay: c.weight_decay as f32,
     };
     let no_decay = ParamGroup::from_regex(NO_DECAY).expect("the pattern above is a valid regex");

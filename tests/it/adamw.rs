@@ -43,14 +43,14 @@ fn scaled(model: &BertForMaskedLM, mut grads: GradientsParams, factor: f32) -> G
     grads
 }
 
-/// burn's AdamW with BERT's settings and groups, as `optim::adamw` built it before the fused
-/// update.
-fn burns_adamw(weight_decay: f32) -> burn::optim::ModuleOptimizer {
+/// burn's AdamW with `c`'s settings and BERT's groups, as `optim::adamw` built it before the
+/// fused update.
+fn burns_adamw(c: &masklm::config::TrainConfig) -> burn::optim::ModuleOptimizer {
     let base = AdamWConfig::new()
-        .with_beta_1(0.9)
-        .with_beta_2(0.999)
-        .with_epsilon(1e-6)
-        .with_weight_decay(weight_decay);
+        .with_beta_1(c.adam_beta1 as f32)
+        .with_beta_2(c.adam_beta2 as f32)
+        .with_epsilon(c.adam_epsilon as f32)
+        .with_weight_decay(c.weight_decay as f32);
     let no_decay = ParamGroup::from_regex(optim::NO_DECAY).unwrap();
     base.init()
         .with_group(no_decay, base.clone().with_weight_decay(0.0).build(), None)
@@ -58,15 +58,28 @@ fn burns_adamw(weight_decay: f32) -> burn::optim::ModuleOptimizer {
 
 #[test]
 fn the_fused_update_on_flex_is_burns_adamw_to_the_bit() {
-    let dev = Device::flex().autodiff();
-    let cfg = masklm::config::TrainConfig {
+    // BERT's settings, then HF's ε with RoBERTa's β2 (the config keys reach the update).
+    let bert = masklm::config::TrainConfig {
         weight_decay: 0.01,
         ..Default::default()
     };
+    let roberta = masklm::config::TrainConfig {
+        adam_beta1: 0.8,
+        adam_beta2: 0.98,
+        adam_epsilon: 1e-8,
+        ..bert.clone()
+    };
+    for cfg in [bert, roberta] {
+        fused_update_is_burns(&cfg);
+    }
+}
+
+fn fused_update_is_burns(cfg: &masklm::config::TrainConfig) {
+    let dev = Device::flex().autodiff();
     let mut ours = common::tiny_bert(0.0).init_seeded(7, &dev);
     let mut theirs = ours.clone();
-    let mut fused = optim::adamw(&cfg);
-    let mut reference = burns_adamw(0.01);
+    let mut fused = optim::adamw(cfg);
+    let mut reference = burns_adamw(cfg);
     // Factors as unscaling and clipping give them: 1 (neither), below 1, and a loss scale's.
     for (k, factor) in [1.0f32, 0.37, 1.0 / 1024.0].into_iter().enumerate() {
         let micro: [Batch; 1] = [common::pattern_batch(3, k)];

@@ -7,6 +7,7 @@ pub mod corpus;
 pub mod masking;
 pub mod order;
 pub mod prepare;
+pub mod repeats;
 pub mod rows;
 pub mod store;
 

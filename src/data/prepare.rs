@@ -8,6 +8,7 @@
 //! manifest is complete: an error (a malformed JSON line, a full disk) leaves no store behind.
 
 use super::corpus::PieceReader;
+use super::repeats::RepeatedLines;
 use super::store::{self, Manifest, ShardInfo};
 use crate::error::UsageError;
 use crate::tokenizer::BertTokenizer;
@@ -226,11 +227,13 @@ fn write_store(
         let _ = tx.send(Ok(batch));
     });
     let mut writer = ShardWriter::new(tmp, manifest.id_width, shard_tokens);
+    let mut repeats = RepeatedLines::default();
     for batch in rx {
         let batch = batch?;
         let encoded = tok.encode_batch(batch.iter().map(|(t, _)| t.as_str()).collect())?;
         for ((_, new_doc), ids) in batch.iter().zip(&encoded) {
             writer.line(ids, *new_doc)?;
+            repeats.observe(ids);
         }
         bar.set_position(read_bytes.load(Ordering::Relaxed));
     }
@@ -262,6 +265,9 @@ fn write_store(
         manifest.shards.len(),
         store::megabytes(manifest.bytes())
     );
+    if let Some(note) = repeats.warning(&store::describe(files)) {
+        eprintln!("{note}");
+    }
     Ok(())
 }
 

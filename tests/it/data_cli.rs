@@ -318,3 +318,35 @@ fn tokenizer_without_mask_token_is_refused() {
     preview_with(dir.path(), &[format!("tokenizer.path={garbage:?}")])
         .usage_error(&["garbage.json"]);
 }
+
+#[test]
+fn a_corpus_of_repeated_lines_is_named_when_its_store_is_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt"),
+    )
+    .unwrap();
+    let (once, twice) = (dir.path().join("once.txt"), dir.path().join("twice.txt"));
+    std::fs::write(&once, &text).unwrap();
+    std::fs::write(&twice, text.repeat(2)).unwrap();
+    let prepare = |corpus: &Path| {
+        let mut args: Vec<String> = ["data", "prepare", "--config", "configs/tiny.toml"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(isolated(dir.path()));
+        args.extend(["--set".into(), format!("data.train=[{corpus:?}]")]);
+        masklm(&args).ok().stderr
+    };
+    assert!(!prepare(&once).contains("repeat an earlier line"));
+    let note = prepare(&twice);
+    // Half the lines repeat the first half (give or take the sample and the text's own repeats).
+    let pct: f64 = note
+        .split("about ")
+        .nth(1)
+        .and_then(|r| r.split('%').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no share in: {note}"));
+    assert!((45.0..=55.0).contains(&pct), "{note}");
+    assert!(note.contains("twice.txt"), "{note}");
+}

@@ -205,11 +205,11 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         if saved_tok != tokenizer_json {
             crate::usage!(
                 "--resume: {} was trained with another tokenizer than tokenizer.path {}; point \
-                 tokenizer.path at the run's tokenizer (the checkpoint keeps a copy: --set \
-                 tokenizer.path={:?})",
+                 tokenizer.path at the run's tokenizer: the checkpoint keeps a copy, {} (copy it \
+                 out first, as checkpoint folders are rotated)",
                 dir.display(),
                 cfg.tokenizer.path.display(),
-                dir.join(checkpoint::TOKENIZER_FILE).display().to_string()
+                dir.join(checkpoint::TOKENIZER_FILE).display()
             );
         }
         check_resume_config(cfg, &dir)?;

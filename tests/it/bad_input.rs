@@ -722,8 +722,8 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
             args: resume_run(&other_tok),
             needles: vec![
                 "another tokenizer".into(),
-                "--set tokenizer.path=".into(),
-                "checkpoint-2".into(),
+                "checkpoint-2/tokenizer.json".into(),
+                "copy it out".into(),
             ],
             absent: vec![],
         },

@@ -11,8 +11,8 @@ use crate::model::BertConfig;
 use crate::train::scaler::LossScaler;
 use crate::train::step::{self, Outcome};
 use crate::train::{
-    DeviceInfo, check_batch_tokens, check_model_fits, check_precision, device_for, device_info,
-    gpu_reserved_mb, optim, seed_device,
+    DeviceInfo, check_batch_fits, check_batch_tokens, check_model_fits, check_precision,
+    device_for, device_info, gpu_reserved_mb, optim, seed_device,
 };
 use anyhow::Result;
 use serde::Serialize;
@@ -79,9 +79,14 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
     let base = device_for(t.backend)?;
     check_precision(t.backend, &base, t.precision)?;
     check_batch_tokens(t.backend, &base, t.batch_size * cfg.data.seq_len)?;
-    check_model_fits(
+    let sizes = BertConfig::new(&cfg.model, cfg.tokenizer.vocab_size, 0);
+    check_model_fits(t.backend, &sizes)?;
+    check_batch_fits(
         t.backend,
-        &BertConfig::new(&cfg.model, cfg.tokenizer.vocab_size, 0),
+        &sizes,
+        t.precision,
+        t.batch_size,
+        cfg.data.seq_len,
     )?;
     let start = Instant::now();
     let tok = tokenizer_for(cfg)?;

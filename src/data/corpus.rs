@@ -37,6 +37,15 @@ fn is_corpus_file(path: &Path) -> bool {
     inner.ends_with(".txt") || inner.ends_with(".jsonl")
 }
 
+/// The command-line tool that tests a compressed corpus file (`gzip`, `zstd`), by its suffix.
+fn decompressor(path: &Path) -> Option<&'static str> {
+    match path.extension()?.to_str()? {
+        "gz" => Some("gzip"),
+        "zst" => Some("zstd"),
+        _ => None,
+    }
+}
+
 /// The text stream of one corpus file: decompressed by its last suffix (`.gz`, `.zst`), then,
 /// for `.jsonl`, the text field of each record followed by a blank line (a record is a document).
 /// `read`: a counter of the file's bytes read (compressed bytes for a compressed file).
@@ -325,6 +334,12 @@ impl FileState {
             .map_err(|e| {
                 if let Some(bad) = e.get_ref().and_then(|r| r.downcast_ref::<BadRecord>()) {
                     UsageError::new(bad.to_string())
+                } else if let Some(tool) = decompressor(&self.path) {
+                    UsageError::new(format!(
+                        "reading {0}: {e}; the compressed file is damaged or truncated (check it \
+                         with {tool} -t {0}; download or compress it again)",
+                        self.path.display()
+                    ))
                 } else {
                     UsageError::new(format!("reading {}: {e}", self.path.display()))
                 }
@@ -345,11 +360,18 @@ impl FileState {
         let start = self.offset;
         self.offset += bytes.len() as u64;
         let text = String::from_utf8(bytes).map_err(|e| {
-            UsageError::new(format!(
-                "{} is not valid UTF-8 at byte offset {}; convert it (e.g. iconv -f latin1 -t utf-8)",
-                self.path.display(),
-                start + e.utf8_error().valid_up_to() as u64
-            ))
+            let at = start + e.utf8_error().valid_up_to() as u64;
+            let path = self.path.display();
+            let convert = "convert it (e.g. iconv -f latin1 -t utf-8)";
+            // A damaged compressed file without checksums decodes to garbage, not to an error.
+            UsageError::new(match decompressor(&self.path) {
+                Some(tool) => format!(
+                    "{path} is not valid UTF-8 at byte offset {at} of its decompressed text: \
+                     the file is damaged (check it with {tool} -t {path}) or in another \
+                     encoding ({convert})"
+                ),
+                None => format!("{path} is not valid UTF-8 at byte offset {at}; {convert}"),
+            })
         })?;
         let continues = std::mem::replace(&mut self.mid_line, !whole_line);
         let trimmed = text.trim_end_matches(['\n', '\r']);
@@ -429,6 +451,31 @@ mod tests {
         ] {
             let got = read(dir.path(), name, &bytes, "text").unwrap();
             assert_eq!(texts(&got), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn damaged_compressed_files_name_the_file_and_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "some words of a document\n".repeat(4000);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text.as_bytes()).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(text.as_bytes(), 3).unwrap();
+        // Without a frame checksum (zstd's default), a changed byte decodes to other bytes: the
+        // error is then the text's UTF-8 check, which names the damage as one cause.
+        let mut flipped = zst.clone();
+        flipped[zst.len() / 2] ^= 0xff;
+        for (name, bytes, tool) in [
+            ("cut.txt.gz", &gz[..gz.len() / 2], "gzip -t"),
+            ("cut.txt.zst", &zst[..zst.len() / 2], "zstd -t"),
+            ("flipped.txt.zst", &flipped[..], "zstd -t"),
+        ] {
+            let e = read(dir.path(), name, bytes, "text").unwrap_err();
+            let msg = format!("{e:#}");
+            assert!(e.downcast_ref::<UsageError>().is_some(), "{msg}");
+            assert!(msg.contains(name) && msg.contains(tool), "{msg}");
+            assert!(msg.contains("damaged"), "{msg}");
         }
     }
 

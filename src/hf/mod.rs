@@ -56,9 +56,6 @@ pub const EXPORT_FILES: [&str; 6] = [
 
 /// Refuses to write into `out` when it is a file, or a non-empty folder without `force`.
 fn check_out_dir(out: &Path, force: bool) -> Result<()> {
-    if out.exists() && !out.is_dir() {
-        crate::usage!("--out {} is a file; give a folder", out.display());
-    }
     crate::io::check_output_dir(out, "--out")?;
     let non_empty = out.is_dir()
         && std::fs::read_dir(out)

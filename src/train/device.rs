@@ -116,6 +116,74 @@ pub fn check_model_fits(backend: BackendName, bert: &crate::model::BertConfig) -
     )
 }
 
+/// A lower bound on the memory one training micro-batch of `batch_size` rows of `seq_len`
+/// tokens takes, in bytes: its rows on the host (13 bytes a token: the corrupted and the original
+/// ids, the labels, the mask) and, on the CPU backends, three of the activations each layer keeps
+/// for backward, in the precision of the products: the attention probabilities
+/// [B, heads, S, S], the feed-forward's intermediate [B, S, intermediate] and the layer's output
+/// [B, S, hidden]. What else a step holds (the other activations, gradients, copies) comes on top.
+pub fn batch_bytes_lower_bound(
+    backend: BackendName,
+    bert: &crate::model::BertConfig,
+    precision: Precision,
+    batch_size: usize,
+    seq_len: usize,
+) -> u64 {
+    let tokens = (batch_size as u64).saturating_mul(seq_len as u64);
+    let host = tokens.saturating_mul(13);
+    if !matches!(backend, BackendName::Flex | BackendName::Ndarray) {
+        return host;
+    }
+    let element = if precision == Precision::F32 { 4 } else { 2 };
+    let per_token_layer =
+        (bert.num_attention_heads * seq_len + bert.intermediate_size + bert.hidden_size) as u64;
+    let kept = tokens
+        .saturating_mul(per_token_layer)
+        .saturating_mul(bert.num_hidden_layers as u64)
+        .saturating_mul(element);
+    host.saturating_add(kept)
+}
+
+/// Refuses a micro-batch that cannot run: more tokens than its flat positions can count (i32,
+/// as the selected positions go to the device), or more memory than this machine has by
+/// [`batch_bytes_lower_bound`] (a mistyped `train.batch_size` would otherwise spend minutes
+/// building rows before an allocation aborts).
+pub fn check_batch_fits(
+    backend: BackendName,
+    bert: &crate::model::BertConfig,
+    precision: Precision,
+    batch_size: usize,
+    seq_len: usize,
+) -> Result<()> {
+    let tokens = (batch_size as u64).saturating_mul(seq_len as u64);
+    if tokens > i32::MAX as u64 {
+        crate::usage!(
+            "train.batch_size {batch_size} × data.seq_len {seq_len} = {tokens} tokens a \
+             micro-batch, more than the 2^31 - 1 positions one can address; lower \
+             train.batch_size (train.grad_accum_steps keeps the effective batch)"
+        );
+    }
+    let Some(memory) = physical_memory() else {
+        return Ok(());
+    };
+    let needed = batch_bytes_lower_bound(backend, bert, precision, batch_size, seq_len);
+    if needed <= memory {
+        return Ok(());
+    }
+    let what = if matches!(backend, BackendName::Flex | BackendName::Ndarray) {
+        "its rows and the activations its layers keep for backward"
+    } else {
+        "its rows on the host"
+    };
+    crate::usage!(
+        "train.batch_size {batch_size} × data.seq_len {seq_len} = {tokens} tokens a \
+         micro-batch: {what} alone take at least {:.1} GB, more than this machine's {:.1} GB of \
+         memory; lower train.batch_size (train.grad_accum_steps keeps the effective batch)",
+        needed as f64 / 1e9,
+        memory as f64 / 1e9
+    )
+}
+
 /// This machine's physical memory in bytes, where the OS says.
 fn physical_memory() -> Option<u64> {
     #[cfg(unix)]
@@ -265,4 +333,32 @@ fn gpu_device(backend: BackendName, device: Device) -> Result<Device> {
         );
     }
     Ok(device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelConfig;
+
+    #[test]
+    fn batch_lower_bound_counts_rows_and_kept_activations() {
+        let bert = crate::model::BertConfig::new(&ModelConfig::default(), 30522, 0);
+        // BERT-base, 32 rows of 128: 4,096 tokens.
+        let host = 4096 * 13;
+        let per_layer = 4096 * (12 * 128 + 3072 + 768);
+        let flex = batch_bytes_lower_bound(BackendName::Flex, &bert, Precision::F32, 32, 128);
+        assert_eq!(flex, host + 12 * per_layer * 4);
+        let half = batch_bytes_lower_bound(BackendName::Flex, &bert, Precision::F16, 32, 128);
+        assert_eq!(half, host + 12 * per_layer * 2);
+        // About 1.06 GB, below what a BERT-base step of 32 × 128 on flex takes, as a bound must be.
+        assert!((1.0e9..1.1e9).contains(&(flex as f64)), "{flex}");
+        assert_eq!(
+            batch_bytes_lower_bound(BackendName::Vulkan, &bert, Precision::F32, 32, 128),
+            host
+        );
+        // Sizes that overflow u64 saturate instead of wrapping to a small number.
+        let huge =
+            batch_bytes_lower_bound(BackendName::Flex, &bert, Precision::F32, usize::MAX, 512);
+        assert_eq!(huge, u64::MAX);
+    }
 }

@@ -35,8 +35,8 @@ use std::time::Instant;
 use step::Outcome;
 
 pub use device::{
-    DeviceInfo, check_batch_tokens, check_model_fits, check_precision, device_for, device_info,
-    gpu_reserved_mb, seed_device,
+    DeviceInfo, batch_bytes_lower_bound, check_batch_fits, check_batch_tokens, check_model_fits,
+    check_precision, device_for, device_info, gpu_reserved_mb, seed_device,
 };
 
 /// What a finished run reports.
@@ -128,6 +128,13 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     // The vocabulary is the tokenizer's, not known yet: tokenizer.vocab_size stands in for it.
     let sizes = BertConfig::new(&cfg.model, cfg.tokenizer.vocab_size, 0);
     check_model_fits(t.backend, &sizes)?;
+    check_batch_fits(
+        t.backend,
+        &sizes,
+        t.precision,
+        t.batch_size,
+        cfg.data.seq_len,
+    )?;
     // Where the run writes, before any minute is spent on data.
     crate::io::check_output_dir(&t.out_dir, "train.out_dir")?;
     if resume && !t.out_dir.is_dir() {

@@ -741,6 +741,22 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
             absent: vec![newtok.clone(), newrun.clone()],
         },
         Row {
+            what: "train: a micro-batch too large for any memory (a mistyped batch size)",
+            args: tiny_train(&f, &["train.batch_size=20000000".into()]),
+            needles: vec![
+                "train.batch_size 20000000".into(),
+                "at least".into(),
+                "train.grad_accum_steps".into(),
+            ],
+            absent: vec![newtok.clone(), newrun.clone()],
+        },
+        Row {
+            what: "train: a micro-batch of more positions than i32 counts",
+            args: tiny_train(&f, &["train.batch_size=100000000".into()]),
+            needles: vec!["2^31 - 1 positions".into(), "train.batch_size".into()],
+            absent: vec![newtok.clone(), newrun.clone()],
+        },
+        Row {
             what: "tokenizer: --out under a file",
             args: tokenize(&f.s("plain.txt/t.json")),
             needles: vec!["--out".into(), "a file is in the way".into()],

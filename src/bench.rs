@@ -10,10 +10,7 @@ use crate::data::{Datasets, corruption, tokenizer_for};
 use crate::model::BertConfig;
 use crate::train::scaler::LossScaler;
 use crate::train::step::{self, Outcome};
-use crate::train::{
-    DeviceInfo, check_batch_fits, check_batch_tokens, check_model_fits, check_precision,
-    device_for, device_info, gpu_reserved_mb, optim, seed_device,
-};
+use crate::train::{DeviceInfo, checked_device, device_info, gpu_reserved_mb, optim, seed_device};
 use anyhow::Result;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -76,18 +73,7 @@ pub struct FusionPerStep {
 /// Runs `warmup` untimed then `steps` timed optimizer steps of `cfg`.
 pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
     let t = &cfg.train;
-    let base = device_for(t.backend)?;
-    check_precision(t.backend, &base, t.precision)?;
-    check_batch_tokens(t.backend, &base, t.batch_size * cfg.data.seq_len)?;
-    let sizes = BertConfig::new(&cfg.model, cfg.tokenizer.vocab_size, 0);
-    check_model_fits(t.backend, &sizes)?;
-    check_batch_fits(
-        t.backend,
-        &sizes,
-        t.precision,
-        t.batch_size,
-        cfg.data.seq_len,
-    )?;
+    let base = checked_device(cfg)?;
     let start = Instant::now();
     let tok = tokenizer_for(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;

@@ -31,6 +31,22 @@ pub fn device_for(backend: BackendName) -> Result<Device> {
     }
 }
 
+/// The device of `cfg`'s run, once every check that needs no data has passed: the backend is in
+/// the build with an adapter, it computes `train.precision`, and the model and one micro-batch
+/// can fit (the vocabulary is the tokenizer's, not known yet: `tokenizer.vocab_size` stands in).
+/// Train and bench call it first, so a refused run costs no minute of data preparation.
+pub fn checked_device(cfg: &crate::config::Config) -> Result<Device> {
+    let t = &cfg.train;
+    let device = device_for(t.backend)?;
+    check_precision(t.backend, &device, t.precision)?;
+    let (batch, seq_len) = (t.batch_size, cfg.data.seq_len);
+    check_batch_tokens(t.backend, &device, batch.saturating_mul(seq_len))?;
+    let sizes = crate::model::BertConfig::new(&cfg.model, cfg.tokenizer.vocab_size, 0);
+    check_model_fits(t.backend, &sizes)?;
+    check_batch_fits(t.backend, &sizes, t.precision, batch, seq_len)?;
+    Ok(device)
+}
+
 /// Refuses `precision` on a device that cannot compute it (bf16 on burn's Vulkan and WGSL
 /// kernels, f16 on an adapter without shader-f16), naming what the device does compute.
 pub fn check_precision(backend: BackendName, device: &Device, precision: Precision) -> Result<()> {

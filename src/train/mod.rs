@@ -35,8 +35,7 @@ use std::time::Instant;
 use step::Outcome;
 
 pub use device::{
-    DeviceInfo, batch_bytes_lower_bound, check_batch_fits, check_batch_tokens, check_model_fits,
-    check_precision, device_for, device_info, gpu_reserved_mb, seed_device,
+    DeviceInfo, checked_device, device_for, device_info, gpu_reserved_mb, seed_device,
 };
 
 /// What a finished run reports.
@@ -122,19 +121,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         crate::usage!("--init-from starts a new run and --resume continues one; give only one");
     }
     // The device first: a missing GPU adapter is reported before any minute is spent on data.
-    let base = device_for(t.backend)?;
-    check_precision(t.backend, &base, t.precision)?;
-    check_batch_tokens(t.backend, &base, t.batch_size * cfg.data.seq_len)?;
-    // The vocabulary is the tokenizer's, not known yet: tokenizer.vocab_size stands in for it.
-    let sizes = BertConfig::new(&cfg.model, cfg.tokenizer.vocab_size, 0);
-    check_model_fits(t.backend, &sizes)?;
-    check_batch_fits(
-        t.backend,
-        &sizes,
-        t.precision,
-        t.batch_size,
-        cfg.data.seq_len,
-    )?;
+    let base = checked_device(cfg)?;
     // Where the run writes, before any minute is spent on data.
     crate::io::check_output_dir(&t.out_dir, "train.out_dir")?;
     if resume && !t.out_dir.is_dir() {

@@ -34,6 +34,15 @@ pub fn top_k(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
     idx.into_iter().map(|i| (i, scores[i])).collect()
 }
 
+/// `text` quoted for a message, its first 80 characters only (an input line may be a megabyte).
+fn quoted_start(text: &str) -> String {
+    const SHOWN: usize = 80;
+    match text.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{:?}… ({} characters)", &text[..cut], text.chars().count()),
+        None => format!("{text:?}"),
+    }
+}
+
 /// Candidates for every [MASK] of `text`, in order of the masks.
 pub fn fill_mask(
     model: &BertForMaskedLM,
@@ -53,13 +62,16 @@ pub fn fill_mask(
         .collect();
     if masks.is_empty() {
         return Err(UsageError::new(format!(
-            "no [MASK] in {text:?}; write [MASK] where a token should be predicted"
+            "no [MASK] in {}; write [MASK] where a token should be predicted",
+            quoted_start(text)
         ))
         .into());
     }
     if ids.len() > max_len {
         return Err(UsageError::new(format!(
-            "{text:?} is {} tokens long with [CLS] and [SEP], more than the model's max_position_embeddings {max_len}; shorten it",
+            "{} is {} tokens long with [CLS] and [SEP], more than the model's \
+             max_position_embeddings {max_len}; shorten it",
+            quoted_start(text),
             ids.len()
         ))
         .into());
@@ -204,6 +216,14 @@ pub fn to_hf_json(per_mask: &[Vec<Candidate>]) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_quote_the_start_of_a_long_text() {
+        assert_eq!(quoted_start("a [MASK]"), "\"a [MASK]\"");
+        let long = "é".repeat(100);
+        let q = quoted_start(&long);
+        assert_eq!(q, format!("{:?}… (100 characters)", "é".repeat(80)));
+    }
 
     /// Tokens split at spaces, ids given by `vocab` order; "##" words continue the previous one.
     fn tokenized(text: &str, vocab: &[&str]) -> TokenizedLine {

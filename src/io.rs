@@ -132,18 +132,13 @@ pub fn replace_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     result
 }
 
-/// Refuses, before any work, an output folder that cannot be made: `dir` or one of its
-/// ancestors is a file. `what` names the option or key (`--out`, `train.out_dir`).
+/// Refuses, before any work, an output folder that cannot be made or written in: `dir` or one
+/// of its ancestors is a file, or the nearest existing one is a folder this process cannot
+/// write in. `what` names the option or key (`--out`, `train.out_dir`).
 pub fn check_output_dir(dir: &Path, what: &str) -> Result<(), crate::error::UsageError> {
     let fix = format!("choose another {what}");
-    for (i, a) in dir.ancestors().enumerate() {
-        if a.as_os_str().is_empty() || !a.exists() {
-            continue;
-        }
-        if a.is_dir() {
-            return Ok(());
-        }
-        let msg = if i == 0 {
+    let nearest = nearest_existing(dir).map_err(|(i, a)| {
+        crate::error::UsageError::new(if i == 0 {
             format!("{what} {} is a file, not a folder; {fix}", dir.display())
         } else {
             format!(
@@ -151,10 +146,47 @@ pub fn check_output_dir(dir: &Path, what: &str) -> Result<(), crate::error::Usag
                 dir.display(),
                 a.display()
             )
+        })
+    })?;
+    check_writable(&nearest, dir, what)
+}
+
+/// The nearest of `dir` and its ancestors that exists, when it is a folder (`.` for a relative
+/// path none of whose ancestors exists); else which ancestor (0: `dir` itself) is a file.
+fn nearest_existing(dir: &Path) -> Result<PathBuf, (usize, PathBuf)> {
+    for (i, a) in dir.ancestors().enumerate() {
+        if a.as_os_str().is_empty() || !a.exists() {
+            continue;
+        }
+        return if a.is_dir() {
+            Ok(a.to_path_buf())
+        } else {
+            Err((i, a.to_path_buf()))
         };
-        return Err(crate::error::UsageError::new(msg));
     }
-    Ok(())
+    Ok(PathBuf::from("."))
+}
+
+/// Refuses an output under the existing folder `nearest` when a file cannot be created there
+/// (permissions, a read-only file system): found by creating and removing an empty hidden file,
+/// since permission bits alone do not say (root, ACLs, read-only mounts).
+fn check_writable(nearest: &Path, out: &Path, what: &str) -> Result<(), crate::error::UsageError> {
+    let probe = nearest.join(format!(".masklm-write-check-{}", std::process::id()));
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(crate::error::UsageError::new(format!(
+            "{what} {}: cannot write in {} ({e}); make it writable or choose another {what}",
+            out.display(),
+            nearest.display()
+        ))),
+    }
 }
 
 /// Refuses, before any work, an output file path that names a folder (an existing one, or one
@@ -172,17 +204,16 @@ pub fn check_output_file(
             path.join(example).display()
         )));
     }
-    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => check_output_dir(dir, what).map_err(|_| {
-            crate::error::UsageError::new(format!(
-                "{what} {}: {} is not a folder that can be made (a file is in the way); \
-                 choose another {what}",
-                path.display(),
-                dir.display()
-            ))
-        }),
-        None => Ok(()),
-    }
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let nearest = nearest_existing(dir).map_err(|_| {
+        crate::error::UsageError::new(format!(
+            "{what} {}: {} is not a folder that can be made (a file is in the way); \
+             choose another {what}",
+            path.display(),
+            dir.display()
+        ))
+    })?;
+    check_writable(&nearest, path, what)
 }
 
 /// `dir/.stem.tmp-PID.ext`: hidden, unique per process so two writers never share one, and with
@@ -239,6 +270,14 @@ mod tests {
         assert!(check_output_file(&free.join("tokenizer.json"), "--out", "t.json").is_ok());
         let e = check_output_file(&file.join("tokenizer.json"), "--out", "t.json").unwrap_err();
         assert!(e.to_string().contains("a file is in the way"), "{e}");
+        // A folder nobody can create files in (even root): /proc.
+        #[cfg(target_os = "linux")]
+        for e in [
+            check_output_dir(Path::new("/proc/masklm-run"), "train.out_dir").unwrap_err(),
+            check_output_file(Path::new("/proc/t.json"), "tokenizer.path", "t.json").unwrap_err(),
+        ] {
+            assert!(e.to_string().contains("cannot write in /proc"), "{e}");
+        }
         for folder in [dir.path().to_path_buf(), free.join("sub/")] {
             let e = check_output_file(&folder, "tokenizer.path", "tokenizer.json").unwrap_err();
             assert!(

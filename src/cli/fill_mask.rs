@@ -18,7 +18,9 @@ pub struct FillMaskArgs {
     /// Candidates per mask
     #[arg(long, default_value_t = 5, value_name = "K")]
     pub top_k: usize,
-    /// One JSON value per input line, as HF's pipeline("fill-mask") returns it
+    /// One JSON line per input text, as HF's pipeline("fill-mask") returns it; with --input,
+    /// one per line of the file, in order: null for a blank line, {"error": ...} for a text that
+    /// cannot be filled
     #[arg(long)]
     pub json: bool,
     /// Texts with one or more [MASK]
@@ -37,7 +39,13 @@ pub fn run(a: FillMaskArgs) -> Result<()> {
     if let Some(f) = &a.input {
         texts.extend(input_lines(f)?);
     }
-    if texts.is_empty() {
+    // Readable output skips blank lines; JSON keeps one output line per input line, so that a
+    // script can pair them.
+    let blank = |t: &String| t.trim().is_empty();
+    if !a.json {
+        texts.retain(|t| !blank(t));
+    }
+    if texts.iter().all(blank) {
         if let Some(f) = &a.input {
             crate::usage!(
                 "--input {} has no non-blank line; write one text with [MASK] per line",
@@ -51,19 +59,26 @@ pub fn run(a: FillMaskArgs) -> Result<()> {
     let max_len = ck.config.model.max_position_embeddings;
     let mut failed = 0;
     for text in &texts {
+        if blank(text) {
+            println!("null");
+            continue;
+        }
         match fill_mask(&ck.model, &ck.tokenizer, text, a.top_k, max_len, &device) {
             Ok(per_mask) if a.json => println!("{}", to_hf_json(&per_mask)),
             Ok(per_mask) => print_readable(text, &per_mask),
             Err(e) => {
                 failed += 1;
                 eprintln!("error: {e:#}");
+                if a.json {
+                    println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+                }
             }
         }
     }
     if failed > 0 {
         crate::usage!(
             "{failed} of {} inputs could not be filled (see above)",
-            texts.len()
+            texts.iter().filter(|t| !blank(t)).count()
         );
     }
     Ok(())
@@ -85,7 +100,7 @@ pub fn print_readable(text: &str, per_mask: &[Vec<crate::fill_mask::Candidate>])
 /// bound on what one line can make the reader hold.
 const MAX_INPUT_LINE: u64 = 1 << 20;
 
-/// The non-blank lines of `--input`, read one at a time. A longer line than [`MAX_INPUT_LINE`]
+/// The lines of `--input`, read one at a time (without their line ends). A longer line than [`MAX_INPUT_LINE`]
 /// is refused after reading at most that much of it, so a 200 MB line without a newline never
 /// sits in memory.
 fn input_lines(f: &Path) -> Result<Vec<String>> {
@@ -111,10 +126,7 @@ fn input_lines(f: &Path) -> Result<Vec<String>> {
                 e.valid_up_to()
             ))
         })?;
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if !line.trim().is_empty() {
-            lines.push(line.to_string());
-        }
+        lines.push(line.strip_suffix('\r').unwrap_or(line).to_string());
     }
     Ok(lines)
 }

@@ -165,6 +165,19 @@ pub fn rows_from(
 }
 
 impl Datasets {
+    /// BLAKE3 of which tokenized rows train and which validate: each set's corpus content and
+    /// row range. A checkpoint records it, so `--resume` after a corpus changed is refused (the
+    /// saved stream position would point at other rows) while a moved or touched file is not.
+    pub fn fingerprint(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        for set in [&self.train, &self.valid] {
+            h.update(set.store.content_id().as_bytes());
+            h.update(&set.rows.start.to_le_bytes());
+            h.update(&set.rows.end.to_le_bytes());
+        }
+        h.finalize().to_hex().to_string()
+    }
+
     pub fn prepare(cfg: &Config, tok: &BertTokenizer) -> Result<Datasets> {
         let train = rows_from(&cfg.data.train, cfg, tok, "training")?;
         if !cfg.data.valid.is_empty() {

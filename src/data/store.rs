@@ -289,6 +289,18 @@ impl TokenStore {
         &self.manifest
     }
 
+    /// BLAKE3 of the tokenized corpus: each shard's index hash covers the hashes of its blocks of
+    /// ids, its line and document boundaries, so two stores share it when they hold the same
+    /// ids in the same order (whatever the files' names, times or cache folder).
+    pub fn content_id(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.manifest.id_width.to_le_bytes());
+        for s in &self.manifest.shards {
+            h.update(s.index_blake3.as_bytes());
+        }
+        h.finalize().to_hex().to_string()
+    }
+
     pub fn packed_len(&self) -> u64 {
         *self.packed_before.last().unwrap()
     }

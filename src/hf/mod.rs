@@ -205,6 +205,7 @@ fn write_checkpoint(
         elapsed_s: 0.0,
         version: env!("CARGO_PKG_VERSION").into(),
         scaler: Default::default(),
+        data: None,
     };
     let files = [
         (checkpoint::TOKENIZER_FILE, tok.to_json()?),

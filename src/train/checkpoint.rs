@@ -40,6 +40,10 @@ pub struct TrainState {
     /// The f16 loss scaler's state (off in f32 and bf16 runs, and in checkpoints from before it).
     #[serde(default)]
     pub scaler: crate::train::scaler::LossScaler,
+    /// [`crate::data::Datasets::fingerprint`] of the rows the run trains on; `None` in imported
+    /// checkpoints and in those from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
 }
 
 pub struct Saved<'a> {
@@ -384,6 +388,33 @@ pub fn read_config(dir: &Path) -> Result<crate::config::Config> {
 
 pub fn load(dir: &Path, device: &burn::prelude::Device) -> Result<Loaded> {
     let dir = resolve(dir)?;
+    load_resolved(&dir, device).map_err(|e| {
+        if dir.is_dir() {
+            return e;
+        }
+        crate::error::UsageError::new(format!(
+            "checkpoint {} was removed while it was being read (its run is still training and \
+             keeps only its newest train.keep_checkpoints); run the command again, or give a \
+             checkpoint the run no longer rotates (a copy)",
+            dir.display()
+        ))
+        .into()
+    })
+}
+
+/// A module record read whole into memory. burn's `try_load_file` maps the file and reads each
+/// tensor when it is first used, so a checkpoint deleted meanwhile (a run rotating its
+/// checkpoints under an eval) would fail later, inside a tensor operation, with a panic.
+pub fn read_record(path: &Path) -> Result<burn::store::ModuleRecord> {
+    let bad = |why: String| crate::error::UsageError::new(format!("{}: {why}", path.display()));
+    let bytes = fs::read(path).map_err(|e| bad(format!("cannot be read ({e})")))?;
+    let bytes = burn::tensor::Bytes::from_bytes_vec(bytes);
+    Ok(burn::store::ModuleRecord::from_bytes(bytes)
+        .map_err(|e| bad(format!("is not a burnpack weights file ({e:?})")))?)
+}
+
+fn load_resolved(dir: &Path, device: &burn::prelude::Device) -> Result<Loaded> {
+    let dir = dir.to_path_buf();
     verify(&dir)?;
     let config = read_config(&dir)?;
     let tokenizer = crate::tokenizer::BertTokenizer::load(&dir.join(TOKENIZER_FILE))?;
@@ -392,9 +423,10 @@ pub fn load(dir: &Path, device: &burn::prelude::Device) -> Result<Loaded> {
         tokenizer.vocab_size(),
         tokenizer.specials().pad,
     );
+    let record = read_record(&dir.join(MODEL_FILE))?;
     let model = bert
         .init_for_load(device)
-        .try_load_file(dir.join(MODEL_FILE))
+        .try_load_record(record)
         .map_err(|e| {
             crate::error::UsageError::new(format!(
                 "{} does not fit this checkpoint's config and tokenizer (vocab {}): {e:?}",

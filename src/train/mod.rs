@@ -170,6 +170,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         elapsed_s: 0.0,
         version: env!("CARGO_PKG_VERSION").into(),
         scaler: scaler::LossScaler::for_precision(t.precision),
+        data: Some(data.fingerprint()),
     };
     let tokenizer_json = tok.to_json()?;
     let config_toml = cfg.to_toml();
@@ -213,7 +214,25 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         optim = optim
             .load(dir.join(checkpoint::OPTIMIZER_FILE))
             .map_err(|e| anyhow::anyhow!("loading optimizer of {}: {e:?}", dir.display()))?;
-        state = checkpoint::read_state(&dir)?;
+        let saved = checkpoint::read_state(&dir)?;
+        if saved
+            .data
+            .as_ref()
+            .is_some_and(|d| *d != data.fingerprint())
+        {
+            crate::usage!(
+                "--resume: the training or validation rows are not those {} was trained on (a \
+                 file of data.train or data.valid changed, or another one is named): its stream \
+                 position would point at other rows. Restore the corpus as it was, or start a new \
+                 run from these weights with --init-from {} and another train.out_dir",
+                dir.display(),
+                dir.display()
+            );
+        }
+        state = TrainState {
+            data: Some(data.fingerprint()),
+            ..saved
+        };
         if state.step >= t.steps {
             crate::usage!(
                 "--resume: {} is at step {}, and train.steps is {}: nothing is left to train; \

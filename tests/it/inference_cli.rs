@@ -75,6 +75,29 @@ fn eval_and_fill_mask_on_a_trained_checkpoint() {
     let two = lines[1].as_array().unwrap();
     assert_eq!(two.len(), 2, "two masks: a list of two lists");
     assert_eq!(two[0].as_array().unwrap().len(), 3);
+
+    // --input with --json: one output line per input line, in order, whatever fails.
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "a [MASK].\r\n\nno mask here\nthe [MASK] sat.\n").unwrap();
+    let run_json = masklm(&[
+        "fill-mask",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--json",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    let out = run_json
+        .usage_error(&["1 of 3 inputs could not be filled"])
+        .stdout;
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[0].is_array() && lines[3].is_array(), "{out}");
+    assert!(lines[1].is_null(), "a blank line: null");
+    assert!(lines[2]["error"].as_str().unwrap().contains("no [MASK]"));
 }
 
 #[test]

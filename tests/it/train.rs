@@ -277,6 +277,47 @@ fn resume_refuses_a_changed_config_and_allows_cadence_keys() {
 }
 
 #[test]
+fn resume_refuses_a_corpus_whose_content_changed_and_allows_a_touched_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tok/tokenizer.json");
+    let out = dir.path().join("run");
+    let text = std::fs::read_to_string(
+        Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt"),
+    )
+    .unwrap();
+    let corpus = dir.path().join("c.txt");
+    std::fs::write(&corpus, &text).unwrap();
+    let data = format!("data.train=[{corpus:?}]");
+    let args = |steps: &'static str| {
+        vec![
+            "--set",
+            &data,
+            "--set",
+            "train.warmup_steps=0",
+            "--set",
+            steps,
+        ]
+    };
+    train(&out, &tok, &args("train.steps=2")).ok();
+
+    // The same bytes written again (a new modification time): the store is rebuilt, the rows
+    // are the same, so the run resumes.
+    std::fs::write(&corpus, &text).unwrap();
+    let mut more = args("train.steps=3");
+    more.push("--resume");
+    train(&out, &tok, &more).ok();
+    assert!(out.join("checkpoint-3").is_dir());
+
+    // Other text under the same name: the saved stream position would point at other rows.
+    let half = &text[..text.len() / 2];
+    std::fs::write(&corpus, half.rsplit_once(' ').unwrap().0).unwrap();
+    let mut again = args("train.steps=4");
+    again.push("--resume");
+    train(&out, &tok, &again).usage_error(&["--resume", "changed", "--init-from", "checkpoint-3"]);
+    assert!(!out.join("checkpoint-4").exists());
+}
+
+#[test]
 fn the_examples_after_training_come_from_the_config_or_the_held_out_text() {
     let dir = tempfile::tempdir().unwrap();
     let tok = dir.path().join("tok/tokenizer.json");

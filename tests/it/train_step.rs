@@ -366,6 +366,7 @@ fn an_infinite_gradient_leaves_the_weights_alone_and_a_nan_model_is_never_saved(
         elapsed_s: 0.0,
         version: "test".into(),
         scaler: Default::default(),
+        data: None,
     };
     let saved = checkpoint::Saved {
         model: &poisoned,

@@ -132,6 +132,76 @@ pub fn replace_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     result
 }
 
+/// Writes the files of folder `out` as one step: `write` fills a hidden sibling folder
+/// (`.NAME.tmp-PID`, files written with [`write_atomic`] inside it need not be), which then
+/// becomes `out` by one rename when `out` is missing or empty. Into a non-empty `out` (a
+/// `--force`), its files are renamed over `out`'s one by one, the last written last. A killed
+/// writer leaves no half folder at `out`, only the hidden one, which the next writer of `out`
+/// removes. On error the temporary folder is removed and `out` is untouched.
+pub fn write_folder(out: &Path, write: impl FnOnce(&Path) -> Result<Vec<String>>) -> Result<()> {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .with_context(|| format!("{} has no folder name", out.display()))?;
+    let parent = out.parent().filter(|d| !d.as_os_str().is_empty());
+    let parent = parent.unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    remove_dead_temporaries(parent, &format!(".{name}.tmp-"));
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let result = (|| -> Result<()> {
+        let names = write(&tmp)?;
+        for n in &names {
+            File::open(tmp.join(n))
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("syncing {}", tmp.join(n).display()))?;
+        }
+        let empty = fs::read_dir(out).map(|mut d| d.next().is_none());
+        match empty {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(true) => {
+                fs::remove_dir(out).with_context(|| format!("replacing {}", out.display()))?
+            }
+            _ => {
+                for n in &names {
+                    fs::rename(tmp.join(n), out.join(n))
+                        .with_context(|| format!("moving {} into {}", n, out.display()))?;
+                }
+                return fs::remove_dir(&tmp).with_context(|| format!("removing {}", tmp.display()));
+            }
+        }
+        fs::rename(&tmp, out)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+/// Removes the folders `dir/PREFIX<pid>` whose process is gone (killed writers'); those of live
+/// processes (another writer of the same output, now) are left alone.
+fn remove_dead_temporaries(dir: &Path, prefix: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(prefix)
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only asks whether the process exists.
+        let alive = pid == std::process::id() as i32 || unsafe { libc::kill(pid, 0) } == 0;
+        if !alive && e.path().is_dir() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Refuses, before any work, an output folder that cannot be made or written in: `dir` or one
 /// of its ancestors is a file, or the nearest existing one is a folder this process cannot
 /// write in. `what` names the option or key (`--out`, `train.out_dir`).
@@ -246,6 +316,52 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("x.txt")]);
+    }
+
+    #[test]
+    fn a_folder_is_written_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("hf");
+        let names = |d: &Path| {
+            let mut v: Vec<String> = fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let two = |text: &'static str| {
+            move |tmp: &Path| -> Result<Vec<String>> {
+                fs::write(tmp.join("a.json"), text)?;
+                fs::write(tmp.join("b.json"), text)?;
+                Ok(vec!["a.json".into(), "b.json".into()])
+            }
+        };
+        // A killed writer's leftover (a process id that does not exist) is removed.
+        let dead = (100_000..4_000_000)
+            .find(|&p| unsafe { libc::kill(p, 0) } != 0)
+            .unwrap();
+        let stale = dir.path().join(format!(".hf.tmp-{dead}"));
+        fs::create_dir(&stale).unwrap();
+        write_folder(&out, two("one")).unwrap();
+        assert_eq!(names(&out), ["a.json", "b.json"]);
+        assert_eq!(names(dir.path()), ["hf"], "no temporary folder left");
+
+        // A failing writer leaves `out` as it was.
+        let failed = write_folder(&out, |tmp| {
+            fs::write(tmp.join("a.json"), "half")?;
+            anyhow::bail!("disk full")
+        });
+        assert!(failed.is_err());
+        assert_eq!(fs::read_to_string(out.join("a.json")).unwrap(), "one");
+        assert_eq!(names(dir.path()), ["hf"]);
+
+        // Into a non-empty folder: the written files are replaced, the others kept.
+        fs::write(out.join("README.md"), "mine").unwrap();
+        write_folder(&out, two("two")).unwrap();
+        assert_eq!(names(&out), ["README.md", "a.json", "b.json"]);
+        assert_eq!(fs::read_to_string(out.join("b.json")).unwrap(), "two");
+        assert_eq!(names(dir.path()), ["hf"]);
     }
 
     #[test]

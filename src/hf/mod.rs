@@ -88,27 +88,28 @@ pub fn export(ck: &checkpoint::Loaded, out: &Path, force: bool) -> Result<Vec<Pa
         );
     }
     check_out_dir(out, force)?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let bert = BertConfig::new(
         &ck.config.model,
         ck.tokenizer.vocab_size(),
         ck.tokenizer.specials().pad,
     );
-    let path = out.join(EXPORT_FILES[0]);
-    weights::save(&ck.model, &path)?;
-    let mut written = vec![path];
     let config_json = serde_json::to_string_pretty(&config::to_json(&bert))?;
     let mut files = vec![("config.json", config_json)];
     files.extend(tokenizer::hf_files(
         &ck.tokenizer,
         ck.config.model.max_position_embeddings,
     )?);
-    for (name, text) in files {
-        let path = out.join(name);
-        crate::io::write_atomic(&path, format!("{text}\n").as_bytes())?;
-        written.push(path);
-    }
-    Ok(written)
+    crate::io::write_folder(out, |tmp| {
+        weights::save(&ck.model, &tmp.join(EXPORT_FILES[0]))?;
+        let mut names = vec![EXPORT_FILES[0].to_string()];
+        for (name, text) in &files {
+            std::fs::write(tmp.join(name), format!("{text}\n"))
+                .with_context(|| format!("writing {}", tmp.join(name).display()))?;
+            names.push(name.to_string());
+        }
+        Ok(names)
+    })?;
+    Ok(EXPORT_FILES.iter().map(|n| out.join(n)).collect())
 }
 
 /// What `masklm import` did.
@@ -174,7 +175,7 @@ pub fn import(hf_dir: &Path, base: &Config, out: &Path, force: bool) -> Result<I
     let bert = BertConfig::new(&cfg.model, tok.vocab_size(), tok.specials().pad);
     let loaded = weights::load(bert.init_for_load(&Device::flex()), hf_dir, &hf)?;
 
-    write_checkpoint(out, &loaded.model, &cfg, &tok)?;
+    crate::io::write_folder(out, |tmp| write_checkpoint(tmp, &loaded.model, &cfg, &tok))?;
     Ok(Imported {
         dir: out.to_path_buf(),
         weights_file: loaded.file,
@@ -185,20 +186,19 @@ pub fn import(hf_dir: &Path, base: &Config, out: &Path, force: bool) -> Result<I
     })
 }
 
-/// The checkpoint files `checkpoint::load` reads, plus state.json at step 0.
+/// Writes into the new folder `out` the checkpoint files `checkpoint::load` reads, plus
+/// state.json at step 0 and, last, checksums.json; returns their names in that order.
 fn write_checkpoint(
     out: &Path,
     model: &crate::model::BertForMaskedLM,
     cfg: &Config,
     tok: &crate::tokenizer::BertTokenizer,
-) -> Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    crate::io::replace_with(&out.join(checkpoint::MODEL_FILE), |tmp| {
-        model
-            .clone()
-            .save_file(tmp)
-            .map_err(|e| anyhow::anyhow!("saving {}: {e:?}", tmp.display()))
-    })?;
+) -> Result<Vec<String>> {
+    let model_path = out.join(checkpoint::MODEL_FILE);
+    model
+        .clone()
+        .save_file(&model_path)
+        .map_err(|e| anyhow::anyhow!("saving {}: {e:?}", model_path.display()))?;
     let state = TrainState {
         step: 0,
         position: 0,
@@ -215,10 +215,15 @@ fn write_checkpoint(
             serde_json::to_string_pretty(&state)?,
         ),
     ];
+    let mut names = vec![checkpoint::MODEL_FILE.to_string()];
     for (name, text) in files {
-        crate::io::write_atomic(&out.join(name), text.as_bytes())?;
+        std::fs::write(out.join(name), text.as_bytes())
+            .with_context(|| format!("writing {}", out.join(name).display()))?;
+        names.push(name.to_string());
     }
-    checkpoint::write_checksums(out)
+    checkpoint::write_checksums(out)?;
+    names.push(checkpoint::CHECKSUMS_FILE.to_string());
+    Ok(names)
 }
 
 #[cfg(test)]

@@ -172,3 +172,18 @@ fn inference_errors_are_clear() {
     ])
     .usage_error(&["does not fit", "vocab 450"]);
 }
+
+#[test]
+fn a_loaded_checkpoint_needs_its_files_no_more() {
+    // A run rotating its checkpoints may delete one right after eval or fill-mask loaded it:
+    // the weights must be in memory by then (burn's try_load_file reads them lazily).
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run(dir.path());
+    let device = burn::prelude::Device::flex();
+    let ck = masklm::train::checkpoint::load(&run, &device).unwrap();
+    std::fs::remove_dir_all(&ck.dir).unwrap();
+    let per_mask =
+        masklm::fill_mask::fill_mask(&ck.model, &ck.tokenizer, "a [MASK].", 3, 64, &device)
+            .unwrap();
+    assert_eq!(per_mask[0].len(), 3);
+}

@@ -133,8 +133,9 @@ pub fn replace_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
 }
 
 /// Writes the files of folder `out` as one step: `write` fills a hidden sibling folder
-/// (`.NAME.tmp-PID`, files written with [`write_atomic`] inside it need not be), which then
-/// becomes `out` by one rename when `out` is missing or empty. Into a non-empty `out` (a
+/// (`.NAME.tmp-PID`; the files inside need no atomic writes of their own) and returns their
+/// names in the order written; the folder then becomes `out` by one rename when `out` is missing
+/// or empty. Into a non-empty `out` (a
 /// `--force`), its files are renamed over `out`'s one by one, the last written last. A killed
 /// writer leaves no half folder at `out`, only the hidden one, which the next writer of `out`
 /// removes. On error the temporary folder is removed and `out` is untouched.

@@ -100,9 +100,9 @@ pub fn print_readable(text: &str, per_mask: &[Vec<crate::fill_mask::Candidate>])
 /// bound on what one line can make the reader hold.
 const MAX_INPUT_LINE: u64 = 1 << 20;
 
-/// The lines of `--input`, read one at a time (without their line ends). A longer line than [`MAX_INPUT_LINE`]
-/// is refused after reading at most that much of it, so a 200 MB line without a newline never
-/// sits in memory.
+/// The lines of `--input` without their line ends, read one at a time. A longer line than
+/// [`MAX_INPUT_LINE`] is refused after reading at most that much of it, so a 200 MB line without
+/// a newline never sits in memory.
 fn input_lines(f: &Path) -> Result<Vec<String>> {
     let cannot =
         |e: std::io::Error| UsageError::new(format!("cannot read --input {}: {e}", f.display()));

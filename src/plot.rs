@@ -313,6 +313,22 @@ fn fmt_step(x: &f64) -> String {
     format!("{x:.0}")
 }
 
+/// How many step labels an x range takes: at most one per whole step (plotters' default of 10
+/// over steps 1 to 3 printed "1 1 1 2 2 2 3"), at most 10.
+fn step_labels(range: &std::ops::Range<f64>) -> usize {
+    ((range.end - range.start).floor() as usize + 1).clamp(2, 10)
+}
+
+/// A value label that fits the label area (about 8 characters): two decimals for a loss, fewer
+/// digits or an exponent for the huge values of a diverging run.
+fn fmt_value(y: &f64) -> String {
+    match y.abs() {
+        a if a >= 1e5 => format!("{y:.1e}"),
+        a if a >= 100.0 => format!("{y:.0}"),
+        _ => format!("{y:.2}"),
+    }
+}
+
 /// A titled blank chart with `note` in the middle, for a chart with nothing to plot.
 fn draw_note(root: &Area<'_>, title: &str, note: &str) -> Result<()> {
     root.fill(&WHITE)?;
@@ -349,12 +365,14 @@ fn draw_loss(root: &Area<'_>, title: &str, m: &Metrics) -> Result<()> {
             step_range(train.iter().chain(&eval)),
             value_range(train.iter().chain(&eval)),
         )?;
+    let steps = step_range(train.iter().chain(&eval));
     chart
         .configure_mesh()
         .x_desc("step")
         .y_desc("loss")
+        .x_labels(step_labels(&steps))
         .x_label_formatter(&fmt_step)
-        .y_label_formatter(&|y| format!("{y:.2}"))
+        .y_label_formatter(&fmt_value)
         .label_style((FONT, 16))
         .axis_desc_style((FONT, 20))
         .draw()?;
@@ -435,13 +453,15 @@ fn draw_accuracy(root: &Area<'_>, title: &str, m: &Metrics) -> Result<()> {
         if fraction {
             format!("{:.0}%", y * 100.0)
         } else {
-            format!("{y:.2}")
+            fmt_value(y)
         }
     };
+    let steps = step_range(top1.iter().chain(&top5));
     chart
         .configure_mesh()
         .x_desc("step")
         .y_desc("masked-token accuracy")
+        .x_labels(step_labels(&steps))
         .x_label_formatter(&fmt_step)
         .y_label_formatter(&y_fmt)
         .label_style((FONT, 16))
@@ -487,6 +507,16 @@ mod tests {
     use super::*;
     use crate::error::{EXIT_USAGE, exit_code};
     use std::fmt::Write as _;
+
+    #[test]
+    fn axis_labels_fit_short_runs_and_huge_values() {
+        assert_eq!(step_labels(&(1.0..3.0)), 3);
+        assert_eq!(step_labels(&(0.0..1.0)), 2);
+        assert_eq!(step_labels(&(0.0..5000.0)), 10);
+        assert_eq!(fmt_value(&2.5), "2.50");
+        assert_eq!(fmt_value(&1234.4), "1234");
+        assert_eq!(fmt_value(&-98765432.0), "-9.9e7");
+    }
 
     const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 

@@ -142,6 +142,16 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         data.valid.len(),
         data_start.elapsed().as_secs_f64()
     );
+    // The stream wraps around the rows, so a step of more rows than there are repeats some.
+    let step_rows = (t.batch_size as u64).saturating_mul(t.grad_accum_steps as u64);
+    if step_rows > data.train.len() as u64 {
+        eprintln!(
+            "note: a step takes {step_rows} rows (train.batch_size × train.grad_accum_steps) but \
+             the corpus gives {} training rows, so each step sees some rows more than once; add \
+             text or lower train.batch_size",
+            data.train.len()
+        );
+    }
     let corruption = corruption(cfg, &tok);
     let examples = fill_mask_examples(cfg, &tok, &corruption.table, &data.train.store)?;
     let device = device_info(t.backend, &base);

@@ -318,6 +318,32 @@ fn resume_refuses_a_corpus_whose_content_changed_and_allows_a_touched_one() {
 }
 
 #[test]
+fn a_step_of_more_rows_than_the_corpus_gives_is_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(
+        Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt"),
+    )
+    .unwrap();
+    let corpus = dir.path().join("c.txt");
+    std::fs::write(&corpus, &text[..text[..4000].rfind(' ').unwrap()]).unwrap();
+    let data = format!("data.train=[{corpus:?}]");
+    let settings = [
+        &data,
+        "train.steps=1",
+        "train.warmup_steps=0",
+        "train.batch_size=200",
+    ];
+    let args: Vec<&str> = settings.iter().flat_map(|s| ["--set", s]).collect();
+    let tok = dir.path().join("tok/tokenizer.json");
+    let run = train(&dir.path().join("run"), &tok, &args).ok();
+    assert!(
+        run.stderr.contains("note: a step takes 200 rows") && run.stderr.contains("more than once"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn the_examples_after_training_come_from_the_config_or_the_held_out_text() {
     let dir = tempfile::tempdir().unwrap();
     let tok = dir.path().join("tok/tokenizer.json");

@@ -322,10 +322,7 @@ fn tokenizer_without_mask_token_is_refused() {
 #[test]
 fn a_corpus_of_repeated_lines_is_named_when_its_store_is_built() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(
-        Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt"),
-    )
-    .unwrap();
+    let text = common::tiny_corpus();
     let (once, twice) = (dir.path().join("once.txt"), dir.path().join("twice.txt"));
     std::fs::write(&once, &text).unwrap();
     std::fs::write(&twice, text.repeat(2)).unwrap();

@@ -103,10 +103,7 @@ fn eval_and_fill_mask_on_a_trained_checkpoint() {
 #[test]
 fn eval_of_a_run_with_data_valid_never_reads_the_training_corpus() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(
-        Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt"),
-    )
-    .unwrap();
+    let text = common::tiny_corpus();
     let (train, valid) = (dir.path().join("train.txt"), dir.path().join("valid.txt"));
     let cut = text.len() / 4;
     let cut = (cut..text.len())

@@ -244,10 +244,7 @@ fn jsonl_and_compressed_corpora_give_the_ids_of_the_plain_text() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let text = std::fs::read_to_string(
-        Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt"),
-    )
-    .unwrap();
+    let text = common::tiny_corpus();
     let plain = dir.path().join("c.txt");
     std::fs::write(&plain, &text).unwrap();
     // The same documents as JSON Lines: a record per blank-line-separated document.

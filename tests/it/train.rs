@@ -281,10 +281,7 @@ fn resume_refuses_a_corpus_whose_content_changed_and_allows_a_touched_one() {
     let dir = tempfile::tempdir().unwrap();
     let tok = dir.path().join("tok/tokenizer.json");
     let out = dir.path().join("run");
-    let text = std::fs::read_to_string(
-        Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt"),
-    )
-    .unwrap();
+    let text = common::tiny_corpus();
     let corpus = dir.path().join("c.txt");
     std::fs::write(&corpus, &text).unwrap();
     let data = format!("data.train=[{corpus:?}]");
@@ -320,10 +317,7 @@ fn resume_refuses_a_corpus_whose_content_changed_and_allows_a_touched_one() {
 #[test]
 fn a_step_of_more_rows_than_the_corpus_gives_is_noted() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(
-        Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt"),
-    )
-    .unwrap();
+    let text = common::tiny_corpus();
     let corpus = dir.path().join("c.txt");
     std::fs::write(&corpus, &text[..text[..4000].rfind(' ').unwrap()]).unwrap();
     let data = format!("data.train=[{corpus:?}]");
@@ -359,11 +353,7 @@ fn the_examples_after_training_come_from_the_config_or_the_held_out_text() {
 
     // By default: sentences of the held-out text (tiny.toml holds out the start of its corpus).
     let run = train(&dir.path().join("b"), &tok, &few).ok();
-    let corpus = std::fs::read_to_string(
-        Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt"),
-    )
-    .unwrap()
-    .to_lowercase();
+    let corpus = common::tiny_corpus().to_lowercase();
     let shown: Vec<&str> = run
         .stdout
         .lines()
@@ -389,10 +379,7 @@ fn the_examples_after_training_come_from_the_config_or_the_held_out_text() {
 fn a_tiny_model_overfits_a_tiny_corpus() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("tiny.txt");
-    let text = std::fs::read_to_string(
-        Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt"),
-    )
-    .unwrap();
+    let text = common::tiny_corpus();
     // 1,500 characters (64 scored positions): small enough that 2,500 steps memorise it with a
     // wide margin (eval loss ~0.005, 100% on seeds 1-8 here). At 3,000 characters the same run
     // ended at 94-98% depending on the seed, and at 93% on the CI machine (another CPU, so other

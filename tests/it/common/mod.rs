@@ -12,6 +12,14 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// The text of `configs/tiny.toml`'s corpus.
+pub fn tiny_corpus() -> String {
+    std::fs::read_to_string(
+        Path::new(ROOT).join("corpora/tinystories/tinystories-validation-head.txt"),
+    )
+    .unwrap()
+}
+
 pub fn masklm<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
     let out: Output = Command::new(env!("CARGO_BIN_EXE_masklm"))
         .args(args)

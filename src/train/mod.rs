@@ -163,8 +163,9 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         .init_seeded(t.seed, &train_dev)
         .with_precision(t.precision);
     if let Some(dir) = init_from {
+        let record = checkpoint::read_record(&dir.join(checkpoint::MODEL_FILE))?;
         model = model
-            .try_load_file(dir.join(checkpoint::MODEL_FILE))
+            .try_load_record(record)
             .map_err(|e| anyhow::anyhow!("--init-from: loading {}: {e:?}", dir.display()))?;
         eprintln!(
             "initialised from {} (fresh optimizer, step 0)",
@@ -174,13 +175,15 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     let mut optim = optim::adamw(t);
     // The newest checkpoint on disk: what a NaN stop keeps, and what the summary reports.
     let mut last_ckpt = std::path::PathBuf::new();
+    // Which rows train and validate, recorded in each checkpoint and checked on resume.
+    let fingerprint = data.fingerprint();
     let mut state = TrainState {
         step: 0,
         position: 0,
         elapsed_s: 0.0,
         version: env!("CARGO_PKG_VERSION").into(),
         scaler: scaler::LossScaler::for_precision(t.precision),
-        data: Some(data.fingerprint()),
+        data: Some(fingerprint.clone()),
     };
     let tokenizer_json = tok.to_json()?;
     let config_toml = cfg.to_toml();
@@ -218,18 +221,8 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             );
         }
         check_resume_config(cfg, &dir)?;
-        model = model
-            .try_load_file(dir.join(checkpoint::MODEL_FILE))
-            .map_err(|e| anyhow::anyhow!("loading {}: {e:?}", dir.display()))?;
-        optim = optim
-            .load(dir.join(checkpoint::OPTIMIZER_FILE))
-            .map_err(|e| anyhow::anyhow!("loading optimizer of {}: {e:?}", dir.display()))?;
         let saved = checkpoint::read_state(&dir)?;
-        if saved
-            .data
-            .as_ref()
-            .is_some_and(|d| *d != data.fingerprint())
-        {
+        if saved.data.as_ref().is_some_and(|d| *d != fingerprint) {
             crate::usage!(
                 "--resume: the training or validation rows are not those {} was trained on (a \
                  file of data.train or data.valid changed, or another one is named): its stream \
@@ -239,8 +232,15 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
                 dir.display()
             );
         }
+        let record = checkpoint::read_record(&dir.join(checkpoint::MODEL_FILE))?;
+        model = model
+            .try_load_record(record)
+            .map_err(|e| anyhow::anyhow!("loading {}: {e:?}", dir.display()))?;
+        optim = optim
+            .load(dir.join(checkpoint::OPTIMIZER_FILE))
+            .map_err(|e| anyhow::anyhow!("loading optimizer of {}: {e:?}", dir.display()))?;
         state = TrainState {
-            data: Some(data.fingerprint()),
+            data: Some(fingerprint.clone()),
             ..saved
         };
         if state.step >= t.steps {

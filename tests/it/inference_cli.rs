@@ -25,6 +25,13 @@ fn tiny_run(dir: &Path) -> std::path::PathBuf {
     run
 }
 
+/// One JSON value per line of `out`.
+fn json_lines(out: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn eval_and_fill_mask_on_a_trained_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
@@ -61,10 +68,7 @@ fn eval_and_fill_mask_on_a_trained_checkpoint() {
     ])
     .ok()
     .stdout;
-    let lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&out);
     let one = lines[0].as_array().unwrap();
     assert_eq!(one.len(), 3, "one mask: a list of k candidates");
     let scores: Vec<f64> = one.iter().map(|c| c["score"].as_f64().unwrap()).collect();
@@ -90,10 +94,7 @@ fn eval_and_fill_mask_on_a_trained_checkpoint() {
     let out = run_json
         .usage_error(&["1 of 3 inputs could not be filled"])
         .stdout;
-    let lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&out);
     assert_eq!(lines.len(), 4, "{out}");
     assert!(lines[0].is_array() && lines[3].is_array(), "{out}");
     assert!(lines[1].is_null(), "a blank line: null");

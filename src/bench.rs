@@ -185,24 +185,24 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
 }
 
 /// A counter of fusion's work on the GPU backends, `None` on the CPU ones (no fusion there).
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cube")]
 fn fusion_counter(backend: BackendName) -> Option<crate::train::fusion_ops::FusionCounter> {
-    matches!(backend, BackendName::Wgpu | BackendName::Vulkan)
+    (!matches!(backend, BackendName::Flex | BackendName::Ndarray))
         .then(crate::train::fusion_ops::FusionCounter::start)
 }
 
 /// Without a GPU backend in the build there is no fusion server to count.
-#[cfg(not(feature = "wgpu"))]
+#[cfg(not(feature = "cube"))]
 enum NoFusion {}
 
-#[cfg(not(feature = "wgpu"))]
+#[cfg(not(feature = "cube"))]
 impl NoFusion {
     fn read(&self) -> (u64, u64) {
         match *self {}
     }
 }
 
-#[cfg(not(feature = "wgpu"))]
+#[cfg(not(feature = "cube"))]
 fn fusion_counter(_backend: BackendName) -> Option<NoFusion> {
     None
 }

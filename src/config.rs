@@ -138,6 +138,7 @@ pub enum BackendName {
     Ndarray,
     Wgpu,
     Vulkan,
+    Cuda,
 }
 
 /// The backend as a config names it (`"flex"`, `"wgpu"`, …).
@@ -148,6 +149,7 @@ impl std::fmt::Display for BackendName {
             BackendName::Ndarray => "ndarray",
             BackendName::Wgpu => "wgpu",
             BackendName::Vulkan => "vulkan",
+            BackendName::Cuda => "cuda",
         })
     }
 }

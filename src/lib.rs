@@ -6,7 +6,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cube")]
 mod cube_reduce;
 pub mod data;
 pub mod error;

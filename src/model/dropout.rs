@@ -125,8 +125,8 @@ fn next_seed() -> u64 {
     Autodiff,
     Flex,
     NdArray: cfg(feature = "ndarray"),
-    Cube: cfg(feature = "wgpu"),
-    Fusion: cfg(feature = "wgpu"),
+    Cube: cfg(feature = "cube"),
+    Fusion: cfg(feature = "cube"),
 )]
 pub trait DropoutOps: Backend {
     /// `x` [...] → `x ⊙ mask` [...] computed in f32 and returned in `dtype`, the mask

@@ -40,8 +40,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
     Autodiff,
     Flex,
     NdArray: cfg(feature = "ndarray"),
-    Cube: cfg(feature = "wgpu"),
-    Fusion: cfg(feature = "wgpu"),
+    Cube: cfg(feature = "cube"),
+    Fusion: cfg(feature = "cube"),
 )]
 pub trait GeluBackend: Backend {
     /// `GELU(x) = x·Φ(x)` [any shape]: burn's `gelu` (the erf form on every backend).
@@ -122,7 +122,7 @@ fn vmath_on(dtype: DType) -> bool {
 
 #[cfg(feature = "ndarray")]
 impl GeluBackend for burn::backend::NdArray {}
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cube")]
 impl GeluBackend for burn_cubecl::CubeBackend {}
 
 /// `x` as one contiguous run of f32 values starting at offset 0.

@@ -29,8 +29,8 @@ use burn::prelude::*;
     Autodiff,
     Flex,
     NdArray: cfg(feature = "ndarray"),
-    Cube: cfg(feature = "wgpu"),
-    Fusion: cfg(feature = "wgpu"),
+    Cube: cfg(feature = "cube"),
+    Fusion: cfg(feature = "cube"),
 )]
 pub trait AttentionHeadsOps: Backend {
     /// `x` [B·S, H] (B = `batch`) → [B, nh, S, H / nh] (nh = `heads`), in x's dtype: element
@@ -73,7 +73,7 @@ impl AttentionHeadsOps for burn::backend::Flex {}
 #[cfg(feature = "ndarray")]
 impl AttentionHeadsOps for burn::backend::NdArray {}
 
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cube")]
 impl AttentionHeadsOps for burn_cubecl::CubeBackend {
     fn split_heads(x: FloatTensor<Self>, batch: usize, heads: usize) -> FloatTensor<Self> {
         burn_cubecl::kernel::into_contiguous(heads_view::<Self>(x, batch, heads))

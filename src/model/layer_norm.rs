@@ -40,8 +40,8 @@ use super::dropout::{Dropout, hashed_dropout};
     Autodiff,
     Flex,
     NdArray: cfg(feature = "ndarray"),
-    Cube: cfg(feature = "wgpu"),
-    Fusion: cfg(feature = "wgpu"),
+    Cube: cfg(feature = "cube"),
+    Fusion: cfg(feature = "cube"),
 )]
 pub trait LayerNormOps: Backend {
     /// `x` [.., H], `gamma` [H], `beta` [H] → (`y` [.., H], `x̂` [.., H], `σ` [.., 1]), burn's
@@ -201,7 +201,7 @@ fn row_shape(shape: &Shape) -> Shape {
 }
 
 /// `[.., 1]` for a tensor of `shape` [.., H]: one σ per row (the GPU path's output shape).
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cube")]
 pub(crate) fn per_row(shape: &Shape) -> Shape {
     let rank = shape.num_dims();
     Shape::from(

@@ -5,20 +5,20 @@
 //! `layer_norm` and `self` is `self_attn`.
 
 pub mod dropout;
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cube")]
 mod dropout_cube;
 pub mod embeddings;
 pub mod encoder;
 pub mod gelu;
 pub mod heads;
 pub mod layer_norm;
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cube")]
 mod layer_norm_cube;
 pub mod loss;
 pub mod mlm_head;
 pub mod precision;
 pub mod softmax;
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cube")]
 mod softmax_cube;
 pub mod vmath;
 

@@ -130,8 +130,8 @@ pub fn biased_to(y: Tensor<2>, bias: Tensor<2>, out: DType) -> Tensor<2> {
     Autodiff,
     Flex,
     NdArray: cfg(feature = "ndarray"),
-    Cube: cfg(feature = "wgpu"),
-    Fusion: cfg(feature = "wgpu"),
+    Cube: cfg(feature = "cube"),
+    Fusion: cfg(feature = "cube"),
 )]
 pub trait EpilogueOps: Backend {
     /// `y` [N, d] + `bias` [1, d], computed in the bias's dtype and returned in `dtype`: burn's
@@ -146,7 +146,7 @@ pub trait EpilogueOps: Backend {
 impl EpilogueOps for burn::backend::Flex {}
 #[cfg(feature = "ndarray")]
 impl EpilogueOps for burn::backend::NdArray {}
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cube")]
 impl EpilogueOps for burn_cubecl::CubeBackend {}
 
 /// The backward of [`EpilogueOps::biased_to`]; its state is (y's dtype, the bias's dtype).

@@ -50,8 +50,8 @@ use burn::tensor::Slice;
     Autodiff,
     Flex,
     NdArray: cfg(feature = "ndarray"),
-    Cube: cfg(feature = "wgpu"),
-    Fusion: cfg(feature = "wgpu"),
+    Cube: cfg(feature = "cube"),
+    Fusion: cfg(feature = "cube"),
 )]
 pub trait AttentionSoftmaxOps: Backend + AttentionHeadsOps {
     /// `scores` [B, nh, S, S], `bias` broadcastable to it (CubeCL devices: [B, 1, 1, S]) → `p`

@@ -62,8 +62,8 @@ impl AdamWCoefficients {
 #[backend_extension(
     Flex,
     NdArray: cfg(feature = "ndarray"),
-    Cube: cfg(feature = "wgpu"),
-    Fusion: cfg(feature = "wgpu"),
+    Cube: cfg(feature = "cube"),
+    Fusion: cfg(feature = "cube"),
 )]
 pub trait AdamWOps: Backend {
     /// `(param, moment_1, moment_2)` after one step with gradient `grad · factor[0]`, where

@@ -4,7 +4,7 @@
 use crate::config::{BackendName, Precision};
 use anyhow::Result;
 use burn::prelude::*;
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cube")]
 use burn::tensor::DeviceKind;
 
 /// The device of a backend name. A backend this binary was built without, or wgpu without any
@@ -19,6 +19,8 @@ pub fn device_for(backend: BackendName) -> Result<Device> {
         BackendName::Wgpu => gpu_device(backend, Device::wgpu(DeviceKind::DefaultDevice)),
         #[cfg(feature = "vulkan")]
         BackendName::Vulkan => gpu_device(backend, Device::vulkan(DeviceKind::DefaultDevice)),
+        #[cfg(feature = "cuda")]
+        BackendName::Cuda => gpu_device(backend, Device::cuda(burn::tensor::DeviceIndex::Default)),
         #[allow(unreachable_patterns)]
         other => {
             let name = other.to_string();
@@ -271,7 +273,7 @@ pub fn device_info(backend: BackendName, device: &Device) -> DeviceInfo {
 
 /// The distinct `A×B→C/D` element types of the device's cooperative-matrix configurations (CubeCL
 /// registers them from `VK_KHR_cooperative_matrix` for SPIR-V), `None` on the CPU backends.
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cube")]
 fn cooperative_matrix(device: &Device) -> Option<Vec<String>> {
     let burn::backend::DispatchDevice::Cube(cube) = device.as_dispatch() else {
         return None;
@@ -288,7 +290,7 @@ fn cooperative_matrix(device: &Device) -> Option<Vec<String>> {
     Some(types.into_iter().collect())
 }
 
-#[cfg(not(feature = "wgpu"))]
+#[cfg(not(feature = "cube"))]
 fn cooperative_matrix(_device: &Device) -> Option<Vec<String>> {
     None
 }
@@ -296,7 +298,7 @@ fn cooperative_matrix(_device: &Device) -> Option<Vec<String>> {
 /// What CubeCL's memory pools hold on `device`, in MiB: pages reserved from the driver, in use
 /// or kept free for reuse (pools return pages only under memory pressure, so after a step this
 /// is about the step's peak); `None` on the CPU backends.
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cube")]
 pub fn gpu_reserved_mb(device: &Device) -> Option<f64> {
     let burn::backend::DispatchDevice::Cube(cube) = device.as_dispatch() else {
         return None;
@@ -305,7 +307,7 @@ pub fn gpu_reserved_mb(device: &Device) -> Option<f64> {
     Some(report.usage().bytes_reserved as f64 / (1u64 << 20) as f64)
 }
 
-#[cfg(not(feature = "wgpu"))]
+#[cfg(not(feature = "cube"))]
 pub fn gpu_reserved_mb(_device: &Device) -> Option<f64> {
     None
 }
@@ -313,7 +315,7 @@ pub fn gpu_reserved_mb(_device: &Device) -> Option<f64> {
 /// (adapter name, fingerprint, vendor) as the GPU runtime reports them.
 type Identity = (Option<String>, Option<String>, Option<String>);
 
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cube")]
 fn identity(device: &Device) -> Identity {
     match device.identity() {
         Some(id) => {
@@ -326,29 +328,61 @@ fn identity(device: &Device) -> Identity {
 }
 
 /// Without a GPU backend in the build, no device reports an identity.
-#[cfg(not(feature = "wgpu"))]
+#[cfg(not(feature = "cube"))]
 fn identity(_device: &Device) -> Identity {
     (None, None, None)
 }
 
-/// `device` once it has answered a first computation: wgpu looks for an adapter on first use
-/// and panics when there is none.
-#[cfg(feature = "wgpu")]
+/// `device` once it has answered a first computation: wgpu looks for an adapter on first use,
+/// CUDA loads the driver and compiles its first kernel with NVRTC, and both panic when what they
+/// need is missing. The error names what to install and the panic's own first line.
+#[cfg(feature = "cube")]
 fn gpu_device(backend: BackendName, device: Device) -> Result<Device> {
     let probe = device.clone();
+    // The first panic message of any thread: the runtime's device thread panics with the cause
+    // (a library that does not load), the caller's read then only with "an execution error".
+    let first = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
     let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let ok =
-        std::panic::catch_unwind(move || Tensor::<1>::ones([1], &probe).sum().into_scalar::<f32>())
-            .is_ok();
+    let seen = first.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .and_then(|m| m.lines().map(str::trim).find(|l| !l.is_empty()));
+        let mut first = seen.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() {
+            *first = message.map(str::to_string);
+        }
+    }));
+    let result =
+        std::panic::catch_unwind(move || Tensor::<1>::ones([1], &probe).sum().into_scalar::<f32>());
     std::panic::set_hook(hook);
-    if !ok {
-        anyhow::bail!(
-            "train.backend = \"{backend}\" found no GPU adapter; install a Vulkan driver (on Debian \
-             without a GPU: apt-get install mesa-vulkan-drivers) or use --set train.backend=flex"
-        );
+    if result.is_ok() {
+        return Ok(device);
     }
-    Ok(device)
+    let cause = first
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .unwrap_or_else(|| "no message".into());
+    // cudarc's message goes on to list thirty library names.
+    let cause = match cause.split_once(" - ") {
+        Some((head, _)) => head.to_string(),
+        None => cause,
+    };
+    let need = if backend == BackendName::Cuda {
+        "an NVIDIA GPU with its driver (libcuda.so.1), NVRTC (libnvrtc.so, e.g. from pip's \
+         nvidia-cuda-nvrtc, on LD_LIBRARY_PATH) and the CUDA headers (CUDA_PATH: a CUDA toolkit, \
+         or pip's nvidia-cuda-runtime folder that holds include/cuda_fp16.h)"
+    } else {
+        "a Vulkan driver (on Debian without a GPU: apt-get install mesa-vulkan-drivers)"
+    };
+    crate::usage!(
+        "train.backend = \"{backend}\" could not start a device ({cause}); it needs {need}, or \
+         use --set train.backend=flex"
+    )
 }
 
 #[cfg(test)]

@@ -1,18 +1,18 @@
 //! The training loop: one story from config to checkpoints, read top to bottom.
 
 pub mod adamw;
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cube")]
 mod adamw_cube;
 pub mod checkpoint;
 pub mod device;
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cube")]
 pub mod fusion_ops;
 pub mod metrics;
 pub mod optim;
 pub mod scaler;
 pub mod schedule;
 pub mod squared_norm;
-#[cfg(feature = "wgpu")]
+#[cfg(feature = "cube")]
 mod squared_norm_cube;
 pub mod step;
 

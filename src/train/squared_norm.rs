@@ -34,8 +34,8 @@ pub fn cube_partials(n: usize) -> usize {
 #[backend_extension(
     Flex,
     NdArray: cfg(feature = "ndarray"),
-    Cube: cfg(feature = "wgpu"),
-    Fusion: cfg(feature = "wgpu"),
+    Cube: cfg(feature = "cube"),
+    Fusion: cfg(feature = "cube"),
 )]
 pub trait SquaredNormOps: Backend {
     /// Partial sums of x² over every element of `x`, a rank-1 tensor of `x`'s dtype whose sum is

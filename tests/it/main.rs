@@ -12,6 +12,8 @@ mod common;
 mod adamw;
 mod bad_input;
 mod bench_cli;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod data_cli;
 mod dropout;
 #[cfg(feature = "ndarray")]

@@ -168,14 +168,17 @@ def main():
             results.append({"shape": shape, "tool": f"pytorch {mode}", "result": theirs,
                             "peak_gpu_mb": peak, "wall_s": wall})
 
+    # The last loss: masklm's runs of one shape train the same batches from the same seed, so
+    # their losses should agree to the precision's rounding (a backend that computes wrongly
+    # shows here first); PyTorch's draws other masks and weights.
     print("| shapes | tool | tokens/s | s/step | peak GPU MiB | CubeCL pools MiB | first step s | wall s "
-          "| fusion ops / blocks a step |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| fusion ops / blocks a step | last loss |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         x, shape = r["result"], r["shape"]
         if not isinstance(x, dict):
             print(f"| {shape} | {r['tool']} | {'timed out' if x == 'timeout' else 'failed'} | | | | | "
-                  f"{r['wall_s']:.0f} | |")
+                  f"{r['wall_s']:.0f} | | |")
             continue
         mem = r["peak_gpu_mb"] if r["peak_gpu_mb"] is not None else "n/a"
         first = x.get("first_step_s")
@@ -184,8 +187,10 @@ def main():
         pools = f"{pools:,.0f}" if isinstance(pools, (int, float)) else ""
         fusion = x.get("fusion")
         fusion = f"{fusion['operations']:,.0f} / {fusion['blocks']:,.0f}" if fusion else ""
+        loss = x.get("last_loss")
+        loss = f"{loss:.4f}" if isinstance(loss, (int, float)) else ""
         print(f"| {shape} | {r['tool']} | {x['tokens_per_sec']:,.0f} | {x['sec_per_step']:.3f} "
-              f"| {mem} | {pools} | {first} | {r['wall_s']:.0f} | {fusion} |")
+              f"| {mem} | {pools} | {first} | {r['wall_s']:.0f} | {fusion} | {loss} |")
     # Each masklm run against each PyTorch mode on the same shapes: masklm tokens/s ÷ PyTorch's.
     print()
     print("| shapes | masklm run | " + " | ".join(f"÷ pytorch {m}" for m in modes) + " |")

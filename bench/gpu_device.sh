@@ -10,10 +10,16 @@
 #   (cd .device/gl && apt-get $o download libvulkan1 libglvnd0 libegl1 libgl1 libglx0 libopengl0 libgles2)
 #
 # (the NVIDIA Vulkan driver, libGLX_nvidia, needs libglvnd: with the Vulkan loader alone, wgpu
-# found no adapter on the H100 machine of 2026-11-26)
+# found no adapter on the H100 machine of 2026-11-26), and for `train.backend = "cuda"` the CUDA
+# headers that NVRTC reads (1.4 MB; NVRTC itself, 90 MB, is too large to carry and comes from the
+# pip packages PyTorch brought to the device machine):
+#
+#   pip download --no-deps -d /tmp/cu nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85
+#   (cd /tmp/cu && for w in *.whl; do unzip -qo "$w" 'nvidia/cu13/include/*'; done)
+#   tar -cJf .device/cuda-include.tar.xz -C /tmp/cu/nvidia/cu13 include
 #
 # then run `bash bench/gpu_device.sh [gpu_compare.py options]` on the device (carry .device), e.g.
-#   bash bench/gpu_device.sh --shapes bert-base --runs vulkan:f16,wgpu:f32 --modes bf16,f32 \
+#   bash bench/gpu_device.sh --shapes bert-base --runs cuda:bf16,vulkan:f16 --modes bf16,f32 \
 #     --profile vulkan:f16 --profile-out "$OUT/profile.log"
 # Prints the card, the driver and bench/gpu_compare.py's table; copies it to $OUT when set.
 #
@@ -30,6 +36,18 @@ nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 if [ -f "$nvidia_icd" ]; then export VK_DRIVER_FILES="$nvidia_icd"; fi
 xz -dkf .device/masklm.xz && chmod +x .device/masklm
 export XDG_RUNTIME_DIR=/tmp
+# CUDA: the carried headers as CUDA_PATH, and the newest NVRTC (libnvrtc.so.N) the device's pip
+# packages hold (PyTorch's cu13 wheels: site-packages/nvidia/cu13/lib) on the library path.
+if [ -f .device/cuda-include.tar.xz ]; then
+    mkdir -p /tmp/cuda && tar -xJf .device/cuda-include.tar.xz -C /tmp/cuda
+    export CUDA_PATH=/tmp/cuda
+fi
+nvrtc=$(python3 -c 'import site; print("\n".join(site.getsitepackages()))' |
+    xargs -I{} find {} -name 'libnvrtc.so.[0-9]*' 2>/dev/null | sort -V | tail -1 || true)
+if [ -n "$nvrtc" ]; then
+    export LD_LIBRARY_PATH="$(dirname "$nvrtc")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+echo "CUDA: CUDA_PATH=${CUDA_PATH:-unset}, NVRTC ${nvrtc:-not found}"
 if [ -f .device/environment.tar.xz ]; then
     mkdir -p target && tar -xJf .device/environment.tar.xz -C target
     echo "kernel cache restored: $(find target/environment -type f | wc -l) files"

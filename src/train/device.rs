@@ -4,11 +4,11 @@
 use crate::config::{BackendName, Precision};
 use anyhow::Result;
 use burn::prelude::*;
-#[cfg(feature = "cube")]
+#[cfg(feature = "wgpu")]
 use burn::tensor::DeviceKind;
 
-/// The device of a backend name. A backend this binary was built without, or wgpu without any
-/// adapter, is a clear error, not a panic.
+/// The device of a backend name. A backend this binary was built without, or a GPU backend that
+/// cannot start (no adapter, no driver, no NVRTC), is a clear error, not a panic.
 pub fn device_for(backend: BackendName) -> Result<Device> {
     match backend {
         BackendName::Flex => Ok(Device::flex()),
@@ -272,7 +272,8 @@ pub fn device_info(backend: BackendName, device: &Device) -> DeviceInfo {
 }
 
 /// The distinct `A×B→C/D` element types of the device's cooperative-matrix configurations (CubeCL
-/// registers them from `VK_KHR_cooperative_matrix` for SPIR-V), `None` on the CPU backends.
+/// registers them from `VK_KHR_cooperative_matrix` for SPIR-V, from the architecture's `wmma`
+/// shapes for CUDA), `None` on the CPU backends.
 #[cfg(feature = "cube")]
 fn cooperative_matrix(device: &Device) -> Option<Vec<String>> {
     let burn::backend::DispatchDevice::Cube(cube) = device.as_dispatch() else {

@@ -99,6 +99,7 @@ fn cache_namespace(
     ptx_version: Option<PtxVersion>,
 ) -> String {
     match (backend, ptx_version) {
+        // masklm patch: the LLVM backend's namespaces removed with it (`compiler.rs`).
         (CudaBackend::Cpp, _) => format!("{fingerprint}-cpp"),
     }
 }
@@ -230,6 +231,7 @@ impl CudaContext {
         recording: CompilationRecording,
     ) -> Result<(), LaunchError> {
         match &jitc_kernel.repr {
+            // masklm patch: the LLVM backend's arms (and its `load_emitted_ptx`) removed with it.
             Some(CudaRepresentation::Cpp(_)) => {
                 self.load_transpiled(kernel_id, key, jitc_kernel, logger, recording)
             }

@@ -350,8 +350,7 @@ fn gpu_device(backend: BackendName, device: Device) -> Result<Device> {
         let message = payload
             .downcast_ref::<String>()
             .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .and_then(|m| m.lines().map(str::trim).find(|l| !l.is_empty()));
+            .or_else(|| payload.downcast_ref::<&str>().copied());
         let mut first = seen.lock().unwrap_or_else(|e| e.into_inner());
         if first.is_none() {
             *first = message.map(str::to_string);
@@ -363,16 +362,20 @@ fn gpu_device(backend: BackendName, device: Device) -> Result<Device> {
     if result.is_ok() {
         return Ok(device);
     }
-    let cause = first
+    let full = first
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take()
-        .unwrap_or_else(|| "no message".into());
+        .unwrap_or_default();
+    let mut lines = full.lines().map(str::trim).filter(|l| !l.is_empty());
+    let cause = lines.next().unwrap_or("no message");
     // cudarc's message goes on to list thirty library names.
-    let cause = match cause.split_once(" - ") {
-        Some((head, _)) => head.to_string(),
-        None => cause,
-    };
+    let cause = cause.split_once(" - ").map_or(cause, |(head, _)| head);
+    // A kernel that failed to compile (NVRTC's log, the source) says why past its first line.
+    if lines.next().is_some() {
+        let shown: String = full.chars().take(8000).collect();
+        eprintln!("note: the device's first failure, in full:\n{shown}");
+    }
     let need = if backend == BackendName::Cuda {
         "an NVIDIA GPU with its driver (libcuda.so.1), NVRTC (libnvrtc.so, e.g. from pip's \
          nvidia-cuda-nvrtc, on LD_LIBRARY_PATH) and the CUDA headers (CUDA_PATH: a CUDA toolkit, \

@@ -11,10 +11,12 @@
 #
 # (the NVIDIA Vulkan driver, libGLX_nvidia, needs libglvnd: with the Vulkan loader alone, wgpu
 # found no adapter on the H100 machine of 2026-11-26), and for `train.backend = "cuda"` the CUDA
-# headers that NVRTC reads (1.4 MB; NVRTC itself, 90 MB, is too large to carry and comes from the
-# pip packages PyTorch brought to the device machine):
+# headers that NVRTC reads (1.5 MB; NVRTC itself, 90 MB, is too large to carry and comes from the
+# pip packages PyTorch brought to the device machine; `crt/` is its own package since CUDA 13, and
+# without it every tensor-core kernel fails at `#include "crt/mma.h"`, found by bench/fake_cuda.sh):
 #
-#   pip download --no-deps -d /tmp/cu nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85
+#   pip download --no-deps -d /tmp/cu nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 \
+#     nvidia-cuda-crt==13.0.88
 #   (cd /tmp/cu && for w in *.whl; do unzip -qo "$w" 'nvidia/cu13/include/*'; done)
 #   tar -cJf .device/cuda-include.tar.xz -C /tmp/cu/nvidia/cu13 include
 #

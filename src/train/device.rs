@@ -20,7 +20,10 @@ pub fn device_for(backend: BackendName) -> Result<Device> {
         #[cfg(feature = "vulkan")]
         BackendName::Vulkan => gpu_device(backend, Device::vulkan(DeviceKind::DefaultDevice)),
         #[cfg(feature = "cuda")]
-        BackendName::Cuda => gpu_device(backend, Device::cuda(burn::tensor::DeviceIndex::Default)),
+        BackendName::Cuda => {
+            cache_compiled_kernels();
+            gpu_device(backend, Device::cuda(burn::tensor::DeviceIndex::Default))
+        }
         #[allow(unreachable_patterns)]
         other => {
             let name = other.to_string();
@@ -326,6 +329,22 @@ fn identity(device: &Device) -> Identity {
         }
         None => (None, None, None),
     }
+}
+
+/// Turns on CubeCL's cache of compiled kernels, which is off by default, before the CUDA device
+/// starts: NVRTC takes a fraction of a second to seconds per kernel, and without the cache every
+/// run compiles every kernel again (bench-mini in bf16: 346 kernels, 9 minutes on the 2-core
+/// machine; bench/fake_cuda.sh). The PTX lands next to the autotune cache, in CubeCL's
+/// `target/environment/`, keyed by kernel, GPU architecture and this binary's build id. The rest
+/// of CubeCL's configuration is read as CubeCL reads it (a `cubecl.toml`, `CUBECL_*` variables).
+#[cfg(feature = "cuda")]
+fn cache_compiled_kernels() {
+    use cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+    let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+    config.compilation.cache = true;
+    // `false` when CubeCL's configuration was read already (a device of another backend started
+    // first in this process): that one stays.
+    let _ = CubeClRuntimeConfig::try_set(config);
 }
 
 /// Without a GPU backend in the build, no device reports an identity.

@@ -28,7 +28,11 @@
 # CubeCL's kernel and autotune cache (target/environment/ here) is what makes a BERT-base f16 run's
 # first step take seconds instead of over two minutes. The device machine starts bare, so the
 # script takes the cache from .device/environment.tar.xz when there is one and leaves the new one
-# in $OUT/environment.tar.xz: copy that to .device/ before the next call.
+# in $OUT/environment.tar.xz: copy that to .device/ before the next call. For `cuda`, whose kernels
+# NVRTC compiles (a cold BERT-base bf16 run compiled for 8 to 11 minutes on the 2-core machine), a
+# first cache can be made without a GPU, for the binary packed above and no other (the PTX is keyed
+# by its build id): `bash bench/fake_cuda.sh NAME <the same bench options>`, then
+# `python3 bench/ptx_cache.py` writes .device/environment.tar.xz with the PTX alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for f in .device/gl/*.deb; do dpkg -x "$f" /; done

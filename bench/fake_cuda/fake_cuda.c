@@ -4,11 +4,11 @@
 // sm_90a, with the real CUDA headers), allocates, copies and "launches" -- but no kernel runs,
 // so every number the run computes is meaningless (buffers hold zeros or what the host wrote).
 //
-// What it is for (bench/fake_cuda/run.sh):
+// What it is for (bench/fake_cuda.sh):
 //   - NVRTC refusing a kernel (ours or burn's) shows here, not in the first minutes of a device call;
 //   - the launches of one optimizer step are counted by kernel name;
-//   - the host's time per step with launches that cost nothing is the floor of the step time
-//     on a real GPU: if it is above the device's step time, the step is host-bound.
+//   - the host's time per step with launches that cost nothing: what the step cannot go below on a
+//     real GPU, given a core for each of the step's threads (on 2 cores they spin on each other).
 //
 // No crate offers this (a fake CUDA driver); it is small enough to write by hand. Only the entry
 // points cudarc and CubeCL's CUDA runtime call are here; cudarc loads symbols lazily, so one

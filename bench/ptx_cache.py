@@ -44,11 +44,11 @@ def main():
         with sqlite3.connect(f"file:{args.src}?mode=ro", uri=True) as src, sqlite3.connect(db) as dst:
             src.backup(dst)
         con = sqlite3.connect(db)
-        kept = con.execute(
-            "select count(*), coalesce(sum(length(value)), 0) from entries where "
-            + " or ".join("namespace like ?" for _ in KEEP), [k + "%" for k in KEEP]).fetchone()
-        con.execute("delete from entries where not ("
-                    + " or ".join("namespace like ?" for _ in KEEP) + ")", [k + "%" for k in KEEP])
+        ours = "(" + " or ".join("namespace like ?" for _ in KEEP) + ")"
+        prefixes = [k + "%" for k in KEEP]
+        kept = con.execute("select count(*), coalesce(sum(length(value)), 0) from entries where "
+                           + ours, prefixes).fetchone()
+        con.execute("delete from entries where not " + ours, prefixes)
         con.commit()
         con.execute("vacuum")
         con.close()

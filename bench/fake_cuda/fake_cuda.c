@@ -14,9 +14,7 @@
 // points cudarc and CubeCL's CUDA runtime call are here; cudarc loads symbols lazily, so one
 // that is missing panics with its name ("Missing symbol cuX").
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -4,7 +4,8 @@
 
 use crate::config::TrainConfig;
 use crate::train::adamw::AdamW;
-use crate::train::squared_norm::squared_norm;
+use crate::train::squared_norm::squared_norms;
+use burn::backend::DispatchTensor;
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
@@ -27,16 +28,16 @@ pub fn adamw(c: &TrainConfig) -> ModuleOptimizer {
     ModuleOptimizer::from(base).with_group(no_decay, without, None)
 }
 
-/// `Σ g²` of every parameter's gradient, as partial sums on the device (`squared_norm`).
-struct SquaredNorms<'a> {
+/// Every parameter's gradient, in the module's order, for one `squared_norms` of them all.
+struct Gradients<'a> {
     grads: &'a GradientsParams,
-    sums: Vec<Tensor<1>>,
+    found: Vec<DispatchTensor>,
 }
 
-impl ModuleVisitor for SquaredNorms<'_> {
+impl ModuleVisitor for Gradients<'_> {
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(p.id) {
-            self.sums.push(squared_norm(g));
+            self.found.push(g.into_dispatch());
         }
     }
 }
@@ -44,14 +45,14 @@ impl ModuleVisitor for SquaredNorms<'_> {
 /// The global L2 norm of `grads` over `model`'s parameters, as a [1] tensor on the gradients'
 /// device (no read); `None` when no parameter has a gradient.
 pub fn global_norm<M: Module>(model: &M, grads: &GradientsParams) -> Option<Tensor<1>> {
-    let mut v = SquaredNorms {
+    let mut v = Gradients {
         grads,
-        sums: Vec::new(),
+        found: Vec::new(),
     };
     model.visit(&mut v);
-    // One concatenation and one sum of all parameters' partial sums, not P − 1 additions: on a
-    // GPU each addition is an operation for fusion to register and usually a launch of its own.
-    (!v.sums.is_empty()).then(|| Tensor::cat(v.sums, 0).sum().sqrt())
+    // One operation for every gradient's partial sums, then one sum of them all: on a GPU each
+    // operation is host work for fusion to register and a launch or more.
+    (!v.found.is_empty()).then(|| squared_norms(v.found).sum().sqrt())
 }
 
 /// The factor that turns `grads`, the gradients of the loss times `loss_scale` (1 without loss

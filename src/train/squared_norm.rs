@@ -1,19 +1,28 @@
-//! Σ x² of one gradient as one backend operation, for the global gradient norm of clipping
+//! Σ x² of every gradient as one backend operation, for the global gradient norm of clipping
 //! (`optim::global_norm`).
 //!
-//! As tensor operations the sum is a flattening view, a square and a reduction per parameter:
-//! at BERT-base's 202 parameters 484 operations and 356 blocks of fusion's host work a step, for
-//! arithmetic that is one pass over each gradient. Here it is one operation per parameter: on
-//! CubeCL devices one kernel (`squared_norm_cube.rs`) that leaves per-cube partial sums; on the
-//! CPU backends the same three operations as before (the default body below), so CPU results
-//! are unchanged to the bit.
+//! As tensor operations the sum is a flattening view, a square and a reduction per parameter,
+//! then a concatenation: at BERT-base's 202 parameters 484 operations and 356 blocks of fusion's
+//! host work a step, for arithmetic that is one pass over each gradient. One operation per
+//! parameter (a kernel each) still cost the host 47 ms a step there (the stand-in driver,
+//! BENCHMARKS "CUDA without a GPU"), a fifth of its step. Here it is one operation for all of
+//! them: on CubeCL devices one kernel per gradient (`squared_norm_cube.rs`), each leaving its
+//! per-cube partial sums in one shared output; on the CPU backends the same operations as before
+//! (the default body below), so CPU results are unchanged to the bit.
+//!
+//! burn 0.22.1's `#[backend_extension]` takes no list of tensors, so what it would generate is
+//! written out below: the routing from burn's `Dispatch` tensors to a backend
+//! ([`squared_norms`]) and fusion's registration of the operation (as the macro registers one
+//! of one tensor).
 
-// burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends; the
-// extension macro names it in code it generates beside the trait.
+// burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends.
 #![allow(deprecated)]
 
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, TensorMetadata, backend_extension};
+use burn::backend::{
+    Backend, BackendTensor, DispatchAutodiffContext, DispatchTensor, DispatchTensorKind,
+    TensorMetadata,
+};
 use burn::prelude::*;
 
 /// Units per cube of the CubeCL kernel, and the elements each unit sums at least before another
@@ -31,23 +40,23 @@ pub fn cube_partials(n: usize) -> usize {
         .clamp(1, MAX_CUBES)
 }
 
-#[backend_extension(
-    Flex,
-    NdArray: cfg(feature = "ndarray"),
-    Cube: cfg(feature = "cube"),
-    Fusion: cfg(feature = "cube"),
-)]
 pub trait SquaredNormOps: Backend {
-    /// Partial sums of x² over every element of `x`, a rank-1 tensor of `x`'s dtype whose sum is
-    /// Σ x²: [1] on the CPU backends, [`cube_partials`] of them on CubeCL devices (one per cube,
-    /// so that no second launch is needed; the caller sums all parameters' partials at once).
+    /// Partial sums of x² over every element of every tensor of `xs` (at least one, all of one
+    /// dtype and device), a rank-1 tensor of that dtype whose sum is Σ x² over all of them: one
+    /// partial sum per tensor on the CPU backends, [`cube_partials`] per tensor on CubeCL devices
+    /// (one per cube, so that no second launch is needed), in the order of `xs`.
     ///
     /// The default body is what `optim::global_norm` computed before this operation existed.
-    #[fusion(dtype = x, shape = Shape::new([cube_partials(x.num_elements())]))]
-    fn squared_norm(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let n = x.shape().num_elements();
-        let flat = Self::float_reshape(x, Shape::new([n]));
-        Self::float_sum_dim(Self::float_powi_scalar(flat, 2.into()), 0)
+    fn squared_norms(xs: Vec<FloatTensor<Self>>) -> FloatTensor<Self> {
+        let sums = xs
+            .into_iter()
+            .map(|x| {
+                let n = x.shape().num_elements();
+                let flat = Self::float_reshape(x, Shape::new([n]));
+                Self::float_sum_dim(Self::float_powi_scalar(flat, 2.into()), 0)
+            })
+            .collect();
+        Self::float_cat(sums, 0)
     }
 }
 
@@ -55,11 +64,99 @@ impl SquaredNormOps for burn::backend::Flex {}
 #[cfg(feature = "ndarray")]
 impl SquaredNormOps for burn::backend::NdArray {}
 
-/// Partial sums of Σ x² over `x`'s elements, on `x`'s device (no read): see
-/// [`SquaredNormOps::squared_norm`].
+/// The operation registered with burn's fusion: one operation whatever the number of tensors,
+/// run by the inner backend when fusion executes it. Its output's length is the inner
+/// backend's, [`cube_partials`] per tensor (fusion wraps CubeCL backends only).
+#[cfg(feature = "cube")]
+impl<B: burn::backend::fusion::FusionBackend + SquaredNormOps> SquaredNormOps
+    for burn::backend::fusion::Fusion<B>
+{
+    fn squared_norms(xs: Vec<FloatTensor<Self>>) -> FloatTensor<Self> {
+        use burn::backend::fusion::FusionRuntime;
+        use burn::backend::fusion::custom::{
+            CustomOpIr, HandleContainer, OperationFn, OperationIr, StreamId, TensorIr,
+        };
+        let first = xs.first().expect("squared_norms of at least one tensor");
+        let (client, dtype) = (first.client.clone(), first.dtype);
+        let partials = xs
+            .iter()
+            .map(|x| cube_partials(x.shape.num_elements()))
+            .sum::<usize>();
+        let inputs: Vec<TensorIr> = xs.into_iter().map(|x| x.into_ir()).collect();
+        let output = TensorIr::uninit(client.create_empty_handle(), Shape::new([partials]), dtype);
+        let desc = CustomOpIr {
+            id: "squared_norms".into(),
+            inputs: inputs.clone(),
+            outputs: vec![output.clone()],
+            scalars: Vec::new(),
+        };
+        type Handles<B> = HandleContainer<<<B as burn::backend::fusion::FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>;
+        let op = OperationFn(move |handles: &mut Handles<B>| {
+            let xs = inputs
+                .iter()
+                .map(|x| handles.get_float_tensor::<B>(x))
+                .collect();
+            handles.register_float_tensor::<B>(&output.id, B::squared_norms(xs));
+            Ok(())
+        });
+        client
+            .register(StreamId::current(), OperationIr::Custom(desc), op)
+            .pop()
+            .expect("one output")
+    }
+}
+
+/// Partial sums of Σ x² over all elements of all of `xs` (at least one tensor, of any rank, all
+/// on one device and none tracked by autodiff), on their device (no read): see
+/// [`SquaredNormOps::squared_norms`]. `xs` are [`Tensor::into_dispatch`]'s primitives, so that
+/// tensors of different ranks go in one list.
+pub fn squared_norms(xs: Vec<DispatchTensor>) -> Tensor<1> {
+    /// The list, taken out of `Dispatch`'s enum for the one backend all of it is on.
+    enum On {
+        Flex(Vec<FloatTensor<burn::backend::Flex>>),
+        #[cfg(feature = "ndarray")]
+        NdArray(Vec<FloatTensor<burn::backend::NdArray>>),
+        #[cfg(feature = "cube")]
+        Cube(Vec<FloatTensor<burn::backend::Cube>>),
+    }
+    let mut on: Option<On> = None;
+    for x in xs {
+        match (x.kind, &mut on) {
+            (DispatchTensorKind::Flex(t), None) => on = Some(On::Flex(vec![t.float()])),
+            (DispatchTensorKind::Flex(t), Some(On::Flex(v))) => v.push(t.float()),
+            #[cfg(feature = "ndarray")]
+            (DispatchTensorKind::NdArray(t), None) => on = Some(On::NdArray(vec![t.float()])),
+            #[cfg(feature = "ndarray")]
+            (DispatchTensorKind::NdArray(t), Some(On::NdArray(v))) => v.push(t.float()),
+            #[cfg(feature = "cube")]
+            (DispatchTensorKind::Cube(t), None) => on = Some(On::Cube(vec![t.float()])),
+            #[cfg(feature = "cube")]
+            (DispatchTensorKind::Cube(t), Some(On::Cube(v))) => v.push(t.float()),
+            (kind, _) => panic!(
+                "squared_norms: all tensors on one backend, untracked by autodiff (got {kind:?})"
+            ),
+        }
+    }
+    let kind = match on.expect("squared_norms of at least one tensor") {
+        On::Flex(v) => {
+            DispatchTensorKind::Flex(BackendTensor::Float(burn::backend::Flex::squared_norms(v)))
+        }
+        #[cfg(feature = "ndarray")]
+        On::NdArray(v) => DispatchTensorKind::NdArray(BackendTensor::Float(
+            burn::backend::NdArray::squared_norms(v),
+        )),
+        #[cfg(feature = "cube")]
+        On::Cube(v) => {
+            DispatchTensorKind::Cube(BackendTensor::Float(burn::backend::Cube::squared_norms(v)))
+        }
+    };
+    Tensor::from_dispatch(DispatchTensor {
+        kind,
+        autodiff: DispatchAutodiffContext::Disabled,
+    })
+}
+
+/// Partial sums of Σ x² over `x`'s elements: [`squared_norms`] of one tensor.
 pub fn squared_norm<const D: usize>(x: Tensor<D>) -> Tensor<1> {
-    use burn::backend::Dispatch;
-    Tensor::from_dispatch(<Dispatch as SquaredNormOps>::squared_norm(
-        x.into_dispatch(),
-    ))
+    squared_norms(vec![x.into_dispatch()])
 }

@@ -1,10 +1,11 @@
 //! masklm's Σ x² operation (`masklm::train::squared_norm`), the global gradient norm's building
 //! block: on the CPU it is the flatten-square-sum it replaced, to the bit; on a CubeCL device its
-//! per-cube partial sums add up to the same Σ x².
+//! per-cube partial sums add up to the same Σ x². Over a list of tensors (`squared_norms`, one
+//! operation for every gradient of a step) it is each tensor's partial sums, side by side.
 
 use crate::common;
 use burn::prelude::*;
-use masklm::train::squared_norm::squared_norm;
+use masklm::train::squared_norm::{squared_norm, squared_norms};
 
 fn vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
@@ -27,6 +28,59 @@ fn on_the_cpu_it_is_the_flattened_square_summed() {
         let reference = x.clone().reshape([rows * cols]).square().sum_dim(0);
         assert_eq!(vec(squared_norm(x)), vec(reference), "{rows}×{cols}");
     }
+}
+
+/// Tensors of ranks 1, 2 and 3 and of different sizes, as the gradients of a model are.
+fn mixed(seed: u64, device: &Device) -> (Tensor<1>, Tensor<2>, Tensor<3>) {
+    (
+        matrix(1, 37, seed, device).reshape([37]),
+        matrix(300, 1001, seed + 1, device),
+        matrix(6, 77, seed + 2, device).reshape([2, 3, 77]),
+    )
+}
+
+#[test]
+fn over_a_list_it_is_each_tensors_sums_side_by_side() {
+    for dev in [Device::flex(), Device::ndarray()] {
+        let (a, b, c) = mixed(11, &dev);
+        let one_by_one = Tensor::cat(
+            vec![
+                squared_norm(a.clone()),
+                squared_norm(b.clone()),
+                squared_norm(c.clone()),
+            ],
+            0,
+        );
+        let all = squared_norms(vec![
+            a.into_dispatch(),
+            b.into_dispatch(),
+            c.into_dispatch(),
+        ]);
+        assert_eq!(all.dims(), [3]);
+        assert_eq!(vec(all), vec(one_by_one), "{dev:?}");
+    }
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn on_vulkan_a_list_gives_each_tensors_partial_sums_in_order() {
+    let gpu = common::vulkan();
+    let (a, b, c) = mixed(5, &gpu);
+    let one_by_one = Tensor::cat(
+        vec![
+            squared_norm(a.clone()),
+            squared_norm(b.clone()),
+            squared_norm(c.clone()),
+        ],
+        0,
+    );
+    let all = squared_norms(vec![
+        a.into_dispatch(),
+        b.into_dispatch(),
+        c.into_dispatch(),
+    ]);
+    // Each tensor's partials are computed by the same kernel over the same elements.
+    assert_eq!(vec(all), vec(one_by_one));
 }
 
 #[cfg(feature = "vulkan")]

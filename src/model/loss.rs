@@ -14,3 +14,19 @@ pub fn masked_nll_sum(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
         .sum()
         .neg()
 }
+
+/// [`masked_nll_sum`] with each position's NLL multiplied by `weights` [N] first: 1 on selected
+/// positions, 0 on the padding rows of `TensorBatch::padded` (which contribute nothing, to the
+/// loss or to any gradient).
+pub fn weighted_nll_sum(
+    logits: Tensor<2>,
+    labels: Tensor<1, Int>,
+    weights: Tensor<1>,
+) -> Tensor<1> {
+    let n = weights.dims()[0];
+    log_softmax(logits, 1)
+        .gather(1, labels.unsqueeze_dim(1))
+        .mul(weights.reshape([n, 1]))
+        .sum()
+        .neg()
+}

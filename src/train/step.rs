@@ -11,7 +11,8 @@
 use crate::data::batcher::TensorBatch;
 use crate::data::batches::Batch;
 use crate::model::BertForMaskedLM;
-use crate::model::loss::masked_nll_sum;
+use crate::model::loss::{masked_nll_sum, weighted_nll_sum};
+use crate::train::device::selection_multiple;
 use crate::train::scaler::LossScaler;
 use crate::train::{adamw, optim};
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
@@ -81,9 +82,14 @@ pub fn loss_and_grads(
     let mut acc = GradientsAccumulator::<BertForMaskedLM>::new();
     let mut loss_sum: Option<Tensor<1>> = None;
     for b in micro.iter().filter(|b| b.selected > 0) {
-        let tb = TensorBatch::new(b, device);
+        let multiple = selection_multiple(device, b.batch_size * b.seq_len);
+        let tb = TensorBatch::padded(b, device, multiple);
         let logits = model.forward_selected(tb.input_ids, tb.attention_mask, tb.positions);
-        let loss = masked_nll_sum(logits, tb.labels).div_scalar(total as f64);
+        let nll = match tb.weights {
+            Some(w) => weighted_nll_sum(logits, tb.labels, w),
+            None => masked_nll_sum(logits, tb.labels),
+        };
+        let loss = nll.div_scalar(total as f64);
         let value = loss.clone().without_autodiff();
         loss_sum = Some(match loss_sum {
             Some(s) => s + value,

@@ -40,6 +40,7 @@ fn mixed(seed: u64, device: &Device) -> (Tensor<1>, Tensor<2>, Tensor<3>) {
 }
 
 #[test]
+#[allow(deprecated)] // Device::ndarray: still one of masklm's CPU backends
 fn over_a_list_it_is_each_tensors_sums_side_by_side() {
     for dev in [Device::flex(), Device::ndarray()] {
         let (a, b, c) = mixed(11, &dev);

@@ -7,8 +7,10 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use masklm::config::TrainConfig;
+use masklm::data::batcher::TensorBatch;
 use masklm::data::batches::Batch;
 use masklm::data::masking::IGNORE_LABEL;
+use masklm::model::loss::{masked_nll_sum, weighted_nll_sum};
 use masklm::model::{BertConfig, BertForMaskedLM};
 use masklm::train::scaler::LossScaler;
 use masklm::train::step::{self, Outcome, loss_and_grads};
@@ -106,6 +108,76 @@ fn four_micro_batches_equal_one_batch_of_four_times_the_rows() {
     empty.labels.fill(IGNORE_LABEL);
     empty.selected = 0;
     assert!(loss_and_grads(&model, &[empty], 1.0, &dev).is_none());
+}
+
+/// The loss and gradients of one micro-batch with its selected positions padded to a multiple of
+/// `multiple` (`TensorBatch::padded`, as GPU backends take them).
+fn padded_loss_and_grads(
+    model: &BertForMaskedLM,
+    b: &Batch,
+    multiple: usize,
+    dev: &Device,
+) -> (f64, HashMap<ParamId, Vec<f32>>) {
+    let tb = TensorBatch::padded(b, dev, multiple);
+    let logits = model.forward_selected(tb.input_ids, tb.attention_mask, tb.positions);
+    let nll = match tb.weights {
+        Some(w) => weighted_nll_sum(logits, tb.labels, w),
+        None => masked_nll_sum(logits, tb.labels),
+    };
+    let loss = nll.div_scalar(b.selected as f64);
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    let value = loss.into_scalar::<f64>();
+    (value, grads_of(model, &grads))
+}
+
+#[test]
+fn padding_the_selected_positions_changes_neither_loss_nor_gradients() {
+    let dev = Device::flex().autodiff();
+    let model = config().init_seeded(8, &dev);
+    let b = concat(&[batch(3, 1, 99), batch(3, 2, 99)]);
+    let padded = TensorBatch::padded(&b, &dev, 64);
+    assert_eq!(padded.selected, b.selected);
+    assert_eq!(padded.positions.dims(), [64]);
+    assert_eq!(padded.labels.dims(), [64]);
+    let weights = padded
+        .weights
+        .unwrap()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert_eq!(weights.iter().filter(|&&w| w == 1.0).count(), b.selected);
+    assert!(weights[b.selected..].iter().all(|&w| w == 0.0));
+    // A count already a multiple is left as it is.
+    assert!(TensorBatch::padded(&b, &dev, b.selected).weights.is_none());
+
+    let (loss, grads) = padded_loss_and_grads(&model, &b, 1, &dev);
+    let (loss_p, grads_p) = padded_loss_and_grads(&model, &b, 64, &dev);
+    assert!((loss - loss_p).abs() < 1e-6, "{loss} vs {loss_p}");
+    assert_eq!(grads.len(), grads_p.len());
+    for (id, g) in &grads {
+        for (x, y) in g.iter().zip(&grads_p[id]) {
+            assert!(
+                (x - y).abs() <= 1e-6 + 1e-5 * x.abs(),
+                "gradient differs: {x} vs {y}"
+            );
+        }
+    }
+}
+
+#[test]
+#[allow(deprecated)] // Device::ndarray: still one of masklm's CPU backends
+fn only_gpu_backends_pad_and_by_a_power_of_two_of_the_tokens() {
+    use masklm::train::device::selection_multiple;
+    assert_eq!(selection_multiple(&Device::flex().autodiff(), 128 * 128), 1);
+    assert_eq!(selection_multiple(&Device::ndarray(), 128 * 128), 1);
+    #[cfg(feature = "vulkan")]
+    {
+        let gpu = common::vulkan();
+        assert_eq!(selection_multiple(&gpu, 4 * 7), 64);
+        assert_eq!(selection_multiple(&gpu, 32 * 128), 64);
+        assert_eq!(selection_multiple(&gpu.clone().autodiff(), 128 * 128), 256);
+        assert_eq!(selection_multiple(&gpu, 100 * 128), 256);
+    }
 }
 
 fn word_embeddings(model: &BertForMaskedLM) -> Vec<f32> {

@@ -36,14 +36,13 @@ impl TensorBatch {
         let shape = [b.batch_size, b.seq_len];
         let ids: Vec<i32> = b.input_ids.iter().map(|&x| x as i32).collect();
         let mask: Vec<i32> = b.attention_mask.iter().map(|&x| x as i32).collect();
-        let (positions, labels): (Vec<i32>, Vec<i32>) = b
+        let (mut positions, mut labels): (Vec<i32>, Vec<i32>) = b
             .labels
             .iter()
             .enumerate()
             .filter(|&(_, &l)| l != IGNORE_LABEL)
             .map(|(i, &l)| (i as i32, l))
             .unzip();
-        let (mut positions, mut labels) = (positions, labels);
         let n = positions.len();
         let padded = n.next_multiple_of(multiple.max(1));
         let weights = (padded > n).then(|| {

@@ -301,12 +301,12 @@ fn cooperative_matrix(_device: &Device) -> Option<Vec<String>> {
 
 /// The multiple a training step pads its selected positions to (`TensorBatch::padded`), for a
 /// micro-batch of `tokens` row positions on `device`: 1 (no padding) on the CPU backends; on the
-/// GPU ones, where every new row count of the masked-LM head's matrix products means new kernels
-/// compiled (CubeCL specialises its matmul kernels to the problem) in the middle of a run, the
-/// power of two nearest above tokens / 64, at least 64. At 15% selected that leaves two or three
-/// row counts a run (BERT-base at batch 128 × 128: 2,458 ± 45 selected, padded to 2,560 or
-/// 2,816 in steps of 256; bench-mini's 614 ± 23 in steps of 64). The padding, fewer rows than
-/// 1/32 of the micro-batch's tokens (1/64 at those two), goes through the decoder only.
+/// GPU ones, where each new row count of the masked-LM head's matrix products means new kernels
+/// compiled in the middle of a run (CubeCL specialises its matmul kernels to the problem), the
+/// smallest power of two ≥ tokens / 64, at least 64. At 15% selected that leaves two or three
+/// row counts a run where there was one a step: BERT-base at batch 128 × 128 (2,458 selected
+/// expected) pads to 2,560 and now and then 2,816; bench-mini (32 × 128) in steps of 64. The
+/// padding, fewer rows than 1/32 of the micro-batch's tokens, goes through the decoder only.
 pub fn selection_multiple(device: &Device, tokens: usize) -> usize {
     if on_cube(device) {
         (tokens / 64).next_power_of_two().max(64)

@@ -4,11 +4,12 @@
 //! As tensor operations the sum is a flattening view, a square and a reduction per parameter,
 //! then a concatenation: at BERT-base's 202 parameters 484 operations and 356 blocks of fusion's
 //! host work a step, for arithmetic that is one pass over each gradient. One operation per
-//! parameter (a kernel each) still cost the host 47 ms a step there (the stand-in driver,
-//! BENCHMARKS "CUDA without a GPU"), a fifth of its step. Here it is one operation for all of
-//! them: on CubeCL devices one kernel per gradient (`squared_norm_cube.rs`), each leaving its
-//! per-cube partial sums in one shared output; on the CPU backends the same operations as before
-//! (the default body below), so CPU results are unchanged to the bit.
+//! parameter (a kernel each) and their concatenation still took BERT-base's host 47 ms of its
+//! 0.24 s step (the stand-in driver, BENCHMARKS "Host work per step through the stand-in
+//! driver"). Here it is one operation for all of them: on CubeCL devices one kernel per gradient
+//! (`squared_norm_cube.rs`), each leaving its per-cube partial sums in one shared output; on the
+//! CPU backends the same operations as before (the default body below), so CPU results are
+//! unchanged to the bit.
 //!
 //! burn 0.22.1's `#[backend_extension]` takes no list of tensors, so what it would generate is
 //! written out below: the routing from burn's `Dispatch` tensors to a backend
@@ -18,6 +19,8 @@
 // burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends.
 #![allow(deprecated)]
 
+#[cfg(feature = "cube")]
+use burn::backend::fusion::{FusionBackend, FusionRuntime};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     Backend, BackendTensor, DispatchAutodiffContext, DispatchTensor, DispatchTensorKind,
@@ -64,15 +67,16 @@ impl SquaredNormOps for burn::backend::Flex {}
 #[cfg(feature = "ndarray")]
 impl SquaredNormOps for burn::backend::NdArray {}
 
+/// The handles burn's fusion keeps for the tensors of a backend `B` it wraps.
+#[cfg(feature = "cube")]
+type FusionHandle<B> = <<B as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle;
+
 /// The operation registered with burn's fusion: one operation whatever the number of tensors,
 /// run by the inner backend when fusion executes it. Its output's length is the inner
 /// backend's, [`cube_partials`] per tensor (fusion wraps CubeCL backends only).
 #[cfg(feature = "cube")]
-impl<B: burn::backend::fusion::FusionBackend + SquaredNormOps> SquaredNormOps
-    for burn::backend::fusion::Fusion<B>
-{
+impl<B: FusionBackend + SquaredNormOps> SquaredNormOps for burn::backend::fusion::Fusion<B> {
     fn squared_norms(xs: Vec<FloatTensor<Self>>) -> FloatTensor<Self> {
-        use burn::backend::fusion::FusionRuntime;
         use burn::backend::fusion::custom::{
             CustomOpIr, HandleContainer, OperationFn, OperationIr, StreamId, TensorIr,
         };
@@ -90,8 +94,7 @@ impl<B: burn::backend::fusion::FusionBackend + SquaredNormOps> SquaredNormOps
             outputs: vec![output.clone()],
             scalars: Vec::new(),
         };
-        type Handles<B> = HandleContainer<<<B as burn::backend::fusion::FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>;
-        let op = OperationFn(move |handles: &mut Handles<B>| {
+        let op = OperationFn(move |handles: &mut HandleContainer<FusionHandle<B>>| {
             let xs = inputs
                 .iter()
                 .map(|x| handles.get_float_tensor::<B>(x))

@@ -1,8 +1,8 @@
 //! [`SquaredNormOps::squared_norms`] on CubeCL devices: one launch per gradient, each cube summing
 //! x² over a grid stride of elements in f32 and leaving one partial sum, every gradient's partial
-//! sums side by side in one output. Written here because
-//! burn's reductions need the square as an operation of its own before them, which fusion does
-//! not merge into the reduction (`squared_norm.rs`).
+//! sums side by side in one output. Written here because burn's reductions need the square as an
+//! operation of its own before them, which fusion does not merge into the reduction
+//! (`squared_norm.rs`).
 
 use crate::cube_reduce::cube_sum;
 use crate::train::squared_norm::{CUBE_UNITS, SquaredNormOps, cube_partials};

@@ -303,13 +303,14 @@ fn cooperative_matrix(_device: &Device) -> Option<Vec<String>> {
 /// micro-batch of `tokens` row positions on `device`: 1 (no padding) on the CPU backends; on the
 /// GPU ones, where each new row count of the masked-LM head's matrix products means new kernels
 /// compiled in the middle of a run (CubeCL specialises its matmul kernels to the problem), the
-/// smallest power of two ≥ tokens / 64, at least 64. At 15% selected that leaves two or three
-/// row counts a run where there was one a step: BERT-base at batch 128 × 128 (2,458 selected
-/// expected) pads to 2,560 and now and then 2,816; bench-mini (32 × 128) in steps of 64. The
-/// padding, fewer rows than 1/32 of the micro-batch's tokens, goes through the decoder only.
+/// smallest power of two ≥ tokens / 16, at least 64. At 15% selected (2 to 3 sixteenths of the
+/// tokens) that is one row count a run where there was a new one every step: BERT-base at batch
+/// 128 × 128 (2,458 selected expected) always pads to 3,072, bench-mini (32 × 128, 614) to 768.
+/// The padding rows, a quarter more in the decoder (under 1% of a BERT-base step's FLOPs), cost
+/// less than one kernel compiled in a timed window.
 pub fn selection_multiple(device: &Device, tokens: usize) -> usize {
     if on_cube(device) {
-        (tokens / 64).next_power_of_two().max(64)
+        (tokens / 16).next_power_of_two().max(64)
     } else {
         1
     }

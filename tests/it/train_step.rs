@@ -166,7 +166,7 @@ fn padding_the_selected_positions_changes_neither_loss_nor_gradients() {
 
 #[test]
 #[allow(deprecated)] // Device::ndarray: still one of masklm's CPU backends
-fn only_gpu_backends_pad_and_by_a_power_of_two_of_the_tokens() {
+fn only_gpu_backends_pad_and_to_a_power_of_two_of_the_tokens() {
     use masklm::train::device::selection_multiple;
     assert_eq!(selection_multiple(&Device::flex().autodiff(), 128 * 128), 1);
     assert_eq!(selection_multiple(&Device::ndarray(), 128 * 128), 1);
@@ -174,9 +174,9 @@ fn only_gpu_backends_pad_and_by_a_power_of_two_of_the_tokens() {
     {
         let gpu = common::vulkan();
         assert_eq!(selection_multiple(&gpu, 4 * 7), 64);
-        assert_eq!(selection_multiple(&gpu, 32 * 128), 64);
-        assert_eq!(selection_multiple(&gpu.clone().autodiff(), 128 * 128), 256);
-        assert_eq!(selection_multiple(&gpu, 100 * 128), 256);
+        assert_eq!(selection_multiple(&gpu, 32 * 128), 256);
+        assert_eq!(selection_multiple(&gpu.clone().autodiff(), 128 * 128), 1024);
+        assert_eq!(selection_multiple(&gpu, 100 * 128), 1024);
     }
 }
 

@@ -30,43 +30,12 @@ fn on_the_cpu_it_is_the_flattened_square_summed() {
     }
 }
 
-/// Tensors of ranks 1, 2 and 3 and of different sizes, as the gradients of a model are.
-fn mixed(seed: u64, device: &Device) -> (Tensor<1>, Tensor<2>, Tensor<3>) {
-    (
-        matrix(1, 37, seed, device).reshape([37]),
-        matrix(300, 1001, seed + 1, device),
-        matrix(6, 77, seed + 2, device).reshape([2, 3, 77]),
-    )
-}
-
-#[test]
-#[allow(deprecated)] // Device::ndarray: still one of masklm's CPU backends
-fn over_a_list_it_is_each_tensors_sums_side_by_side() {
-    for dev in [Device::flex(), Device::ndarray()] {
-        let (a, b, c) = mixed(11, &dev);
-        let one_by_one = Tensor::cat(
-            vec![
-                squared_norm(a.clone()),
-                squared_norm(b.clone()),
-                squared_norm(c.clone()),
-            ],
-            0,
-        );
-        let all = squared_norms(vec![
-            a.into_dispatch(),
-            b.into_dispatch(),
-            c.into_dispatch(),
-        ]);
-        assert_eq!(all.dims(), [3]);
-        assert_eq!(vec(all), vec(one_by_one), "{dev:?}");
-    }
-}
-
-#[cfg(feature = "vulkan")]
-#[test]
-fn on_vulkan_a_list_gives_each_tensors_partial_sums_in_order() {
-    let gpu = common::vulkan();
-    let (a, b, c) = mixed(5, &gpu);
+/// Tensors of ranks 1, 2 and 3 and of different sizes, as the gradients of a model are: their
+/// partial sums one `squared_norm` at a time, concatenated, and one `squared_norms` of them all.
+fn one_by_one_and_together(seed: u64, device: &Device) -> (Tensor<1>, Tensor<1>) {
+    let a = matrix(1, 37, seed, device).reshape([37]);
+    let b = matrix(300, 1001, seed + 1, device);
+    let c = matrix(6, 77, seed + 2, device).reshape([2, 3, 77]);
     let one_by_one = Tensor::cat(
         vec![
             squared_norm(a.clone()),
@@ -75,13 +44,30 @@ fn on_vulkan_a_list_gives_each_tensors_partial_sums_in_order() {
         ],
         0,
     );
-    let all = squared_norms(vec![
+    let together = squared_norms(vec![
         a.into_dispatch(),
         b.into_dispatch(),
         c.into_dispatch(),
     ]);
+    (one_by_one, together)
+}
+
+#[test]
+#[allow(deprecated)] // Device::ndarray: still one of masklm's CPU backends
+fn over_a_list_it_is_each_tensors_sums_side_by_side() {
+    for dev in [Device::flex(), Device::ndarray()] {
+        let (one_by_one, together) = one_by_one_and_together(11, &dev);
+        assert_eq!(together.dims(), [3]);
+        assert_eq!(vec(together), vec(one_by_one), "{dev:?}");
+    }
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn on_vulkan_a_list_gives_each_tensors_partial_sums_in_order() {
     // Each tensor's partials are computed by the same kernel over the same elements.
-    assert_eq!(vec(all), vec(one_by_one));
+    let (one_by_one, together) = one_by_one_and_together(5, &common::vulkan());
+    assert_eq!(vec(together), vec(one_by_one));
 }
 
 #[cfg(feature = "vulkan")]

@@ -1,27 +1,34 @@
-//! AdamW as one operation per parameter: the gradient's unscaling and clipping factor, both
-//! moments and the weight update in a single pass (PyTorch's `fused=True` AdamW).
+//! The AdamW update of every parameter as one backend operation: the gradient's unscaling and
+//! clipping factor, both moments and the weight update in a single pass over each parameter
+//! (PyTorch's `AdamW(fused=True)`, which also takes the whole list of parameters at once).
 //!
 //! burn's AdamW is 15 tensor operations per parameter. On a GPU each is registered with burn's
-//! fusion server, which searches them for kernels to merge; at BERT-base's 202 parameters that
-//! is 3,100 operations a step, 42% of all, for arithmetic fusion already merged into about one
-//! kernel per parameter. Here it is one operation ([`AdamWOps::adamw_update`]): on CubeCL
-//! devices one kernel (`adamw_cube.rs`), which also applies the global clipping factor that was
-//! otherwise a pass of its own over every gradient. On the CPU backends the same operation is
-//! burn's AdamW, operation for operation (the default body below), so CPU results are unchanged
-//! to the bit (`tests/it/adamw.rs`).
+//! fusion server, which searches them for kernels to merge: at BERT-base's 202 parameters 3,100
+//! operations a step, for arithmetic that fusion merged into about one kernel per parameter. One
+//! operation per parameter still cost the host about 30 ms of a 0.24 s BERT-base step (the
+//! stand-in driver, BENCHMARKS "Host work per step through the stand-in driver"). Here it is one
+//! operation for all of them ([`adamw_updates`]): on CubeCL devices one kernel per parameter
+//! inside it (`adamw_cube.rs`); on the CPU backends burn's AdamW, operation for operation
+//! ([`adamw_update_default`]), so CPU results are burn's to the bit (`tests/it/adamw.rs`). The
+//! moments live in [`crate::train::optimizer::AdamWOptimizer`].
 //!
-//! The state is burn's `AdamWState`, so checkpoints keep their format, and
-//! [`crate::train::optim::adamw`] builds the usual `ModuleOptimizer` (parameter groups, records).
+//! burn 0.22.1's `#[backend_extension]` takes no list of tensors, so the routing from
+//! `Dispatch` (`dispatch_lists.rs`) and fusion's registration (below) are written out.
 
-// burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends; the
-// extension macro names it in code it generates beside the trait.
+// burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends.
 #![allow(deprecated)]
 
+#[cfg(feature = "cube")]
+use super::dispatch_lists::from_cube;
+#[cfg(feature = "ndarray")]
+use super::dispatch_lists::from_ndarray;
+use super::dispatch_lists::{OnBackend, from_flex};
+#[cfg(feature = "cube")]
+use burn::backend::fusion::{FusionBackend, FusionRuntime};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, Scalar, TensorMetadata, backend_extension};
-use burn::optim::{AdamWState, AdaptiveMomentumState, LearningRate, Optimizer};
+use burn::backend::{Backend, DispatchTensor, Scalar, TensorMetadata};
+use burn::optim::LearningRate;
 use burn::prelude::*;
-use std::cell::RefCell;
 
 /// The host-side numbers of one AdamW update of one parameter, as burn's AdamW computes them
 /// (same types, same rounding).
@@ -42,6 +49,7 @@ pub struct AdamWCoefficients {
 }
 
 impl AdamWCoefficients {
+    /// At step `time` (1 at the first update of a parameter).
     pub fn new(adamw: &AdamW, lr: LearningRate, time: usize) -> Self {
         let t = time as i32;
         Self {
@@ -58,94 +66,7 @@ impl AdamWCoefficients {
     }
 }
 
-/// One AdamW update as a backend operation.
-#[backend_extension(
-    Flex,
-    NdArray: cfg(feature = "ndarray"),
-    Cube: cfg(feature = "cube"),
-    Fusion: cfg(feature = "cube"),
-)]
-pub trait AdamWOps: Backend {
-    /// `(param, moment_1, moment_2)` after one step with gradient `grad · factor[0]`, where
-    /// `factor` is a [1] tensor (unscaling and clipping, computed on the device). The moments
-    /// are zeros at the first step. All tensors share `param`'s shape but `factor`.
-    ///
-    /// The default body is burn 0.22.1's `AdamW::step` (without AMSGrad), operation for
-    /// operation, after the multiplication by the factor that clipping did before.
-    #[fusion(meta = |param, _grad, moment_1, moment_2, _factor, _c| {
-        (param.clone(), moment_1.clone(), moment_2.clone())
-    })]
-    fn adamw_update(
-        param: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        moment_1: FloatTensor<Self>,
-        moment_2: FloatTensor<Self>,
-        factor: FloatTensor<Self>,
-        c: AdamWCoefficients,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let dtype = param.dtype();
-        let s = |x: f64| Scalar::new(x, &dtype);
-        let sf = |x: f32| Scalar::new(x, &dtype);
-        let rank = grad.shape().num_dims();
-        let factor = Self::float_reshape(factor, Shape::from(vec![1; rank]));
-        let grad = Self::float_mul(grad, factor);
-        // m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²
-        let moment_1 = Self::float_add(
-            Self::float_mul_scalar(moment_1, sf(c.beta_1)),
-            Self::float_mul_scalar(grad.clone(), sf(c.one_minus_beta_1)),
-        );
-        let moment_2 = Self::float_add(
-            Self::float_mul_scalar(moment_2, sf(c.beta_2)),
-            Self::float_mul_scalar(
-                Self::float_powi_scalar(grad, 2.into()),
-                sf(c.one_minus_beta_2),
-            ),
-        );
-        // Δ = m̂ / (√v̂ + ε), with m̂ = m / (1−β₁ᵗ), v̂ = v / (1−β₂ᵗ)
-        let m_hat = Self::float_div_scalar(moment_1.clone(), sf(c.correction_1));
-        let v_hat = Self::float_div_scalar(moment_2.clone(), sf(c.correction_2));
-        let delta = Self::float_div(
-            m_hat,
-            Self::float_add_scalar(Self::float_sqrt(v_hat), sf(c.epsilon)),
-        );
-        // θ ← θ(1 − lr·λ) − lr·Δ
-        let decayed = if c.decay_rate == 0.0 {
-            param
-        } else {
-            Self::float_mul_scalar(param, s(1.0 - c.decay_rate))
-        };
-        let param = Self::float_sub(decayed, Self::float_mul_scalar(delta, s(c.lr)));
-        (param, moment_1, moment_2)
-    }
-}
-
-impl AdamWOps for burn::backend::Flex {}
-#[cfg(feature = "ndarray")]
-impl AdamWOps for burn::backend::NdArray {}
-
-thread_local! {
-    /// The gradient factor of the optimizer step running on this thread (see [`with_grad_factor`]).
-    static GRAD_FACTOR: RefCell<Option<Tensor<1>>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` (an optimizer step) with every gradient multiplied by `factor` ([1], on the
-/// gradients' device) inside the update: the unscaling and clipping factor of
-/// [`crate::train::optim::grad_factor`], applied by the update kernel instead of by a pass of its
-/// own. burn's `ModuleOptimizer::step` calls [`Optimizer::step`] on the calling thread, which
-/// reads it here.
-pub fn with_grad_factor<R>(factor: Tensor<1>, f: impl FnOnce() -> R) -> R {
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            GRAD_FACTOR.with(|g| g.borrow_mut().take());
-        }
-    }
-    GRAD_FACTOR.with(|g| *g.borrow_mut() = Some(factor));
-    let _reset = Reset;
-    f()
-}
-
-/// AdamW without AMSGrad, its update one [`AdamWOps::adamw_update`] per parameter.
+/// AdamW's settings (no AMSGrad): BERT's are β₁ 0.9, β₂ 0.999, ε 1e-6, weight decay 0.01.
 #[derive(Debug, Clone)]
 pub struct AdamW {
     pub beta_1: f32,
@@ -154,48 +75,184 @@ pub struct AdamW {
     pub weight_decay: f32,
 }
 
-impl Optimizer for AdamW {
-    type State<const D: usize> = AdamWState<D>;
+/// `(param, moment_1, moment_2)` after one step with gradient `grad · factor[0]`, where `factor`
+/// is a [1] tensor (unscaling and clipping, computed on the device). The moments are zeros at
+/// the first step. All tensors share `param`'s shape but `factor`.
+///
+/// burn 0.22.1's `AdamW::step` (without AMSGrad), operation for operation, after the
+/// multiplication by the factor that clipping did before.
+pub fn adamw_update_default<B: Backend>(
+    [param, grad, moment_1, moment_2]: [FloatTensor<B>; 4],
+    factor: FloatTensor<B>,
+    c: &AdamWCoefficients,
+) -> [FloatTensor<B>; 3] {
+    let dtype = param.dtype();
+    let s = |x: f64| Scalar::new(x, &dtype);
+    let sf = |x: f32| Scalar::new(x, &dtype);
+    let rank = grad.shape().num_dims();
+    let factor = B::float_reshape(factor, Shape::from(vec![1; rank]));
+    let grad = B::float_mul(grad, factor);
+    // m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²
+    let moment_1 = B::float_add(
+        B::float_mul_scalar(moment_1, sf(c.beta_1)),
+        B::float_mul_scalar(grad.clone(), sf(c.one_minus_beta_1)),
+    );
+    let moment_2 = B::float_add(
+        B::float_mul_scalar(moment_2, sf(c.beta_2)),
+        B::float_mul_scalar(B::float_powi_scalar(grad, 2.into()), sf(c.one_minus_beta_2)),
+    );
+    // Δ = m̂ / (√v̂ + ε), with m̂ = m / (1−β₁ᵗ), v̂ = v / (1−β₂ᵗ)
+    let m_hat = B::float_div_scalar(moment_1.clone(), sf(c.correction_1));
+    let v_hat = B::float_div_scalar(moment_2.clone(), sf(c.correction_2));
+    let delta = B::float_div(
+        m_hat,
+        B::float_add_scalar(B::float_sqrt(v_hat), sf(c.epsilon)),
+    );
+    // θ ← θ(1 − lr·λ) − lr·Δ
+    let decayed = if c.decay_rate == 0.0 {
+        param
+    } else {
+        B::float_mul_scalar(param, s(1.0 - c.decay_rate))
+    };
+    let param = B::float_sub(decayed, B::float_mul_scalar(delta, s(c.lr)));
+    [param, moment_1, moment_2]
+}
 
-    fn step<const D: usize>(
-        &self,
-        lr: LearningRate,
-        tensor: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let device = grad.device();
-        let (moment_1, moment_2, time) = match state {
-            Some(s) => (
-                s.momentum.moment_1,
-                s.momentum.moment_2,
-                s.momentum.time + 1,
-            ),
-            None => (grad.zeros_like(), grad.zeros_like(), 1),
-        };
-        let factor = GRAD_FACTOR
-            .with(|g| g.borrow().clone())
-            .unwrap_or_else(|| Tensor::ones([1], &device));
-        let c = AdamWCoefficients::new(self, lr, time);
-        let (param, moment_1, moment_2) = <Dispatch as AdamWOps>::adamw_update(
-            tensor.into_dispatch(),
-            grad.into_dispatch(),
-            moment_1.into_dispatch(),
-            moment_2.into_dispatch(),
-            factor.into_dispatch(),
-            c,
-        );
-        let momentum = AdaptiveMomentumState {
-            time,
-            moment_1: Tensor::from_dispatch(moment_1),
-            moment_2: Tensor::from_dispatch(moment_2),
-            max_moment_2: None,
-        };
-        (Tensor::from_dispatch(param), Some(AdamWState { momentum }))
+pub trait AdamWOps: Backend {
+    /// [`adamw_update_default`] of each `[param, grad, moment_1, moment_2]` of `updates` with its
+    /// coefficients `cs[i]`, all with the one gradient factor `factor` ([1]). CubeCL devices: a
+    /// kernel per parameter, updating parameter and moments in place (`adamw_cube.rs`).
+    fn adamw_updates(
+        updates: Vec<[FloatTensor<Self>; 4]>,
+        factor: FloatTensor<Self>,
+        cs: &[AdamWCoefficients],
+    ) -> Vec<[FloatTensor<Self>; 3]> {
+        updates
+            .into_iter()
+            .zip(cs)
+            .map(|(u, c)| adamw_update_default::<Self>(u, factor.clone(), c))
+            .collect()
     }
+}
 
-    fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {
-        state.momentum = state.momentum.to_device(device);
-        state
+impl AdamWOps for burn::backend::Flex {}
+#[cfg(feature = "ndarray")]
+impl AdamWOps for burn::backend::NdArray {}
+
+/// The handles burn's fusion keeps for the tensors of a backend `B` it wraps.
+#[cfg(feature = "cube")]
+type FusionHandle<B> = <<B as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle;
+
+/// The operation registered with burn's fusion: one operation whatever the number of
+/// parameters, run by the inner backend when fusion executes it.
+#[cfg(feature = "cube")]
+impl<B: FusionBackend + AdamWOps> AdamWOps for burn::backend::fusion::Fusion<B> {
+    fn adamw_updates(
+        updates: Vec<[FloatTensor<Self>; 4]>,
+        factor: FloatTensor<Self>,
+        cs: &[AdamWCoefficients],
+    ) -> Vec<[FloatTensor<Self>; 3]> {
+        use burn::backend::fusion::custom::{
+            CustomOpIr, HandleContainer, OperationFn, OperationIr, StreamId, TensorIr,
+        };
+        let client = factor.client.clone();
+        let n = updates.len();
+        let (mut inputs, mut outputs) = (Vec::with_capacity(4 * n + 1), Vec::with_capacity(3 * n));
+        for u in updates {
+            // The new parameter and moments take the parameter's shape and dtype.
+            let (shape, dtype) = (u[0].shape.clone(), u[0].dtype);
+            for _ in 0..3 {
+                let handle = client.create_empty_handle();
+                outputs.push(TensorIr::uninit(handle, shape.clone(), dtype));
+            }
+            inputs.extend(u.map(|t| t.into_ir()));
+        }
+        inputs.push(factor.into_ir());
+        let desc = CustomOpIr {
+            id: "adamw_updates".into(),
+            inputs: inputs.clone(),
+            outputs: outputs.clone(),
+            scalars: Vec::new(),
+        };
+        let cs = cs.to_vec();
+        let op = OperationFn(move |handles: &mut HandleContainer<FusionHandle<B>>| {
+            let mut xs: Vec<_> = inputs
+                .iter()
+                .map(|x| handles.get_float_tensor::<B>(x))
+                .collect();
+            let factor = xs.pop().expect("the factor is the last input");
+            let updates = in_fours(xs);
+            let new = B::adamw_updates(updates, factor, &cs);
+            for (t, ir) in new.into_iter().flatten().zip(&outputs) {
+                handles.register_float_tensor::<B>(&ir.id, t);
+            }
+            Ok(())
+        });
+        let new = client.register(StreamId::current(), OperationIr::Custom(desc), op);
+        in_threes(new)
     }
+}
+
+/// `xs` four by four: `[param, grad, moment_1, moment_2]` of each parameter.
+fn in_fours<T>(xs: Vec<T>) -> Vec<[T; 4]> {
+    let mut it = xs.into_iter();
+    let mut out = Vec::new();
+    while let (Some(a), Some(b), Some(c), Some(d)) = (it.next(), it.next(), it.next(), it.next()) {
+        out.push([a, b, c, d]);
+    }
+    out
+}
+
+/// `xs` three by three: `[param, moment_1, moment_2]` after the update of each parameter.
+#[cfg(feature = "cube")]
+fn in_threes<T>(xs: Vec<T>) -> Vec<[T; 3]> {
+    let mut it = xs.into_iter();
+    let mut out = Vec::new();
+    while let (Some(a), Some(b), Some(c)) = (it.next(), it.next(), it.next()) {
+        out.push([a, b, c]);
+    }
+    out
+}
+
+/// One parameter's update, its tensors as [`Tensor::into_dispatch`]'s primitives so that
+/// parameters of different ranks go in one list.
+pub struct Update {
+    pub param: DispatchTensor,
+    pub grad: DispatchTensor,
+    pub moment_1: DispatchTensor,
+    pub moment_2: DispatchTensor,
+    pub c: AdamWCoefficients,
+}
+
+/// `[param, moment_1, moment_2]` after the update of each of `updates` (at least one, all on
+/// one device, none tracked by autodiff), with every gradient multiplied by `factor` ([1], on
+/// that device): see [`AdamWOps::adamw_updates`]. One operation for the device, whatever the
+/// number of parameters.
+pub fn adamw_updates(updates: Vec<Update>, factor: Tensor<1>) -> Vec<[DispatchTensor; 3]> {
+    let cs: Vec<AdamWCoefficients> = updates.iter().map(|u| u.c).collect();
+    let mut xs = Vec::with_capacity(4 * updates.len() + 1);
+    for u in updates {
+        xs.extend([u.param, u.grad, u.moment_1, u.moment_2]);
+    }
+    xs.push(factor.into_dispatch());
+    match OnBackend::of(xs, "adamw_updates") {
+        OnBackend::Flex(v) => run::<burn::backend::Flex>(v, &cs, from_flex),
+        #[cfg(feature = "ndarray")]
+        OnBackend::NdArray(v) => run::<burn::backend::NdArray>(v, &cs, from_ndarray),
+        #[cfg(feature = "cube")]
+        OnBackend::Cube(v) => run::<burn::backend::Cube>(v, &cs, from_cube),
+    }
+}
+
+/// [`AdamWOps::adamw_updates`] on backend `B` of the flat list `[p, g, m, v, …, factor]`.
+fn run<B: AdamWOps>(
+    mut xs: Vec<FloatTensor<B>>,
+    cs: &[AdamWCoefficients],
+    wrap: fn(FloatTensor<B>) -> DispatchTensor,
+) -> Vec<[DispatchTensor; 3]> {
+    let factor = xs.pop().expect("the factor is the last tensor");
+    B::adamw_updates(in_fours(xs), factor, cs)
+        .into_iter()
+        .map(|new| new.map(wrap))
+        .collect()
 }

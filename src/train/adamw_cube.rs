@@ -1,4 +1,4 @@
-//! [`AdamWOps::adamw_update`] on CubeCL devices: one kernel per parameter, one thread per
+//! [`AdamWOps::adamw_updates`] on CubeCL devices: one kernel per parameter, one thread per
 //! element, updating the parameter and both moments in place. Written here because burn has no
 //! fused optimizer kernel; fusion merges burn's 15-operation AdamW into about one kernel too,
 //! but only after the host registered and searched all 15 (`adamw.rs`).
@@ -60,57 +60,68 @@ fn writable(t: CubeTensor) -> CubeTensor {
 }
 
 impl AdamWOps for CubeBackend {
-    fn adamw_update(
-        param: FloatTensor<Self>,
-        grad: FloatTensor<Self>,
-        moment_1: FloatTensor<Self>,
-        moment_2: FloatTensor<Self>,
+    fn adamw_updates(
+        updates: Vec<[FloatTensor<Self>; 4]>,
         factor: FloatTensor<Self>,
-        c: AdamWCoefficients,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let dtype = param.dtype;
-        let same = |t: CubeTensor| {
-            if t.dtype == dtype {
-                t
-            } else {
-                Self::float_cast(t, dtype.into())
-            }
-        };
-        let grad = into_contiguous(same(grad));
-        let factor = into_contiguous(same(factor));
-        let (param, moment_1, moment_2) = (
-            writable(param),
-            writable(same(moment_1)),
-            writable(same(moment_2)),
-        );
-        let n = param.meta.shape().num_elements();
-        let client = param.client.clone();
-        let cube_dim = CubeDim::new(&client, n);
-        let cube_count = calculate_cube_count_elemwise(&client, n, cube_dim);
-        // SAFETY: every tensor holds n elements of `dtype` (the same shape, made contiguous
-        // above), `factor` one; the kernel reads and writes index i < n only.
-        unsafe {
-            adamw_kernel::launch_unchecked(
-                &client,
-                cube_count,
-                cube_dim,
-                param.clone().into_tensor_arg(),
-                moment_1.clone().into_tensor_arg(),
-                moment_2.clone().into_tensor_arg(),
-                grad.into_tensor_arg(),
-                factor.into_tensor_arg(),
-                c.beta_1,
-                c.beta_2,
-                c.one_minus_beta_1,
-                c.one_minus_beta_2,
-                c.correction_1,
-                c.correction_2,
-                c.epsilon,
-                (1.0 - c.decay_rate) as f32,
-                c.lr as f32,
-                dtype_to_storage_type(dtype),
-            );
-        }
-        (param, moment_1, moment_2)
+        cs: &[AdamWCoefficients],
+    ) -> Vec<[FloatTensor<Self>; 3]> {
+        let factor = into_contiguous(factor);
+        updates
+            .into_iter()
+            .zip(cs)
+            .map(|(u, c)| update(u, factor.clone(), c))
+            .collect()
     }
+}
+
+/// One parameter's update: one launch of [`adamw_kernel`].
+fn update(
+    [param, grad, moment_1, moment_2]: [CubeTensor; 4],
+    factor: CubeTensor,
+    c: &AdamWCoefficients,
+) -> [CubeTensor; 3] {
+    let dtype = param.dtype;
+    let same = |t: CubeTensor| {
+        if t.dtype == dtype {
+            t
+        } else {
+            CubeBackend::float_cast(t, dtype.into())
+        }
+    };
+    let grad = into_contiguous(same(grad));
+    let factor = same(factor);
+    let (param, moment_1, moment_2) = (
+        writable(param),
+        writable(same(moment_1)),
+        writable(same(moment_2)),
+    );
+    let n = param.meta.shape().num_elements();
+    let client = param.client.clone();
+    let cube_dim = CubeDim::new(&client, n);
+    let cube_count = calculate_cube_count_elemwise(&client, n, cube_dim);
+    // SAFETY: every tensor holds n elements of `dtype` (the same shape, made contiguous above),
+    // `factor` one; the kernel reads and writes index i < n only.
+    unsafe {
+        adamw_kernel::launch_unchecked(
+            &client,
+            cube_count,
+            cube_dim,
+            param.clone().into_tensor_arg(),
+            moment_1.clone().into_tensor_arg(),
+            moment_2.clone().into_tensor_arg(),
+            grad.into_tensor_arg(),
+            factor.into_tensor_arg(),
+            c.beta_1,
+            c.beta_2,
+            c.one_minus_beta_1,
+            c.one_minus_beta_2,
+            c.correction_1,
+            c.correction_2,
+            c.epsilon,
+            (1.0 - c.decay_rate) as f32,
+            c.lr as f32,
+            dtype_to_storage_type(dtype),
+        );
+    }
+    [param, moment_1, moment_2]
 }

@@ -11,9 +11,9 @@
 //! and `position` are all the state a resume needs beyond weights and optimizer moments.
 
 use crate::model::BertForMaskedLM;
+use crate::train::optimizer::AdamWOptimizer;
 use anyhow::{Context, Result};
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
@@ -48,7 +48,7 @@ pub struct TrainState {
 
 pub struct Saved<'a> {
     pub model: &'a BertForMaskedLM,
-    pub optimizer: &'a ModuleOptimizer,
+    pub optimizer: &'a AdamWOptimizer,
     pub state: &'a TrainState,
     pub config_toml: &'a str,
     pub tokenizer_json: &'a str,
@@ -113,8 +113,8 @@ pub fn save(out_dir: &Path, s: &Saved, keep: usize) -> Result<PathBuf> {
             .save_file(tmp.join(MODEL_FILE))
             .map_err(|e| anyhow::anyhow!("saving model: {e:?}"))?;
         s.optimizer
-            .save(tmp.join(OPTIMIZER_FILE))
-            .map_err(|e| anyhow::anyhow!("saving optimizer: {e:?}"))?;
+            .save(s.model, &tmp.join(OPTIMIZER_FILE))
+            .context("saving optimizer")?;
         fs::write(tmp.join(STATE_FILE), serde_json::to_string_pretty(s.state)?)?;
         fs::write(tmp.join(CONFIG_FILE), s.config_toml)?;
         fs::write(tmp.join(TOKENIZER_FILE), s.tokenizer_json)?;

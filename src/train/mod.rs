@@ -5,10 +5,12 @@ pub mod adamw;
 mod adamw_cube;
 pub mod checkpoint;
 pub mod device;
+mod dispatch_lists;
 #[cfg(feature = "cube")]
 pub mod fusion_ops;
 pub mod metrics;
 pub mod optim;
+pub mod optimizer;
 pub mod scaler;
 pub mod schedule;
 pub mod squared_norm;
@@ -237,8 +239,8 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             .try_load_record(record)
             .map_err(|e| anyhow::anyhow!("loading {}: {e:?}", dir.display()))?;
         optim = optim
-            .load(dir.join(checkpoint::OPTIMIZER_FILE))
-            .map_err(|e| anyhow::anyhow!("loading optimizer of {}: {e:?}", dir.display()))?;
+            .load(&model, &dir.join(checkpoint::OPTIMIZER_FILE))
+            .with_context(|| format!("loading optimizer of {}", dir.display()))?;
         state = TrainState {
             data: Some(fingerprint.clone()),
             ..saved

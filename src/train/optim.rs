@@ -1,19 +1,22 @@
 //! AdamW as BERT trains: betas 0.9 / 0.999 and eps 1e-6 by default (`train.adam_beta1`,
-//! `adam_beta2`, `adam_epsilon`), weight decay on every weight but biases and LayerNorm parameters, and clipping by the global norm of all gradients together (burn's
-//! own clipping is per tensor). The update itself is `adamw.rs`'s, one operation per parameter.
+//! `adam_beta2`, `adam_epsilon`), weight decay on every weight but biases and LayerNorm
+//! parameters, and clipping by the global norm of all gradients together (burn's own clipping is
+//! per tensor). The update itself is `adamw.rs`'s, one operation for all parameters, and the
+//! moments are `optimizer.rs`'s.
 
 use crate::config::TrainConfig;
 use crate::train::adamw::AdamW;
+use crate::train::optimizer::AdamWOptimizer;
 use crate::train::squared_norm::squared_norms;
 use burn::backend::DispatchTensor;
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 
 /// Biases (`….bias`, `cls.predictions.bias`) and LayerNorm `gamma`/`beta` get no weight decay.
 pub const NO_DECAY: &str = r"(\.bias|\.gamma|\.beta)$";
 
-pub fn adamw(c: &TrainConfig) -> ModuleOptimizer {
+pub fn adamw(c: &TrainConfig) -> AdamWOptimizer {
     let base = AdamW {
         beta_1: c.adam_beta1 as f32,
         beta_2: c.adam_beta2 as f32,
@@ -21,11 +24,7 @@ pub fn adamw(c: &TrainConfig) -> ModuleOptimizer {
         weight_decay: c.weight_decay as f32,
     };
     let no_decay = ParamGroup::from_regex(NO_DECAY).expect("the pattern above is a valid regex");
-    let without = AdamW {
-        weight_decay: 0.0,
-        ..base.clone()
-    };
-    ModuleOptimizer::from(base).with_group(no_decay, without, None)
+    AdamWOptimizer::new(base, no_decay)
 }
 
 /// Every parameter's gradient, in the module's order, for one `squared_norms` of them all.
@@ -60,7 +59,7 @@ pub fn global_norm<M: Module>(model: &M, grads: &GradientsParams) -> Option<Tens
 /// clipping), as PyTorch's `GradScaler.unscale_` then `clip_grad_norm_`: 1 / `loss_scale` times
 /// max_norm / (norm + 1e-6) where that is below 1, with `norm` ([1], from [`global_norm`]) the
 /// scaled gradients' norm divided by `loss_scale`. A [1] tensor on the device, no read; the
-/// AdamW update multiplies each gradient by it (`adamw::with_grad_factor`).
+/// AdamW update multiplies each gradient by it (`AdamWOptimizer::step`).
 pub fn grad_factor(norm: Tensor<1>, max_norm: f64, loss_scale: f64) -> Tensor<1> {
     let unscale = |t: Tensor<1>| {
         if loss_scale == 1.0 {

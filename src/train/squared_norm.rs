@@ -12,20 +12,22 @@
 //! unchanged to the bit.
 //!
 //! burn 0.22.1's `#[backend_extension]` takes no list of tensors, so what it would generate is
-//! written out below: the routing from burn's `Dispatch` tensors to a backend
-//! ([`squared_norms`]) and fusion's registration of the operation (as the macro registers one
-//! of one tensor).
+//! written out: the routing from burn's `Dispatch` tensors to a backend (`dispatch_lists.rs`)
+//! and fusion's registration of the operation (below, as the macro registers one of one
+//! tensor).
 
 // burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends.
 #![allow(deprecated)]
 
 #[cfg(feature = "cube")]
+use super::dispatch_lists::from_cube;
+#[cfg(feature = "ndarray")]
+use super::dispatch_lists::from_ndarray;
+use super::dispatch_lists::{OnBackend, from_flex};
+#[cfg(feature = "cube")]
 use burn::backend::fusion::{FusionBackend, FusionRuntime};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{
-    Backend, BackendTensor, DispatchAutodiffContext, DispatchTensor, DispatchTensorKind,
-    TensorMetadata,
-};
+use burn::backend::{Backend, DispatchTensor, TensorMetadata};
 use burn::prelude::*;
 
 /// Units per cube of the CubeCL kernel, and the elements each unit sums at least before another
@@ -114,48 +116,12 @@ impl<B: FusionBackend + SquaredNormOps> SquaredNormOps for burn::backend::fusion
 /// [`SquaredNormOps::squared_norms`]. `xs` are [`Tensor::into_dispatch`]'s primitives, so that
 /// tensors of different ranks go in one list.
 pub fn squared_norms(xs: Vec<DispatchTensor>) -> Tensor<1> {
-    /// The list, taken out of `Dispatch`'s enum for the one backend all of it is on.
-    enum On {
-        Flex(Vec<FloatTensor<burn::backend::Flex>>),
+    Tensor::from_dispatch(match OnBackend::of(xs, "squared_norms") {
+        OnBackend::Flex(v) => from_flex(burn::backend::Flex::squared_norms(v)),
         #[cfg(feature = "ndarray")]
-        NdArray(Vec<FloatTensor<burn::backend::NdArray>>),
+        OnBackend::NdArray(v) => from_ndarray(burn::backend::NdArray::squared_norms(v)),
         #[cfg(feature = "cube")]
-        Cube(Vec<FloatTensor<burn::backend::Cube>>),
-    }
-    let mut on: Option<On> = None;
-    for x in xs {
-        match (x.kind, &mut on) {
-            (DispatchTensorKind::Flex(t), None) => on = Some(On::Flex(vec![t.float()])),
-            (DispatchTensorKind::Flex(t), Some(On::Flex(v))) => v.push(t.float()),
-            #[cfg(feature = "ndarray")]
-            (DispatchTensorKind::NdArray(t), None) => on = Some(On::NdArray(vec![t.float()])),
-            #[cfg(feature = "ndarray")]
-            (DispatchTensorKind::NdArray(t), Some(On::NdArray(v))) => v.push(t.float()),
-            #[cfg(feature = "cube")]
-            (DispatchTensorKind::Cube(t), None) => on = Some(On::Cube(vec![t.float()])),
-            #[cfg(feature = "cube")]
-            (DispatchTensorKind::Cube(t), Some(On::Cube(v))) => v.push(t.float()),
-            (kind, _) => panic!(
-                "squared_norms: all tensors on one backend, untracked by autodiff (got {kind:?})"
-            ),
-        }
-    }
-    let kind = match on.expect("squared_norms of at least one tensor") {
-        On::Flex(v) => {
-            DispatchTensorKind::Flex(BackendTensor::Float(burn::backend::Flex::squared_norms(v)))
-        }
-        #[cfg(feature = "ndarray")]
-        On::NdArray(v) => DispatchTensorKind::NdArray(BackendTensor::Float(
-            burn::backend::NdArray::squared_norms(v),
-        )),
-        #[cfg(feature = "cube")]
-        On::Cube(v) => {
-            DispatchTensorKind::Cube(BackendTensor::Float(burn::backend::Cube::squared_norms(v)))
-        }
-    };
-    Tensor::from_dispatch(DispatchTensor {
-        kind,
-        autodiff: DispatchAutodiffContext::Disabled,
+        OnBackend::Cube(v) => from_cube(burn::backend::Cube::squared_norms(v)),
     })
 }
 

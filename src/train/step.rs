@@ -13,9 +13,10 @@ use crate::data::batches::Batch;
 use crate::model::BertForMaskedLM;
 use crate::model::loss::{masked_nll_sum, weighted_nll_sum};
 use crate::train::device::selection_multiple;
+use crate::train::optim;
+use crate::train::optimizer::AdamWOptimizer;
 use crate::train::scaler::LossScaler;
-use crate::train::{adamw, optim};
-use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use std::cell::Cell;
 
@@ -63,6 +64,16 @@ fn read_to_host(t: Tensor<1>) -> Vec<f64> {
         .expect("float data converts to f64")
 }
 
+/// The cross-entropy summed over the selected positions of `tb` ([1], on its device), its padding
+/// rows (weight 0, `TensorBatch::padded`) left out.
+pub fn nll_sum(model: &BertForMaskedLM, tb: TensorBatch) -> Tensor<1> {
+    let logits = model.forward_selected(tb.input_ids, tb.attention_mask, tb.positions);
+    match tb.weights {
+        Some(w) => weighted_nll_sum(logits, tb.labels, w),
+        None => masked_nll_sum(logits, tb.labels),
+    }
+}
+
 /// The mean cross-entropy over every selected position of `micro` (shape [1], on the device,
 /// without autodiff) and its gradients, summed over the micro-batches. Each micro-batch's summed
 /// NLL is divided by the step's total count, so accumulating k micro-batches of B rows equals one
@@ -83,12 +94,7 @@ pub fn loss_and_grads(
     let mut loss_sum: Option<Tensor<1>> = None;
     for b in micro.iter().filter(|b| b.selected > 0) {
         let multiple = selection_multiple(device, b.batch_size * b.seq_len);
-        let tb = TensorBatch::padded(b, device, multiple);
-        let logits = model.forward_selected(tb.input_ids, tb.attention_mask, tb.positions);
-        let nll = match tb.weights {
-            Some(w) => weighted_nll_sum(logits, tb.labels, w),
-            None => masked_nll_sum(logits, tb.labels),
-        };
+        let nll = nll_sum(model, TensorBatch::padded(b, device, multiple));
         let loss = nll.div_scalar(total as f64);
         let value = loss.clone().without_autodiff();
         loss_sum = Some(match loss_sum {
@@ -111,7 +117,7 @@ pub fn loss_and_grads(
 /// otherwise.
 pub fn optimizer_step(
     model: BertForMaskedLM,
-    optimizer: &mut ModuleOptimizer,
+    optimizer: &mut AdamWOptimizer,
     micro: &[Batch],
     lr: f64,
     max_grad_norm: f64,
@@ -137,7 +143,7 @@ pub fn optimizer_step(
 /// the scaler decide, then unscales, clips and updates.
 pub fn apply(
     model: BertForMaskedLM,
-    optimizer: &mut ModuleOptimizer,
+    optimizer: &mut AdamWOptimizer,
     loss: Tensor<1>,
     grads: GradientsParams,
     lr: f64,
@@ -162,6 +168,6 @@ pub fn apply(
         return (model, report);
     }
     let factor = optim::grad_factor(norm, max_grad_norm, scale);
-    let model = adamw::with_grad_factor(factor, || optimizer.step(lr, model, grads));
+    let model = optimizer.step(lr, model, grads, factor);
     (model, report)
 }

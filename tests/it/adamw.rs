@@ -4,13 +4,13 @@
 
 use crate::common;
 
-use burn::backend::Dispatch;
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use masklm::data::batches::Batch;
 use masklm::model::BertForMaskedLM;
-use masklm::train::adamw::{self, AdamW, AdamWCoefficients, AdamWOps};
+use masklm::train::adamw::{self, AdamW, AdamWCoefficients, Update};
+use masklm::train::optimizer::AdamWOptimizer;
 use masklm::train::{optim, step};
 
 /// Every weight of `model`, in visiting order.
@@ -87,27 +87,83 @@ fn fused_update_is_burns(cfg: &masklm::config::TrainConfig) {
         let (_, g_theirs) = step::loss_and_grads(&theirs, &micro, 1.0, &dev).unwrap();
         let lr = 1e-3 * (k + 1) as f64;
         let f = Tensor::<1>::from_floats([factor], &dev.clone().without_autodiff());
-        ours = adamw::with_grad_factor(f, || fused.step(lr, ours, g_ours));
+        ours = fused.step(lr, ours, g_ours, f);
         theirs = reference.step(lr, theirs.clone(), scaled(&theirs, g_theirs, factor));
         assert_eq!(weights(&ours), weights(&theirs), "step {}", k + 1);
     }
 }
 
-#[test]
-fn without_a_factor_the_update_applies_none() {
-    // An optimizer step outside `with_grad_factor` (a caller of burn's own API) leaves the
-    // gradients as they are: the same as a factor of exactly 1.
-    let dev = Device::flex().autodiff();
-    let cfg = masklm::config::TrainConfig::default();
-    let model = common::tiny_bert(0.0).init_seeded(8, &dev);
-    let micro = [common::pattern_batch(3, 0)];
-    let (_, g1) = step::loss_and_grads(&model, &micro, 1.0, &dev).unwrap();
-    let (_, g2) = step::loss_and_grads(&model, &micro, 1.0, &dev).unwrap();
-    let plain = optim::adamw(&cfg).step(1e-3, model.clone(), g1);
+/// One step of `model` with the gradients of a fixed batch, by masklm's optimizer and by burn's.
+fn next_step(
+    model: &BertForMaskedLM,
+    ours: &mut AdamWOptimizer,
+    theirs: &mut burn::optim::ModuleOptimizer,
+    dev: &Device,
+) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let micro = [common::pattern_batch(3, 5)];
+    let (_, g1) = step::loss_and_grads(model, &micro, 1.0, dev).unwrap();
+    let (_, g2) = step::loss_and_grads(model, &micro, 1.0, dev).unwrap();
     let one = Tensor::<1>::ones([1], &dev.clone().without_autodiff());
-    let mut opt = optim::adamw(&cfg);
-    let with_one = adamw::with_grad_factor(one, || opt.step(1e-3, model, g2));
-    assert_eq!(weights(&plain), weights(&with_one));
+    let a = ours.step(2e-3, model.clone(), g1, one);
+    let b = theirs.step(2e-3, model.clone(), g2);
+    (weights(&a), weights(&b))
+}
+
+#[test]
+fn the_optimizer_record_is_burns_adamw_record_both_ways() {
+    // Checkpoints from before masklm kept its own moments hold burn's `ModuleOptimizer` record
+    // of AdamW; they must still resume, and new ones must read as that record.
+    // burn's `ModuleOptimizer::load` makes the moments on `Device::default()`, CUDA when it is
+    // compiled in (the `masklm` binary sets BURN_DEVICE=flex first thing): so this runs in a
+    // process of its own with that setting.
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        let name = "adamw::the_optimizer_record_is_burns_adamw_record_both_ways";
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--test-threads=1"])
+            .env("BURN_DEVICE", "flex")
+            .status()
+            .unwrap();
+        assert!(status.success(), "{name} with BURN_DEVICE=flex: {status}");
+        return;
+    }
+    let dev = Device::flex().autodiff();
+    let cfg = masklm::config::TrainConfig {
+        weight_decay: 0.01,
+        ..Default::default()
+    };
+    let mut model = common::tiny_bert(0.0).init_seeded(9, &dev);
+    let mut ours = optim::adamw(&cfg);
+    let mut theirs = burns_adamw(&cfg);
+    for k in 0..2 {
+        let micro = [common::pattern_batch(3, k)];
+        let (_, g1) = step::loss_and_grads(&model, &micro, 1.0, &dev).unwrap();
+        let (_, g2) = step::loss_and_grads(&model, &micro, 1.0, &dev).unwrap();
+        let one = Tensor::<1>::ones([1], &dev.clone().without_autodiff());
+        let a = ours.step(1e-3, model.clone(), g1, one);
+        let b = theirs.step(1e-3, model.clone(), g2);
+        assert_eq!(weights(&a), weights(&b), "step {}", k + 1);
+        model = a;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (our_file, their_file) = (dir.path().join("ours.bpk"), dir.path().join("theirs.bpk"));
+    ours.save(&model, &our_file).unwrap();
+    theirs.save(&their_file).unwrap();
+    // The third step from each optimizer restored from the other's record, against the third
+    // step of the optimizer kept in memory: all the same to the bit.
+    let (expected, _) = next_step(&model, &mut ours.clone(), &mut theirs.clone(), &dev);
+    let mut ours_from_theirs = optim::adamw(&cfg).load(&model, &their_file).unwrap();
+    let mut theirs_from_ours = burns_adamw(&cfg).load(&our_file).unwrap();
+    let (a, b) = next_step(&model, &mut ours_from_theirs, &mut theirs_from_ours, &dev);
+    assert_eq!(a, expected, "masklm's optimizer from burn's record");
+    assert_eq!(b, expected, "burn's AdamW from masklm's record");
+    // And a fresh optimizer takes a different third step (the moments matter here).
+    let (fresh, _) = next_step(
+        &model,
+        &mut optim::adamw(&cfg),
+        &mut burns_adamw(&cfg),
+        &dev,
+    );
+    assert_ne!(fresh, expected);
 }
 
 /// Seeded values of `shape` on `device`: `lo + (hi − lo)·u`, u uniform on [0, 1).
@@ -116,40 +172,62 @@ fn values(shape: [usize; 2], seed: u64, lo: f32, hi: f32, device: &Device) -> Te
     Tensor::<1>::from_floats(v.as_slice(), device).reshape(shape)
 }
 
-/// One `adamw_update` on `device` of seeded tensors of an odd shape: (param, m, v) after it, and
-/// whether a clone of the parameter taken before kept its values.
+/// One `adamw_updates` on `device` of seeded parameters of odd shapes ([37, 3] and [5]):
+/// (params, ms, vs) after it, each flattened and concatenated, and whether clones of the
+/// parameters taken before kept their values.
 fn one_update(device: &Device) -> (Vec<f32>, Vec<f32>, Vec<f32>, bool) {
-    let shape = [37, 3];
-    let param = values(shape, 1, -1.0, 1.0, device);
-    let held = param.clone();
-    let before = held.clone().into_data();
-    let grad = values(shape, 2, -0.1, 0.1, device);
-    let m = values(shape, 3, -0.01, 0.01, device);
-    let v = values(shape, 4, 1e-4, 1e-3, device);
-    let factor = Tensor::<1>::from_floats([0.5], device);
     let adamw = AdamW {
         beta_1: 0.9,
         beta_2: 0.999,
         epsilon: 1e-6,
         weight_decay: 0.01,
     };
-    let c = AdamWCoefficients::new(&adamw, 2e-3, 3);
-    let (p, m, v) = <Dispatch as AdamWOps>::adamw_update(
-        param.into_dispatch(),
-        grad.into_dispatch(),
-        m.into_dispatch(),
-        v.into_dispatch(),
-        factor.into_dispatch(),
-        c,
-    );
-    let vec = |t| {
-        Tensor::<2>::from_dispatch(t)
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap()
-    };
-    let kept = held.into_data() == before;
-    (vec(p), vec(m), vec(v), kept)
+    let mut held = vec![];
+    let mut updates = vec![];
+    for (k, shape) in [[37, 3], [5, 1]].into_iter().enumerate() {
+        let seed = 10 * k as u64;
+        let param = values(shape, seed + 1, -1.0, 1.0, device);
+        let before = param.clone().into_data();
+        held.push((param.clone(), before));
+        // The second parameter as rank 1: one list holds tensors of any rank.
+        let as_listed = |t: Tensor<2>| match k {
+            0 => t.into_dispatch(),
+            _ => t.reshape([shape[0]]).into_dispatch(),
+        };
+        updates.push(Update {
+            param: as_listed(param),
+            grad: as_listed(values(shape, seed + 2, -0.1, 0.1, device)),
+            moment_1: as_listed(values(shape, seed + 3, -0.01, 0.01, device)),
+            moment_2: as_listed(values(shape, seed + 4, 1e-4, 1e-3, device)),
+            // Its own step and decay: the second without weight decay, at its first step.
+            c: match k {
+                0 => AdamWCoefficients::new(&adamw, 2e-3, 3),
+                _ => AdamWCoefficients::new(
+                    &AdamW {
+                        weight_decay: 0.0,
+                        ..adamw.clone()
+                    },
+                    2e-3,
+                    1,
+                ),
+            },
+        });
+    }
+    let factor = Tensor::<1>::from_floats([0.5], device);
+    let new = adamw::adamw_updates(updates, factor);
+    assert_eq!(new.len(), 2);
+    let (mut p, mut m, mut v) = (vec![], vec![], vec![]);
+    for (k, [a, b, c]) in new.into_iter().enumerate() {
+        for (t, out) in [(a, &mut p), (b, &mut m), (c, &mut v)] {
+            let data = match k {
+                0 => Tensor::<2>::from_dispatch(t).into_data(),
+                _ => Tensor::<1>::from_dispatch(t).into_data(),
+            };
+            out.extend(data.try_to_vec::<f32>().unwrap());
+        }
+    }
+    let kept = held.into_iter().all(|(t, before)| t.into_data() == before);
+    (p, m, v, kept)
 }
 
 #[test]
@@ -179,8 +257,14 @@ fn the_vulkan_kernel_computes_the_update_of_flex() {
     close(&v_cpu, &v_gpu, 1e-10, "v");
     close(&p_cpu, &p_gpu, 1e-7, "param");
     // The parameter moved (by lr·Δ, up to about 1e-3): a test of the update, not of a copy.
-    let initial = values([37, 3], 1, -1.0, 1.0, &Device::flex());
-    let initial = initial.into_data().try_to_vec::<f32>().unwrap();
+    let initial = [[37, 3], [5, 1]]
+        .into_iter()
+        .enumerate()
+        .flat_map(|(k, shape)| {
+            let t = values(shape, 10 * k as u64 + 1, -1.0, 1.0, &Device::flex());
+            t.into_data().try_to_vec::<f32>().unwrap()
+        });
+    let initial: Vec<f32> = initial.collect();
     let moved = initial
         .iter()
         .zip(&p_gpu)

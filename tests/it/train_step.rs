@@ -10,7 +10,6 @@ use masklm::config::TrainConfig;
 use masklm::data::batcher::TensorBatch;
 use masklm::data::batches::Batch;
 use masklm::data::masking::IGNORE_LABEL;
-use masklm::model::loss::{masked_nll_sum, weighted_nll_sum};
 use masklm::model::{BertConfig, BertForMaskedLM};
 use masklm::train::scaler::LossScaler;
 use masklm::train::step::{self, Outcome, loss_and_grads};
@@ -118,12 +117,7 @@ fn padded_loss_and_grads(
     multiple: usize,
     dev: &Device,
 ) -> (f64, HashMap<ParamId, Vec<f32>>) {
-    let tb = TensorBatch::padded(b, dev, multiple);
-    let logits = model.forward_selected(tb.input_ids, tb.attention_mask, tb.positions);
-    let nll = match tb.weights {
-        Some(w) => weighted_nll_sum(logits, tb.labels, w),
-        None => masked_nll_sum(logits, tb.labels),
-    };
+    let nll = step::nll_sum(model, TensorBatch::padded(b, dev, multiple));
     let loss = nll.div_scalar(b.selected as f64);
     let grads = GradientsParams::from_grads(loss.backward(), model);
     let value = loss.into_scalar::<f64>();
@@ -303,7 +297,8 @@ fn weight_decay_skips_biases_and_layer_norms_only() {
     };
     let mut opt = optim::adamw(&cfg);
     let zero = constant_grads(&model, 0.0);
-    let model = opt.step(0.1, model, zero);
+    let one = Tensor::<1>::ones([1], &dev.clone().without_autodiff());
+    let model = opt.step(0.1, model, zero, one);
     let after = named(&model);
     let (mut decayed, mut kept) = (vec![], vec![]);
     for ((path, _, b), (_, _, a)) in before.iter().zip(&after) {

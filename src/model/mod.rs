@@ -4,6 +4,7 @@
 //! `cls.predictions…`. Rust field names differ from HF keys in two places only: `LayerNorm` is
 //! `layer_norm` and `self` is `self_attn`.
 
+pub mod dense;
 pub mod dropout;
 #[cfg(feature = "cube")]
 mod dropout_cube;

@@ -51,9 +51,92 @@ pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>, p: Precision) -> Tenso
 
 /// `a` · `b` as [`matmul`], its result left in `p`'s precision: for a product whose result only
 /// feeds another product through views (attention's context), where casting up and back down
-/// would be two exact conversions and two operations for nothing.
+/// would be two exact conversions and two operations for nothing. On GPUs a 2-D product is
+/// [`ProductOps::product`].
 pub fn matmul_low<const D: usize>(a: Tensor<D>, b: Tensor<D>, p: Precision) -> Tensor<D> {
-    low(a, p).matmul(low(b, p))
+    let (a, b) = (low(a, p), low(b, p));
+    if D == 2 && !super::on_host(&a.device()) {
+        Tensor::from_dispatch(<Dispatch as ProductOps>::product(
+            a.into_dispatch(),
+            b.into_dispatch(),
+        ))
+    } else {
+        a.matmul(b)
+    }
+}
+
+/// A matrix product whose backward is one operation, for GPUs.
+#[backend_extension(
+    Autodiff,
+    Flex,
+    NdArray: cfg(feature = "ndarray"),
+    Cube: cfg(feature = "cube"),
+    Fusion: cfg(feature = "cube"),
+)]
+pub trait ProductOps: Backend {
+    /// `a` [M, K] · `b` [K, N] → [M, N]: burn's `float_matmul` (under fusion burn's own
+    /// operation, which merges the epilogue that follows into its kernel as before). Autodiff
+    /// records it with [`ProductOps::product_backward`] as its backward.
+    #[fusion(default)]
+    fn product(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(a, b)
+    }
+
+    /// (`da`, `db`) = (`g`·bᵀ, aᵀ·`g`) for the product's gradient `g` [M, N]: what burn's
+    /// autodiff runs for `float_matmul` (the transposes are views), as one operation for burn's
+    /// fusion instead of two products and two transposes.
+    #[fusion(meta = |g, a, b| {
+        use burn::backend::fusion::custom::TensorSpec;
+        (
+            TensorSpec::new(a.shape.clone(), g.dtype),
+            TensorSpec::new(b.shape.clone(), g.dtype),
+        )
+    })]
+    fn product_backward(
+        g: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let da = Self::float_matmul(g.clone(), Self::float_transpose(b));
+        let db = Self::float_matmul(Self::float_transpose(a), g);
+        (da, db)
+    }
+}
+
+impl ProductOps for burn::backend::Flex {}
+#[cfg(feature = "ndarray")]
+impl ProductOps for burn::backend::NdArray {}
+#[cfg(feature = "cube")]
+impl ProductOps for burn_cubecl::CubeBackend {}
+
+/// The backward of [`ProductOps::product`]; its state is (a, b).
+#[derive(Debug)]
+struct ProductGrad;
+
+impl<B: ProductOps> Backward<B, 2> for ProductGrad {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<B>(&ops.node);
+        let (a, b) = ops.state;
+        let (da, db) = B::product_backward(g, a, b);
+        for (parent, grad) in ops.parents.into_iter().zip([da, db]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: ProductOps, C: CheckpointStrategy> ProductOps for Autodiff<B, C> {
+    fn product(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        let nodes = [a.node(), b.node()];
+        let (a, b) = (a.into_primitive(), b.into_primitive());
+        match ProductGrad.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((a.clone(), b.clone()), B::product(a, b)),
+            OpsKind::UnTracked(prep) => prep.finish(B::product(a, b)),
+        }
+    }
 }
 
 /// `t` in `p`'s product precision: cast down (f32 → f16/bf16), or as it is when it already is
@@ -96,6 +179,13 @@ pub fn dense_side_by_side(ls: &[&Linear], x: Tensor<2>, p: Precision, out: DType
         biases.is_empty() || biases.len() == ls.len(),
         "dense_side_by_side takes layers that all have a bias or none"
     );
+    // On GPUs the same computation as one differentiable operation (`model::dense`), whose
+    // backward is one operation for burn's fusion.
+    if !super::on_host(&x.device()) && biases.len() == ls.len() && matches!(ls.len(), 1 | 3) {
+        let ws: Vec<_> = ls.iter().map(|l| l.weight.val()).collect();
+        let bs: Vec<_> = biases.iter().map(|b| b.val()).collect();
+        return super::dense::dense(x, &ws, &bs, p.products_dtype(), out);
+    }
     let bias = (!biases.is_empty())
         .then(|| side_by_side(biases.iter().map(|b| b.val()).collect(), 0).unsqueeze_dim(0));
     let x = low(x, p);

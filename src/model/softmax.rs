@@ -24,8 +24,12 @@
 //! 2·S·dh FLOPs per query and head. The forward kernel writes only the dropped-out probabilities
 //! (the mask is GPU dropout's hash, `model::dropout`) and the row's max and sum; the backward
 //! kernel writes dscores and the dropped-out probabilities again (for v's gradient), applying the
-//! mask to their gradient as it reads it. masklm's CPU path takes the softmax alone; on GPUs its
-//! kernels (`softmax_cube.rs`) are what the tests compare the one operation against, to the bit.
+//! mask to their gradient as it reads it. For burn's fusion the forward and the backward are one
+//! operation each ([`AttentionSoftmaxOps::attention_context_forward`] and `_backward`), which
+//! fusion's inner backend runs as the split, the products and the probabilities' kernel: the
+//! host registers 2 operations a layer instead of about 30, and the kernels are the same.
+//! masklm's CPU path takes the softmax alone; on GPUs its kernels (`softmax_cube.rs`) are what
+//! the tests compare the one operation against, to the bit.
 
 // burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends; the
 // extension macro names it in code it generates beside the trait.
@@ -146,7 +150,8 @@ pub trait AttentionSoftmaxOps: Backend + AttentionHeadsOps {
     /// (Q, K and V side by side, in the products' dtype), `bias` [B, 1, 1, S] → [B, nh, S, dh]
     /// (nh = `heads`) in that dtype; the dropout is GPU dropout's (`seed`, `prob`). Autodiff
     /// records it as one operation that keeps q, k, v and two numbers a row, not the [B, nh, S, S]
-    /// probabilities: its backward computes the scores again ([`attention_context_backward`])
+    /// probabilities: its backward computes the scores again
+    /// ([`AttentionSoftmaxOps::attention_context_backward`])
     /// and writes Q's, K's and V's gradients side by side, as `qkv` came.
     #[fusion(default)]
     fn attention_context(
@@ -157,8 +162,85 @@ pub trait AttentionSoftmaxOps: Backend + AttentionHeadsOps {
         seed: u64,
         prob: f64,
     ) -> FloatTensor<Self> {
-        attention_context_forward::<Self>(qkv, bias, heads, scale, seed, prob).0
+        Self::attention_context_forward(qkv, bias, heads, scale, seed, prob).0
     }
+
+    /// [`AttentionSoftmaxOps::attention_context`]'s forward with what its backward keeps:
+    /// (context [B, nh, S, dh], the heads of q, k and v side by side [B, 3·nh, S, dh] in qkv's
+    /// dtype, the rows' max and sum [B, nh, S, 1] in the bias's), as burn's operations
+    /// `q.matmul(k.swap_dims(2, 3))`, then the probabilities, then `.matmul(v)` would compute it.
+    /// One operation for burn's fusion, whose inner backend runs the split, the two products and
+    /// the probabilities' kernel: registered one by one they were 9 operations a layer.
+    #[fusion(meta = |qkv, bias, heads, _scale, _seed, _prob| {
+        use burn::backend::fusion::custom::TensorSpec;
+        let [b, s, dh] = context_dims(&qkv.shape, bias.shape[0], *heads);
+        let stats = || TensorSpec::new(Shape::new([b, *heads, s, 1]), bias.dtype);
+        (
+            TensorSpec::new(Shape::new([b, *heads, s, dh]), qkv.dtype),
+            TensorSpec::new(Shape::new([b, 3 * *heads, s, dh]), qkv.dtype),
+            stats(),
+            stats(),
+        )
+    })]
+    fn attention_context_forward(
+        qkv: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        heads: usize,
+        scale: f64,
+        seed: u64,
+        prob: f64,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let dtype = qkv.dtype();
+        let all = Self::split_heads(qkv, bias.shape()[0], 3 * heads);
+        let [q, k, v] = qkv_thirds::<Self>(all.clone());
+        let scores = Self::float_matmul(q, Self::float_swap_dims(k, 2, 3));
+        let (pd, max, sum) = Self::attention_probs_forward(scores, bias, scale, seed, prob, dtype);
+        (Self::float_matmul(pd, v), all, max, sum)
+    }
+
+    /// The gradient of [`AttentionSoftmaxOps::attention_context`]'s `qkv` [B·S, 3H] from `dctx`
+    /// and what [`AttentionSoftmaxOps::attention_context_forward`] kept: dq, dk, dv by the
+    /// products burn's autodiff would run for the forward's three operations (`float_matmul`'s
+    /// backward, then `swap_dims`'), plus the scores' product again, then side by side as rows.
+    /// One operation for burn's fusion (about 20 a layer registered one by one).
+    #[fusion(meta = |dctx, all, _bias, _max, _sum, _scale, _seed, _prob| {
+        use burn::backend::fusion::custom::TensorSpec;
+        let [b, nh3, s, dh] = [0, 1, 2, 3].map(|i| all.shape[i]);
+        TensorSpec::new(Shape::new([b * s, nh3 * dh]), dctx.dtype)
+    })]
+    #[allow(clippy::too_many_arguments)]
+    fn attention_context_backward(
+        dctx: FloatTensor<Self>,
+        all: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        max: FloatTensor<Self>,
+        sum: FloatTensor<Self>,
+        scale: f64,
+        seed: u64,
+        prob: f64,
+    ) -> FloatTensor<Self> {
+        let [q, k, v] = qkv_thirds::<Self>(all);
+        let kt = Self::float_swap_dims(k, 2, 3);
+        let scores = Self::float_matmul(q.clone(), kt.clone());
+        let dpd = Self::float_matmul(dctx.clone(), Self::float_transpose(v));
+        let (dscores, pd) =
+            Self::attention_probs_backward(scores, bias, max, sum, dpd, scale, seed, prob);
+        let dv = Self::float_matmul(Self::float_transpose(pd), dctx);
+        let dq = Self::float_matmul(dscores.clone(), Self::float_transpose(kt));
+        let dkt = Self::float_matmul(Self::float_transpose(q), dscores);
+        qkv_rows::<Self>([dq, Self::float_swap_dims(dkt, 2, 3), dv])
+    }
+}
+
+/// [B, S, dh] of attention's context from `qkv`'s shape [B·S, 3H], the batch size and the heads.
+#[cfg(feature = "cube")]
+fn context_dims(qkv: &Shape, batch: usize, heads: usize) -> [usize; 3] {
+    [batch, qkv[0] / batch, qkv[1] / (3 * heads)]
 }
 
 /// (exp(z − max), max, Σ exp(z − max)) over the last axis, z = scores·scale + bias in the
@@ -201,75 +283,27 @@ fn drop_out<B: Backend>(x: FloatTensor<B>, seed: u64, prob: f64, dtype: DType) -
     }
 }
 
-/// [`AttentionSoftmaxOps::attention_context`]'s forward: (context, [q, k, v], max, sum), as
-/// burn's operations `q.matmul(k.swap_dims(2, 3))`, then the probabilities, then `.matmul(v)`
-/// would compute it, q, k and v the thirds of `qkv`'s heads.
-fn attention_context_forward<B: AttentionSoftmaxOps>(
-    qkv: FloatTensor<B>,
-    bias: FloatTensor<B>,
-    heads: usize,
-    scale: f64,
-    seed: u64,
-    prob: f64,
-) -> QkvContext<B> {
-    let dtype = qkv.dtype();
-    let [q, k, v] = qkv_heads::<B>(qkv, bias.shape()[0], heads);
-    let scores = B::float_matmul(q.clone(), B::float_swap_dims(k.clone(), 2, 3));
-    let (pd, max, sum) = B::attention_probs_forward(scores, bias, scale, seed, prob, dtype);
-    (B::float_matmul(pd, v.clone()), [q, k, v], max, sum)
-}
-
-/// The forward's context, its q, k and v, and the rows' max and sum.
-type QkvContext<B> = (
-    FloatTensor<B>,
-    [FloatTensor<B>; 3],
-    FloatTensor<B>,
-    FloatTensor<B>,
-);
-
-/// q, k, v [B, nh, S, dh] from `qkv` [B·S, 3H] (B = `batch`, nh = `heads`): its 3·nh heads
-/// ([`AttentionHeadsOps::split_heads`]: one copy into [B, 3·nh, S, dh] on CubeCL devices), then
-/// each third of them as a view, which the products read as it is (a batch stride of 3·nh·S·dh
-/// is still a layout CubeCL's products take).
-fn qkv_heads<B: AttentionSoftmaxOps>(
-    qkv: FloatTensor<B>,
-    batch: usize,
-    heads: usize,
-) -> [FloatTensor<B>; 3] {
-    let all = B::split_heads(qkv, batch, 3 * heads);
-    let [s, dh] = [all.shape()[2], all.shape()[3]];
+/// q, k, v [B, nh, S, dh] from the heads of `qkv` side by side, `all` [B, 3·nh, S, dh]
+/// ([`AttentionHeadsOps::split_heads`] of the rows: one copy on CubeCL devices): each third of
+/// them as a view, which the products read as it is (a batch stride of 3·nh·S·dh is still a
+/// layout CubeCL's products take).
+fn qkv_thirds<B: Backend>(all: FloatTensor<B>) -> [FloatTensor<B>; 3] {
+    let [b, nh3, s, dh] = [0, 1, 2, 3].map(|i| all.shape()[i]);
+    let heads = nh3 / 3;
     [0, 1, 2].map(|i| {
         let whole = |n: usize| Slice::new(0, Some(n as isize), 1);
         let third = Slice::new((i * heads) as isize, Some(((i + 1) * heads) as isize), 1);
-        B::float_slice(all.clone(), &[whole(batch), third, whole(s), whole(dh)])
+        B::float_slice(all.clone(), &[whole(b), third, whole(s), whole(dh)])
     })
 }
 
 /// The gradients dq, dk, dv [B, nh, S, dh] as rows [B·S, 3H], side by side as
-/// [`qkv_heads`] took them: one concatenation of their [B, S, nh, dh] views along the heads
+/// [`qkv_thirds`] took them: one concatenation of their [B, S, nh, dh] views along the heads
 /// (one pass, written contiguous, so the rows are a view of it).
 fn qkv_rows<B: Backend>(grads: [FloatTensor<B>; 3]) -> FloatTensor<B> {
     let rows = B::float_cat(grads.map(|g| B::float_swap_dims(g, 1, 2)).into(), 2);
     let [b, s, nh, dh] = [0, 1, 2, 3].map(|i| rows.shape()[i]);
     B::float_reshape(rows, Shape::new([b * s, nh * dh]))
-}
-
-/// The gradient of [`AttentionSoftmaxOps::attention_context`]'s `qkv` [B·S, 3H] from `dctx` and
-/// what the forward kept: dq, dk, dv by the products burn's autodiff would run for the forward's
-/// three operations (`float_matmul`'s backward, then `swap_dims`'), plus the scores' product
-/// again, then side by side as rows.
-fn attention_context_backward<B: AttentionSoftmaxOps>(
-    dctx: FloatTensor<B>,
-    ([q, k, v], bias, max, sum, scale, seed, prob): ContextState<B>,
-) -> FloatTensor<B> {
-    let kt = B::float_swap_dims(k, 2, 3);
-    let scores = B::float_matmul(q.clone(), kt.clone());
-    let dpd = B::float_matmul(dctx.clone(), B::float_transpose(v));
-    let (dscores, pd) = B::attention_probs_backward(scores, bias, max, sum, dpd, scale, seed, prob);
-    let dv = B::float_matmul(B::float_transpose(pd), dctx);
-    let dq = B::float_matmul(dscores.clone(), B::float_transpose(kt));
-    let dkt = B::float_matmul(B::float_transpose(q), dscores);
-    qkv_rows::<B>([dq, B::float_swap_dims(dkt, 2, 3), dv])
 }
 
 impl AttentionSoftmaxOps for burn::backend::Flex {}
@@ -292,10 +326,10 @@ impl<B: AttentionSoftmaxOps> Backward<B, 1> for AttentionSoftmaxGrad {
     }
 }
 
-/// What [`AttentionSoftmaxOps::attention_context`]'s backward keeps: [q, k, v], the bias, the
-/// rows' max and sum, then scale, seed and prob.
+/// What [`AttentionSoftmaxOps::attention_context`]'s backward keeps: the heads of q, k and v
+/// side by side, the bias, the rows' max and sum, then scale, seed and prob.
 type ContextState<B> = (
-    [FloatTensor<B>; 3],
+    FloatTensor<B>,
     FloatTensor<B>,
     FloatTensor<B>,
     FloatTensor<B>,
@@ -312,9 +346,9 @@ impl<B: AttentionSoftmaxOps> Backward<B, 1> for AttentionContextGrad {
     type State = ContextState<B>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let state = ops.state;
+        let (all, bias, max, sum, scale, seed, prob) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |dctx| {
-            attention_context_backward::<B>(dctx, state)
+            B::attention_context_backward(dctx, all, bias, max, sum, scale, seed, prob)
         });
     }
 }
@@ -336,9 +370,9 @@ impl<B: AttentionSoftmaxOps, C: CheckpointStrategy> AttentionSoftmaxOps for Auto
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (ctx, qkv, max, sum) =
-                    attention_context_forward::<B>(qkv, bias.clone(), heads, scale, seed, prob);
-                prep.finish((qkv, bias, max, sum, scale, seed, prob), ctx)
+                let (ctx, all, max, sum) =
+                    B::attention_context_forward(qkv, bias.clone(), heads, scale, seed, prob);
+                prep.finish((all, bias, max, sum, scale, seed, prob), ctx)
             }
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::attention_context(qkv, bias, heads, scale, seed, prob))

@@ -72,10 +72,10 @@ fn bench_on_vulkan_reports_fusion_work_per_step() {
         r["fusion"]["blocks"].as_f64().unwrap(),
     );
     // Two layers forward and backward, the gradient norm, clipping and AdamW over 42
-    // parameters: 1,480 operations a step when written, 493 since AdamW, Σ g² and LayerNorm
-    // became one operation each (at least 42 for AdamW and 42 for the norm), each block running
-    // at least one of them.
-    assert!(ops > 250.0, "{ops} operations a step");
+    // parameters: 1,480 operations a step when written, 493 once AdamW, Σ g² and LayerNorm were
+    // one operation per parameter each, about 200 once AdamW and Σ g² were one for all of them
+    // and attention and the dense layers' backwards one each; each block runs at least one.
+    assert!(ops > 100.0, "{ops} operations a step");
     assert!(
         blocks > 0.0 && blocks <= ops,
         "{blocks} blocks for {ops} operations"

@@ -15,6 +15,7 @@ mod bench_cli;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod data_cli;
+mod dense;
 mod dropout;
 #[cfg(feature = "ndarray")]
 mod flex_patch;

@@ -4,7 +4,6 @@
 //! into the products' dtype; on vulkan they agree with flex.
 
 use crate::common;
-use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::DType;
@@ -20,15 +19,10 @@ const SIZES: [usize; 3] = [13, 37, 11];
 /// `dense_side_by_side`'s operations (on the CPU).
 fn layers(device: &Device, count: usize, p: Precision, out: DType, one: bool) -> Vec<Vec<f32>> {
     let [n, d_in, d_out] = SIZES;
-    let t = |seed: u64, shape: [usize; 2]| {
-        let v = common::uniform(shape[0] * shape[1], seed, -1.0, 1.0);
-        Tensor::<1>::from_floats(v.as_slice(), device).reshape(shape)
-    };
-    let layer = |seed: u64| Linear {
-        weight: Param::from_tensor(t(seed, [d_in, d_out])),
-        bias: Some(Param::from_tensor(t(seed + 1, [1, d_out]).reshape([d_out]))),
-    };
-    let ls: Vec<Linear> = (0..count as u64).map(|i| layer(2 * i + 1)).collect();
+    let t = |seed: u64, shape: [usize; 2]| common::seeded(device, seed, shape);
+    let ls: Vec<Linear> = (0..count as u64)
+        .map(|i| common::seeded_linear(device, 2 * i + 1, d_in, d_out))
+        .collect();
     let x = t(7, [n, d_in]).require_grad();
     let y = if one {
         let ws: Vec<_> = ls.iter().map(|l| l.weight.val()).collect();

@@ -200,18 +200,10 @@ fn the_products_really_run_in_low_precision() {
 /// [`SIDE`] applied to one x: as one product (`dense_side_by_side`) or by three `dense` calls
 /// concatenated, in `precision` on `device`.
 fn three_layers(device: &Device, precision: Precision, together: bool) -> Vec<Vec<f32>> {
-    use burn::nn::Linear;
     use masklm::model::precision::{dense, dense_side_by_side};
     let [n, d_in, d_out] = SIDE;
-    let t = |seed: u64, shape: [usize; 2]| {
-        let v = common::uniform(shape[0] * shape[1], seed, -1.0, 1.0);
-        Tensor::<1>::from_floats(v.as_slice(), device).reshape(shape)
-    };
-    let layer = |seed: u64| Linear {
-        weight: Param::from_tensor(t(seed, [d_in, d_out])),
-        bias: Some(Param::from_tensor(t(seed + 1, [1, d_out]).reshape([d_out]))),
-    };
-    let layers = [layer(1), layer(3), layer(5)];
+    let t = |seed: u64, shape: [usize; 2]| common::seeded(device, seed, shape);
+    let layers = [1, 3, 5].map(|seed| common::seeded_linear(device, seed, d_in, d_out));
     let x = t(7, [n, d_in]).require_grad();
     let y = if together {
         let all = [&layers[0], &layers[1], &layers[2]];

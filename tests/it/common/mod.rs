@@ -157,6 +157,33 @@ pub fn uniform(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
         .collect()
 }
 
+/// A [rows, cols] tensor of [`uniform`] values in [-1, 1) on `device`.
+pub fn seeded(
+    device: &burn::prelude::Device,
+    seed: u64,
+    [rows, cols]: [usize; 2],
+) -> burn::prelude::Tensor<2> {
+    let v = uniform(rows * cols, seed, -1.0, 1.0);
+    burn::prelude::Tensor::<1>::from_floats(v.as_slice(), device).reshape([rows, cols])
+}
+
+/// A dense layer `d_in` → `d_out` with a bias, its weight [`seeded`] from `seed` and its bias
+/// from `seed + 1`.
+pub fn seeded_linear(
+    device: &burn::prelude::Device,
+    seed: u64,
+    d_in: usize,
+    d_out: usize,
+) -> burn::nn::Linear {
+    use burn::module::Param;
+    burn::nn::Linear {
+        weight: Param::from_tensor(seeded(device, seed, [d_in, d_out])),
+        bias: Some(Param::from_tensor(
+            seeded(device, seed + 1, [1, d_out]).reshape([d_out]),
+        )),
+    }
+}
+
 /// `|a − b| ≤ rel·max(|a|, |b|) + abs`, element by element, naming `what` and the index.
 pub fn assert_close(a: &[f32], b: &[f32], rel: f32, abs: f32, what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");

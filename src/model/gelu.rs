@@ -6,7 +6,8 @@
 //!   backends and ndarray do not), the derivative of GELU's *tanh approximation* while the forward
 //!   is the erf form: gradients up to 8.7e-4 off (1% at x = −2), so GPU training followed other
 //!   gradients than HF's. Here the backward is the exact `Φ(x) + x·φ(x)` everywhere; on GPUs it
-//!   is element-wise burn operations that fusion merges with their neighbours.
+//!   is one kernel of masklm's (`gelu_cube.rs`). The forward stays burn's operations there,
+//!   which fusion merges into the product's epilogue before it.
 //! - burn's flex computes GELU with a scalar `libm::erff` per element, one thread, about a tenth
 //!   of a BERT step's CPU time; on flex in f32 this runs `model::vmath`'s kernel, 8-wide and on
 //!   the rayon pool (BENCHMARKS.md).
@@ -50,10 +51,23 @@ pub trait GeluBackend: Backend {
         <Self as ActivationOps<Self>>::gelu(x)
     }
 
-    /// `grad · GELU'(x)`, GELU' = Φ(x) + x·φ(x) exactly ([`exact_gelu_backward`]).
-    #[fusion(default)]
-    fn erf_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        exact_gelu_backward::<Self>(x, grad)
+    /// `grad · GELU'(x)` in `dtype`, GELU' = Φ(x) + x·φ(x) exactly: x and grad cast to `dtype`
+    /// (x's dtype in the forward), then [`exact_gelu_backward`]. On GPUs one operation, one
+    /// kernel that computes in f32 (`gelu_cube.rs`), instead of two casts and eleven
+    /// element-wise operations for burn's fusion to register and merge.
+    #[fusion(meta = |x, _grad, dtype| {
+        use burn::backend::fusion::custom::TensorSpec;
+        TensorSpec::new(x.shape.clone(), *dtype)
+    })]
+    fn erf_gelu_backward(
+        x: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        dtype: DType,
+    ) -> FloatTensor<Self> {
+        exact_gelu_backward::<Self>(
+            cast_primitive::<Self>(x, dtype),
+            cast_primitive::<Self>(grad, dtype),
+        )
     }
 
     /// `GELU(x)` computed from x as [`GeluBackend::erf_gelu`] does, returned in `dtype` (the
@@ -122,8 +136,6 @@ fn vmath_on(dtype: DType) -> bool {
 
 #[cfg(feature = "ndarray")]
 impl GeluBackend for burn::backend::NdArray {}
-#[cfg(feature = "cube")]
-impl GeluBackend for burn_cubecl::CubeBackend {}
 
 /// `x` as one contiguous run of f32 values starting at offset 0.
 fn contiguous(x: FlexTensor) -> FlexTensor {
@@ -185,8 +197,16 @@ impl GeluBackend for Flex {
     }
 
     /// flex's own `gelu_backward` is exact too (scalar `libm::erff`).
-    fn erf_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        if vmath_on(x.dtype()) && grad.dtype() == DType::F32 {
+    fn erf_gelu_backward(
+        x: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        dtype: DType,
+    ) -> FloatTensor<Self> {
+        let (x, grad) = (
+            cast_primitive::<Self>(x, dtype),
+            cast_primitive::<Self>(grad, dtype),
+        );
+        if vmath_on(dtype) {
             flex_gelu_backward(x, grad)
         } else {
             <Self as ActivationOps<Self>>::gelu_backward(x, grad)
@@ -209,8 +229,9 @@ impl<B: GeluBackend> Backward<B, 1> for GeluGrad {
         checkpointer: &mut Checkpointer,
     ) {
         let x: FloatTensor<B> = checkpointer.retrieve_node_output(ops.state);
+        let dtype = x.dtype();
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            B::erf_gelu_backward(x, grad)
+            B::erf_gelu_backward(x, grad, dtype)
         });
     }
 }
@@ -226,10 +247,7 @@ impl<B: GeluBackend> Backward<B, 1> for GeluToGrad {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x_low, x_dtype) = ops.state;
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            B::erf_gelu_backward(
-                cast_primitive::<B>(x_low, x_dtype),
-                cast_primitive::<B>(grad, x_dtype),
-            )
+            B::erf_gelu_backward(x_low, grad, x_dtype)
         });
     }
 }

@@ -43,6 +43,10 @@ impl BertLMPredictionHead {
             .transform
             .layer_norm
             .forward(gelu(dense(&self.transform.dense, h, p)));
-        matmul(t, word_embeddings.transpose(), p) + self.bias.val().unsqueeze_dim(0)
+        // The bias's [1, V] view before the product: registered between the product and the
+        // addition, a view ends burn's fusion block there, and the addition ran as a kernel of
+        // its own instead of in the product's epilogue (`precision::dense`).
+        let bias = self.bias.val().unsqueeze_dim(0);
+        matmul(t, word_embeddings.transpose(), p) + bias
     }
 }

@@ -11,11 +11,15 @@ mod dropout_cube;
 pub mod embeddings;
 pub mod encoder;
 pub mod gelu;
+#[cfg(feature = "cube")]
+mod gelu_cube;
 pub mod heads;
 pub mod layer_norm;
 #[cfg(feature = "cube")]
 mod layer_norm_cube;
 pub mod loss;
+#[cfg(feature = "cube")]
+mod loss_cube;
 pub mod mlm_head;
 pub mod precision;
 pub mod softmax;

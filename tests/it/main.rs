@@ -25,6 +25,7 @@ mod heads;
 mod hf;
 mod inference_cli;
 mod layer_norm;
+mod loss;
 mod model;
 mod precision;
 mod softmax;

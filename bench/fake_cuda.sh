@@ -57,7 +57,8 @@ export LD_LIBRARY_PATH="$dir/lib:$dir/cu13/lib" CUDA_PATH="$dir/cu13" FAKE_CUDA_
 rm -f "$dir/$name.json"
 start=$(date +%s)
 set +e
-"$target/release/masklm" bench "$@" > "$dir/$name.log" 2>&1
+# FAKE_CUDA_WRAP: a command to run masklm under (e.g. `perf record …`, bench/thread_work.sh).
+${FAKE_CUDA_WRAP:-} "$target/release/masklm" bench "$@" > "$dir/$name.log" 2>&1
 rc=$?
 set -e
 echo "exit $rc after $(( $(date +%s) - start )) s; output in $dir/$name.log, counts in $dir/$name.json"

@@ -1,8 +1,10 @@
-//! [`SquaredNormOps::squared_norms`] on CubeCL devices: one launch per gradient, each cube summing
-//! x² over a grid stride of elements in f32 and leaving one partial sum, every gradient's partial
-//! sums side by side in one output. Written here because burn's reductions need the square as an
-//! operation of its own before them, which fusion does not merge into the reduction
-//! (`squared_norm.rs`).
+//! [`SquaredNormOps::squared_norms`] on CubeCL devices: the gradients in chunks of up to
+//! [`CHUNK`] tensors, one launch a chunk; each tensor gets its own [`cube_partials`] cubes, each
+//! cube summing x² over a grid stride of that tensor's elements in f32 and leaving one partial
+//! sum, every gradient's partial sums side by side in one output. Written here because burn's
+//! reductions need the square as an operation of its own before them, which fusion does not
+//! merge into the reduction (`squared_norm.rs`); chunked because a launch a gradient is 202
+//! launches a BERT-base step, each with the host's per-launch work.
 
 use crate::cube_reduce::cube_sum;
 use crate::train::squared_norm::{CUBE_UNITS, SquaredNormOps, cube_partials};
@@ -13,28 +15,53 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use cubecl::prelude::*;
 
+/// At most this many tensors a launch (fewer where the device binds fewer buffers): the kernel
+/// holds the summing loop once per tensor. 32 tensors of at most 1,024 cubes each stay within the
+/// 65,535 cubes every Vulkan device launches along one axis (AdamW's launches too).
+pub const CHUNK: usize = 32;
+
+/// Tensors a launch may take when each binds `per_tensor` buffers beside `others`: [`CHUNK`], or
+/// what the device's binding limit leaves.
+pub fn chunk(client: &cubecl::client::Client, per_tensor: usize, others: usize) -> usize {
+    let max = client.properties().hardware.max_bindings as usize;
+    (max.saturating_sub(others) / per_tensor).clamp(1, CHUNK)
+}
+
+/// Cube c of the launch belongs to tensor t of `xs` where first[t] ≤ c < first[t] + cubes[t];
+/// it sums x² over that tensor's elements i ≡ (c − first[t])·units + unit (mod cubes[t]·units),
+/// the stride of a launch of cubes[t] cubes for that tensor alone, accumulated in f32 whatever
+/// x's dtype, and writes the cube's sum at `offset + c` in x's dtype (masklm's gradients are the
+/// f32 master weights').
 #[cube(launch_unchecked)]
-fn squared_norm_kernel<F: Float>(
-    x: &Tensor<F>,
+fn squared_norms_kernel<F: Float>(
+    xs: &Sequence<&'static Tensor<F>>,
+    first: Sequence<u32>,
+    cubes: Sequence<u32>,
     partials: &mut Tensor<F>,
     offset: u32,
     #[comptime] units: usize,
     #[define(F)] _dtype: ElemType,
 ) {
-    // Σ x² over elements i ≡ ABSOLUTE_POS (mod every unit of every cube), accumulated in f32
-    // whatever x's dtype; the partial sums are written in x's dtype (masklm's gradients are the
-    // f32 master weights').
-    let stride = CUBE_COUNT * units;
+    let c = CUBE_POS as u32;
     let mut acc = f32::new(0.0);
-    for i in range_stepped(ABSOLUTE_POS, x.len(), stride) {
-        let v = f32::cast_from(x[i]);
-        acc += v * v;
+    #[unroll]
+    for t in 0..xs.len() {
+        let (start, count) = (*first.index(t), *cubes.index(t));
+        if c >= start && c < start + count {
+            let x = xs.index(t);
+            let stride = count as usize * units;
+            let from = (c - start) as usize * units + UNIT_POS as usize;
+            for i in range_stepped(from, x.len(), stride) {
+                let v = f32::cast_from(x[i]);
+                acc += v * v;
+            }
+        }
     }
     // The cube's units add their sums: [units] → [1].
     let mut shared = Shared::<[f32]>::new_slice(units);
     let total = cube_sum(&mut shared, acc);
     if UNIT_POS == 0 {
-        partials[offset as usize + CUBE_POS] = F::cast_from(total);
+        partials[(offset + c) as usize] = F::cast_from(total);
     }
 }
 
@@ -47,25 +74,41 @@ impl SquaredNormOps for CubeBackend {
             .map(|x| cube_partials(x.meta.shape().num_elements()))
             .sum::<usize>();
         let partials = empty_device_dtype(client.clone(), device, [total].into(), dtype);
+        // Each element once, wherever it lies: a permuted view of a dense buffer sums as it is;
+        // anything else (a broadcast, a slice) is made contiguous first.
+        let xs: Vec<_> = xs
+            .into_iter()
+            .map(|x| {
+                if x.is_contiguous_buffer() {
+                    x
+                } else {
+                    into_contiguous(x)
+                }
+            })
+            .collect();
         let mut offset = 0;
-        for x in xs {
-            // Each element once, wherever it lies: a permuted view of a dense buffer sums as it
-            // is; anything else (a broadcast, a slice) is made contiguous first.
-            let x = if x.is_contiguous_buffer() {
-                x
-            } else {
-                into_contiguous(x)
-            };
-            let cubes = cube_partials(x.meta.shape().num_elements());
-            // SAFETY: `x` holds exactly its n elements in its buffer (checked above) and the
-            // kernel reads indices below x.len() only; it writes `partials` at offset + the cube,
-            // below offset + cubes ≤ total.
+        for part in xs.chunks(chunk(&client, 1, 2)) {
+            let (mut firsts, mut counts, mut args) =
+                (SequenceArg::new(), SequenceArg::new(), SequenceArg::new());
+            let mut cubes = 0;
+            for x in part {
+                let n = cube_partials(x.meta.shape().num_elements());
+                firsts.push(cubes as u32);
+                counts.push(n as u32);
+                args.push(x.clone().into_tensor_arg());
+                cubes += n;
+            }
+            // SAFETY: each tensor holds exactly its elements in its buffer (made so above) and
+            // the kernel reads indices below its length only; the launch's cubes write
+            // `partials` at offset + cube, below offset + cubes ≤ total.
             unsafe {
-                squared_norm_kernel::launch_unchecked(
+                squared_norms_kernel::launch_unchecked(
                     &client,
                     CubeCount::Static(cubes as u32, 1, 1),
                     CubeDim::new_1d(CUBE_UNITS as u32),
-                    x.into_tensor_arg(),
+                    args,
+                    firsts,
+                    counts,
                     partials.clone().into_tensor_arg(),
                     offset as u32,
                     CUBE_UNITS,

@@ -172,10 +172,14 @@ fn values(shape: [usize; 2], seed: u64, lo: f32, hi: f32, device: &Device) -> Te
     Tensor::<1>::from_floats(v.as_slice(), device).reshape(shape)
 }
 
-/// One `adamw_updates` on `device` of seeded parameters of odd shapes ([37, 3] and [5]):
-/// (params, ms, vs) after it, each flattened and concatenated, and whether clones of the
-/// parameters taken before kept their values.
-fn one_update(device: &Device) -> (Vec<f32>, Vec<f32>, Vec<f32>, bool) {
+/// The parameters' shapes of [`one_update`]'s first tests: odd ones, one of rank 1 ([5]).
+const TWO: [[usize; 2]; 2] = [[37, 3], [5, 1]];
+
+/// One `adamw_updates` on `device` of seeded parameters of `shapes` (rank 1 where the second
+/// size is 1; every other one without weight decay and at its first step): (params, ms, vs)
+/// after it, each flattened and concatenated, and whether clones of the parameters taken before
+/// kept their values.
+fn one_update(device: &Device, shapes: &[[usize; 2]]) -> (Vec<f32>, Vec<f32>, Vec<f32>, bool) {
     let adamw = AdamW {
         beta_1: 0.9,
         beta_2: 0.999,
@@ -184,23 +188,23 @@ fn one_update(device: &Device) -> (Vec<f32>, Vec<f32>, Vec<f32>, bool) {
     };
     let mut held = vec![];
     let mut updates = vec![];
-    for (k, shape) in [[37, 3], [5, 1]].into_iter().enumerate() {
+    for (k, &shape) in shapes.iter().enumerate() {
         let seed = 10 * k as u64;
         let param = values(shape, seed + 1, -1.0, 1.0, device);
         let before = param.clone().into_data();
         held.push((param.clone(), before));
-        // The second parameter as rank 1: one list holds tensors of any rank.
-        let as_listed = |t: Tensor<2>| match k {
-            0 => t.into_dispatch(),
-            _ => t.reshape([shape[0]]).into_dispatch(),
+        // [n, 1] as rank 1: one list holds tensors of any rank.
+        let as_listed = |t: Tensor<2>| match shape[1] {
+            1 => t.reshape([shape[0]]).into_dispatch(),
+            _ => t.into_dispatch(),
         };
         updates.push(Update {
             param: as_listed(param),
             grad: as_listed(values(shape, seed + 2, -0.1, 0.1, device)),
             moment_1: as_listed(values(shape, seed + 3, -0.01, 0.01, device)),
             moment_2: as_listed(values(shape, seed + 4, 1e-4, 1e-3, device)),
-            // Its own step and decay: the second without weight decay, at its first step.
-            c: match k {
+            // Its own step and decay: every other one without weight decay, at its first step.
+            c: match k % 2 {
                 0 => AdamWCoefficients::new(&adamw, 2e-3, 3),
                 _ => AdamWCoefficients::new(
                     &AdamW {
@@ -215,13 +219,13 @@ fn one_update(device: &Device) -> (Vec<f32>, Vec<f32>, Vec<f32>, bool) {
     }
     let factor = Tensor::<1>::from_floats([0.5], device);
     let new = adamw::adamw_updates(updates, factor);
-    assert_eq!(new.len(), 2);
+    assert_eq!(new.len(), shapes.len());
     let (mut p, mut m, mut v) = (vec![], vec![], vec![]);
-    for (k, [a, b, c]) in new.into_iter().enumerate() {
+    for (shape, [a, b, c]) in shapes.iter().zip(new) {
         for (t, out) in [(a, &mut p), (b, &mut m), (c, &mut v)] {
-            let data = match k {
-                0 => Tensor::<2>::from_dispatch(t).into_data(),
-                _ => Tensor::<1>::from_dispatch(t).into_data(),
+            let data = match shape[1] {
+                1 => Tensor::<1>::from_dispatch(t).into_data(),
+                _ => Tensor::<2>::from_dispatch(t).into_data(),
             };
             out.extend(data.try_to_vec::<f32>().unwrap());
         }
@@ -232,7 +236,7 @@ fn one_update(device: &Device) -> (Vec<f32>, Vec<f32>, Vec<f32>, bool) {
 
 #[test]
 fn the_update_on_flex_never_writes_into_a_tensor_the_caller_holds() {
-    let (_, _, _, kept) = one_update(&Device::flex());
+    let (_, _, _, kept) = one_update(&Device::flex(), &TWO);
     assert!(kept);
 }
 
@@ -240,8 +244,8 @@ fn the_update_on_flex_never_writes_into_a_tensor_the_caller_holds() {
 #[test]
 fn the_vulkan_kernel_computes_the_update_of_flex() {
     let gpu = common::vulkan();
-    let (p_cpu, m_cpu, v_cpu, _) = one_update(&Device::flex());
-    let (p_gpu, m_gpu, v_gpu, kept) = one_update(&gpu);
+    let (p_cpu, m_cpu, v_cpu, _) = one_update(&Device::flex(), &TWO);
+    let (p_gpu, m_gpu, v_gpu, kept) = one_update(&gpu, &TWO);
     // Within a few f32 roundings: the kernel does the same operations in the same order, but a
     // shader compiler may contract a·b + c into one fused multiply-add.
     // The floor is a rounding of the terms' scale (m's terms are about 1e-2, v's 1e-3, the
@@ -257,13 +261,10 @@ fn the_vulkan_kernel_computes_the_update_of_flex() {
     close(&v_cpu, &v_gpu, 1e-10, "v");
     close(&p_cpu, &p_gpu, 1e-7, "param");
     // The parameter moved (by lr·Δ, up to about 1e-3): a test of the update, not of a copy.
-    let initial = [[37, 3], [5, 1]]
-        .into_iter()
-        .enumerate()
-        .flat_map(|(k, shape)| {
-            let t = values(shape, 10 * k as u64 + 1, -1.0, 1.0, &Device::flex());
-            t.into_data().try_to_vec::<f32>().unwrap()
-        });
+    let initial = TWO.into_iter().enumerate().flat_map(|(k, shape)| {
+        let t = values(shape, 10 * k as u64 + 1, -1.0, 1.0, &Device::flex());
+        t.into_data().try_to_vec::<f32>().unwrap()
+    });
     let initial: Vec<f32> = initial.collect();
     let moved = initial
         .iter()
@@ -274,4 +275,29 @@ fn the_vulkan_kernel_computes_the_update_of_flex() {
         kept,
         "the kernel wrote into the caller's clone of the parameter"
     );
+}
+
+/// `a` and `b` within a few f32 roundings of their scale, or `floor` (see the test above).
+#[cfg(feature = "vulkan")]
+fn assert_near(a: &[f32], b: &[f32], floor: f32, what: &str) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let tol = 4.0 * f32::EPSILON * x.abs().max(y.abs()) + floor;
+        assert!((x - y).abs() <= tol, "{what}[{i}]: flex {x} vs vulkan {y}");
+    }
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn on_vulkan_more_parameters_than_a_launch_takes_are_each_updated_as_on_flex() {
+    // 70 parameters (a launch takes at most 32) of sizes from 1 element up, and one of 330,000
+    // elements, past the 1,024 cubes of 256 units a parameter gets (its units stride).
+    let mut shapes: Vec<[usize; 2]> = (0..70).map(|k| [1 + (k * 37) % 300, 1 + k % 4]).collect();
+    shapes.insert(40, [1100, 300]);
+    let (p_cpu, m_cpu, v_cpu, _) = one_update(&Device::flex(), &shapes);
+    let (p_gpu, m_gpu, v_gpu, kept) = one_update(&common::vulkan(), &shapes);
+    assert_near(&m_cpu, &m_gpu, 1e-9, "m");
+    assert_near(&v_cpu, &v_gpu, 1e-10, "v");
+    assert_near(&p_cpu, &p_gpu, 1e-7, "param");
+    assert!(kept);
 }

@@ -72,6 +72,26 @@ fn on_vulkan_a_list_gives_each_tensors_partial_sums_in_order() {
 
 #[cfg(feature = "vulkan")]
 #[test]
+fn on_vulkan_more_tensors_than_a_launch_takes_give_each_tensors_partial_sums_in_order() {
+    // 70 tensors (a launch takes at most 32), from one element to several cubes' worth.
+    let gpu = common::vulkan();
+    let xs: Vec<Tensor<2>> = (0..70u64)
+        .map(|k| {
+            matrix(
+                1 + (k as usize * 37) % 300,
+                1 + k as usize % 40,
+                20 + k,
+                &gpu,
+            )
+        })
+        .collect();
+    let one_by_one = Tensor::cat(xs.iter().map(|x| squared_norm(x.clone())).collect(), 0);
+    let together = squared_norms(xs.into_iter().map(|x| x.into_dispatch()).collect());
+    assert_eq!(vec(together), vec(one_by_one));
+}
+
+#[cfg(feature = "vulkan")]
+#[test]
 fn on_vulkan_the_partial_sums_add_up_to_flexs() {
     use masklm::train::squared_norm::cube_partials;
     let gpu = common::vulkan();

@@ -1,6 +1,7 @@
 //! What masklm's CubeCL kernels share: the sum and the maximum of one value per unit over a cube
-//! (in f32 shared memory), and the launch of one cube per row of a [rows, width] tensor
-//! (`model/layer_norm_cube.rs`, `model/softmax_cube.rs`, `train/squared_norm_cube.rs`).
+//! (in f32 shared memory), the launch of one cube per row of a [rows, width] tensor
+//! (`model/layer_norm_cube.rs`, `model/softmax_cube.rs`, `train/squared_norm_cube.rs`), and how
+//! many tensors one launch takes (`train/squared_norm_cube.rs`, `train/adamw_cube.rs`).
 
 use crate::model::precision::cast_primitive;
 use burn::prelude::Shape;
@@ -68,4 +69,16 @@ pub fn contiguous_in(t: CubeTensor, dtype: DType) -> CubeTensor {
 /// An uninitialised tensor of `shape` on `t`'s device, in `t`'s dtype.
 pub fn empty_like(t: &CubeTensor, shape: Shape) -> CubeTensor {
     empty_device_dtype(t.client.clone(), t.device.clone(), shape, t.dtype)
+}
+
+/// At most this many tensors a launch of a kernel over a list of tensors (fewer where the device
+/// binds fewer buffers): each kernel holds its loop once per tensor, unrolled. 32 tensors of at most 1,024 cubes each stay within the
+/// 65,535 cubes every Vulkan device launches along one axis (AdamW's launches too).
+pub const CHUNK: usize = 32;
+
+/// Tensors a launch may take when each binds `per_tensor` buffers beside `others`: [`CHUNK`], or
+/// what the device's binding limit leaves.
+pub fn chunk(client: &cubecl::client::Client, per_tensor: usize, others: usize) -> usize {
+    let max = client.properties().hardware.max_bindings as usize;
+    (max.saturating_sub(others) / per_tensor).clamp(1, CHUNK)
 }

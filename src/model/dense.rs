@@ -7,7 +7,9 @@
 //!
 //! The backward computes what burn's autodiff computed for the operations it replaces, in the
 //! same order: `dy` = g in the product's dtype, `db` = Σ_rows g in the bias's dtype (f32),
-//! `dx` = dy · Wᵀ and `dW` = xᵀ · dy in the product's dtype, then cast to x's and W's dtypes.
+//! `dx` = dy · Wᵀ and `dW` = xᵀ · dy in the product's dtype, then cast to x's and W's dtypes. On
+//! CubeCL devices the two products write x's and W's dtypes themselves, from their f32
+//! accumulators (so an f32 gradient is not first rounded to f16 or bf16).
 
 // burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends; the
 // extension macro names it in code it generates beside the trait.
@@ -80,9 +82,14 @@ pub trait DenseOps: Backend {
         w_dtype: DType,
         b_dtype: DType,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (dx, dw, db) = backward::<Self>(g, x_low, w_low, x_dtype, w_dtype, b_dtype);
-        let d = dw.shape()[1];
-        (dx, dw, Self::float_reshape(db, Shape::new([d])))
+        let grads = backward::<Self>(
+            g,
+            x_low,
+            w_low,
+            [x_dtype, w_dtype, b_dtype],
+            product_cast::<Self>,
+        );
+        one_layer::<Self>(grads)
     }
 
     /// [`DenseOps::dense_backward`] of [`DenseOps::dense3`]: (dx, dwq, dwk, dwv, dbq, dbk, dbv),
@@ -111,24 +118,103 @@ pub trait DenseOps: Backend {
         FloatTensor<Self>,
         FloatTensor<Self>,
     ) {
-        let (dx, dw, db) = backward::<Self>(g, x_low, w_low, x_dtype, w_dtype, b_dtype);
-        let [k, d] = [dw.shape()[0], dw.shape()[1] / 3];
-        let third = |t: &FloatTensor<Self>, rows: usize, i: usize| {
-            let cols = Slice::new((i * d) as isize, Some(((i + 1) * d) as isize), 1);
-            Self::float_slice(t.clone(), &[Slice::new(0, Some(rows as isize), 1), cols])
-        };
-        let [dwq, dwk, dwv] = [0, 1, 2].map(|i| third(&dw, k, i));
-        let [dbq, dbk, dbv] =
-            [0, 1, 2].map(|i| Self::float_reshape(third(&db, 1, i), Shape::new([d])));
-        (dx, dwq, dwk, dwv, dbq, dbk, dbv)
+        let grads = backward::<Self>(
+            g,
+            x_low,
+            w_low,
+            [x_dtype, w_dtype, b_dtype],
+            product_cast::<Self>,
+        );
+        three_layers::<Self>(grads)
     }
 }
 
 impl DenseOps for burn::backend::Flex {}
 #[cfg(feature = "ndarray")]
 impl DenseOps for burn::backend::NdArray {}
+
+/// On CubeCL devices the backward's two products write their gradients in the dtypes asked for
+/// straight from the products' f32 accumulators ([`product_into`]), instead of in the operands'
+/// dtype and then cast: two kernels and two allocations fewer per layer and step, and the
+/// weights' f32 gradients no longer rounded to the products' precision on the way.
 #[cfg(feature = "cube")]
-impl DenseOps for burn_cubecl::CubeBackend {}
+impl DenseOps for burn_cubecl::CubeBackend {
+    fn dense_backward(
+        g: FloatTensor<Self>,
+        x_low: FloatTensor<Self>,
+        w_low: FloatTensor<Self>,
+        x_dtype: DType,
+        w_dtype: DType,
+        b_dtype: DType,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let grads = backward::<Self>(g, x_low, w_low, [x_dtype, w_dtype, b_dtype], product_into);
+        one_layer::<Self>(grads)
+    }
+
+    fn dense3_backward(
+        g: FloatTensor<Self>,
+        x_low: FloatTensor<Self>,
+        w_low: FloatTensor<Self>,
+        x_dtype: DType,
+        w_dtype: DType,
+        b_dtype: DType,
+    ) -> Grads3<Self> {
+        let grads = backward::<Self>(g, x_low, w_low, [x_dtype, w_dtype, b_dtype], product_into);
+        three_layers::<Self>(grads)
+    }
+}
+
+/// (dx, dW, db) of one layer, db as the bias's [d].
+fn one_layer<B: Backend>(
+    (dx, dw, db): (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>),
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let d = dw.shape()[1];
+    (dx, dw, B::float_reshape(db, Shape::new([d])))
+}
+
+/// The gradients of [`DenseOps::dense3`]'s inputs: (dx, dwq, dwk, dwv, dbq, dbk, dbv).
+type Grads3<B> = (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+);
+
+/// [`Grads3`] from the side-by-side (dx, dW [K, 3d], db [1, 3d]): each layer's third.
+fn three_layers<B: Backend>(
+    (dx, dw, db): (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>),
+) -> Grads3<B> {
+    let [k, d] = [dw.shape()[0], dw.shape()[1] / 3];
+    let third = |t: &FloatTensor<B>, rows: usize, i: usize| {
+        let cols = Slice::new((i * d) as isize, Some(((i + 1) * d) as isize), 1);
+        B::float_slice(t.clone(), &[Slice::new(0, Some(rows as isize), 1), cols])
+    };
+    let [dwq, dwk, dwv] = [0, 1, 2].map(|i| third(&dw, k, i));
+    let [dbq, dbk, dbv] = [0, 1, 2].map(|i| B::float_reshape(third(&db, 1, i), Shape::new([d])));
+    (dx, dwq, dwk, dwv, dbq, dbk, dbv)
+}
+
+/// `a` · `b` in `dtype`, as a backward wants a gradient: the product in the operands' dtype, then
+/// cast (what burn's autodiff computed for the operations [`forward`] replaces).
+fn product_cast<B: Backend>(a: FloatTensor<B>, b: FloatTensor<B>, dtype: DType) -> FloatTensor<B> {
+    cast_primitive::<B>(B::float_matmul(a, b), dtype)
+}
+
+/// `a` · `b` written in `dtype` by CubeCL's (autotuned) product itself, which accumulates in f32
+/// whatever the operands' dtype.
+#[cfg(feature = "cube")]
+fn product_into(
+    a: FloatTensor<burn_cubecl::CubeBackend>,
+    b: FloatTensor<burn_cubecl::CubeBackend>,
+    dtype: DType,
+) -> FloatTensor<burn_cubecl::CubeBackend> {
+    use burn_cubecl::kernel::matmul::{MatmulStrategy, matmul};
+    matmul(a, b, None, MatmulStrategy::default(), dtype)
+        .unwrap_or_else(|e| panic!("a dense layer's backward product into {dtype:?}: {e:?}"))
+}
 
 /// (`y` [N, Σd] in `out`, x and the side-by-side weights [K, Σd] in `low`): burn's operations in
 /// the order `dense_side_by_side` registered them (the bias's [1, Σd] view first, then the
@@ -155,24 +241,21 @@ fn forward<B: Backend>(
     (cast_primitive::<B>(sum, out), x, w)
 }
 
-/// (dx, dW, db [1, d]) as burn's autodiff computed them for [`forward`]'s operations.
+/// (dx, dW, db [1, d]) as burn's autodiff computed them for [`forward`]'s operations, in the
+/// dtypes of x, the weights and the biases, the products by `product` ([`product_cast`], or on
+/// CubeCL devices [`product_into`]).
 fn backward<B: Backend>(
     g: FloatTensor<B>,
     x_low: FloatTensor<B>,
     w_low: FloatTensor<B>,
-    x_dtype: DType,
-    w_dtype: DType,
-    b_dtype: DType,
+    [x_dtype, w_dtype, b_dtype]: [DType; 3],
+    product: fn(FloatTensor<B>, FloatTensor<B>, DType) -> FloatTensor<B>,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let dy = cast_primitive::<B>(g.clone(), w_low.dtype());
     let db = B::float_sum_dim(cast_primitive::<B>(g, b_dtype), 0);
-    let dx = B::float_matmul(dy.clone(), B::float_transpose(w_low));
-    let dw = B::float_matmul(B::float_transpose(x_low), dy);
-    (
-        cast_primitive::<B>(dx, x_dtype),
-        cast_primitive::<B>(dw, w_dtype),
-        db,
-    )
+    let dx = product(dy.clone(), B::float_transpose(w_low), x_dtype);
+    let dw = product(B::float_transpose(x_low), dy, w_dtype);
+    (dx, dw, db)
 }
 
 /// What a dense layer's backward keeps: x and the weights in the product's dtype, then the

@@ -7,8 +7,8 @@
 //! operations a step, for arithmetic that fusion merged into about one kernel per parameter. One
 //! operation per parameter still cost the host about 30 ms of a 0.24 s BERT-base step (the
 //! stand-in driver, BENCHMARKS "Host work per step through the stand-in driver"). Here it is one
-//! operation for all of them ([`adamw_updates`]): on CubeCL devices one kernel per parameter
-//! inside it (`adamw_cube.rs`); on the CPU backends burn's AdamW, operation for operation
+//! operation for all of them ([`adamw_updates`]): on CubeCL devices one launch per 32
+//! parameters inside it (`adamw_cube.rs`); on the CPU backends burn's AdamW, operation for operation
 //! ([`adamw_update_default`]), so CPU results are burn's to the bit (`tests/it/adamw.rs`). The
 //! moments live in [`crate::train::optimizer::AdamWOptimizer`].
 //!

@@ -1,13 +1,13 @@
 //! [`AdamWOps::adamw_updates`] on CubeCL devices: one launch for up to
-//! `squared_norm_cube::CHUNK` parameters (fewer where the device binds fewer buffers), one unit
+//! `cube_reduce::CHUNK` parameters (fewer where the device binds fewer buffers), one unit
 //! per element, updating each parameter and both its moments in place. Written here because
 //! burn has no fused optimizer kernel; fusion merges burn's 15-operation AdamW into about one
 //! kernel too, but only after the host registered and searched all 15 (`adamw.rs`), and a launch
 //! a parameter is 202 launches a BERT-base step, each with the host's per-launch work.
 
+use crate::cube_reduce::chunk;
 use crate::model::precision::cast_primitive;
 use crate::train::adamw::{AdamWCoefficients, AdamWOps};
-use crate::train::squared_norm_cube::chunk;
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
@@ -69,7 +69,7 @@ fn adamw_kernel<F: Float>(
 }
 
 /// Cubes a parameter of `n` elements gets: one per [`UNITS`] elements, at most [`MAX_CUBES`]
-/// (units then stride over more), so that a launch of `squared_norm_cube::CHUNK` parameters
+/// (units then stride over more), so that a launch of `cube_reduce::CHUNK` parameters
 /// stays within the 65,535 cubes every Vulkan device launches along one axis.
 fn cubes_for(n: usize) -> usize {
     n.div_ceil(UNITS).clamp(1, MAX_CUBES)

@@ -6,8 +6,9 @@
 //! host work a step, for arithmetic that is one pass over each gradient. One operation per
 //! parameter (a kernel each) and their concatenation still took BERT-base's host 47 ms of its
 //! 0.24 s step (the stand-in driver, BENCHMARKS "Host work per step through the stand-in
-//! driver"). Here it is one operation for all of them: on CubeCL devices one kernel per gradient
-//! (`squared_norm_cube.rs`), each leaving its per-cube partial sums in one shared output; on the
+//! driver"). Here it is one operation for all of them: on CubeCL devices one launch per 32
+//! gradients (`squared_norm_cube.rs`), each leaving its per-cube partial sums in one shared
+//! output; on the
 //! CPU backends the same operations as before (the default body below), so CPU results are
 //! unchanged to the bit.
 //!

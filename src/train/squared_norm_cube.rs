@@ -1,12 +1,12 @@
 //! [`SquaredNormOps::squared_norms`] on CubeCL devices: the gradients in chunks of up to
-//! [`CHUNK`] tensors, one launch a chunk; each tensor gets its own [`cube_partials`] cubes, each
-//! cube summing x² over a grid stride of that tensor's elements in f32 and leaving one partial
-//! sum, every gradient's partial sums side by side in one output. Written here because burn's
+//! [`crate::cube_reduce::CHUNK`] tensors, one launch a chunk; each tensor gets its own
+//! [`cube_partials`] cubes, each cube summing x² over a grid stride of that tensor's elements in
+//! f32 and leaving one partial sum, every gradient's partial sums side by side in one output. Written here because burn's
 //! reductions need the square as an operation of its own before them, which fusion does not
 //! merge into the reduction (`squared_norm.rs`); chunked because a launch a gradient is 202
 //! launches a BERT-base step, each with the host's per-launch work.
 
-use crate::cube_reduce::cube_sum;
+use crate::cube_reduce::{chunk, cube_sum};
 use crate::train::squared_norm::{CUBE_UNITS, SquaredNormOps, cube_partials};
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::tensor::FloatTensor;
@@ -14,18 +14,6 @@ use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use cubecl::prelude::*;
-
-/// At most this many tensors a launch (fewer where the device binds fewer buffers): the kernel
-/// holds the summing loop once per tensor. 32 tensors of at most 1,024 cubes each stay within the
-/// 65,535 cubes every Vulkan device launches along one axis (AdamW's launches too).
-pub const CHUNK: usize = 32;
-
-/// Tensors a launch may take when each binds `per_tensor` buffers beside `others`: [`CHUNK`], or
-/// what the device's binding limit leaves.
-pub fn chunk(client: &cubecl::client::Client, per_tensor: usize, others: usize) -> usize {
-    let max = client.properties().hardware.max_bindings as usize;
-    (max.saturating_sub(others) / per_tensor).clamp(1, CHUNK)
-}
 
 /// Cube c of the launch belongs to tensor t of `xs` where first[t] ≤ c < first[t] + cubes[t];
 /// it sums x² over that tensor's elements i ≡ (c − first[t])·units + unit (mod cubes[t]·units),

@@ -99,3 +99,34 @@ fn on_vulkan_the_one_operation_computes_what_flex_does() {
         }
     }
 }
+
+#[cfg(feature = "vulkan")]
+#[test]
+fn on_vulkan_the_weights_gradients_come_from_the_products_f32_accumulators() {
+    // Under f16 products the CPU's weight gradient is the product's f16 result cast to f32 (as
+    // burn's autodiff and PyTorch's autocast compute it); a CubeCL device's product writes f32
+    // itself. f16 keeps 10 of f32's 23 mantissa bits: an f32 of f16's normal range whose low 13
+    // bits are zero is an f16 value.
+    let f16_valued = |v: &[f32]| {
+        let normal: Vec<_> = v.iter().filter(|x| x.abs() >= 2f32.powi(-14)).collect();
+        let f16 = normal.iter().filter(|x| x.to_bits() & 0x1fff == 0).count();
+        (f16, normal.len())
+    };
+    let (gpu, cpu) = (common::vulkan().autodiff(), Device::flex().autodiff());
+    for count in [1, 3] {
+        // [y, dx, then dw and db of each layer]: the first layer's weight gradient.
+        let dw = |dev: &Device| layers(dev, count, Precision::F16, DType::F32, true).remove(2);
+        let (cpu_dw, gpu_dw) = (dw(&cpu), dw(&gpu));
+        let (f16, normal) = f16_valued(&cpu_dw);
+        assert!(
+            normal > 300,
+            "{count} layers: {normal} gradients in f16's range"
+        );
+        assert_eq!(f16, normal, "{count} layers: flex rounds through f16");
+        let (f16, normal) = f16_valued(&gpu_dw);
+        assert!(
+            f16 < normal / 10,
+            "{count} layers: {f16} of vulkan's {normal} weight gradients are f16 values"
+        );
+    }
+}

@@ -160,7 +160,12 @@ impl DenseOps for burn_cubecl::CubeBackend {
         b_dtype: DType,
     ) -> Grads3<Self> {
         let grads = backward::<Self>(g, x_low, w_low, [x_dtype, w_dtype, b_dtype], product_into);
-        three_layers::<Self>(grads)
+        let (dx, dwq, dwk, dwv, dbq, dbk, dbv) = three_layers::<Self>(grads);
+        // Each weight's gradient is a column slice of the side-by-side one: copied once here into
+        // a buffer of its own, instead of by the gradient norm and again by AdamW, which take
+        // contiguous tensors. (A bias's slice, one row, is contiguous already.)
+        let [dwq, dwk, dwv] = [dwq, dwk, dwv].map(burn_cubecl::kernel::into_contiguous);
+        (dx, dwq, dwk, dwv, dbq, dbk, dbv)
     }
 }
 

@@ -71,9 +71,9 @@ pub fn empty_like(t: &CubeTensor, shape: Shape) -> CubeTensor {
     empty_device_dtype(t.client.clone(), t.device.clone(), shape, t.dtype)
 }
 
-/// At most this many tensors a launch of a kernel over a list of tensors (fewer where the device
-/// binds fewer buffers): each kernel holds its loop once per tensor, unrolled. 32 tensors of at most 1,024 cubes each stay within the
-/// 65,535 cubes every Vulkan device launches along one axis (AdamW's launches too).
+/// At most this many tensors a launch of a kernel over a list (fewer where the device binds fewer
+/// buffers): each kernel holds its loop once per tensor, unrolled. 32 tensors of at most 1,024
+/// cubes each stay within the 65,535 cubes every Vulkan device launches along one axis.
 pub const CHUNK: usize = 32;
 
 /// Tensors a launch may take when each binds `per_tensor` buffers beside `others`: [`CHUNK`], or

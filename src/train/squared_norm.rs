@@ -7,10 +7,10 @@
 //! parameter (a kernel each) and their concatenation still took BERT-base's host 47 ms of its
 //! 0.24 s step (the stand-in driver, BENCHMARKS "Host work per step through the stand-in
 //! driver"). Here it is one operation for all of them: on CubeCL devices one launch per 32
-//! gradients (`squared_norm_cube.rs`), each leaving its per-cube partial sums in one shared
-//! output; on the
-//! CPU backends the same operations as before (the default body below), so CPU results are
-//! unchanged to the bit.
+//! gradients (`squared_norm_cube.rs`), each gradient leaving its per-cube partial sums in one
+//! shared output; on the CPU backends the same operations as before (the default body below),
+//! so that CPU results are unchanged to the bit, which `tests/it/squared_norm.rs` checks for
+//! every shape it tries.
 //!
 //! burn 0.22.1's `#[backend_extension]` takes no list of tensors, so what it would generate is
 //! written out: the routing from burn's `Dispatch` tensors to a backend (`dispatch_lists.rs`)

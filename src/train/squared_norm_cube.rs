@@ -1,10 +1,10 @@
 //! [`SquaredNormOps::squared_norms`] on CubeCL devices: the gradients in chunks of up to
 //! [`crate::cube_reduce::CHUNK`] tensors, one launch a chunk; each tensor gets its own
 //! [`cube_partials`] cubes, each cube summing x² over a grid stride of that tensor's elements in
-//! f32 and leaving one partial sum, every gradient's partial sums side by side in one output. Written here because burn's
-//! reductions need the square as an operation of its own before them, which fusion does not
-//! merge into the reduction (`squared_norm.rs`); chunked because a launch a gradient is 202
-//! launches a BERT-base step, each with the host's per-launch work.
+//! f32 and leaving one partial sum, every gradient's partial sums side by side in one output.
+//! Written here because burn's reductions need the square as an operation of its own before
+//! them, which fusion does not merge into the reduction (`squared_norm.rs`); chunked because a
+//! launch a gradient is 202 launches a BERT-base step, each with the host's per-launch work.
 
 use crate::cube_reduce::{chunk, cube_sum};
 use crate::train::squared_norm::{CUBE_UNITS, SquaredNormOps, cube_partials};

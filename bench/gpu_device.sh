@@ -22,7 +22,10 @@
 #
 # then run `bash bench/gpu_device.sh [gpu_compare.py options]` on the device (carry .device), e.g.
 #   bash bench/gpu_device.sh --shapes bert-base --runs cuda:bf16,vulkan:f16 --modes bf16,f32 \
-#     --profile vulkan:f16 --profile-out "$OUT/profile.log"
+#     --steps 10 --warmup 3 --timeout 240 --profile cuda:bf16 --profile-out "$OUT/profile.log"
+# (`--profile` adds one short run from the warm cache with every kernel timed, matrix products
+# included, and keeps what autotune chose in each run that tuned: where the time goes, from the
+# same call; checked on bench/fake_cuda.sh's stand-in, whose timings mean nothing.)
 # Prints the card, the driver and bench/gpu_compare.py's table; copies it to $OUT when set.
 #
 # CubeCL's kernel and autotune cache (target/environment/ here) is what makes a BERT-base f16 run's

@@ -4,7 +4,7 @@
 Run by hand where `pip install tokenizers` works, from the project root:
 
     cargo run --release -- tokenizer --corpus corpora/tinystories/tinystories-validation-head.txt \
-        --vocab-size 500 --out tests/fixtures/tokenizer/tokenizer.json
+        --vocab-size 500 --out tests/fixtures/tokenizer/tokenizer.json --force
     python3 scripts/make_tokenizer_fixture.py
 
 tests/it/tokenizer_fixture.rs then checks that masklm encodes the same sentences to the same ids,

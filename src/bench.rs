@@ -115,7 +115,12 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
             // A skipped step (an f16 overflow) did the same work as an applied one.
             Outcome::Applied | Outcome::Skipped => {}
             Outcome::NothingSelected => {
-                anyhow::bail!("benchmark step {s} selected no token; raise train.batch_size")
+                crate::usage!(
+                    "benchmark step {s} selected no token to mask (data.mask_prob {} of {} rows); \
+                     raise data.mask_prob or train.batch_size",
+                    cfg.data.mask_prob,
+                    t.batch_size
+                )
             }
             Outcome::NonFinite => anyhow::bail!(
                 "benchmark step {s}: loss {} and gradient norm {}; lower train.learning_rate",

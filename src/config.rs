@@ -256,6 +256,14 @@ pub enum Source {
 impl Config {
     /// Defaults < `file` (or the embedded default when `None`) < each `--set` in order.
     pub fn load(file: Option<&Path>, sets: &[String]) -> anyhow::Result<Config> {
+        let cfg = Self::load_unvalidated(file, sets)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// [`Config::load`] without [`Config::validate`], for a caller that replaces a section first
+    /// (`import` takes `[model]` from config.json) and validates the result.
+    pub fn load_unvalidated(file: Option<&Path>, sets: &[String]) -> anyhow::Result<Config> {
         let (text, source) = match file {
             Some(p) => {
                 // A config is a few KB: a huge file is refused before it is read into memory.
@@ -280,10 +288,18 @@ impl Config {
             }
             None => (DEFAULT_TOML.to_string(), Source::Embedded),
         };
-        Self::from_toml_str(&text, &source, sets)
+        Self::parse(&text, &source, sets)
     }
 
     pub fn from_toml_str(text: &str, source: &Source, sets: &[String]) -> anyhow::Result<Config> {
+        let cfg = Self::parse(text, source, sets)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// `text` with `sets` applied, deserialized: every key known and of its type, no value
+    /// checked.
+    fn parse(text: &str, source: &Source, sets: &[String]) -> anyhow::Result<Config> {
         let name = match source {
             Source::Embedded => "the embedded configs/default.toml".to_string(),
             Source::File(p) => p.display().to_string(),
@@ -301,7 +317,6 @@ impl Config {
                     e.inner()
                 ))
             })?;
-        cfg.validate()?;
         Ok(cfg)
     }
 
@@ -597,6 +612,19 @@ fn apply_set(table: &mut toml::Table, set: &str) -> Result<(), UsageError> {
     }
     let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
         Ok(mut t) => t.remove("v").expect("the key parsed above"),
+        // A list, a quoted string or a number that TOML refuses is a mistake in it (an
+        // unclosed bracket, an integer past 2^63), not a plain string.
+        Err(e) if meant_as_toml(raw) => {
+            let fix = if raw.trim().starts_with(['[', '{', '"', '\'']) {
+                "write it as in a config file, e.g. --set 'data.train=[\"a.txt\", \"b.txt\"]'"
+            } else {
+                "a whole number must lie within ±9223372036854775807"
+            };
+            return Err(UsageError::new(format!(
+                "--set {key}={raw}: not a valid TOML value ({}); {fix}",
+                e.message().trim()
+            )));
+        }
         Err(_) => toml::Value::String(raw.to_string()),
     };
     let entry = table
@@ -611,6 +639,20 @@ fn apply_set(table: &mut toml::Table, set: &str) -> Result<(), UsageError> {
             "config `{section}` must be a [section] table"
         ))),
     }
+}
+
+/// Whether a `--set` value TOML refused was meant as TOML rather than as a plain string: it
+/// opens a list, a table or a quoted string, or it is an integer or decimal number.
+fn meant_as_toml(raw: &str) -> bool {
+    let raw = raw.trim();
+    let digits = raw.strip_prefix(['+', '-']).unwrap_or(raw);
+    let number = !digits.is_empty()
+        && digits.split('.').count() <= 2
+        && digits
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '_' || c == '.')
+        && digits.chars().any(|c| c.is_ascii_digit());
+    number || raw.starts_with(['[', '{', '"', '\''])
 }
 
 /// Key names of each section, read from the serialized defaults so the list cannot drift from

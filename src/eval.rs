@@ -65,6 +65,31 @@ pub fn most_frequent_token(
         .unwrap_or(0) as u32)
 }
 
+/// Refuses `rows` on which evaluation would select no token to score (a text of a few words),
+/// which would report a loss of NaN and an accuracy of 0. Reads batches only until one selects a
+/// token: the first, but for such a text. `what` names the text and how to give more.
+pub fn ensure_something_to_score(
+    rows: &RowSet,
+    table: Arc<TokenTable>,
+    specials: SpecialIds,
+    batch_size: usize,
+    what: &str,
+) -> Result<()> {
+    for batch in eval_batches(rows, table, specials, EVAL_SEED, batch_size) {
+        if batch?.selected > 0 {
+            return Ok(());
+        }
+    }
+    crate::usage!(
+        "{what} gives no token to score: evaluation masks 15% of the tokens from a fixed seed, \
+         and in its {} none was selected; give more text",
+        match rows.len() {
+            1 => "one row".to_string(),
+            n => format!("{n} rows"),
+        }
+    )
+}
+
 /// Scores `model` (in eval mode, on a device without autodiff) on every row of `rows`.
 pub fn evaluate(
     model: &BertForMaskedLM,

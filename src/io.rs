@@ -140,6 +140,8 @@ pub fn replace_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
 /// writer leaves no half folder at `out`, only the hidden one, which the next writer of `out`
 /// removes. On error the temporary folder is removed and `out` is untouched.
 pub fn write_folder(out: &Path, write: impl FnOnce(&Path) -> Result<Vec<String>>) -> Result<()> {
+    // `e/.` is `e` (renaming or removing `e/.` fails).
+    let out: &Path = &out.components().collect::<PathBuf>();
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -153,10 +155,22 @@ pub fn write_folder(out: &Path, write: impl FnOnce(&Path) -> Result<Vec<String>>
     fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let result = (|| -> Result<()> {
         let names = write(&tmp)?;
+        // Every file as readable as any file this process creates (burn-store writes its
+        // safetensors owner-only, 0600).
+        let probe = tmp.join(".mode");
+        let mode = File::create(&probe)
+            .and_then(|f| f.metadata())
+            .map(|m| m.permissions());
+        let _ = fs::remove_file(&probe);
         for n in &names {
-            File::open(tmp.join(n))
+            let path = tmp.join(n);
+            if let Ok(mode) = &mode {
+                fs::set_permissions(&path, mode.clone())
+                    .with_context(|| format!("setting the permissions of {}", path.display()))?;
+            }
+            File::open(&path)
                 .and_then(|f| f.sync_all())
-                .with_context(|| format!("syncing {}", tmp.join(n).display()))?;
+                .with_context(|| format!("syncing {}", path.display()))?;
         }
         let empty = fs::read_dir(out).map(|mut d| d.next().is_none());
         match empty {
@@ -239,25 +253,27 @@ fn nearest_existing(dir: &Path) -> Result<PathBuf, (usize, PathBuf)> {
 }
 
 /// Refuses an output under the existing folder `nearest` when a file cannot be created there
-/// (permissions, a read-only file system): found by creating and removing an empty hidden file,
-/// since permission bits alone do not say (root, ACLs, read-only mounts).
+/// (permissions, a read-only file system): [`can_create_in`].
 fn check_writable(nearest: &Path, out: &Path, what: &str) -> Result<(), crate::error::UsageError> {
-    let probe = nearest.join(format!(".masklm-write-check-{}", std::process::id()));
-    match fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-    {
-        Ok(_) => {
-            let _ = fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) => Err(crate::error::UsageError::new(format!(
+    can_create_in(nearest).map_err(|e| {
+        crate::error::UsageError::new(format!(
             "{what} {}: cannot write in {} ({e}); make it writable or choose another {what}",
             out.display(),
             nearest.display()
-        ))),
-    }
+        ))
+    })
+}
+
+/// Whether a file can be created in the existing folder `dir`: found by creating and removing an
+/// empty hidden file, since permission bits alone do not say (root, ACLs, read-only mounts).
+pub fn can_create_in(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".masklm-write-check-{}", std::process::id()));
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    let _ = fs::remove_file(&probe);
+    Ok(())
 }
 
 /// Refuses, before any work, an output file path that names a folder (an existing one, or one

@@ -15,6 +15,7 @@ pub mod fill_mask;
 pub mod hf;
 pub mod io;
 pub mod model;
+pub mod out;
 pub mod plot;
 pub mod tokenizer;
 pub mod train;

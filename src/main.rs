@@ -12,6 +12,10 @@ fn main() {
     keep_freed_memory();
     let cli = masklm::cli::Cli::parse();
     if let Err(err) = masklm::cli::run(cli) {
+        // The reader of our output went away (`masklm eval … | head -1`): nothing to report.
+        if masklm::out::is_broken_pipe(&err) {
+            std::process::exit(0);
+        }
         eprintln!("error: {err:#}");
         std::process::exit(masklm::error::exit_code(&err));
     }

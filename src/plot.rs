@@ -105,6 +105,26 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
         .into());
     }
 
+    // Checked before drawing: a chart is written beside a temporary file, renamed over it.
+    if let Some(dir) = [LOSS_PNG, ACCURACY_PNG]
+        .map(|n| run_dir.join(n))
+        .iter()
+        .find(|p| p.is_dir())
+    {
+        return Err(UsageError::new(format!(
+            "{} is a folder, where plot writes its chart; move it away and plot again",
+            dir.display()
+        ))
+        .into());
+    }
+    crate::io::can_create_in(run_dir).map_err(|e| {
+        UsageError::new(format!(
+            "cannot write the charts into {} ({e}); make it writable, or plot a copy of the run \
+             folder",
+            run_dir.display()
+        ))
+    })?;
+
     register_font()?;
     let run_name = run_name(run_dir);
 

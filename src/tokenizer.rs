@@ -6,7 +6,7 @@
 use crate::error::UsageError;
 use anyhow::{Context, Result};
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::TrainerWrapper;
 use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
@@ -162,14 +162,41 @@ impl BertTokenizer {
     /// Refuses, before a tokenizer is trained, a `path` that [`save`](Self::save) could not
     /// write or would clobber: a folder, a path under a file, or a file named `vocab.txt` (the
     /// word list written beside the tokenizer would replace it). `what` names the option.
-    pub fn check_save_path(path: &Path, what: &str) -> Result<(), crate::error::UsageError> {
+    pub fn check_save_path(
+        path: &Path,
+        what: &str,
+        corpus: &[PathBuf],
+    ) -> Result<(), crate::error::UsageError> {
+        let fail = |why: String| {
+            Err(crate::error::UsageError::new(format!(
+                "{what} {}: {why}",
+                path.display()
+            )))
+        };
         crate::io::check_output_file(path, what, "tokenizer.json")?;
         if path.file_name() == Some("vocab.txt".as_ref()) {
-            return Err(crate::error::UsageError::new(format!(
-                "{what} {}: vocab.txt is the word list written beside the tokenizer, which would \
-                 replace it; name the tokenizer file tokenizer.json",
-                path.display()
-            )));
+            return fail(
+                "vocab.txt is the word list written beside the tokenizer, which would replace it; \
+                 name the tokenizer file tokenizer.json"
+                    .into(),
+            );
+        }
+        let vocab = path.with_file_name("vocab.txt");
+        if vocab.is_dir() {
+            return fail(format!(
+                "{} is a folder, where the word list written beside the tokenizer goes; move it \
+                 away or write the tokenizer elsewhere",
+                vocab.display()
+            ));
+        }
+        // A folder's corpus files are every .txt below it: vocab.txt there would become text.
+        if let Some(folder) = crate::data::corpus::folder_holding(corpus, &vocab) {
+            return fail(format!(
+                "its word list {} would be inside the corpus folder {}, and read as text by every \
+                 later run on that folder; write the tokenizer outside it",
+                vocab.display(),
+                folder.display()
+            ));
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ use burn::prelude::*;
 use burn_fusion::observer::{BlockOperations, FusionObservation, FusionObserver};
 use masklm::config::{BackendName, Precision, TrainConfig};
 use masklm::train::fusion_ops::FusionCounter;
-use masklm::train::{device_for, optim, step};
+use masklm::train::{BackendKey, device_for, optim, step};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -76,7 +76,8 @@ fn bert_base_structure() -> bool {
 /// (operations, blocks) of each phase of the third step (the first ones compile and tune), the
 /// number of parameters, and the third step's lone blocks by kind.
 fn phases(precision: Precision) -> ([(u64, u64); 4], usize, BTreeMap<String, u64>) {
-    let base = device_for(BackendName::Vulkan).expect("a Vulkan adapter (mesa-vulkan-drivers)");
+    let base = device_for(BackendName::Vulkan, BackendKey::Config)
+        .expect("a Vulkan adapter (mesa-vulkan-drivers)");
     let dev = base.clone().autodiff();
     // HF's test sizes (vocab 99, hidden 32, intermediate 37), 2 layers of 4 heads.
     let mut config = common::tiny_bert(0.1);

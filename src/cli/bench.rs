@@ -28,10 +28,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
     super::set_threads(cfg.train.threads);
     let r = crate::bench::bench(&cfg, a.steps, a.warmup)?;
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        crate::outln!("{}", serde_json::to_string(&r)?)?;
     } else {
         let c = &r.config;
-        println!(
+        crate::outln!(
             "{:?}: vocab {} hidden {} layers {} heads {} intermediate {} batch {} x {}",
             r.backend,
             c.vocab_size,
@@ -41,8 +41,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             c.intermediate_size,
             c.batch_size,
             c.seq_len
-        );
-        println!(
+        )?;
+        crate::outln!(
             "{:.0} tokens/s, {:.3} s/step over {} steps; peak RSS {:.0} MiB; data {:.2}% of a step; last loss {:.4}",
             r.tokens_per_sec,
             r.sec_per_step,
@@ -50,7 +50,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             r.peak_rss_mb,
             100.0 * r.data_share,
             r.last_loss
-        );
+        )?;
     }
     Ok(())
 }

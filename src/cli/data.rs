@@ -74,7 +74,7 @@ fn prepare(a: ConfigArgs) -> Result<()> {
     let tok = tokenizer_for(&cfg)?;
     for (what, paths) in corpora(&cfg) {
         let store = store_for(paths, &cfg, &tok)?;
-        println!("{}", describe_store(what, &store));
+        crate::outln!("{}", describe_store(what, &store))?;
     }
     Ok(())
 }
@@ -99,7 +99,7 @@ fn verify(a: ConfigArgs) -> Result<()> {
         };
         let bad = s.verify_all();
         if bad.is_empty() {
-            println!("{} — every shard checks", describe_store(what, &s));
+            crate::outln!("{} — every shard checks", describe_store(what, &s))?;
         }
         damaged |= !bad.is_empty();
         problems.extend(bad.into_iter().map(|b| format!("{what} store shard {b}")));

@@ -3,7 +3,7 @@
 use crate::config::{BackendName, Config, Source};
 use crate::data::{rows_from, validation_rows};
 use crate::eval::evaluate;
-use crate::train::{checkpoint, device_for};
+use crate::train::{BackendKey, checkpoint, device_for};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -71,7 +71,7 @@ fn with_sets(saved: &Config, dir: &Path, sets: &[String]) -> Result<Config> {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
-    let device = device_for(a.backend)?;
+    let device = device_for(a.backend, BackendKey::Flag)?;
     let ck = checkpoint::load(&a.checkpoint, &device).context("loading the checkpoint")?;
     let cfg = with_sets(&ck.config, &ck.dir, &a.sets)?;
     let rows = if a.corpus.is_empty() {
@@ -80,6 +80,20 @@ pub fn run(a: EvalArgs) -> Result<()> {
         rows_from(&a.corpus, &cfg, &ck.tokenizer, "evaluation")?
     };
     let table = Arc::new(ck.tokenizer.token_table());
+    let what = if a.corpus.is_empty() {
+        "the held-out text (data.valid, or data.validation_split_percentage of data.train)"
+            .to_string()
+    } else {
+        let names: Vec<String> = a.corpus.iter().map(|p| p.display().to_string()).collect();
+        format!("--corpus {}", names.join(" "))
+    };
+    crate::eval::ensure_something_to_score(
+        &rows,
+        table.clone(),
+        ck.tokenizer.specials(),
+        cfg.train.batch_size,
+        &what,
+    )?;
     let r = evaluate(
         &ck.model,
         &rows,
@@ -89,18 +103,18 @@ pub fn run(a: EvalArgs) -> Result<()> {
         &device,
     )?;
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        crate::outln!("{}", serde_json::to_string(&r)?)?;
     } else {
-        println!("checkpoint {}", ck.dir.display());
-        println!("masked tokens     {}", r.masked_tokens);
-        println!("loss              {:.4}", r.loss);
-        println!("perplexity        {:.2}", r.perplexity);
-        println!("accuracy          {:.2}%", 100.0 * r.accuracy);
-        println!("top-5 accuracy    {:.2}%", 100.0 * r.top5_accuracy);
-        println!(
+        crate::outln!("checkpoint {}", ck.dir.display())?;
+        crate::outln!("masked tokens     {}", r.masked_tokens)?;
+        crate::outln!("loss              {:.4}", r.loss)?;
+        crate::outln!("perplexity        {:.2}", r.perplexity)?;
+        crate::outln!("accuracy          {:.2}%", 100.0 * r.accuracy)?;
+        crate::outln!("top-5 accuracy    {:.2}%", 100.0 * r.top5_accuracy)?;
+        crate::outln!(
             "baseline accuracy {:.2}% (always the commonest token)",
             100.0 * r.baseline_accuracy
-        );
+        )?;
     }
     Ok(())
 }

@@ -22,13 +22,13 @@ pub struct ExportArgs {
 pub fn run(a: ExportArgs) -> Result<()> {
     let ck = checkpoint::load(&a.checkpoint, &Device::flex()).context("loading the checkpoint")?;
     let written = crate::hf::export(&ck, &a.out, a.force)?;
-    println!("exported {} → {}", ck.dir.display(), a.out.display());
+    crate::outln!("exported {} → {}", ck.dir.display(), a.out.display())?;
     for f in &written {
-        println!("  {}", f.display());
+        crate::outln!("  {}", f.display())?;
     }
-    println!(
+    crate::outln!(
         "load it with: pipeline(\"fill-mask\", model={:?})",
         a.out.display().to_string()
-    );
+    )?;
     Ok(())
 }

@@ -60,17 +60,17 @@ pub fn run(a: FillMaskArgs) -> Result<()> {
     let mut failed = 0;
     for text in &texts {
         if blank(text) {
-            println!("null");
+            crate::outln!("null")?;
             continue;
         }
         match fill_mask(&ck.model, &ck.tokenizer, text, a.top_k, max_len, &device) {
-            Ok(per_mask) if a.json => println!("{}", to_hf_json(&per_mask)),
-            Ok(per_mask) => print_readable(text, &per_mask),
+            Ok(per_mask) if a.json => crate::outln!("{}", to_hf_json(&per_mask))?,
+            Ok(per_mask) => print_readable(text, &per_mask)?,
             Err(e) => {
                 failed += 1;
                 eprintln!("error: {e:#}");
                 if a.json {
-                    println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+                    crate::outln!("{}", serde_json::json!({ "error": format!("{e:#}") }))?;
                 }
             }
         }
@@ -85,15 +85,16 @@ pub fn run(a: FillMaskArgs) -> Result<()> {
 }
 
 /// `text`, then each mask's candidates with their probabilities.
-pub fn print_readable(text: &str, per_mask: &[Vec<crate::fill_mask::Candidate>]) {
-    println!("{text}");
+pub fn print_readable(text: &str, per_mask: &[Vec<crate::fill_mask::Candidate>]) -> Result<()> {
+    crate::outln!("{text}")?;
     for (m, cands) in per_mask.iter().enumerate() {
         let list: Vec<String> = cands
             .iter()
             .map(|c| format!("{} ({:.3})", c.token_str, c.score))
             .collect();
-        println!("  [MASK] {}: {}", m + 1, list.join(", "));
+        crate::outln!("  [MASK] {}: {}", m + 1, list.join(", "))?;
     }
+    Ok(())
 }
 
 /// The longest `--input` line accepted. Far beyond any model's max_position_embeddings, and a

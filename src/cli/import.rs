@@ -24,28 +24,43 @@ pub struct ImportArgs {
 }
 
 pub fn run(a: ImportArgs) -> Result<()> {
-    let base = a.config.load()?;
+    if let Some(set) = a
+        .config
+        .sets
+        .iter()
+        .find(|s| s.trim_start().starts_with("model."))
+    {
+        crate::usage!(
+            "import --set {set}: import takes [model] from {}, as the weights are shaped by it; \
+             the keys that only shape training (the dropouts, initializer_range) can be set when \
+             training from the import: masklm train --init-from {} --set model.…",
+            a.hf.join("config.json").display(),
+            a.out.display()
+        );
+    }
+    // Validated by `import` once [model] is config.json's: the sizes a --set checks against.
+    let base = crate::config::Config::load_unvalidated(a.config.config.as_deref(), &a.config.sets)?;
     let r = crate::hf::import(&a.hf, &base, &a.out, a.force)?;
-    println!(
+    crate::outln!(
         "imported {} tensors from {} and the tokenizer from {} → {}",
         r.tensors,
         r.weights_file.display(),
         r.tokenizer_source.display(),
         r.dir.display()
-    );
+    )?;
     if !r.ignored.is_empty() {
-        println!(
+        crate::outln!(
             "ignored (not part of a masked LM): {}",
             r.ignored.join(", ")
-        );
+        )?;
     }
     if let Some((before, after)) = r.seq_len_lowered {
-        println!("data.seq_len {before} lowered to max_position_embeddings {after}");
+        crate::outln!("data.seq_len {before} lowered to max_position_embeddings {after}")?;
     }
-    println!(
+    crate::outln!(
         "use it with: masklm fill-mask --checkpoint {0} …, or masklm train --config {0}/config.toml \
          --init-from {0} --set train.out_dir=…",
         r.dir.display()
-    );
+    )?;
     Ok(())
 }

@@ -13,7 +13,7 @@ pub struct PlotArgs {
 
 pub fn run(a: PlotArgs) -> Result<()> {
     for p in crate::plot::plot_run(&a.run_dir)? {
-        println!("wrote {}", p.display());
+        crate::outln!("wrote {}", p.display())?;
     }
     Ok(())
 }

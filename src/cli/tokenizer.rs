@@ -21,6 +21,9 @@ pub struct TokenizerArgs {
     /// Keep case and accents (default: lowercase and strip accents, as BERT uncased)
     #[arg(long)]
     pub cased: bool,
+    /// Replace an existing --out and the vocab.txt beside it
+    #[arg(long)]
+    pub force: bool,
     /// The field of each .jsonl record that holds its text
     #[arg(long, value_name = "NAME", default_value = corpus::DEFAULT_TEXT_FIELD)]
     pub text_field: String,
@@ -36,7 +39,7 @@ pub fn run(a: TokenizerArgs) -> Result<()> {
         ))
         .into());
     }
-    BertTokenizer::check_save_path(&a.out, "--out")?;
+    BertTokenizer::check_save_path(&a.out, "--out", &a.corpus)?;
     let files = corpus::expand_paths(&a.corpus)?;
     // The tokenizer and vocab.txt must not be written over the text they are trained on.
     for written in [a.out.clone(), a.out.with_file_name("vocab.txt")] {
@@ -52,13 +55,25 @@ pub fn run(a: TokenizerArgs) -> Result<()> {
             );
         }
     }
+    if !a.force {
+        for written in [a.out.clone(), a.out.with_file_name("vocab.txt")] {
+            if written.exists() {
+                crate::usage!(
+                    "--out {}: {} exists; pass --force to replace it, or write the tokenizer \
+                     elsewhere",
+                    a.out.display(),
+                    written.display()
+                );
+            }
+        }
+    }
     let tok = train_tokenizer(&files, a.vocab_size, !a.cased, &a.text_field)?;
     tok.save(&a.out)?;
-    println!(
+    crate::outln!(
         "wrote {} and {} (vocabulary of {} tokens)",
         a.out.display(),
         a.out.with_file_name("vocab.txt").display(),
         tok.vocab_size()
-    );
+    )?;
     Ok(())
 }

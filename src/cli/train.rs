@@ -39,23 +39,23 @@ pub fn run(a: TrainArgs) -> Result<()> {
     } else {
         format!("last loss {:.4}", s.last_loss)
     };
-    println!(
+    crate::outln!(
         "trained {} steps; {loss}; checkpoint {}",
         s.final_step,
         s.checkpoint.display()
-    );
+    )?;
     if let Some(r) = s.eval {
-        println!("held-out: {r}");
+        crate::outln!("held-out: {r}")?;
     }
     if s.checkpoint.as_os_str().is_empty() {
         return Ok(());
     }
     let device = burn::prelude::Device::flex();
     let ck = crate::train::checkpoint::load(&s.checkpoint, &device)?;
-    println!(
+    crate::outln!(
         "fill-mask examples (masklm fill-mask --checkpoint {}):",
         ck.dir.display()
-    );
+    )?;
     for text in &s.examples {
         let per_mask = crate::fill_mask::fill_mask(
             &ck.model,
@@ -65,7 +65,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             cfg.model.max_position_embeddings,
             &device,
         )?;
-        super::fill_mask::print_readable(text, &per_mask);
+        super::fill_mask::print_readable(text, &per_mask)?;
     }
     Ok(())
 }

@@ -157,7 +157,15 @@ impl<R: BufRead> JsonlText<R> {
                     "not valid JSON ({e}); each line must be one JSON object"
                 ))
             })?;
-            let Some(field) = v.get(&self.field) else {
+            let Some(record) = v.as_object() else {
+                return Err(self.bad(format!(
+                    "the record is not a JSON object but {}; each line must be one object whose \
+                     \"{}\" field holds the text",
+                    json_kind(&v),
+                    self.field
+                )));
+            };
+            let Some(field) = record.get(&self.field) else {
                 return Err(self.bad(format!(
                     "the record has no \"{}\" field; name the field that holds the text with \
                      --set data.text_field=NAME (masklm tokenizer: --text-field NAME)",
@@ -165,7 +173,12 @@ impl<R: BufRead> JsonlText<R> {
                 )));
             };
             let Some(text) = field.as_str() else {
-                return Err(self.bad(format!("field \"{}\" is not a string", self.field)));
+                return Err(self.bad(format!(
+                    "field \"{}\" is {}, not a string; give the text as a string (\"\" for none), \
+                     or name the field that holds it with --set data.text_field=NAME",
+                    self.field,
+                    json_kind(field)
+                )));
             };
             self.out.clear();
             self.out.extend_from_slice(text.as_bytes());
@@ -185,6 +198,18 @@ impl<R: BufRead> Read for JsonlText<R> {
         buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
         self.at += n;
         Ok(n)
+    }
+}
+
+/// A JSON value's kind, for messages: "a number", "null", "an array".
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -214,6 +239,31 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(files)
+}
+
+/// The folder among `paths` below which `file` (which may not exist yet) lies, so that
+/// [`expand_paths`] would read it as a corpus file once it is written.
+pub fn folder_holding(paths: &[PathBuf], file: &Path) -> Option<PathBuf> {
+    let file = absolute(file)?;
+    paths
+        .iter()
+        .filter(|p| p.is_dir())
+        .find(|p| absolute(p).is_some_and(|dir| file.starts_with(dir)))
+        .cloned()
+}
+
+/// `path` with its nearest existing ancestor resolved (links, `..`), the rest appended.
+fn absolute(path: &Path) -> Option<PathBuf> {
+    let path = std::path::absolute(path).ok()?;
+    let mut rest = Vec::new();
+    let mut base = path.as_path();
+    loop {
+        if let Ok(real) = base.canonicalize() {
+            return Some(rest.iter().rev().fold(real, |p, c| p.join(c)));
+        }
+        rest.push(base.file_name()?.to_os_string());
+        base = base.parent()?;
+    }
 }
 
 fn collect_txt(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {

@@ -50,7 +50,8 @@ pub fn load_or_train_tokenizer(cfg: &Config) -> Result<(BertTokenizer, bool)> {
         }
         return Ok((tok, false));
     }
-    BertTokenizer::check_save_path(path, "tokenizer.path")?;
+    let corpus = [&cfg.data.train[..], &cfg.data.valid[..]].concat();
+    BertTokenizer::check_save_path(path, "tokenizer.path", &corpus)?;
     let files = corpus::expand_paths(&cfg.data.train)?;
     eprintln!(
         "training a WordPiece tokenizer (vocab {}) on {} → {}",

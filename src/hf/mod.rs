@@ -54,9 +54,42 @@ pub const EXPORT_FILES: [&str; 6] = [
     "special_tokens_map.json",
 ];
 
-/// Refuses to write into `out` when it is a file, or a non-empty folder without `force`.
-fn check_out_dir(out: &Path, force: bool) -> Result<()> {
+/// The files an import writes.
+const IMPORT_FILES: [&str; 5] = [
+    checkpoint::MODEL_FILE,
+    checkpoint::TOKENIZER_FILE,
+    checkpoint::CONFIG_FILE,
+    checkpoint::STATE_FILE,
+    checkpoint::CHECKSUMS_FILE,
+];
+
+/// Refuses to write into `out` when it is a file, or a non-empty folder without `force`, or
+/// when it is named `.` or `..` (it is replaced whole), or when one of the files `writes` would
+/// replace is a folder there (found before the first file is moved in, not after).
+fn check_out_dir(out: &Path, force: bool, writes: &[&str]) -> Result<()> {
+    if !matches!(
+        out.components().next_back(),
+        Some(std::path::Component::Normal(_))
+    ) {
+        let name = out
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_owned()));
+        let example = name.map_or("exported".into(), |n| format!("../{}", n.to_string_lossy()));
+        crate::usage!(
+            "--out {}: give the folder by its name (here --out {example}), as it is written whole",
+            out.display()
+        );
+    }
     crate::io::check_output_dir(out, "--out")?;
+    if let Some(dir) = writes.iter().map(|n| out.join(n)).find(|p| p.is_dir()) {
+        crate::usage!(
+            "--out {}: {} is a folder, where a file of the same name is written; move it away or \
+             choose another --out",
+            out.display(),
+            dir.display()
+        );
+    }
     let non_empty = out.is_dir()
         && std::fs::read_dir(out)
             .with_context(|| format!("reading {}", out.display()))?
@@ -87,7 +120,7 @@ pub fn export(ck: &checkpoint::Loaded, out: &Path, force: bool) -> Result<Vec<Pa
             out.display()
         );
     }
-    check_out_dir(out, force)?;
+    check_out_dir(out, force, &EXPORT_FILES)?;
     let bert = BertConfig::new(
         &ck.config.model,
         ck.tokenizer.vocab_size(),
@@ -131,7 +164,15 @@ pub struct Imported {
 /// `base` supplies every setting but `[model]`, which comes from config.json.
 /// Everything is read and checked before the first file is written.
 pub fn import(hf_dir: &Path, base: &Config, out: &Path, force: bool) -> Result<Imported> {
-    check_out_dir(out, force)?;
+    if out.is_dir() && checkpoint::latest(out)?.is_some() {
+        crate::usage!(
+            "--out {} is a training run's folder (it holds checkpoint-N folders); import writes \
+             one checkpoint folder, which must not share it (even with --force): choose another \
+             --out",
+            out.display()
+        );
+    }
+    check_out_dir(out, force, &IMPORT_FILES)?;
     if !hf_dir.is_dir() {
         crate::usage!(
             "--hf {} is not a folder; give a folder written by transformers' save_pretrained",

@@ -219,7 +219,8 @@ pub fn write_checksums(dir: &Path) -> Result<()> {
             .to_string_lossy()
             .into_owned();
         if path.is_file() && name != CHECKSUMS_FILE {
-            sums.insert(name, hash_file(&path)?);
+            let sum = hash_file(&path).with_context(|| format!("reading {}", path.display()))?;
+            sums.insert(name, sum);
         }
     }
     fs::write(
@@ -229,11 +230,9 @@ pub fn write_checksums(dir: &Path) -> Result<()> {
     .with_context(|| format!("writing {}", dir.join(CHECKSUMS_FILE).display()))
 }
 
-fn hash_file(path: &Path) -> Result<String> {
+fn hash_file(path: &Path) -> std::io::Result<String> {
     let mut hasher = blake3::Hasher::new();
-    hasher
-        .update_reader(File::open(path)?)
-        .with_context(|| format!("reading {}", path.display()))?;
+    hasher.update_reader(File::open(path)?)?;
     Ok(hasher.finalize().to_hex().to_string())
 }
 
@@ -252,7 +251,14 @@ pub fn verify(dir: &Path) -> Result<()> {
         if !path.is_file() {
             return Err(damaged(&path, "it is missing"));
         }
-        if &hash_file(&path)? != expected {
+        let sum = hash_file(&path).map_err(|e| {
+            crate::error::UsageError::new(format!(
+                "checkpoint file {} cannot be read ({e}); make it readable, or use another \
+                 checkpoint",
+                path.display()
+            ))
+        })?;
+        if &sum != expected {
             return Err(damaged(
                 &path,
                 "its content does not match checksums.json (truncated or altered)",
@@ -409,8 +415,12 @@ pub fn read_record(path: &Path) -> Result<burn::store::ModuleRecord> {
     let bad = |why: String| crate::error::UsageError::new(format!("{}: {why}", path.display()));
     let bytes = fs::read(path).map_err(|e| bad(format!("cannot be read ({e})")))?;
     let bytes = burn::tensor::Bytes::from_bytes_vec(bytes);
-    Ok(burn::store::ModuleRecord::from_bytes(bytes)
-        .map_err(|e| bad(format!("is not a burnpack weights file ({e:?})")))?)
+    Ok(burn::store::ModuleRecord::from_bytes(bytes).map_err(|e| {
+        bad(format!(
+            "is not a burnpack weights file ({e:?}); use another checkpoint (an older \
+                 checkpoint-N of the run), or retrain"
+        ))
+    })?)
 }
 
 fn load_resolved(dir: &Path, device: &burn::prelude::Device) -> Result<Loaded> {
@@ -428,8 +438,15 @@ fn load_resolved(dir: &Path, device: &burn::prelude::Device) -> Result<Loaded> {
         .init_for_load(device)
         .try_load_record(record)
         .map_err(|e| {
+            // burn lists every tensor that does not fit: the first few say enough.
+            let why = format!("{e:?}");
+            let mut shown: String = why.chars().take(400).collect();
+            if shown.len() < why.len() {
+                shown.push('…');
+            }
             crate::error::UsageError::new(format!(
-                "{} does not fit this checkpoint's config and tokenizer (vocab {}): {e:?}",
+                "{} does not fit this checkpoint's config.toml and tokenizer (vocab {}): {shown}; \
+                 restore the config.toml it was saved with, or use another checkpoint",
                 dir.join(MODEL_FILE).display(),
                 tokenizer.vocab_size()
             ))

@@ -9,29 +9,51 @@ use burn::tensor::DeviceKind;
 
 /// The device of a backend name. A backend this binary was built without, or a GPU backend that
 /// cannot start (no adapter, no driver, no NVRTC), is a clear error, not a panic.
-pub fn device_for(backend: BackendName) -> Result<Device> {
+pub fn device_for(backend: BackendName, key: BackendKey) -> Result<Device> {
     match backend {
         BackendName::Flex => Ok(Device::flex()),
         #[cfg(feature = "ndarray")]
         #[allow(deprecated)]
         BackendName::Ndarray => Ok(Device::ndarray()),
         #[cfg(feature = "wgpu")]
-        BackendName::Wgpu => gpu_device(backend, Device::wgpu(DeviceKind::DefaultDevice)),
+        BackendName::Wgpu => gpu_device(backend, key, Device::wgpu(DeviceKind::DefaultDevice)),
         #[cfg(feature = "vulkan")]
-        BackendName::Vulkan => gpu_device(backend, Device::vulkan(DeviceKind::DefaultDevice)),
+        BackendName::Vulkan => gpu_device(backend, key, Device::vulkan(DeviceKind::DefaultDevice)),
         #[cfg(feature = "cuda")]
         BackendName::Cuda => {
             cache_compiled_kernels();
-            gpu_device(backend, Device::cuda(burn::tensor::DeviceIndex::Default))
+            gpu_device(
+                backend,
+                key,
+                Device::cuda(burn::tensor::DeviceIndex::Default),
+            )
         }
         #[allow(unreachable_patterns)]
         other => {
-            let name = other.to_string();
+            let (name, flex) = (key.naming(other), key.naming(BackendName::Flex));
             crate::usage!(
-                "train.backend = \"{name}\" is not in this build of masklm; rebuild with \
-                 `cargo build --release --features {name}` (on by default) or use \
-                 --set train.backend=flex"
+                "{name} is not in this build of masklm; rebuild with `cargo build --release \
+                 --features {other}` (on by default) or use {flex}"
             )
+        }
+    }
+}
+
+/// Where a backend was asked for, for messages: the config key (train, bench) or eval's flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKey {
+    Config,
+    Flag,
+}
+
+impl BackendKey {
+    /// How the user names `backend` there: `train.backend = "cuda"`, `--backend cuda`; for the
+    /// fix, `--set train.backend=flex`, `--backend flex`.
+    fn naming(self, backend: BackendName) -> String {
+        match (self, backend) {
+            (BackendKey::Flag, b) => format!("--backend {b}"),
+            (BackendKey::Config, BackendName::Flex) => "--set train.backend=flex".into(),
+            (BackendKey::Config, b) => format!("train.backend = \"{b}\""),
         }
     }
 }
@@ -42,7 +64,7 @@ pub fn device_for(backend: BackendName) -> Result<Device> {
 /// Train and bench call it first, so a refused run costs no minute of data preparation.
 pub fn checked_device(cfg: &crate::config::Config) -> Result<Device> {
     let t = &cfg.train;
-    let device = device_for(t.backend)?;
+    let device = device_for(t.backend, BackendKey::Config)?;
     check_precision(t.backend, &device, t.precision)?;
     let (batch, seq_len) = (t.batch_size, cfg.data.seq_len);
     check_batch_tokens(t.backend, &device, batch.saturating_mul(seq_len))?;
@@ -390,7 +412,7 @@ fn identity(_device: &Device) -> Identity {
 /// CUDA loads the driver and compiles its first kernel with NVRTC, and both panic when what they
 /// need is missing. The error names what to install and the panic's own first line.
 #[cfg(feature = "cube")]
-fn gpu_device(backend: BackendName, device: Device) -> Result<Device> {
+fn gpu_device(backend: BackendName, key: BackendKey, device: Device) -> Result<Device> {
     let probe = device.clone();
     // The first panic message of any thread: the runtime's device thread panics with the cause
     // (a library that does not load), the caller's read then only with "an execution error".
@@ -435,10 +457,8 @@ fn gpu_device(backend: BackendName, device: Device) -> Result<Device> {
     } else {
         "a Vulkan driver (on Debian without a GPU: apt-get install mesa-vulkan-drivers)"
     };
-    crate::usage!(
-        "train.backend = \"{backend}\" could not start a device ({cause}); it needs {need}, or \
-         use --set train.backend=flex"
-    )
+    let (name, flex) = (key.naming(backend), key.naming(BackendName::Flex));
+    crate::usage!("{name} could not start a device ({cause}); it needs {need}, or use {flex}")
 }
 
 #[cfg(test)]

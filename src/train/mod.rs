@@ -37,7 +37,7 @@ use std::time::Instant;
 use step::Outcome;
 
 pub use device::{
-    DeviceInfo, checked_device, device_for, device_info, gpu_reserved_mb, seed_device,
+    BackendKey, DeviceInfo, checked_device, device_for, device_info, gpu_reserved_mb, seed_device,
 };
 
 /// What a finished run reports.
@@ -126,6 +126,25 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     let base = checked_device(cfg)?;
     // Where the run writes, before any minute is spent on data.
     crate::io::check_output_dir(&t.out_dir, "train.out_dir")?;
+    // A run folder holds checkpoint-N folders; one checkpoint's or an export's files at its top
+    // would be read as the run's by eval, fill-mask and export.
+    let holds = |f: &str| t.out_dir.join(f).is_file();
+    if holds(checkpoint::MODEL_FILE) || holds(checkpoint::STATE_FILE) {
+        crate::usage!(
+            "train.out_dir {} is a checkpoint folder; a run writes its checkpoints as folders \
+             inside its own: choose another train.out_dir (to train from this checkpoint's \
+             weights: --init-from {})",
+            t.out_dir.display(),
+            t.out_dir.display()
+        );
+    }
+    if holds("config.json") && holds("model.safetensors") {
+        crate::usage!(
+            "train.out_dir {} is a Hugging Face model folder; choose another train.out_dir (to \
+             train from its weights: masklm import, then --init-from)",
+            t.out_dir.display()
+        );
+    }
     if resume && !t.out_dir.is_dir() {
         crate::usage!(
             "--resume: train.out_dir {} does not exist, so there is no run to continue; start a \
@@ -155,6 +174,13 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         );
     }
     let corruption = corruption(cfg, &tok);
+    crate::eval::ensure_something_to_score(
+        &data.valid,
+        corruption.table.clone(),
+        corruption.specials,
+        t.batch_size,
+        "the held-out text (data.valid, or data.validation_split_percentage of data.train)",
+    )?;
     let examples = fill_mask_examples(cfg, &tok, &corruption.table, &data.train.store)?;
     let device = device_info(t.backend, &base);
     eprintln!("device: {device}");
@@ -197,14 +223,17 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
 
     if resume {
         let Some(dir) = checkpoint::latest_valid(&t.out_dir)? else {
-            let what = if checkpoint::latest(&t.out_dir)?.is_some() {
-                "only damaged checkpoints (reported above)"
+            let (what, where_) = if checkpoint::latest(&t.out_dir)?.is_some() {
+                (
+                    "only damaged checkpoints (reported above)",
+                    "in another train.out_dir",
+                )
             } else {
-                "no checkpoint"
+                ("no checkpoint", "(this train.out_dir will do)")
             };
             crate::usage!(
                 "--resume: {} holds {what} to resume from; start a fresh run without --resume \
-                 in another train.out_dir",
+                 {where_}",
                 t.out_dir.display()
             );
         };
@@ -362,15 +391,20 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             } else {
                 what
             };
-            anyhow::bail!(
-                "{what}; stopping before the update. The last good checkpoint is kept{}. \
-                 Lower train.learning_rate or raise train.warmup_steps, then resume or restart",
-                if last_ckpt.as_os_str().is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", last_ckpt.display())
-                }
-            );
+            let kept = if last_ckpt.as_os_str().is_empty() {
+                "No checkpoint was written yet".to_string()
+            } else {
+                format!("The last good checkpoint is kept ({})", last_ckpt.display())
+            };
+            // The first step computes with the initial weights: no learning rate made them.
+            let fix = if step == 0 {
+                "Nothing was learned yet, so the cause is the model's settings or the data, not \
+                 the learning rate: check [model] (a dropout probability p near 1 scales what it \
+                 keeps by 1/(1 − p)), then restart"
+            } else {
+                "Lower train.learning_rate or raise train.warmup_steps, then resume or restart"
+            };
+            anyhow::bail!("{what}; stopping before the update. {kept}. {fix}");
         }
         state.step += 1;
         state.position += rows_per_step;

@@ -861,3 +861,248 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
     ])
     .ok();
 }
+
+/// Outputs that would mix a run, a checkpoint and an export, or be half-written because a folder
+/// stands where a file goes, inputs that leave nothing to score or that TOML refuses: refused up
+/// front, nothing written.
+#[test]
+fn mixed_or_blocked_outputs_and_inputs_with_nothing_to_score() {
+    let f = Files::new();
+    let run = tiny_run(f.dir.path());
+    let ck = run.display().to_string();
+    let fixture = Path::new(common::ROOT).join("tests/fixtures/hf-tiny");
+    let hf = fixture.display().to_string();
+    let p = |name: &str| f.path(name);
+    std::fs::write(p("oneline.txt"), "the cat sat\n").unwrap();
+    std::fs::write(p("number.jsonl"), "{\"text\": 5}\n").unwrap();
+    std::fs::write(p("array.jsonl"), "[\"the cat sat\"]\n").unwrap();
+    std::fs::write(p("kept.txt"), "someone else's file\n").unwrap();
+    std::fs::create_dir_all(p("blocked/config.json")).unwrap();
+    std::fs::create_dir_all(p("vocabdir/vocab.txt")).unwrap();
+    std::fs::create_dir_all(p("corpusdir")).unwrap();
+    std::fs::copy(p("oneline.txt"), p("corpusdir/a.txt")).unwrap();
+    std::fs::create_dir(p("hfcopy")).unwrap();
+    for name in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture.join(name), p("hfcopy").join(name)).unwrap();
+    }
+    let plotted = p("plotted");
+    std::fs::create_dir_all(plotted.join("loss.png")).unwrap();
+    std::fs::copy(run.join("metrics.jsonl"), plotted.join("metrics.jsonl")).unwrap();
+    let tokenize = |out: &Path| -> Vec<String> {
+        let corpus = f.s("corpusdir");
+        let out = out.display().to_string();
+        [
+            "tokenizer",
+            "--corpus",
+            &corpus,
+            "--vocab-size",
+            "50",
+            "--out",
+            &out,
+        ]
+        .map(String::from)
+        .into()
+    };
+    let (newtok, newrun) = (p("newtok/tokenizer.json"), p("newrun"));
+    let checkpoint2 = run.join("checkpoint-2");
+    let rows = vec![
+        row(
+            "eval: a text too short for evaluation to mask any token",
+            &[
+                "eval",
+                "--checkpoint",
+                &ck,
+                "--corpus",
+                &f.s("oneline.txt"),
+                "--set",
+                "data.packing=line",
+            ],
+            &[
+                "--corpus",
+                "oneline.txt",
+                "no token to score",
+                "give more text",
+            ],
+            &[],
+        ),
+        row(
+            "import: --set of a [model] key, which config.json gives",
+            &[
+                "import",
+                "--hf",
+                &hf,
+                "--out",
+                &f.s("imported"),
+                "--set",
+                "model.hidden_size=64",
+            ],
+            &[
+                "import --set model.hidden_size=64",
+                "config.json",
+                "--init-from",
+            ],
+            &[&p("imported")],
+        ),
+        Row {
+            what: "tokenizer: --out over an existing file, without --force",
+            args: tokenize(&p("kept.txt")),
+            needles: vec!["kept.txt exists".into(), "--force".into()],
+            absent: vec![],
+        },
+        Row {
+            what: "tokenizer: a folder where vocab.txt goes",
+            args: tokenize(&p("vocabdir/tokenizer.json")),
+            needles: vec!["vocab.txt is a folder".into()],
+            absent: vec![p("vocabdir/tokenizer.json")],
+        },
+        Row {
+            what: "tokenizer: --out inside the corpus folder",
+            args: tokenize(&p("corpusdir/tokenizer.json")),
+            needles: vec!["inside the corpus folder".into(), "corpusdir".into()],
+            absent: vec![p("corpusdir/tokenizer.json"), p("corpusdir/vocab.txt")],
+        },
+        Row {
+            what: "train: tokenizer.path inside the data.train folder",
+            args: tiny_train(
+                &f,
+                &[
+                    format!("data.train=[{:?}]", f.s("corpusdir")),
+                    format!("tokenizer.path={:?}", f.s("corpusdir/sub/tokenizer.json")),
+                ],
+            ),
+            needles: vec!["tokenizer.path".into(), "inside the corpus folder".into()],
+            absent: vec![p("corpusdir/sub"), newrun.clone()],
+        },
+        Row {
+            what: "train: train.out_dir is a checkpoint folder",
+            args: tiny_train(
+                &f,
+                &[format!(
+                    "train.out_dir={:?}",
+                    checkpoint2.display().to_string()
+                )],
+            ),
+            needles: vec!["is a checkpoint folder".into(), "--init-from".into()],
+            absent: vec![checkpoint2.join("metrics.jsonl"), newtok.clone()],
+        },
+        Row {
+            what: "train: train.out_dir is a Hugging Face folder",
+            args: tiny_train(&f, &[format!("train.out_dir={:?}", f.s("hfcopy"))]),
+            needles: vec!["Hugging Face model folder".into()],
+            absent: vec![p("hfcopy/metrics.jsonl"), newtok.clone()],
+        },
+        Row {
+            what: "train: an integer TOML cannot hold",
+            args: tiny_train(&f, &["train.steps=99999999999999999999".into()]),
+            needles: vec!["--set train.steps=".into(), "not a valid TOML value".into()],
+            absent: vec![newtok.clone(), newrun.clone()],
+        },
+        Row {
+            what: "train: an unclosed list",
+            args: tiny_train(&f, &["data.train=[\"a.txt\",".into()]),
+            needles: vec!["--set data.train=".into(), "not a valid TOML value".into()],
+            absent: vec![newtok.clone(), newrun.clone()],
+        },
+        row(
+            "export: --out named ..",
+            &[
+                "export",
+                "--checkpoint",
+                &ck,
+                "--out",
+                &f.s("nothere/.."),
+                "--force",
+            ],
+            &["give the folder by its name"],
+            &[&p("model.safetensors")],
+        ),
+        row(
+            "export: --force into a folder where a file to write is a folder",
+            &[
+                "export",
+                "--checkpoint",
+                &ck,
+                "--out",
+                &f.s("blocked"),
+                "--force",
+            ],
+            &["config.json is a folder"],
+            &[&p("blocked/model.safetensors")],
+        ),
+        row(
+            "import: --out is a run folder, with --force",
+            &["import", "--hf", &hf, "--out", &ck, "--force"],
+            &["training run's folder", "even with --force"],
+            &[&run.join("model.bpk")],
+        ),
+        row(
+            "plot: a folder where loss.png goes",
+            &["plot", &plotted.display().to_string()],
+            &["loss.png is a folder"],
+            &[&plotted.join("accuracy.png")],
+        ),
+        row(
+            "bench: a mask rate that selects nothing",
+            &[
+                "bench",
+                "--config",
+                "configs/tiny.toml",
+                "--steps",
+                "1",
+                "--warmup",
+                "0",
+                "--set",
+                &format!("tokenizer.path={:?}", f.s("tokenizer.json")),
+                "--set",
+                &format!("data.cache_dir={:?}", f.s("cache")),
+                "--set",
+                "data.mask_prob=1e-9",
+            ],
+            &["selected no token", "data.mask_prob"],
+            &[],
+        ),
+        row(
+            "eval: a .jsonl record whose text is a number",
+            &[
+                "eval",
+                "--checkpoint",
+                &ck,
+                "--corpus",
+                &f.s("number.jsonl"),
+            ],
+            &["number.jsonl", "is a number, not a string"],
+            &[],
+        ),
+        row(
+            "eval: a .jsonl record that is an array",
+            &["eval", "--checkpoint", &ck, "--corpus", &f.s("array.jsonl")],
+            &["array.jsonl", "not a JSON object but an array"],
+            &[],
+        ),
+    ];
+    check(rows);
+    assert_eq!(
+        std::fs::read_to_string(p("kept.txt")).unwrap(),
+        "someone else's file\n"
+    );
+    // What the messages say works: --force replaces, and import takes data keys checked against
+    // config.json's 64 positions (the embedded default has 32).
+    masklm(&[&tokenize(&p("kept.txt"))[..], &["--force".to_string()]].concat()).ok();
+    assert!(
+        std::fs::read_to_string(p("kept.txt"))
+            .unwrap()
+            .contains("[MASK]")
+    );
+    masklm(&[
+        "import",
+        "--hf",
+        &hf,
+        "--out",
+        &f.s("imported"),
+        "--set",
+        "data.seq_len=50",
+    ])
+    .ok();
+    let saved = std::fs::read_to_string(p("imported/config.toml")).unwrap();
+    assert!(saved.contains("seq_len = 50"), "{saved}");
+}

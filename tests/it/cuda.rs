@@ -36,4 +36,9 @@ fn cuda_without_the_nvidia_driver_is_a_clear_error_before_any_work() {
         "train.backend=flex",
     ]);
     assert!(!dir.path().join("tokenizer.json").exists() && !dir.path().join("run").exists());
+    // eval names its flag, not the config key.
+    masklm(&["eval", "--checkpoint", "no-such-run", "--backend", "cuda"]).usage_error(&[
+        "--backend cuda could not start a device",
+        "or use --backend flex",
+    ]);
 }

@@ -355,6 +355,15 @@ fn export_of_a_trained_model_imports_back_with_identical_logits() {
         .collect();
     want.sort();
     assert_eq!(files, want, "exactly the HF files, no temporaries");
+    // Each file as readable as any file created here (burn-store makes its own 0600).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |name: &str| fs::metadata(hf.join(name)).unwrap().permissions().mode() & 0o777;
+    let created = dir.path().join("created");
+    fs::write(&created, "").unwrap();
+    let umask_mode = fs::metadata(&created).unwrap().permissions().mode() & 0o777;
+    for name in &want {
+        assert_eq!(mode(name), umask_mode, "{name}: {:o}", mode(name));
+    }
 
     // HF's names and layout: LayerNorm, self, Linear weights [out, in], no decoder weight.
     let t = read_safetensors(&hf.join("model.safetensors"));

@@ -146,8 +146,9 @@ fn inference_errors_are_clear() {
         .usage_error(&["--top-k 0"]);
     let long = format!("{} [MASK]", "word ".repeat(100));
     masklm(&["fill-mask", "--checkpoint", ck, &long]).usage_error(&["max_position_embeddings 64"]);
-    // A tokenizer that does not match the checkpoint's weights.
-    let other = dir.path().join("other.json");
+    // A tokenizer that does not match the checkpoint's weights (in a folder of its own: the run's
+    // tokenizer has its vocab.txt beside it).
+    let other = dir.path().join("other/tokenizer.json");
     masklm(&[
         "tokenizer",
         "--corpus",
@@ -184,4 +185,56 @@ fn a_loaded_checkpoint_needs_its_files_no_more() {
         masklm::fill_mask::fill_mask(&ck.model, &ck.tokenizer, "a [MASK].", 3, 64, &device)
             .unwrap();
     assert_eq!(per_mask[0].len(), 3);
+}
+
+/// A reader that goes away (`masklm fill-mask … | head -1`) ends the command quietly with status
+/// 0, as it ends any Unix tool; a full disk is an error that names standard output. No panic.
+#[test]
+fn a_closed_or_full_standard_output_is_no_panic() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run(dir.path());
+    let input = dir.path().join("many.txt");
+    std::fs::write(&input, "the [MASK] ran home\n".repeat(3000)).unwrap();
+    let masklm_cmd = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_masklm"));
+        c.current_dir(common::ROOT).env("BURN_DEVICE", "flex");
+        c
+    };
+    // Far more output than a pipe holds (64 KiB), so the writer meets the closed end.
+    let mut child = masklm_cmd()
+        .args(["fill-mask", "--checkpoint"])
+        .arg(&run)
+        .arg("--input")
+        .arg(&input)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.contains("[MASK]"), "{first}");
+    drop(out);
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let Ok(full) = std::fs::File::create("/dev/full") else {
+        eprintln!("no /dev/full here: the full-disk half is not checked");
+        return;
+    };
+    let done = masklm_cmd()
+        .args(["eval", "--checkpoint"])
+        .arg(&run)
+        .arg("--json")
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("writing to standard output"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

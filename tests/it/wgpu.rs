@@ -20,7 +20,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn gpu(backend: BackendName) -> Device {
-    masklm::train::device_for(backend)
+    masklm::train::device_for(backend, masklm::train::BackendKey::Config)
         .expect("these tests need a Vulkan adapter: apt-get install mesa-vulkan-drivers")
 }
 

@@ -196,6 +196,9 @@ pub fn assert_close(a: &[f32], b: &[f32], rel: f32, abs: f32, what: &str) {
 /// The Vulkan device the GPU tests compare with flex: lavapipe in CI.
 #[cfg(feature = "vulkan")]
 pub fn vulkan() -> burn::prelude::Device {
-    masklm::train::device_for(masklm::config::BackendName::Vulkan)
-        .expect("a Vulkan adapter (mesa-vulkan-drivers)")
+    masklm::train::device_for(
+        masklm::config::BackendName::Vulkan,
+        masklm::train::BackendKey::Config,
+    )
+    .expect("a Vulkan adapter (mesa-vulkan-drivers)")
 }

@@ -905,6 +905,16 @@ fn mixed_or_blocked_outputs_and_inputs_with_nothing_to_score() {
     };
     let (newtok, newrun) = (p("newtok/tokenizer.json"), p("newrun"));
     let checkpoint2 = run.join("checkpoint-2");
+    // `export --force` of the run into `out` (under the test's folder).
+    let export_forced = |what, out: &str, needle, absent: &Path| {
+        let out = f.s(out);
+        row(
+            what,
+            &["export", "--checkpoint", &ck, "--out", &out, "--force"],
+            &[needle],
+            &[absent],
+        )
+    };
     let rows = vec![
         row(
             "eval: a text too short for evaluation to mask any token",
@@ -1003,31 +1013,17 @@ fn mixed_or_blocked_outputs_and_inputs_with_nothing_to_score() {
             needles: vec!["--set data.train=".into(), "not a valid TOML value".into()],
             absent: vec![newtok.clone(), newrun.clone()],
         },
-        row(
+        export_forced(
             "export: --out named ..",
-            &[
-                "export",
-                "--checkpoint",
-                &ck,
-                "--out",
-                &f.s("nothere/.."),
-                "--force",
-            ],
-            &["give the folder by its name"],
-            &[&p("model.safetensors")],
+            "nothere/..",
+            "give the folder by its name",
+            &p("model.safetensors"),
         ),
-        row(
+        export_forced(
             "export: --force into a folder where a file to write is a folder",
-            &[
-                "export",
-                "--checkpoint",
-                &ck,
-                "--out",
-                &f.s("blocked"),
-                "--force",
-            ],
-            &["config.json is a folder"],
-            &[&p("blocked/model.safetensors")],
+            "blocked",
+            "config.json is a folder",
+            &p("blocked/model.safetensors"),
         ),
         row(
             "import: --out is a run folder, with --force",

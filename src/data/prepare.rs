@@ -5,7 +5,8 @@
 //! while the reader fills the next, and appends the ids to the shard being written. Memory stays
 //! bounded whatever the corpus size: two text batches, their encodings, one shard's ids.
 //! Everything is written into a temporary folder beside the store, renamed into place once the
-//! manifest is complete: an error (a malformed JSON line, a full disk) leaves no store behind.
+//! manifest is complete: an error (a malformed JSON line, a full disk) leaves no store behind, and
+//! runs that build the same store at once each end with it.
 
 use super::corpus::PieceReader;
 use super::repeats::RepeatedLines;
@@ -136,8 +137,9 @@ impl ShardWriter {
     }
 }
 
-/// Tokenizes `files` into a store at `dir`, replacing what is there. `manifest`: what the store
-/// will say of its sources and tokenizer (from [`store::expected`], taken before reading).
+/// Tokenizes `files` into a store at `dir`, replacing a stale one there. `manifest`: what the
+/// store will say of its sources and tokenizer (from [`store::expected`], taken before reading).
+/// Returns the manifest of the store in `dir` (see [`put_in_place`]).
 pub fn prepare(
     files: &[PathBuf],
     tok: &BertTokenizer,
@@ -154,15 +156,57 @@ pub fn prepare(
             tmp.parent().unwrap_or(Path::new(".")).display()
         ))
     })?;
-    let result = write_store(files, tok, &mut manifest, &tmp, shard_tokens).and_then(|()| {
-        let _ = std::fs::remove_dir_all(dir);
-        std::fs::rename(&tmp, dir)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))
-    });
+    let result = write_store(files, tok, &mut manifest, &tmp, shard_tokens)
+        .and_then(|()| put_in_place(&tmp, dir, &manifest));
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
-    result.map(|()| manifest)
+    result
+}
+
+/// Moves the store built in `tmp` to `dir` and returns the manifest of the store now there.
+/// Runs sharing a cache folder may build the same store at once: a current store that another
+/// process put in `dir` meanwhile is kept (the builds are identical) and `tmp` dropped. A stale
+/// one is first renamed aside in one step, so no process ever opens a half-removed store.
+fn put_in_place(tmp: &Path, dir: &Path, manifest: &Manifest) -> Result<Manifest> {
+    let aside = dir.with_file_name(format!(
+        ".{}.trash-{}",
+        dir.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    // A few tries: each failed rename means another process placed a store in between.
+    for _ in 0..3 {
+        if let Ok(current) = store::TokenStore::open_if_current(dir, manifest)? {
+            let _ = std::fs::remove_dir_all(tmp);
+            return Ok(current.manifest().clone());
+        }
+        match std::fs::rename(dir, &aside) {
+            Ok(()) => {
+                let _ = std::fs::remove_dir_all(&aside);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("moving the stale {} aside", dir.display()));
+            }
+        }
+        match std::fs::rename(tmp, dir) {
+            Ok(()) => return Ok(manifest.clone()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::AlreadyExists
+                ) => {}
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()));
+            }
+        }
+    }
+    anyhow::bail!(
+        "another process kept replacing the corpus store {} while this one was placing its own; \
+         run one preparation at a time (`masklm data prepare`)",
+        dir.display()
+    )
 }
 
 /// Removes the temporary folders of this store that builds killed midway left behind: those whose
@@ -171,13 +215,18 @@ fn remove_abandoned(dir: &Path) {
     let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
         return;
     };
-    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let name = name.to_string_lossy();
+    let prefixes = [format!(".{name}.tmp-"), format!(".{name}.trash-")];
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     for e in entries.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = n.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else {
+        let Some(pid) = prefixes
+            .iter()
+            .find_map(|p| n.strip_prefix(p.as_str()))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
             continue;
         };
         if cfg!(target_os = "linux") && !Path::new(&format!("/proc/{pid}")).exists() {
@@ -289,5 +338,46 @@ mod tests {
         let counts: Vec<_> = shards.iter().map(|s| (s.tokens, s.lines, s.seps)).collect();
         // A's separator went into shard 0 before it closed; B and C end in shard 1.
         assert_eq!(counts, [(4, 2, 1), (3, 2, 2)]);
+    }
+
+    /// A store folder `dir` holding one line of `ids`, its manifest naming `tokenizer`.
+    fn store_at(dir: &Path, tokenizer: &str, ids: &[u32]) -> Manifest {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut w = ShardWriter::new(dir, 2, 100);
+        w.line(ids, true).unwrap();
+        let m = Manifest {
+            format: store::FORMAT_VERSION,
+            tokenizer: tokenizer.into(),
+            text_field: "text".into(),
+            id_width: 2,
+            sources: Vec::new(),
+            shards: w.finish().unwrap(),
+        };
+        let json = serde_json::to_vec(&m).unwrap();
+        std::fs::write(dir.join(store::MANIFEST_FILE), json).unwrap();
+        m
+    }
+
+    #[test]
+    fn a_store_another_run_placed_meanwhile_is_kept_and_a_stale_one_replaced() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, ours) = (
+            root.path().join("store-x"),
+            root.path().join(".store-x.tmp-1"),
+        );
+        // Two runs built the same store at once; the other placed it first: ours is dropped.
+        let m = store_at(&dir, "t", &[5, 6, 7]);
+        std::fs::write(dir.join("theirs"), "").unwrap();
+        store_at(&ours, "t", &[5, 6, 7]);
+        assert_eq!(put_in_place(&ours, &dir, &m).unwrap(), m);
+        assert!(dir.join("theirs").exists() && !ours.exists());
+        // A store of another tokenizer is stale: replaced, and nothing is left aside.
+        let m = store_at(&ours, "u", &[8, 9]);
+        assert_eq!(put_in_place(&ours, &dir, &m).unwrap(), m);
+        assert!(!dir.join("theirs").exists() && !ours.exists());
+        let left: Vec<_> = std::fs::read_dir(root.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+        let text = std::fs::read_to_string(dir.join(store::MANIFEST_FILE)).unwrap();
+        assert_eq!(serde_json::from_str::<Manifest>(&text).unwrap(), m);
     }
 }

@@ -160,7 +160,7 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
         }
     });
     let secs = timed.as_secs_f64();
-    let tokens = (steps * accum as u64 * batch_size) as f64 * cfg.data.seq_len as f64;
+    let tokens = steps as f64 * (accum as u64 * batch_size) as f64 * cfg.data.seq_len as f64;
     Ok(BenchReport {
         tokens_per_sec: tokens / secs,
         sec_per_step: secs / steps as f64,

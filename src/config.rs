@@ -12,6 +12,15 @@ use std::path::{Path, PathBuf};
 /// The default run (`masklm train` without `--config`), embedded so that the binary always has it.
 pub const DEFAULT_TOML: &str = include_str!("../configs/default.toml");
 
+/// The largest [model] size accepted (each of hidden_size, layers, heads, intermediate_size,
+/// max_position_embeddings, type_vocab_size), far above any BERT; bounds keep the parameter and
+/// memory arithmetic inside u64, so a mistyped size is refused here, not wrapped around.
+pub const MAX_MODEL_SIZE: usize = 1 << 20;
+/// The largest vocabulary accepted, for tokenizers trained and read (BERT: 30,522).
+pub const MAX_VOCAB_SIZE: usize = 1 << 24;
+/// The most micro-batches a step may accumulate.
+pub const MAX_GRAD_ACCUM_STEPS: usize = 1 << 16;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -336,6 +345,21 @@ impl Config {
                 errs.push(format!("model.{key} is 0; it must be at least 1"));
             }
         }
+        for (key, v) in [
+            ("hidden_size", m.hidden_size),
+            ("num_hidden_layers", m.num_hidden_layers),
+            ("num_attention_heads", m.num_attention_heads),
+            ("intermediate_size", m.intermediate_size),
+            ("type_vocab_size", m.type_vocab_size),
+            ("max_position_embeddings", m.max_position_embeddings),
+        ] {
+            if v > MAX_MODEL_SIZE {
+                errs.push(format!(
+                    "model.{key} is {v}; it must be at most {MAX_MODEL_SIZE} (BERT-large: \
+                     hidden_size 1024, 24 layers, 16 heads, intermediate_size 4096)"
+                ));
+            }
+        }
         if m.num_attention_heads > 0 && !m.hidden_size.is_multiple_of(m.num_attention_heads) {
             errs.push(format!(
                 "model.hidden_size {} is not divisible by model.num_attention_heads {}; pick sizes \
@@ -354,9 +378,11 @@ impl Config {
                 errs.push(format!("model.{key} is {v}; it must be in [0, 1)"));
             }
         }
-        if !(m.layer_norm_eps > 0.0 && m.layer_norm_eps < 1.0) {
+        // Each float the model or optimizer computes with is an f32: a value that rounds to 0
+        // or 1 there is refused too.
+        if !(m.layer_norm_eps > 0.0 && m.layer_norm_eps < 1.0 && m.layer_norm_eps as f32 > 0.0) {
             errs.push(format!(
-                "model.layer_norm_eps is {}; it must be in (0, 1), BERT uses 1e-12",
+                "model.layer_norm_eps is {}; it must be in (0, 1) and not 0 as an f32, BERT uses 1e-12",
                 m.layer_norm_eps
             ));
         }
@@ -378,6 +404,13 @@ impl Config {
                 crate::tokenizer::SPECIAL_TOKENS.len() + 1
             ));
         }
+        if t.vocab_size > MAX_VOCAB_SIZE {
+            errs.push(format!(
+                "tokenizer.vocab_size {} is above {MAX_VOCAB_SIZE}, the most masklm accepts (BERT \
+                 uses 30522)",
+                t.vocab_size
+            ));
+        }
         if t.path.as_os_str().is_empty() {
             errs.push("tokenizer.path is empty; give a file such as \"tokenizer.json\"".into());
         }
@@ -389,10 +422,12 @@ impl Config {
                     .into(),
             );
         }
-        if !(d.validation_split_percentage > 0.0 && d.validation_split_percentage <= 50.0) {
+        // Unused when data.valid names the held-out files (as in HF's run_mlm.py).
+        let split = d.validation_split_percentage;
+        if d.valid.is_empty() && !(split > 0.0 && split <= 50.0) {
             errs.push(format!(
-                "data.validation_split_percentage is {}; it must be in (0, 50]",
-                d.validation_split_percentage
+                "data.validation_split_percentage is {split}; it must be in (0, 50], or set \
+                 data.valid to held-out files"
             ));
         }
         if d.seq_len < 3 {
@@ -450,6 +485,13 @@ impl Config {
                 "train.grad_accum_steps is 0; it must be at least 1 (1 = no accumulation)".into(),
             );
         }
+        if r.grad_accum_steps > MAX_GRAD_ACCUM_STEPS {
+            errs.push(format!(
+                "train.grad_accum_steps is {}; it must be at most {MAX_GRAD_ACCUM_STEPS} (raise \
+                 train.batch_size for larger steps)",
+                r.grad_accum_steps
+            ));
+        }
         if !(r.learning_rate > 0.0 && r.learning_rate < 1.0) {
             errs.push(format!(
                 "train.learning_rate is {}; it must be in (0, 1)",
@@ -462,22 +504,23 @@ impl Config {
                 r.warmup_steps, r.steps
             ));
         }
-        if !(r.weight_decay >= 0.0 && r.weight_decay.is_finite()) {
+        if !(r.weight_decay >= 0.0 && (r.weight_decay as f32).is_finite()) {
             errs.push(format!(
-                "train.weight_decay is {}; it must be >= 0",
+                "train.weight_decay is {}; it must be >= 0 and finite as an f32",
                 r.weight_decay
             ));
         }
         for (key, v) in [("adam_beta1", r.adam_beta1), ("adam_beta2", r.adam_beta2)] {
-            if !(0.0..1.0).contains(&v) {
+            if !(0.0..1.0).contains(&v) || v as f32 == 1.0 {
                 errs.push(format!(
-                    "train.{key} is {v}; it must be in [0, 1) (BERT: 0.9 and 0.999)"
+                    "train.{key} is {v}; it must be in [0, 1), and below 1 as an f32 (at most \
+                     0.99999994) (BERT: 0.9 and 0.999)"
                 ));
             }
         }
-        if !(r.adam_epsilon > 0.0 && r.adam_epsilon < 1.0) {
+        if !(r.adam_epsilon > 0.0 && r.adam_epsilon < 1.0 && r.adam_epsilon as f32 > 0.0) {
             errs.push(format!(
-                "train.adam_epsilon is {}; it must be in (0, 1) (BERT: 1e-6, HF: 1e-8)",
+                "train.adam_epsilon is {}; it must be in (0, 1) and not 0 as an f32 (BERT: 1e-6, HF: 1e-8)",
                 r.adam_epsilon
             ));
         }
@@ -759,10 +802,22 @@ mod tests {
             ("train.warmup_steps=5000", "exceeds train.steps"),
             ("train.batch_size=0", "train.batch_size"),
             ("model.hidden_dropout_prob=1.5", "[0, 1)"),
+            ("data.validation_split_percentage=0", "or set data.valid"),
+            ("train.adam_beta2=0.99999999", "below 1 as an f32"),
+            ("train.adam_epsilon=1e-46", "train.adam_epsilon"),
+            ("train.weight_decay=1e39", "train.weight_decay"),
+            ("model.layer_norm_eps=1e-46", "model.layer_norm_eps"),
+            ("model.hidden_size=4611686018427387904", "at most 1048576"),
+            ("model.max_position_embeddings=2000000", "at most 1048576"),
+            ("tokenizer.vocab_size=3052230522", "above 16777216"),
+            ("train.grad_accum_steps=100000", "at most 65536"),
         ] {
             let e = err(BASE, &[set]);
             assert!(e.contains(needle), "--set {set}: {e}");
         }
+        // With held-out files the split is unused, so any value passes.
+        let valid = "data.valid=[\"v.txt\"]";
+        load(BASE, &[valid, "data.validation_split_percentage=0"]).unwrap();
         assert!(err("", &[]).contains("data.train is empty"));
     }
 

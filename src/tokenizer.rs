@@ -130,7 +130,14 @@ impl BertTokenizer {
         Self::from_tokenizer(tok, name)
     }
 
-    fn from_tokenizer(inner: Tokenizer, name: &str) -> Result<Self> {
+    fn from_tokenizer(mut inner: Tokenizer, name: &str) -> Result<Self> {
+        // A downloaded tokenizer.json may pad or truncate every encoding (sentence-transformers
+        // ship them so): corpus lines would get [PAD] ids inside packed rows, or lose their ends.
+        // masklm builds its rows itself.
+        inner
+            .with_truncation(None)
+            .map_err(|e| anyhow::anyhow!("turning off the truncation of {name}: {e}"))?;
+        inner.with_padding(None);
         let id = |t: &str| {
             inner.token_to_id(t).ok_or_else(|| {
                 UsageError::new(format!(
@@ -152,6 +159,14 @@ impl BertTokenizer {
             .values()
             .max()
             .map_or(0, |&m| m as usize + 1);
+        if vocab_size > crate::config::MAX_VOCAB_SIZE {
+            crate::usage!(
+                "tokenizer {name} has a token of id {}; masklm accepts ids below {} (the \
+                 embedding has a row for every id up to the largest)",
+                vocab_size - 1,
+                crate::config::MAX_VOCAB_SIZE
+            );
+        }
         Ok(Self {
             inner,
             specials,

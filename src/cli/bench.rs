@@ -24,6 +24,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.steps == 0 {
         return Err(UsageError::new("--steps 0: time at least one step (e.g. --steps 10)").into());
     }
+    if a.warmup.checked_add(a.steps).is_none() {
+        return Err(UsageError::new(format!(
+            "--warmup {} plus --steps {} overflows a step counter; give the steps you mean to run \
+             (e.g. --warmup 2 --steps 10)",
+            a.warmup, a.steps
+        ))
+        .into());
+    }
     let cfg = a.config.load()?;
     super::set_threads(cfg.train.threads);
     let r = crate::bench::bench(&cfg, a.steps, a.warmup)?;

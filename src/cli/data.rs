@@ -118,6 +118,9 @@ fn verify(a: ConfigArgs) -> Result<()> {
 }
 
 fn preview(a: PreviewArgs) -> Result<()> {
+    if a.batches == 0 {
+        crate::usage!("--batches 0 would print nothing; give 1 or more");
+    }
     let cfg = a.config.load()?;
     super::set_threads(cfg.train.threads);
     let tok = tokenizer_for(&cfg)?;

@@ -1,11 +1,12 @@
 //! `masklm tokenizer`: train a WordPiece tokenizer on a corpus.
 
+use crate::config::MAX_VOCAB_SIZE;
 use crate::data::{corpus, train_tokenizer};
 use crate::error::UsageError;
 use crate::tokenizer::{BertTokenizer, SPECIAL_TOKENS};
 use anyhow::Result;
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub struct TokenizerArgs {
@@ -39,40 +40,42 @@ pub fn run(a: TokenizerArgs) -> Result<()> {
         ))
         .into());
     }
+    if a.vocab_size > MAX_VOCAB_SIZE {
+        crate::usage!(
+            "--vocab-size {} is above {MAX_VOCAB_SIZE}, the most masklm accepts (BERT uses 30522)",
+            a.vocab_size
+        );
+    }
     BertTokenizer::check_save_path(&a.out, "--out", &a.corpus)?;
     let files = corpus::expand_paths(&a.corpus)?;
-    // The tokenizer and vocab.txt must not be written over the text they are trained on.
-    for written in [a.out.clone(), a.out.with_file_name("vocab.txt")] {
-        let Ok(w) = written.canonicalize() else {
-            continue;
-        };
-        if files.iter().any(|f| f.canonicalize().is_ok_and(|f| f == w)) {
-            crate::usage!(
-                "--out {}: writing it would replace the corpus file {}; write the tokenizer \
-                 elsewhere",
-                a.out.display(),
-                written.display()
-            );
-        }
+    // The tokenizer and vocab.txt must not be written over the text they are trained on, nor
+    // over an earlier tokenizer unless --force says so.
+    let vocab = a.out.with_file_name("vocab.txt");
+    let written = [a.out.as_path(), vocab.as_path()];
+    let real_files: Vec<PathBuf> = files.iter().filter_map(|f| f.canonicalize().ok()).collect();
+    let is_corpus = |w: &Path| w.canonicalize().is_ok_and(|w| real_files.contains(&w));
+    if let Some(w) = written.into_iter().find(|w| is_corpus(w)) {
+        crate::usage!(
+            "--out {}: writing it would replace the corpus file {}; write the tokenizer elsewhere",
+            a.out.display(),
+            w.display()
+        );
     }
-    if !a.force {
-        for written in [a.out.clone(), a.out.with_file_name("vocab.txt")] {
-            if written.exists() {
-                crate::usage!(
-                    "--out {}: {} exists; pass --force to replace it, or write the tokenizer \
-                     elsewhere",
-                    a.out.display(),
-                    written.display()
-                );
-            }
-        }
+    if !a.force
+        && let Some(w) = written.into_iter().find(|w| w.exists())
+    {
+        crate::usage!(
+            "--out {}: {} exists; pass --force to replace it, or write the tokenizer elsewhere",
+            a.out.display(),
+            w.display()
+        );
     }
     let tok = train_tokenizer(&files, a.vocab_size, !a.cased, &a.text_field)?;
     tok.save(&a.out)?;
     crate::outln!(
         "wrote {} and {} (vocabulary of {} tokens)",
         a.out.display(),
-        a.out.with_file_name("vocab.txt").display(),
+        vocab.display(),
         tok.vocab_size()
     )?;
     Ok(())

@@ -174,6 +174,11 @@ fn from_vocab_txt(vocab: &Path, f: &Flags) -> Result<Tokenizer> {
             ))
         })
     };
+    // Every special token must be a line: `add_special_tokens` below would append a missing
+    // one past the ids config.json's vocab_size counts.
+    for (_, t) in SPECIAL_ATTRS {
+        id(t)?;
+    }
     let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
     tok.with_post_processor(Some(crate::tokenizer::bert_post_processor(cls, sep)?));
     let specials: Vec<AddedToken> = SPECIAL_ATTRS
@@ -219,5 +224,34 @@ mod tests {
             vec![3, 6, 7, 8, 2, 5, 9, 4]
         );
         assert!(lowercases(&json));
+    }
+
+    #[test]
+    fn a_token_id_far_past_the_vocabulary_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("vocab.txt"),
+            "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\ncat\n",
+        )
+        .unwrap();
+        let (json, _) = read_hf(dir.path()).unwrap();
+        let mut v: Value = serde_json::from_str(&json).unwrap();
+        v["model"]["vocab"]["cat"] = json!(u32::MAX);
+        let Err(e) = BertTokenizer::from_json(&v.to_string(), "t") else {
+            panic!("a token id of 2^32 - 1 was accepted");
+        };
+        assert!(e.downcast_ref::<UsageError>().is_some(), "{e:#}");
+        assert!(format!("{e:#}").contains("id 4294967295"), "{e:#}");
+    }
+
+    #[test]
+    fn a_vocab_txt_lacking_a_special_token_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let vocab = dir.path().join("vocab.txt");
+        std::fs::write(&vocab, "[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\ncat\n").unwrap();
+        let e = read_hf(dir.path()).unwrap_err();
+        assert!(e.downcast_ref::<UsageError>().is_some(), "{e:#}");
+        let msg = format!("{e:#}");
+        assert!(msg.contains("vocab.txt has no [MASK] line"), "{msg}");
     }
 }

@@ -736,8 +736,14 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
         },
         Row {
             what: "train: a model too large for any memory (a mistyped size)",
-            args: tiny_train(&f, &["model.hidden_size=4000000".into()]),
-            needles: vec!["parameters".into(), "model.hidden_size 4000000".into()],
+            args: tiny_train(&f, &["model.hidden_size=1000000".into()]),
+            needles: vec!["parameters".into(), "model.hidden_size 1000000".into()],
+            absent: vec![newtok.clone(), newrun.clone()],
+        },
+        Row {
+            what: "train: a size past what any BERT has (its arithmetic would wrap)",
+            args: tiny_train(&f, &["model.hidden_size=4611686018427387904".into()]),
+            needles: vec!["model.hidden_size".into(), "at most 1048576".into()],
             absent: vec![newtok.clone(), newrun.clone()],
         },
         Row {

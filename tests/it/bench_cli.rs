@@ -1,4 +1,5 @@
-//! `masklm bench`: the JSON that bench/compare.py reads, and a refused `--steps 0`.
+//! `masklm bench`: the JSON that bench/compare.py reads, and refused step counts (`--steps 0`,
+//! a sum that overflows).
 
 use crate::common;
 use common::masklm;
@@ -83,6 +84,9 @@ fn bench_on_vulkan_reports_fusion_work_per_step() {
 }
 
 #[test]
-fn bench_refuses_zero_steps() {
+fn bench_refuses_zero_steps_and_counts_that_overflow() {
     masklm(&["bench", "--config", "configs/tiny.toml", "--steps", "0"]).usage_error(&["--steps 0"]);
+    let max = u64::MAX.to_string();
+    masklm(&["bench", "--config", "configs/tiny.toml", "--steps", &max])
+        .usage_error(&["--warmup 2 plus --steps", "overflows"]);
 }

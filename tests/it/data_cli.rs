@@ -281,6 +281,15 @@ fn bad_configs_are_refused_with_the_key() {
     masklm(&["data", "preview", "--config", cfg.to_str().unwrap()]).usage_error(&["train.steps"]);
     masklm(&["data", "preview", "--config", "no/such.toml"]).usage_error(&["no/such.toml"]);
     masklm(&[
+        "data",
+        "preview",
+        "--config",
+        "configs/tiny.toml",
+        "--batches",
+        "0",
+    ])
+    .usage_error(&["--batches 0"]);
+    masklm(&[
         "tokenizer",
         "--corpus",
         "corpora",

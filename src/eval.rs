@@ -65,6 +65,10 @@ pub fn most_frequent_token(
         .unwrap_or(0) as u32)
 }
 
+/// What evaluation scores when given no corpus of its own, as messages name it.
+pub const HELD_OUT_TEXT: &str =
+    "the held-out text (data.valid, or data.validation_split_percentage of data.train)";
+
 /// Refuses `rows` on which evaluation would select no token to score (a text of a few words),
 /// which would report a loss of NaN and an accuracy of 0. Reads batches only until one selects a
 /// token: the first, but for such a text. `what` names the text and how to give more.

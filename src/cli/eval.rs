@@ -81,8 +81,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     };
     let table = Arc::new(ck.tokenizer.token_table());
     let what = if a.corpus.is_empty() {
-        "the held-out text (data.valid, or data.validation_split_percentage of data.train)"
-            .to_string()
+        crate::eval::HELD_OUT_TEXT.to_string()
     } else {
         let names: Vec<String> = a.corpus.iter().map(|p| p.display().to_string()).collect();
         format!("--corpus {}", names.join(" "))

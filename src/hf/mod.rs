@@ -247,6 +247,7 @@ fn write_checkpoint(
         version: env!("CARGO_PKG_VERSION").into(),
         scaler: Default::default(),
         data: None,
+        unlogged: Default::default(),
     };
     let files = [
         (checkpoint::TOKENIZER_FILE, tok.to_json()?),

@@ -44,6 +44,24 @@ pub struct TrainState {
     /// checkpoints and in those from before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
+    /// The steps since the last metrics row, which the next row averages over: saved so that a
+    /// resumed run writes the rows an uninterrupted one does.
+    #[serde(default)]
+    pub unlogged: Unlogged,
+}
+
+/// What the next metrics row averages over (HF logs the mean loss since the last row).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Unlogged {
+    /// Optimizer steps, and those of them applied (not skipped by the f16 loss scaler).
+    pub steps: u64,
+    pub applied: u64,
+    /// The applied steps' losses, summed.
+    pub loss_sum: f64,
+    /// The steps' seconds alone, evaluations and checkpoints excluded, for tokens_per_sec.
+    pub seconds: f64,
+    /// The last applied step's gradient norm.
+    pub grad_norm: Option<f64>,
 }
 
 pub struct Saved<'a> {
@@ -129,7 +147,7 @@ pub fn save(out_dir: &Path, s: &Saved, keep: usize) -> Result<PathBuf> {
             let old = trash_name(out_dir, &final_dir);
             fs::rename(&final_dir, &old)?;
             fs::rename(&tmp, &final_dir)?;
-            fs::remove_dir_all(&old)?;
+            remove_or_warn(&old, &final_dir);
         } else {
             fs::rename(&tmp, &final_dir)?;
         }
@@ -140,7 +158,7 @@ pub fn save(out_dir: &Path, s: &Saved, keep: usize) -> Result<PathBuf> {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e.context(format!("writing checkpoint {}", final_dir.display())));
     }
-    prune(out_dir, keep)?;
+    prune(out_dir, keep, &final_dir)?;
     Ok(final_dir)
 }
 
@@ -175,17 +193,52 @@ fn trash_name(out_dir: &Path, dir: &Path) -> PathBuf {
     out_dir.join(format!(".{name}.trash-{}", std::process::id()))
 }
 
-/// Deletes all but the newest `keep` checkpoints. Each is renamed to a hidden name first (one
-/// atomic step), so a kill during the deletion never leaves a half-deleted `checkpoint-N`.
-fn prune(out_dir: &Path, keep: usize) -> Result<()> {
+/// Deletes all but the newest `keep` checkpoints up to `written`, the one just saved, which is
+/// always kept. Checkpoints past it are damaged ones the run fell back from (`latest_valid`):
+/// left alone, replaced when the run reaches their step. Each is renamed to a hidden name first
+/// (one atomic step), so a kill during the deletion never leaves a half-deleted `checkpoint-N`.
+/// A checkpoint that cannot be removed (write-protected) is kept with a warning: the new one is
+/// saved, so the run goes on.
+fn prune(out_dir: &Path, keep: usize, written: &Path) -> Result<()> {
     let all = list(out_dir)?;
-    for (_, old) in all.iter().take(all.len().saturating_sub(keep)) {
+    let Some(&(newest, _)) = all.iter().find(|(_, dir)| dir == written) else {
+        return Ok(());
+    };
+    let older: Vec<&PathBuf> = all
+        .iter()
+        .filter(|(step, _)| *step < newest)
+        .map(|(_, dir)| dir)
+        .collect();
+    for old in older.iter().take((older.len() + 1).saturating_sub(keep)) {
         let trash = trash_name(out_dir, old);
-        fs::rename(old, &trash)
-            .and_then(|()| fs::remove_dir_all(&trash))
-            .with_context(|| format!("removing old checkpoint {}", old.display()))?;
+        match fs::rename(old, &trash) {
+            Ok(()) => remove_or_warn(&trash, old),
+            Err(e) => eprintln!(
+                "warning: old checkpoint {} cannot be removed ({e}); it is kept",
+                old.display()
+            ),
+        }
     }
     Ok(())
+}
+
+/// Removes `trash`, the renamed `was`; on failure says so and renames it back where it can, so
+/// nothing is hidden.
+fn remove_or_warn(trash: &Path, was: &Path) {
+    if let Err(e) = fs::remove_dir_all(trash) {
+        let back = if was.exists() {
+            trash
+        } else if fs::rename(trash, was).is_ok() {
+            was
+        } else {
+            trash
+        };
+        eprintln!(
+            "warning: old checkpoint {} cannot be removed ({e}); it is kept as {}",
+            was.display(),
+            back.display()
+        );
+    }
 }
 
 /// Removes what killed writers left behind in `out_dir`: hidden `.checkpoint-N.tmp-PID`
@@ -200,9 +253,14 @@ pub fn remove_stale_temporaries(out_dir: &Path) -> Result<()> {
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let stale = name.starts_with(".checkpoint-")
             && (name.contains(".tmp-") || name.contains(".trash-"));
-        if stale && path.is_dir() {
-            fs::remove_dir_all(&path)
-                .with_context(|| format!("removing the unfinished {}", path.display()))?;
+        if stale
+            && path.is_dir()
+            && let Err(e) = fs::remove_dir_all(&path)
+        {
+            eprintln!(
+                "warning: the unfinished {} cannot be removed ({e}); remove it by hand",
+                path.display()
+            );
         }
     }
     Ok(())
@@ -479,7 +537,7 @@ mod tests {
             .map(|(s, _)| s)
             .collect();
         assert_eq!(steps, vec![3, 20, 100]);
-        prune(dir.path(), 2).unwrap();
+        prune(dir.path(), 2, &dir.path().join(dir_name(100))).unwrap();
         let steps: Vec<u64> = list(dir.path())
             .unwrap()
             .into_iter()
@@ -489,5 +547,27 @@ mod tests {
         remove_stale_temporaries(dir.path()).unwrap();
         assert!(!dir.path().join(".checkpoint-200.tmp-1").exists());
         assert!(dir.path().join(dir_name(100)).is_dir());
+    }
+
+    #[test]
+    fn pruning_keeps_the_checkpoint_just_written_and_leaves_later_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let steps = || -> Vec<u64> {
+            list(dir.path())
+                .unwrap()
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect()
+        };
+        // A run fell back from a damaged checkpoint-1000 to 500 and has just written 800.
+        for step in [500, 800, 1000] {
+            let d = dir.path().join(dir_name(step));
+            fs::create_dir(&d).unwrap();
+            fs::write(d.join(STATE_FILE), "{}").unwrap();
+        }
+        prune(dir.path(), 1, &dir.path().join(dir_name(800))).unwrap();
+        assert_eq!(steps(), vec![800, 1000]);
+        prune(dir.path(), 1, &dir.path().join(dir_name(800))).unwrap();
+        assert_eq!(steps(), vec![800, 1000]);
     }
 }

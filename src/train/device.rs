@@ -30,7 +30,7 @@ pub fn device_for(backend: BackendName, key: BackendKey) -> Result<Device> {
         }
         #[allow(unreachable_patterns)]
         other => {
-            let (name, flex) = (key.naming(other), key.naming(BackendName::Flex));
+            let (name, flex) = (key.naming(other), key.flex_instead());
             crate::usage!(
                 "{name} is not in this build of masklm; rebuild with `cargo build --release \
                  --features {other}` (on by default) or use {flex}"
@@ -47,13 +47,19 @@ pub enum BackendKey {
 }
 
 impl BackendKey {
-    /// How the user names `backend` there: `train.backend = "cuda"`, `--backend cuda`; for the
-    /// fix, `--set train.backend=flex`, `--backend flex`.
+    /// How the user named `backend` there: `train.backend = "cuda"`, `--backend cuda`.
     fn naming(self, backend: BackendName) -> String {
-        match (self, backend) {
-            (BackendKey::Flag, b) => format!("--backend {b}"),
-            (BackendKey::Config, BackendName::Flex) => "--set train.backend=flex".into(),
-            (BackendKey::Config, b) => format!("train.backend = \"{b}\""),
+        match self {
+            BackendKey::Flag => format!("--backend {backend}"),
+            BackendKey::Config => format!("train.backend = \"{backend}\""),
+        }
+    }
+
+    /// How to ask for the CPU backend instead: `--set train.backend=flex`, `--backend flex`.
+    fn flex_instead(self) -> &'static str {
+        match self {
+            BackendKey::Flag => "--backend flex",
+            BackendKey::Config => "--set train.backend=flex",
         }
     }
 }
@@ -457,7 +463,7 @@ fn gpu_device(backend: BackendName, key: BackendKey, device: Device) -> Result<D
     } else {
         "a Vulkan driver (on Debian without a GPU: apt-get install mesa-vulkan-drivers)"
     };
-    let (name, flex) = (key.naming(backend), key.naming(BackendName::Flex));
+    let (name, flex) = (key.naming(backend), key.flex_instead());
     crate::usage!("{name} could not start a device ({cause}); it needs {need}, or use {flex}")
 }
 

@@ -179,7 +179,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         corruption.table.clone(),
         corruption.specials,
         t.batch_size,
-        "the held-out text (data.valid, or data.validation_split_percentage of data.train)",
+        crate::eval::HELD_OUT_TEXT,
     )?;
     let examples = fill_mask_examples(cfg, &tok, &corruption.table, &data.train.store)?;
     let device = device_info(t.backend, &base);
@@ -212,6 +212,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         version: env!("CARGO_PKG_VERSION").into(),
         scaler: scaler::LossScaler::for_precision(t.precision),
         data: Some(fingerprint.clone()),
+        unlogged: Default::default(),
     };
     let tokenizer_json = tok.to_json()?;
     let config_toml = cfg.to_toml();
@@ -237,10 +238,15 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
                 t.out_dir.display()
             );
         };
-        let saved_tok = crate::io::read_to_string_capped(
-            &dir.join(checkpoint::TOKENIZER_FILE),
-            crate::io::MAX_TOKENIZER_BYTES,
-        )?;
+        let tok_path = dir.join(checkpoint::TOKENIZER_FILE);
+        let saved_tok = crate::io::read_to_string_capped(&tok_path, crate::io::MAX_TOKENIZER_BYTES)
+            .map_err(|e| {
+                crate::error::UsageError::new(format!(
+                    "--resume: cannot read {}: {e}; the checkpoint is incomplete (restore \
+                         the file, or remove the folder to resume from the one before)",
+                    tok_path.display()
+                ))
+            })?;
         if saved_tok != tokenizer_json {
             crate::usage!(
                 "--resume: {} was trained with another tokenizer than tokenizer.path {}; point \
@@ -347,12 +353,6 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     let start = Instant::now();
     let elapsed_before = state.elapsed_s;
 
-    // What the next metrics row averages over (HF logs the mean loss since the last row); the
-    // time is the steps' alone, evaluations and checkpoints excluded, for tokens_per_sec.
-    let (mut loss_sum, mut applied, mut interval_time) = (0.0f64, 0u64, 0.0f64);
-    let mut interval_steps = 0u64;
-    let mut last_norm = f64::NAN;
-
     while state.step < steps {
         let step = state.step;
         let t0 = Instant::now();
@@ -402,35 +402,39 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
                  the learning rate: check [model] (a dropout probability p near 1 scales what it \
                  keeps by 1/(1 − p)), then restart"
             } else {
-                "Lower train.learning_rate or raise train.warmup_steps, then resume or restart"
+                "Lower train.learning_rate or raise train.warmup_steps (which --resume keeps): \
+                 restart, or continue from a good checkpoint with `masklm train --init-from \
+                 CHECKPOINT --set train.out_dir=NEW` and the new settings"
             };
             anyhow::bail!("{what}; stopping before the update. {kept}. {fix}");
         }
         state.step += 1;
         state.position += rows_per_step;
         state.elapsed_s = elapsed_before + start.elapsed().as_secs_f64();
-        interval_steps += 1;
-        interval_time += t0.elapsed().as_secs_f64();
+        let u = &mut state.unlogged;
+        u.steps += 1;
+        u.seconds += t0.elapsed().as_secs_f64();
         if report.outcome == Outcome::Applied {
-            (loss_sum, applied) = (loss_sum + report.loss, applied + 1);
-            last_norm = report.grad_norm;
+            (u.loss_sum, u.applied) = (u.loss_sum + report.loss, u.applied + 1);
+            u.grad_norm = Some(report.grad_norm);
         }
         bar.set_position(state.step);
 
         let last = state.step == steps;
         // A step that selected nothing is logged with the others; one with no applied step
         // since the last row writes no row (there is no loss to report).
-        if (last || state.step.is_multiple_of(t.logging_steps)) && applied > 0 {
-            let loss = loss_sum / applied as f64;
-            let tokens = (interval_steps * rows_per_step) as f64 * seq_len as f64;
-            let tokens_per_sec = tokens / interval_time;
+        if (last || state.step.is_multiple_of(t.logging_steps)) && state.unlogged.applied > 0 {
+            let u = std::mem::take(&mut state.unlogged);
+            let loss = u.loss_sum / u.applied as f64;
+            let tokens = (u.steps * rows_per_step) as f64 * seq_len as f64;
+            let tokens_per_sec = tokens / u.seconds;
             // A fresh run's first row says what it ran on (a resumed run prints it to stderr).
             let first = (state.step <= t.logging_steps && !resume).then_some(&device);
             let row = metrics::StepRow {
                 step: state.step,
                 loss,
                 lr,
-                grad_norm: last_norm,
+                grad_norm: u.grad_norm.unwrap_or(f64::NAN),
                 tokens_per_sec,
                 elapsed_s: state.elapsed_s,
             };
@@ -444,9 +448,19 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
                 "loss {loss:.4} lr {lr:.2e} {tokens_per_sec:.0} tok/s{scale}"
             ));
             last_loss = loss;
-            (loss_sum, applied, interval_steps, interval_time) = (0.0, 0, 0, 0.0);
         }
 
+        // The checkpoint first: a run stopped during a long evaluation keeps its steps.
+        if last || (t.save_every > 0 && state.step.is_multiple_of(t.save_every)) {
+            let saved = Saved {
+                model: &model,
+                optimizer: &optim,
+                state: &state,
+                config_toml: &config_toml,
+                tokenizer_json: &tokenizer_json,
+            };
+            last_ckpt = checkpoint::save(&t.out_dir, &saved, t.keep_checkpoints)?;
+        }
         if last || (t.eval_every > 0 && state.step.is_multiple_of(t.eval_every)) {
             let r = valid_eval(&model)?;
             let line = format!("step {}: eval {r}", state.step);
@@ -458,16 +472,6 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             }
             log.eval(state.step, &r)?;
             last_eval = Some(r);
-        }
-        if last || (t.save_every > 0 && state.step.is_multiple_of(t.save_every)) {
-            let saved = Saved {
-                model: &model,
-                optimizer: &optim,
-                state: &state,
-                config_toml: &config_toml,
-                tokenizer_json: &tokenizer_json,
-            };
-            last_ckpt = checkpoint::save(&t.out_dir, &saved, t.keep_checkpoints)?;
         }
     }
     bar.finish();

@@ -434,6 +434,7 @@ fn an_infinite_gradient_leaves_the_weights_alone_and_a_nan_model_is_never_saved(
         version: "test".into(),
         scaler: Default::default(),
         data: None,
+        unlogged: Default::default(),
     };
     let saved = checkpoint::Saved {
         model: &poisoned,

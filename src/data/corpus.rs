@@ -1,10 +1,11 @@
 //! Corpus files → pieces of text, streamed.
 //!
-//! A corpus PATH is a file or a folder (every corpus file below it, in sorted order). Formats,
-//! by file name: plain text (`.txt`, or any other name), where a blank line (empty or whitespace
-//! only) separates documents; JSON Lines (`.jsonl`), one document per record in its text field
-//! (`data.text_field`, `"text"` by default, as HF `datasets` writes it); and either of them
-//! compressed, `.gz` or `.zst`, decoded as it streams (`corpus.jsonl.zst`). Text is UTF-8.
+//! A corpus PATH is a file or a folder (every corpus file below it, in sorted order; hidden
+//! entries skipped). Formats, by file name in any case: plain text (`.txt`, or any other name),
+//! where a blank line (empty or whitespace only) separates documents; JSON Lines (`.jsonl`, or
+//! `.json` named on its own), one document per record in its text field (`data.text_field`,
+//! `"text"` by default, as HF `datasets` writes it); and either of them compressed, `.gz` or
+//! `.zst`, decoded as it streams (`corpus.jsonl.zst`). Text is UTF-8.
 //! Files are read line by line through a bounded buffer: a line longer than [`MAX_PIECE_BYTES`]
 //! is cut (at whitespace when there is some) into several pieces, so a 200 MB line without a
 //! newline never sits in memory whole. Cutting at whitespace changes no token, since BERT's
@@ -27,22 +28,45 @@ pub const MAX_JSONL_RECORD: u64 = 64 << 20;
 /// The JSON field of a `.jsonl` record that holds its text, unless `data.text_field` names another.
 pub const DEFAULT_TEXT_FIELD: &str = "text";
 
-/// Whether a file name is a corpus file a folder expands to.
-fn is_corpus_file(path: &Path) -> bool {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
+/// A file's name in lowercase and, for a compressed file, that name without `.gz` / `.zst`:
+/// suffixes are matched whatever their case (`A.TXT`, `b.JSONL.GZ`).
+fn names(path: &Path) -> (String, String) {
+    let name = path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_lowercase();
     let inner = name
         .strip_suffix(".gz")
         .or_else(|| name.strip_suffix(".zst"))
-        .unwrap_or(&name);
+        .unwrap_or(&name)
+        .to_string();
+    (name, inner)
+}
+
+/// Whether a file name is a corpus file a folder expands to.
+fn is_corpus_file(path: &Path) -> bool {
+    let (_, inner) = names(path);
     inner.ends_with(".txt") || inner.ends_with(".jsonl")
+}
+
+/// Whether a corpus file holds JSON Lines: `.jsonl`, or `.json` named on its own (HF's
+/// `Dataset.to_json` writes JSON Lines there; a folder expands to `.jsonl` only, as its `.json`
+/// files are more often configs).
+fn is_json_lines(path: &Path) -> bool {
+    let (_, inner) = names(path);
+    inner.ends_with(".jsonl") || inner.ends_with(".json")
 }
 
 /// The command-line tool that tests a compressed corpus file (`gzip`, `zstd`), by its suffix.
 fn decompressor(path: &Path) -> Option<&'static str> {
-    match path.extension()?.to_str()? {
-        "gz" => Some("gzip"),
-        "zst" => Some("zstd"),
-        _ => None,
+    let (name, _) = names(path);
+    if name.ends_with(".gz") {
+        Some("gzip")
+    } else if name.ends_with(".zst") {
+        Some("zstd")
+    } else {
+        None
     }
 }
 
@@ -57,18 +81,16 @@ fn open_text(
     let f = File::open(path)
         .map_err(|e| UsageError::new(format!("cannot open corpus file {}: {e}", path.display())))?;
     let f = Counted { inner: f, read };
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let (inner, raw): (&str, Box<dyn Read + Send>) = if let Some(n) = name.strip_suffix(".gz") {
-        (n, Box::new(flate2::read::MultiGzDecoder::new(f)))
-    } else if let Some(n) = name.strip_suffix(".zst") {
-        let d = zstd::stream::read::Decoder::new(f)
-            .map_err(|e| UsageError::new(format!("{} is not zstd data: {e}", path.display())))?;
-        (n, Box::new(d))
-    } else {
-        (&name, Box::new(f))
-    };
+    let raw: Box<dyn Read + Send> =
+        match decompressor(path) {
+            Some("gzip") => Box::new(flate2::read::MultiGzDecoder::new(f)),
+            Some(_) => Box::new(zstd::stream::read::Decoder::new(f).map_err(|e| {
+                UsageError::new(format!("{} is not zstd data: {e}", path.display()))
+            })?),
+            None => Box::new(f),
+        };
     let reader = BufReader::with_capacity(1 << 20, raw);
-    if inner.ends_with(".jsonl") {
+    if is_json_lines(path) {
         let text = JsonlText::new(reader, path, text_field);
         Ok(Box::new(BufReader::with_capacity(1 << 16, text)))
     } else {
@@ -180,9 +202,14 @@ impl<R: BufRead> JsonlText<R> {
                     json_kind(field)
                 )));
             };
+            // A record is one document: its blank lines (between paragraphs) are dropped, so
+            // that the one blank line after it is its only document end.
             self.out.clear();
-            self.out.extend_from_slice(text.as_bytes());
-            self.out.extend_from_slice(b"\n\n");
+            for line in text.split('\n').filter(|l| !l.trim().is_empty()) {
+                self.out.extend_from_slice(line.as_bytes());
+                self.out.push(b'\n');
+            }
+            self.out.push(b'\n');
             self.at = 0;
             return Ok(true);
         }
@@ -214,7 +241,12 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 }
 
 /// Expands each PATH into files: a file stays itself, a folder gives every corpus file below it
-/// (`*.txt`, `*.jsonl`, and those with `.gz` or `.zst`), sorted. Missing paths and folders without text files are usage errors that name the path.
+/// (`*.txt`, `*.jsonl`, and those with `.gz` or `.zst`), sorted, skipping hidden entries
+/// (`.git`, `.ipynb_checkpoints`, macOS's `__MACOSX`) and folders already walked (a link back to
+/// a parent). Usage errors, naming the path: a missing path, a folder without corpus files, a
+/// FIFO or device, a name that is not UTF-8 (the store's manifest records names), and a file
+/// reached twice (`a.txt` and `./a.txt`, a folder and a file in it), whose text would be trained
+/// on twice.
 pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for p in paths {
@@ -223,7 +255,7 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         })?;
         if meta.is_dir() {
             let mut found = Vec::new();
-            collect_txt(p, &mut found)?;
+            collect_txt(p, &mut found, &mut Vec::new())?;
             if found.is_empty() {
                 return Err(UsageError::new(format!(
                     "corpus folder {} contains no corpus files (.txt, .jsonl, or either with .gz \
@@ -236,6 +268,31 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             files.extend(found);
         } else {
             files.push(p.clone());
+        }
+    }
+    let mut seen = std::collections::HashMap::new();
+    for f in &files {
+        if f.to_str().is_none() {
+            crate::usage!(
+                "corpus file {} has a name that is not UTF-8; rename it",
+                f.display()
+            );
+        }
+        // A FIFO or a device would block the reader or never end.
+        if !f.is_file() {
+            crate::usage!(
+                "corpus path {} is not a regular file; give text files or folders of them",
+                f.display()
+            );
+        }
+        let real = f.canonicalize().unwrap_or_else(|_| f.clone());
+        if let Some(first) = seen.insert(real, f) {
+            crate::usage!(
+                "corpus file {} is listed twice (also as {}), so its text would be trained on \
+                 twice; list each file once",
+                f.display(),
+                first.display()
+            );
         }
     }
     Ok(files)
@@ -266,13 +323,24 @@ fn absolute(path: &Path) -> Option<PathBuf> {
     }
 }
 
-fn collect_txt(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Adds the corpus files below `dir` to `out`; `walked`: the folders walked so far, resolved.
+fn collect_txt(dir: &Path, out: &mut Vec<PathBuf>, walked: &mut Vec<PathBuf>) -> Result<()> {
+    if let Ok(real) = dir.canonicalize() {
+        if walked.contains(&real) {
+            return Ok(());
+        }
+        walked.push(real);
+    }
     let entries = std::fs::read_dir(dir)
         .map_err(|e| UsageError::new(format!("cannot list folder {}: {e}", dir.display())))?;
     for entry in entries {
         let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with('.') || name == "__MACOSX" {
+            continue;
+        }
         if path.is_dir() {
-            collect_txt(&path, out)?;
+            collect_txt(&path, out, walked)?;
         } else if is_corpus_file(&path) {
             out.push(path);
         }
@@ -614,20 +682,71 @@ mod tests {
             "d.txt.gz",
             "e.jsonl.zst",
             "f.gz",
+            "G.TXT",
+            "h.json",
+            ".hidden.txt",
+            ".ipynb_checkpoints/a-checkpoint.txt",
+            "__MACOSX/._a.txt",
+            "sub/i.txt",
         ] {
-            std::fs::write(dir.path().join(name), "x").unwrap();
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "x").unwrap();
         }
+        // A link back to the folder is walked once, not until the OS refuses the path.
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("sub/loop")).unwrap();
         let files = expand_paths(&[dir.path().to_path_buf()]).unwrap();
         let names: Vec<_> = files
             .iter()
-            .map(|p| p.file_name().unwrap().to_str().unwrap())
+            .map(|p| p.strip_prefix(dir.path()).unwrap().to_str().unwrap())
             .collect();
         assert_eq!(
             names,
-            ["a.txt", "b.txt", "c.jsonl", "d.txt.gz", "e.jsonl.zst"]
+            [
+                "G.TXT",
+                "a.txt",
+                "b.txt",
+                "c.jsonl",
+                "d.txt.gz",
+                "e.jsonl.zst",
+                "sub/i.txt"
+            ]
         );
         let missing = dir.path().join("nope.txt");
         let err = expand_paths(&[missing]).unwrap_err().to_string();
         assert!(err.contains("nope.txt"), "{err}");
+        // A file reached twice would be trained on twice.
+        let a = dir.path().join("a.txt");
+        for twice in [
+            vec![a.clone(), dir.path().join("./sub/../a.txt")],
+            vec![dir.path().to_path_buf(), dir.path().join("sub/i.txt")],
+        ] {
+            let e = expand_paths(&twice).unwrap_err();
+            assert!(e.downcast_ref::<UsageError>().is_some(), "{e:#}");
+            assert!(e.to_string().contains("listed twice"), "{e:#}");
+        }
+    }
+
+    #[test]
+    fn a_json_lines_record_is_one_document_whatever_its_blank_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let jsonl = concat!(
+            r#"{"text": "Para one.\n\nPara two.\n \nPara three."}"#,
+            "\n",
+            r#"{"text": "next"}"#,
+            "\n"
+        );
+        // `.json` named on its own is JSON Lines too, as HF's Dataset.to_json writes it.
+        for name in ["a.jsonl", "a.JSON"] {
+            let got = read(dir.path(), name, jsonl.as_bytes(), "text").unwrap();
+            let want = [
+                ("Para one.", true),
+                ("Para two.", false),
+                ("Para three.", false),
+                ("next", true),
+            ]
+            .map(|(t, d)| (t.to_string(), d));
+            assert_eq!(texts(&got), want, "{name}");
+        }
     }
 }

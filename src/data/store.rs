@@ -25,7 +25,7 @@ use super::rows::{self, Ids, Segment};
 use crate::config::Packing;
 use crate::error::UsageError;
 use crate::tokenizer::BertTokenizer;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use memmap2::{Mmap, UncheckedAdvice};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -42,7 +42,7 @@ compile_error!(
 );
 
 /// Bumped whenever the shard layout or what goes into it changes: older stores are rebuilt.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 pub const SHARD_MAGIC: &[u8; 8] = b"MLMSHD02";
 pub const HEADER_BYTES: usize = 64;
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -642,15 +642,14 @@ pub fn open_or_prepare(
                 shards: Vec::new(),
                 ..built
             };
-            let store = TokenStore::open_if_current(&dir, &now)?
-                .map_err(|why| {
-                    anyhow::anyhow!(
-                        "the corpus store {} just written is not current: {why} (a corpus file \
-                         changed while it was read?)",
-                        dir.display()
-                    )
-                })
-                .context("preparing the corpus")?;
+            let store = TokenStore::open_if_current(&dir, &now)?.map_err(|why| {
+                UsageError::new(format!(
+                    "the corpus store {} just written is not current: {why}; a corpus file \
+                         changed while it was read (a log still being written?): give files that \
+                         stay as they are, or a copy",
+                    dir.display()
+                ))
+            })?;
             Ok((store, true))
         }
     }

@@ -247,16 +247,20 @@ fn jsonl_and_compressed_corpora_give_the_ids_of_the_plain_text() {
     let text = common::tiny_corpus();
     let plain = dir.path().join("c.txt");
     std::fs::write(&plain, &text).unwrap();
-    // The same documents as JSON Lines: a record per blank-line-separated document.
-    let jsonl: String = text
-        .split("\n\n")
-        .filter(|d| !d.trim().is_empty())
-        .map(|d| {
-            format!(
-                "{}\n",
-                serde_json::json!({ "text": d.trim_end_matches('\n') })
-            )
-        })
+    // The same documents as JSON Lines: a record per document, documents being separated by
+    // blank lines (empty or whitespace only).
+    let mut docs: Vec<Vec<&str>> = vec![Vec::new()];
+    for line in text.lines() {
+        match line.trim().is_empty() {
+            true if !docs.last().unwrap().is_empty() => docs.push(Vec::new()),
+            true => {}
+            false => docs.last_mut().unwrap().push(line),
+        }
+    }
+    let jsonl: String = docs
+        .iter()
+        .filter(|d| !d.is_empty())
+        .map(|d| format!("{}\n", serde_json::json!({ "text": d.join("\n") })))
         .collect();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(jsonl.as_bytes()).unwrap();

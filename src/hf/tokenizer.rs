@@ -227,6 +227,34 @@ mod tests {
     }
 
     #[test]
+    fn a_tokenizer_json_that_pads_or_truncates_is_read_with_both_off() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("vocab.txt"),
+            "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\ncat\n",
+        )
+        .unwrap();
+        let (json, _) = read_hf(dir.path()).unwrap();
+        let mut v: Value = serde_json::from_str(&json).unwrap();
+        // As sentence-transformers ship them: every encoding cut to 4 ids or padded to 16.
+        v["truncation"] =
+            json!({"direction": "Right", "max_length": 4, "strategy": "LongestFirst", "stride": 0});
+        v["padding"] = json!({
+            "strategy": {"Fixed": 16},
+            "direction": "Right",
+            "pad_to_multiple_of": null,
+            "pad_id": 0,
+            "pad_type_id": 0,
+            "pad_token": "[PAD]"
+        });
+        let tok = BertTokenizer::from_json(&v.to_string(), "t").unwrap();
+        let ids = tok
+            .encode_batch(vec!["the cat the cat the cat", "cat"])
+            .unwrap();
+        assert_eq!(ids, [vec![5, 6, 5, 6, 5, 6], vec![6]]);
+    }
+
+    #[test]
     fn a_token_id_far_past_the_vocabulary_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(

@@ -340,19 +340,11 @@ impl Config {
             ("num_attention_heads", m.num_attention_heads),
             ("intermediate_size", m.intermediate_size),
             ("type_vocab_size", m.type_vocab_size),
+            ("max_position_embeddings", m.max_position_embeddings),
         ] {
             if v == 0 {
                 errs.push(format!("model.{key} is 0; it must be at least 1"));
             }
-        }
-        for (key, v) in [
-            ("hidden_size", m.hidden_size),
-            ("num_hidden_layers", m.num_hidden_layers),
-            ("num_attention_heads", m.num_attention_heads),
-            ("intermediate_size", m.intermediate_size),
-            ("type_vocab_size", m.type_vocab_size),
-            ("max_position_embeddings", m.max_position_embeddings),
-        ] {
             if v > MAX_MODEL_SIZE {
                 errs.push(format!(
                     "model.{key} is {v}; it must be at most {MAX_MODEL_SIZE} (BERT-large: \

@@ -226,16 +226,17 @@ mod tests {
         assert!(lowercases(&json));
     }
 
+    /// The tokenizer.json that an HF folder holding only `vocab` as vocab.txt gives.
+    fn tokenizer_json_of(vocab: &str) -> Value {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vocab.txt"), vocab).unwrap();
+        let (json, _) = read_hf(dir.path()).unwrap();
+        serde_json::from_str(&json).unwrap()
+    }
+
     #[test]
     fn a_tokenizer_json_that_pads_or_truncates_is_read_with_both_off() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("vocab.txt"),
-            "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\ncat\n",
-        )
-        .unwrap();
-        let (json, _) = read_hf(dir.path()).unwrap();
-        let mut v: Value = serde_json::from_str(&json).unwrap();
+        let mut v = tokenizer_json_of("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\ncat\n");
         // As sentence-transformers ship them: every encoding cut to 4 ids or padded to 16.
         v["truncation"] =
             json!({"direction": "Right", "max_length": 4, "strategy": "LongestFirst", "stride": 0});
@@ -256,14 +257,7 @@ mod tests {
 
     #[test]
     fn a_token_id_far_past_the_vocabulary_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("vocab.txt"),
-            "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\ncat\n",
-        )
-        .unwrap();
-        let (json, _) = read_hf(dir.path()).unwrap();
-        let mut v: Value = serde_json::from_str(&json).unwrap();
+        let mut v = tokenizer_json_of("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\ncat\n");
         v["model"]["vocab"]["cat"] = json!(u32::MAX);
         let Err(e) = BertTokenizer::from_json(&v.to_string(), "t") else {
             panic!("a token id of 2^32 - 1 was accepted");

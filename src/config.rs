@@ -374,7 +374,8 @@ impl Config {
         // or 1 there is refused too.
         if !(m.layer_norm_eps > 0.0 && m.layer_norm_eps < 1.0 && m.layer_norm_eps as f32 > 0.0) {
             errs.push(format!(
-                "model.layer_norm_eps is {}; it must be in (0, 1) and not 0 as an f32, BERT uses 1e-12",
+                "model.layer_norm_eps is {}; it must be in (0, 1) and not 0 as an f32, BERT uses \
+                 1e-12",
                 m.layer_norm_eps
             ));
         }
@@ -512,7 +513,8 @@ impl Config {
         }
         if !(r.adam_epsilon > 0.0 && r.adam_epsilon < 1.0 && r.adam_epsilon as f32 > 0.0) {
             errs.push(format!(
-                "train.adam_epsilon is {}; it must be in (0, 1) and not 0 as an f32 (BERT: 1e-6, HF: 1e-8)",
+                "train.adam_epsilon is {}; it must be in (0, 1) and not 0 as an f32 (BERT: 1e-6, \
+                 HF: 1e-8)",
                 r.adam_epsilon
             ));
         }

@@ -124,25 +124,20 @@ pub fn train_tokenizer(
 }
 
 /// Warns of held-out files that are also training files: evaluation then measures how well the
-/// training text is fit (what a memorisation check wants, so it is not refused).
-fn warn_if_overlapping(train: &[PathBuf], valid: &[PathBuf]) -> Result<()> {
-    let real = |paths: &[PathBuf]| -> Result<Vec<(PathBuf, PathBuf)>> {
-        Ok(corpus::expand_paths(paths)?
-            .into_iter()
-            .map(|f| (f.canonicalize().unwrap_or_else(|_| f.clone()), f))
-            .collect())
-    };
-    let trained = real(train)?;
-    for (v, shown) in real(valid)? {
-        if trained.iter().any(|(t, _)| *t == v) {
+/// training text is fit (what a memorisation check wants, so it is not refused). The stores'
+/// manifests list the files each set was read from.
+fn warn_if_overlapping(train: &RowSet, valid: &RowSet) {
+    let real = |s: &store::Source| s.path.canonicalize().unwrap_or_else(|_| s.path.clone());
+    let trained: Vec<PathBuf> = train.store.manifest().sources.iter().map(real).collect();
+    for s in &valid.store.manifest().sources {
+        if trained.contains(&real(s)) {
             eprintln!(
                 "note: data.valid file {} is also in data.train, so evaluation scores text the \
                  model trains on, not held-out text",
-                shown.display()
+                s.path.display()
             );
         }
     }
-    Ok(())
 }
 
 /// Train and validation rows of a config, over a tokenizer.
@@ -202,12 +197,10 @@ impl Datasets {
     }
 
     pub fn prepare(cfg: &Config, tok: &BertTokenizer) -> Result<Datasets> {
-        if !cfg.data.valid.is_empty() {
-            warn_if_overlapping(&cfg.data.train, &cfg.data.valid)?;
-        }
         let train = rows_from(&cfg.data.train, cfg, tok, "training")?;
         if !cfg.data.valid.is_empty() {
             let valid = rows_from(&cfg.data.valid, cfg, tok, "validation")?;
+            warn_if_overlapping(&train, &valid);
             return Ok(Datasets { train, valid });
         }
         let n = train.len() as u64;

@@ -5,7 +5,9 @@
 //! where a blank line (empty or whitespace only) separates documents; JSON Lines (`.jsonl`, or
 //! `.json` named on its own), one document per record in its text field (`data.text_field`,
 //! `"text"` by default, as HF `datasets` writes it); and either of them compressed, `.gz` or
-//! `.zst`, decoded as it streams (`corpus.jsonl.zst`). Text is UTF-8.
+//! `.zst`, decoded as it streams (`corpus.jsonl.zst`). Text is UTF-8. A line ends at "\n",
+//! "\r\n" or a lone "\r" (old Mac OS files), as Python's universal newlines, with which HF
+//! `datasets` reads text files, end it.
 //! Files are read line by line through a bounded buffer: a line longer than [`MAX_PIECE_BYTES`]
 //! is cut (at whitespace when there is some) into several pieces, so a 200 MB line without a
 //! newline never sits in memory whole. Cutting at whitespace changes no token, since BERT's
@@ -377,6 +379,8 @@ struct FileState {
     at_doc_start: bool,
     /// The previous piece was cut from a longer line: the next one continues it.
     mid_line: bool,
+    /// The previous line ended at a "\r": a "\n" right after it belongs to that line end.
+    after_cr: bool,
 }
 
 impl PieceReader {
@@ -410,6 +414,7 @@ impl PieceReader {
             offset: 0,
             at_doc_start: true,
             mid_line: false,
+            after_cr: false,
         });
         Ok(true)
     }
@@ -445,29 +450,36 @@ impl Iterator for PieceReader {
 impl FileState {
     /// The next line or cut piece, and whether it is blank. `None` at end of file.
     fn next_raw(&mut self) -> Result<Option<(String, bool)>> {
+        let read_error = |e: std::io::Error| {
+            if let Some(bad) = e.get_ref().and_then(|r| r.downcast_ref::<BadRecord>()) {
+                UsageError::new(bad.to_string())
+            } else if let Some(tool) = decompressor(&self.path) {
+                UsageError::new(format!(
+                    "reading {0}: {e}; the compressed file is damaged or truncated (check it \
+                     with {tool} -t {0}; download or compress it again)",
+                    self.path.display()
+                ))
+            } else {
+                UsageError::new(format!("reading {}: {e}", self.path.display()))
+            }
+        };
+        if std::mem::take(&mut self.after_cr) {
+            let buf = self.reader.fill_buf().map_err(read_error)?;
+            if buf.first() == Some(&b'\n') {
+                self.reader.consume(1);
+                self.offset += 1;
+            }
+        }
         let room = MAX_PIECE_BYTES.saturating_sub(self.pending.len()) as u64;
-        let n = (&mut self.reader)
-            .take(room)
-            .read_until(b'\n', &mut self.pending)
-            .map_err(|e| {
-                if let Some(bad) = e.get_ref().and_then(|r| r.downcast_ref::<BadRecord>()) {
-                    UsageError::new(bad.to_string())
-                } else if let Some(tool) = decompressor(&self.path) {
-                    UsageError::new(format!(
-                        "reading {0}: {e}; the compressed file is damaged or truncated (check it \
-                         with {tool} -t {0}; download or compress it again)",
-                        self.path.display()
-                    ))
-                } else {
-                    UsageError::new(format!("reading {}: {e}", self.path.display()))
-                }
-            })?;
+        let n =
+            read_line(&mut (&mut self.reader).take(room), &mut self.pending).map_err(read_error)?;
         if self.pending.is_empty() && n == 0 {
             return Ok(None);
         }
-        // Shorter than the limit means read_until stopped at a newline or at the end of the file.
-        let whole_line =
-            self.pending.last() == Some(&b'\n') || self.pending.len() < MAX_PIECE_BYTES;
+        // Shorter than the limit means read_line stopped at a line end or at the end of the file.
+        let ends_line = matches!(self.pending.last(), Some(b'\n' | b'\r'));
+        let whole_line = ends_line || self.pending.len() < MAX_PIECE_BYTES;
+        self.after_cr = self.pending.last() == Some(&b'\r');
         let cut = if whole_line {
             self.pending.len()
         } else {
@@ -497,6 +509,33 @@ impl FileState {
         let blank = !continues && whole_line && trimmed.trim().is_empty();
         Ok(Some((trimmed.to_string(), blank)))
     }
+}
+
+/// Appends to `buf` the bytes of `r` up to and including the next "\n" or "\r" (the end of the
+/// input otherwise), returning how many; 0 at the end of the input. A "\n" after a "\r" is the
+/// caller's to skip.
+fn read_line<R: BufRead>(r: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let start = buf.len();
+    loop {
+        let chunk = match r.fill_buf() {
+            Ok(chunk) => chunk,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            break;
+        }
+        let (n, ended) = match memchr::memchr2(b'\n', b'\r', chunk) {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        r.consume(n);
+        if ended {
+            break;
+        }
+    }
+    Ok(buf.len() - start)
 }
 
 /// Where to cut a full buffer: after the last ASCII whitespace in its second half, else at the
@@ -629,12 +668,32 @@ mod tests {
 
     #[test]
     fn blank_lines_separate_documents() {
-        let got = pieces_of(b"a b\nc\n\n \r\nd\r\ne").unwrap();
-        let want = [("a b", true), ("c", false), ("d", true), ("e", false)];
+        let got = pieces_of(b"a b\nc\n\n \r\nd\r\ne\rf\r\rg\r").unwrap();
+        let want = [
+            ("a b", true),
+            ("c", false),
+            ("d", true),
+            ("e", false),
+            ("f", false),
+            ("g", true),
+        ];
         assert_eq!(got.len(), want.len());
         for (g, (t, d)) in got.iter().zip(want) {
             assert_eq!((g.text.as_str(), g.new_doc), (t, d));
         }
+    }
+
+    #[test]
+    fn a_crlf_split_by_the_piece_limit_is_one_line_end() {
+        // The "\r" fills the buffer to the limit; the "\n" after it must not read as a blank line.
+        let mut text = vec![b'w'; MAX_PIECE_BYTES - 1];
+        text.extend_from_slice(b"\r\nx\r\ny");
+        let got = texts(&pieces_of(&text).unwrap());
+        let long = "w".repeat(MAX_PIECE_BYTES - 1);
+        assert_eq!(
+            got,
+            [(long, true), ("x".into(), false), ("y".into(), false)]
+        );
     }
 
     #[test]

@@ -111,11 +111,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// [`write_atomic`] for writers that want a path: `write` fills the temporary file (a hidden
 /// sibling of `path` with the same extension), which is then synced and renamed over `path`.
-/// On error the temporary file is removed and `path` is untouched.
+/// On error the temporary file is removed and `path` is untouched; a killed writer's is removed
+/// by the next writer of `path`.
 pub fn replace_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
         fs::create_dir_all(dir).with_context(|| format!("creating folder {}", dir.display()))?;
     }
+    let (prefix, suffix) = tmp_affixes(path);
+    remove_dead_temporaries(dir.unwrap_or(Path::new(".")), &prefix, &suffix);
     let tmp = tmp_path(path);
     let result = (|| -> Result<()> {
         write(&tmp)?;
@@ -149,7 +153,7 @@ pub fn write_folder(out: &Path, write: impl FnOnce(&Path) -> Result<Vec<String>>
     let parent = out.parent().filter(|d| !d.as_os_str().is_empty());
     let parent = parent.unwrap_or(Path::new("."));
     fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    remove_dead_temporaries(parent, &format!(".{name}.tmp-"));
+    remove_dead_temporaries(parent, &format!(".{name}.tmp-"), "");
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -195,9 +199,9 @@ pub fn write_folder(out: &Path, write: impl FnOnce(&Path) -> Result<Vec<String>>
     result
 }
 
-/// Removes the folders `dir/PREFIX<pid>` whose process is gone (killed writers'); those of live
-/// processes (another writer of the same output, now) are left alone.
-fn remove_dead_temporaries(dir: &Path, prefix: &str) {
+/// Removes the files and folders `dir/PREFIX<pid>SUFFIX` whose process is gone (killed
+/// writers'); those of live processes (another writer of the same output, now) are left alone.
+fn remove_dead_temporaries(dir: &Path, prefix: &str, suffix: &str) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -205,14 +209,20 @@ fn remove_dead_temporaries(dir: &Path, prefix: &str) {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(pid) = name
             .strip_prefix(prefix)
+            .and_then(|p| p.strip_suffix(suffix))
             .and_then(|p| p.parse::<i32>().ok())
         else {
             continue;
         };
         // SAFETY: kill with signal 0 only asks whether the process exists.
         let alive = pid == std::process::id() as i32 || unsafe { libc::kill(pid, 0) } == 0;
-        if !alive && e.path().is_dir() {
-            let _ = fs::remove_dir_all(e.path());
+        if !alive {
+            let path = e.path();
+            let _ = if path.is_dir() {
+                fs::remove_dir_all(path)
+            } else {
+                fs::remove_file(path)
+            };
         }
     }
 }
@@ -306,6 +316,12 @@ pub fn check_output_file(
 /// `dir/.stem.tmp-PID.ext`: hidden, unique per process so two writers never share one, and with
 /// the original extension (image encoders pick the format from it).
 pub fn tmp_path(path: &Path) -> PathBuf {
+    let (prefix, suffix) = tmp_affixes(path);
+    path.with_file_name(format!("{prefix}{}{suffix}", std::process::id()))
+}
+
+/// What comes before and after the process id in [`tmp_path`]'s name: `.stem.tmp-` and `.ext`.
+fn tmp_affixes(path: &Path) -> (String, String) {
     let stem = path
         .file_stem()
         .map(|n| n.to_string_lossy().into_owned())
@@ -314,7 +330,7 @@ pub fn tmp_path(path: &Path) -> PathBuf {
         .extension()
         .map(|e| format!(".{}", e.to_string_lossy()))
         .unwrap_or_default();
-    path.with_file_name(format!(".{stem}.tmp-{}{ext}", std::process::id()))
+    (format!(".{stem}.tmp-"), ext)
 }
 
 #[cfg(test)]
@@ -326,8 +342,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sub/x.txt");
         write_atomic(&p, b"one").unwrap();
+        // A killed writer's temporary (a process id that does not exist) goes with the next write.
+        let dead = (100_000..4_000_000)
+            .find(|&p| unsafe { libc::kill(p, 0) } != 0)
+            .unwrap();
+        let stale = dir.path().join(format!("sub/.x.tmp-{dead}.txt"));
+        fs::write(&stale, b"half").unwrap();
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert!(!stale.exists(), "the dead writer's temporary is removed");
         let names: Vec<_> = fs::read_dir(p.parent().unwrap())
             .unwrap()
             .map(|e| e.unwrap().file_name())

@@ -66,15 +66,19 @@ impl BackendKey {
 
 /// The device of `cfg`'s run, once every check that needs no data has passed: the backend is in
 /// the build with an adapter, it computes `train.precision`, and the model and one micro-batch
-/// can fit (the vocabulary is the tokenizer's, not known yet: `tokenizer.vocab_size` stands in).
-/// Train and bench call it first, so a refused run costs no minute of data preparation.
+/// can fit (the vocabulary is the existing `tokenizer.path`'s, or `tokenizer.vocab_size` for one
+/// not trained yet). Train and bench call it first, so a refused run costs no minute of data
+/// preparation.
 pub fn checked_device(cfg: &crate::config::Config) -> Result<Device> {
     let t = &cfg.train;
     let device = device_for(t.backend, BackendKey::Config)?;
     check_precision(t.backend, &device, t.precision)?;
     let (batch, seq_len) = (t.batch_size, cfg.data.seq_len);
     check_batch_tokens(t.backend, &device, batch.saturating_mul(seq_len))?;
-    let sizes = crate::model::BertConfig::new(&cfg.model, cfg.tokenizer.vocab_size, 0);
+    // A tokenizer that does not load is reported, naming it, when the run loads it.
+    let vocab_size = crate::tokenizer::BertTokenizer::load(&cfg.tokenizer.path)
+        .map_or(cfg.tokenizer.vocab_size, |tok| tok.vocab_size());
+    let sizes = crate::model::BertConfig::new(&cfg.model, vocab_size, 0);
     check_model_fits(t.backend, &sizes)?;
     check_batch_fits(t.backend, &sizes, t.precision, batch, seq_len)?;
     Ok(device)

@@ -152,6 +152,14 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             t.out_dir.display()
         );
     }
+    // The writer lock of an out_dir that exists now (a resume, a rerun) before any minute is
+    // spent on data, so a second run into it is refused at once; a new out_dir is created, and
+    // locked, only once the run is set to start, so a refused run leaves no empty folder.
+    let early_lock = if t.out_dir.is_dir() {
+        Some(checkpoint::lock(&t.out_dir)?)
+    } else {
+        None
+    };
     let data_start = Instant::now();
     // A tokenizer trained now is saved only once the run is set to start (below): a run that
     // fails before then leaves none behind for the next run to pick up.
@@ -216,10 +224,15 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     };
     let tokenizer_json = tok.to_json()?;
     let config_toml = cfg.to_toml();
-    std::fs::create_dir_all(&t.out_dir)
-        .with_context(|| format!("creating {}", t.out_dir.display()))?;
     // Held until training returns; taken before anything in out_dir is touched.
-    let _lock = checkpoint::lock(&t.out_dir)?;
+    let _lock = match early_lock {
+        Some(lock) => lock,
+        None => {
+            std::fs::create_dir_all(&t.out_dir)
+                .with_context(|| format!("creating {}", t.out_dir.display()))?;
+            checkpoint::lock(&t.out_dir)?
+        }
+    };
     checkpoint::remove_stale_temporaries(&t.out_dir)?;
 
     if resume {

@@ -328,6 +328,28 @@ fn a_step_of_more_rows_than_the_corpus_gives_is_noted() {
 }
 
 #[test]
+fn an_existing_tokenizer_sizes_the_memory_check_not_tokenizer_vocab_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tok/tokenizer.json");
+    let one_step = ["--set", "train.steps=1", "--set", "train.warmup_steps=0"];
+    train(&dir.path().join("first"), &tok, &one_step).ok();
+    // A vocabulary of 2^24 at hidden 256 would be 2^32 parameters, 69 GB with AdamW's state on
+    // the CPU: refused if it sized the model, but the existing tokenizer (300 ids) is the one used.
+    let big = [
+        &one_step[..],
+        &["--set", "tokenizer.vocab_size=16777216"],
+        &["--set", "model.hidden_size=256"],
+    ]
+    .concat();
+    let run = train(&dir.path().join("second"), &tok, &big).ok();
+    assert!(
+        run.stderr.contains("using the existing tokenizer"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn the_examples_after_training_come_from_the_config_or_the_held_out_text() {
     let dir = tempfile::tempdir().unwrap();
     let tok = dir.path().join("tok/tokenizer.json");

@@ -321,7 +321,13 @@ fn a_second_writer_is_refused_naming_the_first_and_a_killed_one_holds_nothing() 
         std::thread::sleep(Duration::from_millis(20));
     }
     let pid = first.id().to_string();
-    masklm(&args).usage_error(&["in use by another masklm train", &pid, "train.out_dir"]);
+    let second =
+        masklm(&args).usage_error(&["in use by another masklm train", &pid, "train.out_dir"]);
+    assert!(
+        !second.stderr.contains("training rows"),
+        "refused before preparing any data:\n{}",
+        second.stderr
+    );
 
     first.kill().unwrap();
     first.wait().unwrap();

@@ -136,25 +136,33 @@ pub fn replace_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     result
 }
 
-/// Writes the files of folder `out` as one step: `write` fills a hidden sibling folder
-/// (`.NAME.tmp-PID`; the files inside need no atomic writes of their own) and returns their
-/// names in the order written; the folder then becomes `out` by one rename when `out` is missing
-/// or empty. Into a non-empty `out` (a
-/// `--force`), its files are renamed over `out`'s one by one, the last written last. A killed
-/// writer leaves no half folder at `out`, only the hidden one, which the next writer of `out`
-/// removes. On error the temporary folder is removed and `out` is untouched.
+/// Writes the files of folder `out`: `write` fills a hidden temporary folder (the files inside
+/// need no atomic writes of their own) and returns their names in the order written; they are
+/// then synced and moved into `out`. A new `out` is that folder, a sibling `.NAME.tmp-PID`
+/// renamed to `out` in one step; into an existing `out` (empty, or a `--force`) the folder is
+/// `out/.masklm.tmp-PID` and its files are renamed over `out`'s one by one, the last written
+/// last, so `out` itself (a mount point, a link, the current folder, a folder in a parent this
+/// process cannot write in) is never replaced and keeps its owner and permissions. A killed
+/// writer leaves no half folder at a new `out`, only the hidden one, which the next writer of
+/// `out` removes. On error the temporary folder is removed and `out` is untouched.
 pub fn write_folder(out: &Path, write: impl FnOnce(&Path) -> Result<Vec<String>>) -> Result<()> {
-    // `e/.` is `e` (renaming or removing `e/.` fails).
-    let out: &Path = &out.components().collect::<PathBuf>();
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .with_context(|| format!("{} has no folder name", out.display()))?;
-    let parent = out.parent().filter(|d| !d.as_os_str().is_empty());
-    let parent = parent.unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    remove_dead_temporaries(parent, &format!(".{name}.tmp-"), "");
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let pid = std::process::id();
+    let (tmp, into_existing) = if out.is_dir() {
+        remove_dead_temporaries(out, ".masklm.tmp-", "");
+        (out.join(format!(".masklm.tmp-{pid}")), true)
+    } else {
+        // `e/.` is `e` (renaming `e/.` fails).
+        let out: &Path = &out.components().collect::<PathBuf>();
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .with_context(|| format!("{} has no folder name", out.display()))?;
+        let parent = out.parent().filter(|d| !d.as_os_str().is_empty());
+        let parent = parent.unwrap_or(Path::new("."));
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        remove_dead_temporaries(parent, &format!(".{name}.tmp-"), "");
+        (parent.join(format!(".{name}.tmp-{pid}")), false)
+    };
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let result = (|| -> Result<()> {
@@ -176,22 +184,15 @@ pub fn write_folder(out: &Path, write: impl FnOnce(&Path) -> Result<Vec<String>>
                 .and_then(|f| f.sync_all())
                 .with_context(|| format!("syncing {}", path.display()))?;
         }
-        let empty = fs::read_dir(out).map(|mut d| d.next().is_none());
-        match empty {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Ok(true) => {
-                fs::remove_dir(out).with_context(|| format!("replacing {}", out.display()))?
-            }
-            _ => {
-                for n in &names {
-                    fs::rename(tmp.join(n), out.join(n))
-                        .with_context(|| format!("moving {} into {}", n, out.display()))?;
-                }
-                return fs::remove_dir(&tmp).with_context(|| format!("removing {}", tmp.display()));
-            }
+        if !into_existing {
+            return fs::rename(&tmp, out)
+                .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()));
         }
-        fs::rename(&tmp, out)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))
+        for n in &names {
+            fs::rename(tmp.join(n), out.join(n))
+                .with_context(|| format!("moving {} into {}", n, out.display()))?;
+        }
+        fs::remove_dir(&tmp).with_context(|| format!("removing {}", tmp.display()))
     })();
     if result.is_err() {
         let _ = fs::remove_dir_all(&tmp);
@@ -214,8 +215,11 @@ fn remove_dead_temporaries(dir: &Path, prefix: &str, suffix: &str) {
         else {
             continue;
         };
-        // SAFETY: kill with signal 0 only asks whether the process exists.
-        let alive = pid == std::process::id() as i32 || unsafe { libc::kill(pid, 0) } == 0;
+        // SAFETY: kill with signal 0 only asks whether the process exists. EPERM: it exists,
+        // another user's (a shared output folder), so its temporary is live too.
+        let alive = pid == std::process::id() as i32
+            || unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
         if !alive {
             let path = e.path();
             let _ = if path.is_dir() {
@@ -402,6 +406,19 @@ mod tests {
         assert_eq!(names(&out), ["README.md", "a.json", "b.json"]);
         assert_eq!(fs::read_to_string(out.join("b.json")).unwrap(), "two");
         assert_eq!(names(dir.path()), ["hf"]);
+
+        // An existing folder is written into, never replaced: a link to one stays a link (so
+        // does a mount point, the current folder, a folder in a parent that cannot be written
+        // in), and a killed writer's leftover inside it goes.
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        fs::create_dir(real.join(format!(".masklm.tmp-{dead}"))).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_folder(&link, two("three")).unwrap();
+        assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(names(&real), ["a.json", "b.json"]);
+        assert_eq!(fs::read_to_string(real.join("a.json")).unwrap(), "three");
     }
 
     #[test]

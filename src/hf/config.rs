@@ -136,11 +136,13 @@ impl HfConfig {
                 "{key} is {found}; masklm's BERT supports only {want}"
             ))
         };
-        if self.hidden_act != "gelu" {
+        // "gelu_python" is transformers' same erf GELU written in Python; the tanh ones
+        // ("gelu_new", "gelu_pytorch_tanh", "gelu_fast") compute other values.
+        if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_python") {
             return refuse(
                 "hidden_act",
                 &format!("{:?}", self.hidden_act),
-                "\"gelu\" (the exact erf GELU)",
+                "\"gelu\" (the exact erf GELU; \"gelu_python\" is the same)",
             );
         }
         if self.position_embedding_type != "absolute" {
@@ -205,6 +207,7 @@ mod tests {
             (c.hidden_size, c.type_vocab_size, c.vocab_size),
             (768, 2, 30522)
         );
+        assert_eq!(parse(json!({"hidden_act": "gelu_python"})).check(), Ok(()));
         for (v, needle) in [
             (json!({"model_type": "roberta"}), "model_type"),
             (json!({"hidden_act": "gelu_new"}), "hidden_act"),

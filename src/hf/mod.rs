@@ -64,20 +64,19 @@ const IMPORT_FILES: [&str; 5] = [
 ];
 
 /// Refuses to write into `out` when it is a file, or a non-empty folder without `force`, or
-/// when it is named `.` or `..` (it is replaced whole), or when one of the files `writes` would
-/// replace is a folder there (found before the first file is moved in, not after).
+/// when it is a new folder named by `.` or `..` (`gone/..`: it has no name to be made by), or
+/// when one of the files `writes` would replace is a folder there (found before the first file
+/// is moved in, not after).
 fn check_out_dir(out: &Path, force: bool, writes: &[&str]) -> Result<()> {
-    if !matches!(
-        out.components().next_back(),
-        Some(std::path::Component::Normal(_))
-    ) {
-        let name = out
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_owned()));
-        let example = name.map_or("exported".into(), |n| format!("../{}", n.to_string_lossy()));
+    if !out.is_dir()
+        && !matches!(
+            out.components().next_back(),
+            Some(std::path::Component::Normal(_))
+        )
+    {
         crate::usage!(
-            "--out {}: give the folder by its name (here --out {example}), as it is written whole",
+            "--out {} does not exist and ends in `.` or `..`, so it names no folder to make; \
+             give the new folder by its name",
             out.display()
         );
     }
@@ -169,6 +168,17 @@ pub fn import(hf_dir: &Path, base: &Config, out: &Path, force: bool) -> Result<I
             "--out {} is a training run's folder (it holds checkpoint-N folders); import writes \
              one checkpoint folder, which must not share it (even with --force): choose another \
              --out",
+            out.display()
+        );
+    }
+    // An imported checkpoint (step 0, no optimizer state) may be imported over; a trained one
+    // would lose its training and leave its optimizer state beside another model's weights.
+    let trained = out.join(checkpoint::OPTIMIZER_FILE).exists()
+        || checkpoint::read_state(out).is_ok_and(|s| s.step > 0);
+    if trained {
+        crate::usage!(
+            "--out {} holds a trained checkpoint; import writes a new one, which must not replace \
+             it (even with --force): choose another --out",
             out.display()
         );
     }

@@ -79,10 +79,44 @@ pub fn hf_files(tok: &BertTokenizer, max_len: usize) -> Result<Vec<(&'static str
     ])
 }
 
-/// The tokenizer.json text of an HF folder and the file it came from: tokenizer.json as it is,
-/// else one built from vocab.txt (and tokenizer_config.json's flags) as transformers builds its
-/// fast BERT tokenizer from them.
+/// `tokenizer_class` values (tokenizer_config.json) that are BERT's WordPiece tokenizer, built
+/// from tokenizer_config.json's flags by transformers 4 and 5 alike.
+const BERT_CLASSES: [&str; 8] = [
+    "BertTokenizer",
+    "BertTokenizerFast",
+    "DistilBertTokenizer",
+    "DistilBertTokenizerFast",
+    "ElectraTokenizer",
+    "ElectraTokenizerFast",
+    "MobileBertTokenizer",
+    "MobileBertTokenizerFast",
+];
+
+/// `tokenizer_class` values that use tokenizer.json as it is (transformers 4's and 5's names).
+const AS_IS_CLASSES: [&str; 2] = ["PreTrainedTokenizerFast", "TokenizersBackend"];
+
+/// The tokenizer.json text of an HF folder and the file it came from, as transformers'
+/// `AutoTokenizer` builds the tokenizer of a BERT model: tokenizer.json with its BERT normalizer
+/// set to tokenizer_config.json's flags (their defaults when absent; transformers rebuilds the
+/// normalizer from them), else one built from vocab.txt and those flags. A `tokenizer_class` that
+/// is not BERT's WordPiece (`BertJapaneseTokenizer`'s MeCab splitting) is refused.
 pub fn read_hf(hf_dir: &Path) -> Result<(String, PathBuf)> {
+    let config_path = hf_dir.join("tokenizer_config.json");
+    let (class, flags) = read_flags(&config_path)?;
+    let as_is = class.as_deref().is_some_and(|c| AS_IS_CLASSES.contains(&c));
+    if let Some(c) = class
+        .as_deref()
+        .filter(|c| !as_is && !BERT_CLASSES.contains(c))
+    {
+        crate::usage!(
+            "{} names tokenizer_class {c:?}, which masklm cannot reproduce: it reads BERT's \
+             WordPiece tokenizer ({}) or a tokenizer.json used as it is ({}), and training or \
+             scoring with another tokenizer than the model's would go wrong without an error",
+            config_path.display(),
+            BERT_CLASSES.join(", "),
+            AS_IS_CLASSES.join(", ")
+        );
+    }
     let json_path = hf_dir.join("tokenizer.json");
     if json_path.is_file() {
         let text = crate::io::read_to_string_capped(&json_path, crate::io::MAX_TOKENIZER_BYTES)
@@ -93,6 +127,23 @@ pub fn read_hf(hf_dir: &Path) -> Result<(String, PathBuf)> {
                     json_path.display()
                 ))
             })?;
+        if as_is {
+            return Ok((text, json_path));
+        }
+        let (text, changed) = with_flags(&text, &flags);
+        if let Some(changed) = changed {
+            let source = if config_path.is_file() {
+                format!("{} sets", config_path.display())
+            } else {
+                "without a tokenizer_config.json, transformers takes the defaults".into()
+            };
+            eprintln!(
+                "note: {}'s normalizer says {changed}, but {source} {}, which transformers \
+                 applies over it: masklm does too",
+                json_path.display(),
+                flags.describe()
+            );
+        }
         return Ok((text, json_path));
     }
     let vocab = hf_dir.join("vocab.txt");
@@ -102,7 +153,15 @@ pub fn read_hf(hf_dir: &Path) -> Result<(String, PathBuf)> {
             hf_dir.display()
         );
     }
-    let flags = read_flags(&hf_dir.join("tokenizer_config.json"))?;
+    if as_is {
+        crate::usage!(
+            "{} names tokenizer_class {:?}, which is defined by a tokenizer.json, and {} has none; \
+             copy the model's tokenizer.json into it",
+            config_path.display(),
+            class.unwrap_or_default(),
+            hf_dir.display()
+        );
+    }
     let tok = from_vocab_txt(&vocab, &flags)?;
     let text = tok
         .to_string(true)
@@ -119,14 +178,27 @@ struct Flags {
     chinese_chars: bool,
 }
 
-fn read_flags(path: &Path) -> Result<Flags> {
+impl Flags {
+    /// As tokenizer_config.json spells them.
+    fn describe(&self) -> String {
+        let accents = self.strip_accents.map_or("null".into(), |b| b.to_string());
+        format!(
+            "do_lower_case {}, strip_accents {accents}, tokenize_chinese_chars {}",
+            self.lowercase, self.chinese_chars
+        )
+    }
+}
+
+/// tokenizer_config.json's `tokenizer_class` (None when absent: the model type's, BERT's) and
+/// BERT flags; HF's defaults when the file is absent.
+fn read_flags(path: &Path) -> Result<(Option<String>, Flags)> {
     let mut flags = Flags {
         lowercase: true,
         strip_accents: None,
         chinese_chars: true,
     };
     if !path.is_file() {
-        return Ok(flags);
+        return Ok((None, flags));
     }
     let text = crate::io::read_to_string_capped(path, crate::io::MAX_SETTINGS_BYTES)
         .map_err(|e| UsageError::new(format!("cannot read {}: {e}", path.display())))?;
@@ -136,7 +208,35 @@ fn read_flags(path: &Path) -> Result<Flags> {
     flags.lowercase = flag("do_lower_case").unwrap_or(true);
     flags.strip_accents = flag("strip_accents");
     flags.chinese_chars = flag("tokenize_chinese_chars").unwrap_or(true);
-    Ok(flags)
+    let class = v.get("tokenizer_class").and_then(Value::as_str);
+    Ok((class.map(str::to_string), flags))
+}
+
+/// `tokenizer_json` with a BERT normalizer's settings set to `flags`, and what they said before
+/// when that changed them (None: unchanged, or not a BERT normalizer, which is kept as it is).
+fn with_flags(tokenizer_json: &str, flags: &Flags) -> (String, Option<String>) {
+    let unchanged = (tokenizer_json.to_string(), None);
+    let Some(before) = bert_normalizer(tokenizer_json) else {
+        return unchanged;
+    };
+    let want = [
+        ("lowercase", json!(flags.lowercase)),
+        ("strip_accents", json!(flags.strip_accents)),
+        ("handle_chinese_chars", json!(flags.chinese_chars)),
+    ];
+    let differ: Vec<String> = want
+        .iter()
+        .filter(|(k, v)| before.get(*k).unwrap_or(&Value::Null) != v)
+        .map(|(k, _)| format!("{k} {}", before.get(*k).unwrap_or(&Value::Null)))
+        .collect();
+    if differ.is_empty() {
+        return unchanged;
+    }
+    let mut v: Value = serde_json::from_str(tokenizer_json).expect("parsed by bert_normalizer");
+    for (k, value) in want {
+        v["normalizer"][k] = value;
+    }
+    (v.to_string(), Some(differ.join(", ")))
 }
 
 /// HF's `BertConverter`: WordPiece over vocab.txt (line number = id), BERT normalizer and
@@ -197,10 +297,10 @@ mod tests {
     fn flags_default_to_bert_uncased() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tokenizer_config.json");
-        let f = read_flags(&p).unwrap();
-        assert!(f.lowercase && f.chinese_chars && f.strip_accents.is_none());
+        let (class, f) = read_flags(&p).unwrap();
+        assert!(class.is_none() && f.lowercase && f.chinese_chars && f.strip_accents.is_none());
         std::fs::write(&p, r#"{"do_lower_case": false, "strip_accents": true}"#).unwrap();
-        let f = read_flags(&p).unwrap();
+        let (_, f) = read_flags(&p).unwrap();
         assert!(!f.lowercase && f.strip_accents == Some(true));
     }
 
@@ -253,6 +353,54 @@ mod tests {
             .encode_batch(vec!["the cat the cat the cat", "cat"])
             .unwrap();
         assert_eq!(ids, [vec![5, 6, 5, 6, 5, 6], vec![6]]);
+    }
+
+    #[test]
+    fn tokenizer_config_flags_override_the_tokenizer_json_normalizer_as_transformers_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let uncased =
+            tokenizer_json_of("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\nThe\n").to_string();
+        std::fs::write(dir.path().join("tokenizer.json"), &uncased).unwrap();
+        let config = dir.path().join("tokenizer_config.json");
+        let ids = |json: &str| {
+            let tok = BertTokenizer::from_json(json, "t").unwrap();
+            tok.encode_with_specials("The").unwrap()
+        };
+        // Flags that agree: the file as it is, byte for byte.
+        std::fs::write(&config, r#"{"tokenizer_class": "BertTokenizer"}"#).unwrap();
+        assert_eq!(read_hf(dir.path()).unwrap().0, uncased);
+        assert_eq!(ids(&uncased), [2, 5, 3]);
+        // A cased model's flags over an uncased normalizer: cased, as transformers reads it.
+        std::fs::write(&config, r#"{"do_lower_case": false}"#).unwrap();
+        let (cased, _) = read_hf(dir.path()).unwrap();
+        assert!(!lowercases(&cased));
+        assert_eq!(ids(&cased), [2, 6, 3]);
+        // The generic class uses tokenizer.json as it is.
+        let generic = r#"{"tokenizer_class": "PreTrainedTokenizerFast", "do_lower_case": false}"#;
+        std::fs::write(&config, generic).unwrap();
+        assert_eq!(read_hf(dir.path()).unwrap().0, uncased);
+        // ... so without one it cannot be built from vocab.txt.
+        std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+        std::fs::write(
+            dir.path().join("vocab.txt"),
+            "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", read_hf(dir.path()).unwrap_err());
+        assert!(
+            e.contains("PreTrainedTokenizerFast") && e.contains("tokenizer.json"),
+            "{e}"
+        );
+        // A tokenizer that splits text otherwise (MeCab) is refused by name.
+        let japanese =
+            r#"{"tokenizer_class": "BertJapaneseTokenizer", "word_tokenizer_type": "mecab"}"#;
+        std::fs::write(&config, japanese).unwrap();
+        let e = read_hf(dir.path()).unwrap_err();
+        assert!(e.downcast_ref::<UsageError>().is_some(), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("\"BertJapaneseTokenizer\""),
+            "{e:#}"
+        );
     }
 
     #[test]

@@ -1022,7 +1022,7 @@ fn mixed_or_blocked_outputs_and_inputs_with_nothing_to_score() {
         export_forced(
             "export: --out named ..",
             "nothere/..",
-            "give the folder by its name",
+            "give the new folder by its name",
             &p("model.safetensors"),
         ),
         export_forced(
@@ -1036,6 +1036,19 @@ fn mixed_or_blocked_outputs_and_inputs_with_nothing_to_score() {
             &["import", "--hf", &hf, "--out", &ck, "--force"],
             &["training run's folder", "even with --force"],
             &[&run.join("model.bpk")],
+        ),
+        row(
+            "import: --out is a trained checkpoint, with --force",
+            &[
+                "import",
+                "--hf",
+                &hf,
+                "--out",
+                &checkpoint2.display().to_string(),
+                "--force",
+            ],
+            &["holds a trained checkpoint", "even with --force"],
+            &[],
         ),
         row(
             "plot: a folder where loss.png goes",

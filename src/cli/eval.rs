@@ -1,9 +1,9 @@
 //! `masklm eval`: masked-token loss, perplexity and accuracy of a checkpoint.
 
-use crate::config::{BackendName, Config, Source};
+use crate::config::{BackendName, Config, Precision, Source};
 use crate::data::{rows_from, validation_rows};
 use crate::eval::evaluate;
-use crate::train::{BackendKey, checkpoint, device_for};
+use crate::train::{BackendKey, Pass, check_batch_fits, checkpoint, device_for};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -79,6 +79,21 @@ pub fn run(a: EvalArgs) -> Result<()> {
     } else {
         rows_from(&a.corpus, &cfg, &ck.tokenizer, "evaluation")?
     };
+    // A batch is at most all the rows; evaluation runs in f32 (see `evaluate`).
+    let bert = crate::model::BertConfig::new(
+        &cfg.model,
+        ck.tokenizer.vocab_size(),
+        ck.tokenizer.specials().pad,
+    );
+    let batch = cfg.train.batch_size.min(rows.len());
+    check_batch_fits(
+        a.backend,
+        &bert,
+        Precision::F32,
+        Pass::Eval,
+        batch,
+        rows.seq_len,
+    )?;
     let table = Arc::new(ck.tokenizer.token_table());
     let what = if a.corpus.is_empty() {
         crate::eval::HELD_OUT_TEXT.to_string()

@@ -80,7 +80,7 @@ pub fn checked_device(cfg: &crate::config::Config) -> Result<Device> {
         .map_or(cfg.tokenizer.vocab_size, |tok| tok.vocab_size());
     let sizes = crate::model::BertConfig::new(&cfg.model, vocab_size, 0);
     check_model_fits(t.backend, &sizes)?;
-    check_batch_fits(t.backend, &sizes, t.precision, batch, seq_len)?;
+    check_batch_fits(t.backend, &sizes, t.precision, Pass::Train, batch, seq_len)?;
     Ok(device)
 }
 
@@ -169,16 +169,26 @@ pub fn check_model_fits(backend: BackendName, bert: &crate::model::BertConfig) -
     )
 }
 
-/// A lower bound on the memory one training micro-batch of `batch_size` rows of `seq_len`
-/// tokens takes, in bytes: its rows on the host (13 bytes a token: the corrupted and the original
-/// ids, the labels, the mask) and, on the CPU backends, three of the activations each layer keeps
-/// for backward, in the precision of the products: the attention probabilities
-/// [B, heads, S, S], the feed-forward's intermediate [B, S, intermediate] and the layer's output
-/// [B, S, hidden]. What else a step holds (the other activations, gradients, copies) comes on top.
+/// What a batch runs for: training keeps every layer's activations for backward; evaluation
+/// holds one layer's at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    Train,
+    Eval,
+}
+
+/// A lower bound on the memory one micro-batch of `batch_size` rows of `seq_len` tokens takes,
+/// in bytes: its rows on the host (13 bytes a token: the corrupted and the original ids, the
+/// labels, the mask) and, on the CPU backends, three activations of each layer training keeps
+/// for backward (of one layer, for evaluation), in the precision of the products: the attention
+/// probabilities [B, heads, S, S], the feed-forward's intermediate [B, S, intermediate] and the
+/// layer's output [B, S, hidden]. What else a step holds (the other activations, gradients,
+/// copies) comes on top.
 pub fn batch_bytes_lower_bound(
     backend: BackendName,
     bert: &crate::model::BertConfig,
     precision: Precision,
+    pass: Pass,
     batch_size: usize,
     seq_len: usize,
 ) -> u64 {
@@ -190,9 +200,13 @@ pub fn batch_bytes_lower_bound(
     let element = if precision == Precision::F32 { 4 } else { 2 };
     let per_token_layer =
         (bert.num_attention_heads * seq_len + bert.intermediate_size + bert.hidden_size) as u64;
+    let layers = match pass {
+        Pass::Train => bert.num_hidden_layers as u64,
+        Pass::Eval => 1,
+    };
     let kept = tokens
         .saturating_mul(per_token_layer)
-        .saturating_mul(bert.num_hidden_layers as u64)
+        .saturating_mul(layers)
         .saturating_mul(element);
     host.saturating_add(kept)
 }
@@ -205,33 +219,47 @@ pub fn check_batch_fits(
     backend: BackendName,
     bert: &crate::model::BertConfig,
     precision: Precision,
+    pass: Pass,
     batch_size: usize,
     seq_len: usize,
 ) -> Result<()> {
     let tokens = (batch_size as u64).saturating_mul(seq_len as u64);
+    let (batch, fix) = match pass {
+        Pass::Train => (
+            format!(
+                "train.batch_size {batch_size} × data.seq_len {seq_len} = {tokens} tokens a micro-batch"
+            ),
+            "lower train.batch_size (train.grad_accum_steps keeps the effective batch)",
+        ),
+        Pass::Eval => (
+            format!(
+                "an evaluation batch of {batch_size} rows (train.batch_size, or every row when \
+                 fewer) × data.seq_len {seq_len} = {tokens} tokens"
+            ),
+            "lower it with eval --set train.batch_size=N",
+        ),
+    };
     if tokens > i32::MAX as u64 {
-        crate::usage!(
-            "train.batch_size {batch_size} × data.seq_len {seq_len} = {tokens} tokens a \
-             micro-batch, more than the 2^31 - 1 positions one can address; lower \
-             train.batch_size (train.grad_accum_steps keeps the effective batch)"
-        );
+        crate::usage!("{batch}, more than the 2^31 - 1 positions one can address; {fix}");
     }
     let Some(memory) = physical_memory() else {
         return Ok(());
     };
-    let needed = batch_bytes_lower_bound(backend, bert, precision, batch_size, seq_len);
+    let needed = batch_bytes_lower_bound(backend, bert, precision, pass, batch_size, seq_len);
     if needed <= memory {
         return Ok(());
     }
-    let what = if matches!(backend, BackendName::Flex | BackendName::Ndarray) {
-        "its rows and the activations its layers keep for backward"
-    } else {
-        "its rows on the host"
+    let what = match (
+        matches!(backend, BackendName::Flex | BackendName::Ndarray),
+        pass,
+    ) {
+        (true, Pass::Train) => "its rows and the activations its layers keep for backward",
+        (true, Pass::Eval) => "its rows and one layer's activations",
+        (false, _) => "its rows on the host",
     };
     crate::usage!(
-        "train.batch_size {batch_size} × data.seq_len {seq_len} = {tokens} tokens a \
-         micro-batch: {what} alone take at least {:.1} GB, more than this machine's {:.1} GB of \
-         memory; lower train.batch_size (train.grad_accum_steps keeps the effective batch)",
+        "{batch}: {what} alone take at least {:.1} GB, more than this machine's {:.1} GB of \
+         memory; {fix}",
         needed as f64 / 1e9,
         memory as f64 / 1e9
     )
@@ -482,19 +510,24 @@ mod tests {
         // BERT-base, 32 rows of 128: 4,096 tokens.
         let host = 4096 * 13;
         let per_layer = 4096 * (12 * 128 + 3072 + 768);
-        let flex = batch_bytes_lower_bound(BackendName::Flex, &bert, Precision::F32, 32, 128);
+        let bound = |backend, precision, pass, batch| {
+            batch_bytes_lower_bound(backend, &bert, precision, pass, batch, 128)
+        };
+        let flex = bound(BackendName::Flex, Precision::F32, Pass::Train, 32);
         assert_eq!(flex, host + 12 * per_layer * 4);
-        let half = batch_bytes_lower_bound(BackendName::Flex, &bert, Precision::F16, 32, 128);
+        let half = bound(BackendName::Flex, Precision::F16, Pass::Train, 32);
         assert_eq!(half, host + 12 * per_layer * 2);
+        // Evaluation holds one layer's activations at a time.
+        let eval = bound(BackendName::Flex, Precision::F32, Pass::Eval, 32);
+        assert_eq!(eval, host + per_layer * 4);
         // About 1.06 GB, below what a BERT-base step of 32 × 128 on flex takes, as a bound must be.
         assert!((1.0e9..1.1e9).contains(&(flex as f64)), "{flex}");
         assert_eq!(
-            batch_bytes_lower_bound(BackendName::Vulkan, &bert, Precision::F32, 32, 128),
+            bound(BackendName::Vulkan, Precision::F32, Pass::Train, 32),
             host
         );
         // Sizes that overflow u64 saturate instead of wrapping to a small number.
-        let huge =
-            batch_bytes_lower_bound(BackendName::Flex, &bert, Precision::F32, usize::MAX, 512);
+        let huge = bound(BackendName::Flex, Precision::F32, Pass::Train, usize::MAX);
         assert_eq!(huge, u64::MAX);
     }
 }

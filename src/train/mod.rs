@@ -37,7 +37,8 @@ use std::time::Instant;
 use step::Outcome;
 
 pub use device::{
-    BackendKey, DeviceInfo, checked_device, device_for, device_info, gpu_reserved_mb, seed_device,
+    BackendKey, DeviceInfo, Pass, check_batch_fits, checked_device, device_for, device_info,
+    gpu_reserved_mb, seed_device,
 };
 
 /// What a finished run reports.

@@ -204,12 +204,13 @@ pub fn maskable_frequencies(ids: &[u32], tok: &BertTokenizer) -> Vec<Option<u64>
     freq
 }
 
-/// HF's JSON shape: a list of candidates for one mask, a list of such lists for several.
-pub fn to_hf_json(per_mask: &[Vec<Candidate>]) -> serde_json::Value {
+/// HF's JSON shape: a list of candidates for one mask, a list of such lists for several, each
+/// candidate's keys in HF's order (`score`, `token`, `token_str`, `sequence`).
+pub fn to_hf_json(per_mask: &[Vec<Candidate>]) -> String {
     if per_mask.len() == 1 {
-        serde_json::to_value(&per_mask[0]).expect("plain data serializes")
+        serde_json::to_string(&per_mask[0]).expect("plain data serializes")
     } else {
-        serde_json::to_value(per_mask).expect("plain data serializes")
+        serde_json::to_string(per_mask).expect("plain data serializes")
     }
 }
 

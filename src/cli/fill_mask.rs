@@ -7,7 +7,8 @@ use crate::train::checkpoint;
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use clap::Args;
-use std::io::BufReader;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
@@ -35,53 +36,152 @@ pub fn run(a: FillMaskArgs) -> Result<()> {
     if a.top_k == 0 {
         crate::usage!("--top-k 0 asks for no candidates; use 1 or more");
     }
-    let mut texts = a.texts.clone();
-    if let Some(f) = &a.input {
-        texts.extend(input_lines(f)?);
-    }
-    // Readable output skips blank lines; JSON keeps one output line per input line, so that a
-    // script can pair them.
-    let blank = |t: &String| t.trim().is_empty();
-    if !a.json {
-        texts.retain(|t| !blank(t));
-    }
-    if texts.iter().all(blank) {
-        if let Some(f) = &a.input {
-            crate::usage!(
-                "--input {} has no non-blank line; write one text with [MASK] per line",
-                f.display()
-            );
-        }
+    if a.texts.is_empty() && a.input.is_none() {
         crate::usage!("no input: give TEXT arguments with [MASK], or --input FILE");
     }
+    let cannot = |f: &Path, e: std::io::Error| {
+        UsageError::new(format!("cannot read --input {}: {e}", f.display()))
+    };
+    let mut input = match &a.input {
+        Some(f) => Some((f, BufReader::new(File::open(f).map_err(|e| cannot(f, e))?))),
+        None => None,
+    };
     let device = Device::flex();
     let ck = checkpoint::load(&a.checkpoint, &device).context("loading the checkpoint")?;
-    let max_len = ck.config.model.max_position_embeddings;
-    let mut failed = 0;
-    for text in &texts {
-        if blank(text) {
-            crate::outln!("null")?;
-            continue;
-        }
-        match fill_mask(&ck.model, &ck.tokenizer, text, a.top_k, max_len, &device) {
-            Ok(per_mask) if a.json => crate::outln!("{}", to_hf_json(&per_mask))?,
-            Ok(per_mask) => print_readable(text, &per_mask)?,
-            Err(e) => {
-                failed += 1;
-                eprintln!("error: {e:#}");
-                if a.json {
-                    crate::outln!("{}", serde_json::json!({ "error": format!("{e:#}") }))?;
+    let mut answers = Answers {
+        json: a.json,
+        top_k: a.top_k,
+        trained_len: trained_len(&ck),
+        ck,
+        device,
+        texts: 0,
+        failed: 0,
+        noted: false,
+    };
+    for (i, text) in a.texts.iter().enumerate() {
+        answers.answer(Ok(text), || format!("TEXT argument {}", i + 1))?;
+    }
+    // Each line answered as it is read, so a pipe gets its answers as it goes.
+    if let Some((f, reader)) = &mut input {
+        let mut buf = Vec::new();
+        for n in 1.. {
+            let line = match read_line_capped(reader, &mut buf, MAX_INPUT_LINE)
+                .map_err(|e| cannot(f, e))?
+            {
+                Line::End => break,
+                Line::Read => std::str::from_utf8(&buf)
+                    .map(|l| l.strip_suffix('\r').unwrap_or(l))
+                    .map_err(|e| format!("not UTF-8 (byte {}); save it as UTF-8", e.valid_up_to())),
+                Line::TooLong => {
+                    reader.skip_until(b'\n').map_err(|e| cannot(f, e))?;
+                    Err(format!(
+                        "longer than {}; fill-mask takes one text per line, and only its first \
+                         max_position_embeddings tokens can be read",
+                        crate::io::size_words(MAX_INPUT_LINE)
+                    ))
                 }
-            }
+            };
+            answers.answer(line, || format!("line {n} of --input {}", f.display()))?;
         }
     }
-    if failed > 0 {
+    if answers.texts == 0 {
+        match &a.input {
+            Some(f) => crate::usage!(
+                "--input {} has no non-blank line; write one text with [MASK] per line",
+                f.display()
+            ),
+            None => crate::usage!("no input: give TEXT arguments with [MASK], or --input FILE"),
+        }
+    }
+    if answers.failed > 0 {
         crate::usage!(
-            "{failed} of {} inputs could not be filled (see above)",
-            texts.iter().filter(|t| !blank(t)).count()
+            "{} of {} inputs could not be filled (see above)",
+            answers.failed,
+            answers.texts
         );
     }
     Ok(())
+}
+
+/// The row length the checkpoint's run trained on, when its weights were trained by masklm
+/// (an imported checkpoint, at step 0, brings its positions from elsewhere).
+fn trained_len(ck: &checkpoint::Loaded) -> Option<usize> {
+    let step = checkpoint::read_state(&ck.dir).map_or(0, |s| s.step);
+    (step > 0).then_some(ck.config.data.seq_len)
+}
+
+/// Answers texts one at a time and counts them.
+struct Answers {
+    json: bool,
+    top_k: usize,
+    trained_len: Option<usize>,
+    ck: checkpoint::Loaded,
+    device: Device,
+    /// Non-blank texts seen, and those that could not be filled.
+    texts: usize,
+    failed: usize,
+    /// Whether the note on positions past the trained length was given.
+    noted: bool,
+}
+
+impl Answers {
+    /// Prints the answer to `text` (or the reason it could not be read); `what` names it in
+    /// messages. Readable output skips blank lines; JSON answers one with `null`, so that output
+    /// line i answers input line i.
+    fn answer(&mut self, text: Result<&str, String>, what: impl Fn() -> String) -> Result<()> {
+        if text.as_ref().is_ok_and(|t| t.trim().is_empty()) {
+            if self.json {
+                crate::outln!("null")?;
+            }
+            return Ok(());
+        }
+        self.texts += 1;
+        let max_len = self.ck.config.model.max_position_embeddings;
+        let (model, tok) = (&self.ck.model, &self.ck.tokenizer);
+        let filled = text.map_err(anyhow::Error::msg).and_then(|t| {
+            let per_mask = fill_mask(model, tok, t, self.top_k, max_len, &self.device)?;
+            Ok((t, per_mask))
+        });
+        match filled {
+            Ok((t, per_mask)) => {
+                self.note_untrained_positions(t, &what)?;
+                if self.json {
+                    crate::outln!("{}", to_hf_json(&per_mask))?;
+                } else {
+                    print_readable(t, &per_mask)?;
+                }
+            }
+            Err(e) => {
+                self.failed += 1;
+                let message = format!("{}: {e:#}", what());
+                eprintln!("error: {message}");
+                if self.json {
+                    crate::outln!("{}", serde_json::json!({ "error": message }))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Says once when a text reaches past the rows the checkpoint was trained on: those position
+    /// embeddings are as initialised, so its predictions are poor.
+    fn note_untrained_positions(&mut self, text: &str, what: &impl Fn() -> String) -> Result<()> {
+        let Some(trained) = self.trained_len.filter(|_| !self.noted) else {
+            return Ok(());
+        };
+        let len = self.ck.tokenizer.encode_with_specials(text)?.len();
+        if len > trained {
+            self.noted = true;
+            eprintln!(
+                "note: {} is {len} tokens long with [CLS] and [SEP], longer than the rows this \
+                 checkpoint was trained on (data.seq_len {trained}): the position embeddings past \
+                 {trained} are as initialised (unless the run started from imported weights), so \
+                 expect poor predictions there",
+                what()
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `text`, then each mask's candidates with their probabilities.
@@ -100,34 +200,3 @@ pub fn print_readable(text: &str, per_mask: &[Vec<crate::fill_mask::Candidate>])
 /// The longest `--input` line accepted. Far beyond any model's max_position_embeddings, and a
 /// bound on what one line can make the reader hold.
 const MAX_INPUT_LINE: u64 = 1 << 20;
-
-/// The lines of `--input` without their line ends, read one at a time. A longer line than
-/// [`MAX_INPUT_LINE`] is refused after reading at most that much of it, so a 200 MB line without
-/// a newline never sits in memory.
-fn input_lines(f: &Path) -> Result<Vec<String>> {
-    let cannot =
-        |e: std::io::Error| UsageError::new(format!("cannot read --input {}: {e}", f.display()));
-    let mut reader = BufReader::new(std::fs::File::open(f).map_err(cannot)?);
-    let (mut lines, mut buf) = (Vec::new(), Vec::new());
-    for n in 1.. {
-        match read_line_capped(&mut reader, &mut buf, MAX_INPUT_LINE).map_err(cannot)? {
-            Line::End => break,
-            Line::Read => {}
-            Line::TooLong => crate::usage!(
-                "line {n} of --input {} is longer than {}; fill-mask takes one text per line, \
-                 and only its first max_position_embeddings tokens can be read",
-                f.display(),
-                crate::io::size_words(MAX_INPUT_LINE)
-            ),
-        }
-        let line = std::str::from_utf8(&buf).map_err(|e| {
-            UsageError::new(format!(
-                "line {n} of --input {} is not UTF-8 (byte {} of the line); save it as UTF-8",
-                f.display(),
-                e.valid_up_to()
-            ))
-        })?;
-        lines.push(line.strip_suffix('\r').unwrap_or(line).to_string());
-    }
-    Ok(lines)
-}

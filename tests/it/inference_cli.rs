@@ -80,9 +80,13 @@ fn eval_and_fill_mask_on_a_trained_checkpoint() {
     assert_eq!(two.len(), 2, "two masks: a list of two lists");
     assert_eq!(two[0].as_array().unwrap().len(), 3);
 
-    // --input with --json: one output line per input line, in order, whatever fails.
+    // --input with --json: one output line per input line, in order, whatever fails (a line
+    // without [MASK], one that is not UTF-8, one over 1 MiB), each error naming its line.
     let input = dir.path().join("in.txt");
-    std::fs::write(&input, "a [MASK].\r\n\nno mask here\nthe [MASK] sat.\n").unwrap();
+    let mut text = b"a [MASK].\r\n\nno mask here\nthe [MASK] sat.\n\xff [MASK]\n".to_vec();
+    text.extend(b"the ".repeat(300_000));
+    text.extend(b"[MASK]\nthe [MASK] ran.");
+    std::fs::write(&input, text).unwrap();
     let run_json = masklm(&[
         "fill-mask",
         "--checkpoint",
@@ -92,13 +96,57 @@ fn eval_and_fill_mask_on_a_trained_checkpoint() {
         input.to_str().unwrap(),
     ]);
     let out = run_json
-        .usage_error(&["1 of 3 inputs could not be filled"])
+        .usage_error(&["3 of 6 inputs could not be filled"])
         .stdout;
     let lines = json_lines(&out);
-    assert_eq!(lines.len(), 4, "{out}");
-    assert!(lines[0].is_array() && lines[3].is_array(), "{out}");
+    assert_eq!(lines.len(), 7, "{out}");
+    for i in [0, 3, 6] {
+        assert!(lines[i].is_array(), "line {}: {out}", i + 1);
+    }
     assert!(lines[1].is_null(), "a blank line: null");
-    assert!(lines[2]["error"].as_str().unwrap().contains("no [MASK]"));
+    for (i, needle) in [(2, "no [MASK]"), (4, "not UTF-8"), (5, "longer than 1 MiB")] {
+        let error = lines[i]["error"].as_str().unwrap();
+        let at = format!("line {} of --input {}", i + 1, input.display());
+        assert!(error.starts_with(&at) && error.contains(needle), "{error}");
+    }
+    // Candidates in HF's key order.
+    let first = out.lines().next().unwrap();
+    let keys: Vec<&str> = ["\"score\"", "\"token\"", "\"token_str\"", "\"sequence\""].into();
+    let at: Vec<usize> = keys.iter().map(|k| out.find(k).unwrap()).collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{first}");
+}
+
+#[test]
+fn fill_mask_answers_each_input_line_as_it_is_read() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run(dir.path());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_masklm"))
+        .args(["fill-mask", "--json", "--checkpoint"])
+        .arg(&run)
+        .args(["--input", "/dev/stdin"])
+        .current_dir(common::ROOT)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    // The answer to the first line comes while the input is still open.
+    writeln!(stdin, "the [MASK] sat.").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        tx.send(line).unwrap();
+    });
+    let answer = rx.recv_timeout(std::time::Duration::from_secs(120));
+    drop(stdin);
+    let answer = answer.expect("no answer before the input ended");
+    assert!(answer.trim_start().starts_with('['), "{answer}");
+    reader.join().unwrap();
+    assert!(child.wait().unwrap().success());
 }
 
 #[test]
@@ -146,6 +194,14 @@ fn inference_errors_are_clear() {
         .usage_error(&["--top-k 0"]);
     let long = format!("{} [MASK]", "word ".repeat(100));
     masklm(&["fill-mask", "--checkpoint", ck, &long]).usage_error(&["max_position_embeddings 64"]);
+    // Past the trained rows (24 tokens) but within max_position_embeddings: answered, with a note.
+    let past = format!("{} [MASK]", "the ".repeat(30));
+    let r = masklm(&["fill-mask", "--checkpoint", ck, &past]).ok();
+    assert!(
+        r.stderr.contains("TEXT argument 1 is 33 tokens long") && r.stderr.contains("seq_len 24"),
+        "{}",
+        r.stderr
+    );
     // A tokenizer that does not match the checkpoint's weights (in a folder of its own: the run's
     // tokenizer has its vocab.txt beside it).
     let other = dir.path().join("other/tokenizer.json");

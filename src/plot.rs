@@ -314,20 +314,28 @@ fn step_range<'a>(series: impl IntoIterator<Item = &'a (f64, f64)>) -> std::ops:
     }
 }
 
-/// The y range over all series with 5% headroom both ways, widened when it is a single value.
+/// The y range over all series with 5% headroom both ways, widened when it is a single value,
+/// and within ±[`VALUE_LIMIT`].
 fn value_range<'a>(series: impl IntoIterator<Item = &'a (f64, f64)>) -> std::ops::Range<f64> {
     let (lo, hi) = series
         .into_iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &(_, y)| {
             (lo.min(y), hi.max(y))
         });
+    let limit = |v: f64| v.clamp(-VALUE_LIMIT, VALUE_LIMIT);
+    let (lo, hi) = (limit(lo), limit(hi));
     let pad = if hi > lo {
         (hi - lo) * 0.05
     } else {
         (hi.abs() * 0.1).max(0.5)
     };
-    lo - pad..hi + pad
+    limit(lo - pad)..limit(hi + pad)
 }
+
+/// The largest value magnitude a chart's range reaches: plotters' arithmetic on a range near
+/// f64::MAX overflows and never returns (a hand-edited 1.7e308 hung `plot`); masklm's own rows,
+/// from f32 sums, stay below 3.4e38.
+const VALUE_LIMIT: f64 = 1e300;
 
 fn fmt_step(x: &f64) -> String {
     format!("{x:.0}")
@@ -536,6 +544,24 @@ mod tests {
         assert_eq!(fmt_value(&2.5), "2.50");
         assert_eq!(fmt_value(&1234.4), "1234");
         assert_eq!(fmt_value(&-98765432.0), "-9.9e7");
+    }
+
+    #[test]
+    fn value_ranges_stay_finite_near_the_largest_float() {
+        for values in [
+            [1.7e308, 3.0],
+            [-1.7e308, 1.7e308],
+            [1.7e308, 1.7e308],
+            [2.0, 2.0],
+        ] {
+            let points: Vec<(f64, f64)> = values.iter().map(|&v| (1.0, v)).collect();
+            let r = value_range(&points);
+            assert!(
+                r.start < r.end && (r.end - r.start).is_finite(),
+                "{values:?}: {r:?}"
+            );
+        }
+        assert_eq!(value_range(&[(1.0, 1.0), (2.0, 3.0)]), 0.9..3.1);
     }
 
     const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";

@@ -308,7 +308,7 @@ impl Config {
 
     /// `text` with `sets` applied, deserialized: every key known and of its type, no value
     /// checked.
-    fn parse(text: &str, source: &Source, sets: &[String]) -> anyhow::Result<Config> {
+    pub fn parse(text: &str, source: &Source, sets: &[String]) -> anyhow::Result<Config> {
         let name = match source {
             Source::Embedded => "the embedded configs/default.toml".to_string(),
             Source::File(p) => p.display().to_string(),

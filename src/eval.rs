@@ -65,6 +65,39 @@ pub fn most_frequent_token(
         .unwrap_or(0) as u32)
 }
 
+/// The share of `rows`' text tokens (real tokens but [CLS] and [SEP]) that are [UNK]: high for
+/// text the tokenizer does not cover (another script), where evaluation, which never masks
+/// [UNK] (as HF's collator), scores only the few known tokens.
+pub fn unknown_share(rows: &RowSet, specials: &SpecialIds) -> Result<f64> {
+    let (mut unknown, mut text) = (0usize, 0usize);
+    let (mut ids, mut mask) = (vec![0u32; rows.seq_len], vec![0u8; rows.seq_len]);
+    for i in 0..rows.len() {
+        rows.fill(i, specials, &mut ids, &mut mask)?;
+        for (&id, &real) in ids.iter().zip(&mask) {
+            if real == 1 && id != specials.cls && id != specials.sep {
+                text += 1;
+                unknown += usize::from(id == specials.unk);
+            }
+        }
+    }
+    Ok(unknown as f64 / text.max(1) as f64)
+}
+
+/// The [`unknown_share`] above which a text is said to be outside the tokenizer's.
+pub const UNKNOWN_NOTED: f64 = 0.1;
+
+/// "; N% of its tokens are [UNK]…" when `share` is above [`UNKNOWN_NOTED`], else "".
+pub fn unknown_clause(share: f64) -> String {
+    if share < UNKNOWN_NOTED {
+        return String::new();
+    }
+    format!(
+        "; {:.0}% of its tokens are [UNK], which evaluation never masks: the tokenizer does not \
+         cover this text (another language or script?)",
+        100.0 * share
+    )
+}
+
 /// What evaluation scores when given no corpus of its own, as messages name it.
 pub const HELD_OUT_TEXT: &str =
     "the held-out text (data.valid, or data.validation_split_percentage of data.train)";
@@ -84,9 +117,15 @@ pub fn ensure_something_to_score(
             return Ok(());
         }
     }
+    let unknown = unknown_clause(unknown_share(rows, &specials)?);
+    let fix = if unknown.is_empty() {
+        "give more text"
+    } else {
+        "give text the tokenizer covers"
+    };
     crate::usage!(
         "{what} gives no token to score: evaluation masks 15% of the tokens from a fixed seed, \
-         and in its {} none was selected; give more text",
+         and in its {} none was selected{unknown}; {fix}",
         match rows.len() {
             1 => "one row".to_string(),
             n => format!("{n} rows"),

@@ -45,13 +45,39 @@ pub const EVAL_MAY_CHANGE: [&str; 8] = [
     "train.batch_size",
 ];
 
+/// Says when `--set data.seq_len` makes rows longer than the checkpoint's run trained on: the
+/// position embeddings past its rows are as initialised (unless it started from imported
+/// weights), which would lower the scores for a reason that is not the text.
+fn note_untrained_positions(ck: &checkpoint::Loaded, cfg: &Config) {
+    let trained = ck.config.data.seq_len;
+    let step = checkpoint::read_state(&ck.dir).map_or(0, |s| s.step);
+    if step > 0 && cfg.data.seq_len > trained {
+        eprintln!(
+            "note: data.seq_len {} is longer than the rows this checkpoint was trained on \
+             ({trained}): the position embeddings past {trained} are as initialised (unless the \
+             run started from imported weights), so the scores are lower for it",
+            cfg.data.seq_len
+        );
+    }
+}
+
 /// The checkpoint's config with `sets` applied, refusing a key outside [`EVAL_MAY_CHANGE`].
 fn with_sets(saved: &Config, dir: &Path, sets: &[String]) -> Result<Config> {
     if sets.is_empty() {
         return Ok(saved.clone());
     }
     let source = Source::File(dir.join(checkpoint::CONFIG_FILE));
-    let cfg = Config::from_toml_str(&saved.to_toml(), &source, sets)?;
+    let cfg = Config::parse(&saved.to_toml(), &source, sets)?;
+    // The general message would advise raising max_position_embeddings, which the weights fix.
+    let max_len = saved.model.max_position_embeddings;
+    if cfg.data.seq_len > max_len && cfg.model == saved.model {
+        crate::usage!(
+            "eval --set data.seq_len={}: the checkpoint's model reads at most \
+             max_position_embeddings {max_len} tokens a row; use at most that",
+            cfg.data.seq_len
+        );
+    }
+    cfg.validate()?;
     for (key, _, _) in crate::config::differences(saved, &cfg) {
         if EVAL_MAY_CHANGE.contains(&key.as_str()) {
             continue;
@@ -74,8 +100,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let device = device_for(a.backend, BackendKey::Flag)?;
     let ck = checkpoint::load(&a.checkpoint, &device).context("loading the checkpoint")?;
     let cfg = with_sets(&ck.config, &ck.dir, &a.sets)?;
+    note_untrained_positions(&ck, &cfg);
     let rows = if a.corpus.is_empty() {
-        validation_rows(&cfg, &ck.tokenizer)?
+        validation_rows(&cfg, &ck.tokenizer).with_context(|| {
+            format!(
+                "scoring {} of the checkpoint's config {} (its paths are relative to the current \
+                 folder; --corpus, or --set data.valid=[...], scores other text)",
+                crate::eval::HELD_OUT_TEXT,
+                ck.dir.join(checkpoint::CONFIG_FILE).display()
+            )
+        })?
     } else {
         rows_from(&a.corpus, &cfg, &ck.tokenizer, "evaluation")?
     };
@@ -108,6 +142,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
         cfg.train.batch_size,
         &what,
     )?;
+    let unknown =
+        crate::eval::unknown_clause(crate::eval::unknown_share(&rows, &ck.tokenizer.specials())?);
+    if !unknown.is_empty() {
+        eprintln!("note: {what} is scored on its known tokens only{unknown}");
+    }
     let r = evaluate(
         &ck.model,
         &rows,

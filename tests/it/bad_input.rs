@@ -880,6 +880,7 @@ fn mixed_or_blocked_outputs_and_inputs_with_nothing_to_score() {
     let hf = fixture.display().to_string();
     let p = |name: &str| f.path(name);
     std::fs::write(p("oneline.txt"), "the cat sat\n").unwrap();
+    std::fs::write(p("cyrillic.txt"), "Привет мир как дела\n".repeat(200)).unwrap();
     std::fs::write(p("number.jsonl"), "{\"text\": 5}\n").unwrap();
     std::fs::write(p("array.jsonl"), "[\"the cat sat\"]\n").unwrap();
     std::fs::write(p("kept.txt"), "someone else's file\n").unwrap();
@@ -939,6 +940,27 @@ fn mixed_or_blocked_outputs_and_inputs_with_nothing_to_score() {
                 "no token to score",
                 "give more text",
             ],
+            &[],
+        ),
+        row(
+            "eval: a text the tokenizer does not cover (every token [UNK])",
+            &[
+                "eval",
+                "--checkpoint",
+                &ck,
+                "--corpus",
+                &f.s("cyrillic.txt"),
+            ],
+            &[
+                "100% of its tokens are [UNK]",
+                "give text the tokenizer covers",
+            ],
+            &[],
+        ),
+        row(
+            "eval: --set data.seq_len past the model's positions",
+            &["eval", "--checkpoint", &ck, "--set", "data.seq_len=65"],
+            &["data.seq_len=65", "max_position_embeddings 64"],
             &[],
         ),
         row(

@@ -74,6 +74,7 @@ pub struct FusionPerStep {
 pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
     let t = &cfg.train;
     let base = checked_device(cfg)?;
+    crate::data::check_cache_dir(cfg)?;
     let start = Instant::now();
     let tok = tokenizer_for(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;

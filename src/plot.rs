@@ -425,9 +425,18 @@ fn draw_loss(root: &Area<'_>, title: &str, m: &Metrics) -> Result<()> {
         }
         if let Some(smooth) = smooth {
             let style = dark_blue.stroke_width(2);
+            // Rows are `train.logging_steps` apart: the width is said in steps.
+            let rows = 2 * half + 1;
+            let per_row = (train[train.len() - 1].0 - train[0].0) / (train.len() - 1) as f64;
+            let label = if (per_row - 1.0).abs() < 0.5 {
+                format!("train loss, {rows}-step moving average")
+            } else {
+                let steps = rows as f64 * per_row;
+                format!("train loss, moving average over {rows} rows (about {steps:.0} steps)")
+            };
             chart
                 .draw_series(LineSeries::new(smooth, style))?
-                .label(format!("train loss, {}-step moving average", 2 * half + 1))
+                .label(label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
         }
     }

@@ -5,10 +5,12 @@ use super::ConfigArgs;
 use crate::data::batches::{Batch, TrainStream};
 use crate::data::masking::IGNORE_LABEL;
 use crate::data::store::{self, TokenStore};
-use crate::data::{Datasets, cache_dir, corpus, corruption, store_for, tokenizer_for};
+use crate::data::{
+    Datasets, cache_dir, check_cache_dir, corpus, corruption, store_for, tokenizer_for,
+};
 use crate::error::UsageError;
 use crate::tokenizer::BertTokenizer;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::io::Write;
@@ -71,6 +73,7 @@ fn describe_store(what: &str, s: &TokenStore) -> String {
 fn prepare(a: ConfigArgs) -> Result<()> {
     let cfg = a.load()?;
     super::set_threads(cfg.train.threads);
+    check_cache_dir(&cfg)?;
     let tok = tokenizer_for(&cfg)?;
     for (what, paths) in corpora(&cfg) {
         let store = store_for(paths, &cfg, &tok)?;
@@ -81,7 +84,16 @@ fn prepare(a: ConfigArgs) -> Result<()> {
 
 fn verify(a: ConfigArgs) -> Result<()> {
     let cfg = a.load()?;
-    let tok = tokenizer_for(&cfg)?;
+    // Checks the stores built with the tokenizer; it trains none.
+    let path = &cfg.tokenizer.path;
+    if !path.exists() {
+        crate::usage!(
+            "tokenizer.path {} does not exist, so no store was built with it; `masklm data \
+             prepare` trains it and builds the stores",
+            path.display()
+        );
+    }
+    let tok = BertTokenizer::load(path)?;
     let cache = cache_dir(&cfg);
     let (mut problems, mut damaged) = (Vec::new(), false);
     for (what, paths) in corpora(&cfg) {
@@ -123,6 +135,7 @@ fn preview(a: PreviewArgs) -> Result<()> {
     }
     let cfg = a.config.load()?;
     super::set_threads(cfg.train.threads);
+    check_cache_dir(&cfg)?;
     let tok = tokenizer_for(&cfg)?;
     let data = Datasets::prepare(&cfg, &tok)?;
     let mut stream = TrainStream::new(data.train, corruption(&cfg, &tok), cfg.train.batch_size);
@@ -132,9 +145,9 @@ fn preview(a: PreviewArgs) -> Result<()> {
         let pos = (k * cfg.train.batch_size) as u64;
         let b = stream.batch_at(pos)?;
         if a.json {
-            writeln!(out, "{}", batch_json(&b, &tok, pos))?;
+            writeln!(out, "{}", batch_json(&b, &tok, pos)).context("writing to standard output")?;
         } else {
-            write_readable(&mut out, &b, &tok, k, pos)?;
+            write_readable(&mut out, &b, &tok, k, pos).context("writing to standard output")?;
         }
     }
     Ok(())

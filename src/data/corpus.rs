@@ -205,9 +205,10 @@ impl<R: BufRead> JsonlText<R> {
                 )));
             };
             // A record is one document: its blank lines (between paragraphs) are dropped, so
-            // that the one blank line after it is its only document end.
+            // that the one blank line after it is its only document end. Its lines end as a
+            // file's do, a lone "\r" included.
             self.out.clear();
-            for line in text.split('\n').filter(|l| !l.trim().is_empty()) {
+            for line in text.split(['\n', '\r']).filter(|l| !l.trim().is_empty()) {
                 self.out.extend_from_slice(line.as_bytes());
                 self.out.push(b'\n');
             }
@@ -790,7 +791,7 @@ mod tests {
     fn a_json_lines_record_is_one_document_whatever_its_blank_lines() {
         let dir = tempfile::tempdir().unwrap();
         let jsonl = concat!(
-            r#"{"text": "Para one.\n\nPara two.\n \nPara three."}"#,
+            r#"{"text": "Para one.\n\nPara two.\n \nPara three.\r\rPara four."}"#,
             "\n",
             r#"{"text": "next"}"#,
             "\n"
@@ -802,6 +803,7 @@ mod tests {
                 ("Para one.", true),
                 ("Para two.", false),
                 ("Para three.", false),
+                ("Para four.", false),
                 ("next", true),
             ]
             .map(|(t, d)| (t.to_string(), d));

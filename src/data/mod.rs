@@ -39,13 +39,20 @@ pub fn load_or_train_tokenizer(cfg: &Config) -> Result<(BertTokenizer, bool)> {
     let path = &cfg.tokenizer.path;
     if path.exists() {
         let tok = BertTokenizer::load(path)?;
-        if tok.vocab_size() != cfg.tokenizer.vocab_size {
+        let lowercase = crate::hf::tokenizer::lowercases(&tok.to_json()?);
+        let t = &cfg.tokenizer;
+        if tok.vocab_size() != t.vocab_size || lowercase != t.lowercase {
+            let case = |lower: bool| if lower { "uncased" } else { "cased" };
             eprintln!(
-                "note: using the existing tokenizer {} ({} tokens) as it is; \
-                 tokenizer.vocab_size {} only sizes a new one (delete the file to train one)",
+                "note: using the existing tokenizer {} ({} tokens, {}) as it is; \
+                 tokenizer.vocab_size {} and tokenizer.lowercase {} ({}) only shape a new one \
+                 (delete the file to train one)",
                 path.display(),
                 tok.vocab_size(),
-                cfg.tokenizer.vocab_size
+                case(lowercase),
+                t.vocab_size,
+                t.lowercase,
+                case(t.lowercase)
             );
         }
         return Ok((tok, false));
@@ -153,6 +160,15 @@ pub fn cache_dir(cfg: &Config) -> PathBuf {
     } else {
         cfg.data.cache_dir.clone()
     }
+}
+
+/// Refuses, before any work (a tokenizer trained, a corpus read), a token-store folder that
+/// cannot be made or written in.
+pub fn check_cache_dir(cfg: &Config) -> Result<()> {
+    Ok(crate::io::check_output_dir(
+        &cache_dir(cfg),
+        "data.cache_dir",
+    )?)
 }
 
 /// The token store of a corpus under a config: opened when current, else (re)built.

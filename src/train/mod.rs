@@ -127,6 +127,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     let base = checked_device(cfg)?;
     // Where the run writes, before any minute is spent on data.
     crate::io::check_output_dir(&t.out_dir, "train.out_dir")?;
+    crate::data::check_cache_dir(cfg)?;
     // A run folder holds checkpoint-N folders; one checkpoint's or an export's files at its top
     // would be read as the run's by eval, fill-mask and export.
     let holds = |f: &str| t.out_dir.join(f).is_file();

@@ -602,6 +602,26 @@ fn tiny_train(f: &Files, extra: &[String]) -> Vec<String> {
     a
 }
 
+/// `masklm data COMMAND` on the tiny config with its tokenizer at `tok` and stores in `cache`.
+fn data_command(command: &str, tok: &Path, cache: &str) -> Vec<String> {
+    let (tok, cache) = (
+        format!("tokenizer.path={tok:?}"),
+        format!("data.cache_dir={cache:?}"),
+    );
+    [
+        "data",
+        command,
+        "--config",
+        "configs/tiny.toml",
+        "--set",
+        &tok,
+        "--set",
+        &cache,
+    ]
+    .map(String::from)
+    .into()
+}
+
 /// Outputs that cannot be made, outputs that would overwrite inputs, and runs that fail before
 /// they start: refused up front, and none leaves a file for the next run to pick up.
 #[test]
@@ -683,6 +703,24 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
             what: "train: train.out_dir under a file",
             args: tiny_train(&f, &[format!("train.out_dir={under_file:?}")]),
             needles: vec!["train.out_dir".into(), "plain.txt is a file".into()],
+            absent: vec![newtok.clone()],
+        },
+        Row {
+            what: "train: data.cache_dir under a file, before a tokenizer is trained",
+            args: tiny_train(&f, &[format!("data.cache_dir={under_file:?}")]),
+            needles: vec!["data.cache_dir".into(), "plain.txt is a file".into()],
+            absent: vec![newtok.clone(), newrun.clone()],
+        },
+        Row {
+            what: "data prepare: data.cache_dir under a file, before a tokenizer is trained",
+            args: data_command("prepare", &newtok, &under_file),
+            needles: vec!["data.cache_dir".into(), "plain.txt is a file".into()],
+            absent: vec![newtok.clone()],
+        },
+        Row {
+            what: "data verify: no tokenizer (verify trains none)",
+            args: data_command("verify", &newtok, &f.s("cache")),
+            needles: vec!["does not exist".into(), "masklm data prepare".into()],
             absent: vec![newtok.clone()],
         },
         Row {

@@ -1,5 +1,5 @@
 //! `out_dir/metrics.jsonl`: one JSON object per line, per logged optimizer step
-//! (`step, loss, lr, grad_norm, tokens_per_sec, elapsed_s`; a fresh run's first row adds
+//! (`step, loss, lr, grad_norm, tokens_per_sec, elapsed_s`; a run's first row adds
 //! `device`: backend, adapter, CubeCL's fingerprint of it, vendor, cooperative-matrix types;
 //! under f16, every row adds `loss_scale` and `skipped_steps`) and per evaluation
 //! (`step, eval_loss, eval_accuracy, eval_top5_accuracy, eval_perplexity, eval_masked_tokens,
@@ -51,7 +51,7 @@ impl MetricsLog {
     }
 
     /// A training row; under f16 loss scaling it adds the scale of the next step and the steps
-    /// skipped so far (`loss_scale`, `skipped_steps`), and a fresh run's first row the device.
+    /// skipped so far (`loss_scale`, `skipped_steps`), and a run's first row the device.
     pub fn step(
         &mut self,
         r: &StepRow,
@@ -80,6 +80,38 @@ impl MetricsLog {
             "eval_baseline_accuracy": r.baseline_accuracy,
         }))
     }
+}
+
+/// What the rows of steps up to `step` hold, for a run resumed at `step`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Logged {
+    /// A row says the device (a run's first row does).
+    pub device: bool,
+    /// An evaluation row at `step` itself.
+    pub eval_at_step: bool,
+}
+
+/// Reads what the rows of steps up to `step` hold (streamed; a missing file holds nothing).
+pub fn logged_up_to(out_dir: &Path, step: u64) -> Result<Logged> {
+    let path = out_dir.join(FILE);
+    let mut logged = Logged::default();
+    let Ok(file) = File::open(&path) else {
+        return Ok(logged);
+    };
+    for line in BufReader::new(file).split(b'\n') {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        let Ok(row) = serde_json::from_slice::<Value>(&line) else {
+            continue;
+        };
+        match row["step"].as_u64() {
+            Some(s) if s <= step => {
+                logged.device |= row.get("device").is_some();
+                logged.eval_at_step |= s == step && row.get("eval_loss").is_some();
+            }
+            _ => {}
+        }
+    }
+    Ok(logged)
 }
 
 /// Keeps the rows of steps up to `step` (rows logged after the checkpoint a run resumes from

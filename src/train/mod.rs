@@ -115,6 +115,16 @@ fn check_resume_config(cfg: &Config, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Prints `line` above the progress bar, or on stderr where the bar does not draw (not a
+/// terminal: it then prints nothing of `println`).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
 /// Trains `cfg`: from scratch, from the newest checkpoint of `train.out_dir` (`resume`), or from
 /// the weights of the checkpoint folder `init_from` with a fresh optimizer at step 0 (the caller
 /// has checked that its model and tokenizer are the run's; see `cli::train`).
@@ -237,6 +247,9 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     };
     checkpoint::remove_stale_temporaries(&t.out_dir)?;
 
+    // Whether a row of this run said the device, and whether the evaluation at the resumed
+    // step is owed: a kill during the evaluation that follows a checkpoint lost it.
+    let (mut device_logged, mut owed_eval) = (false, false);
     if resume {
         let Some(dir) = checkpoint::latest_valid(&t.out_dir)? else {
             let (what, where_) = if checkpoint::latest(&t.out_dir)?.is_some() {
@@ -295,7 +308,12 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             data: Some(fingerprint.clone()),
             ..saved
         };
-        if state.step >= t.steps {
+        let logged = metrics::logged_up_to(&t.out_dir, state.step)?;
+        device_logged = logged.device;
+        let eval_step =
+            state.step == t.steps || (t.eval_every > 0 && state.step.is_multiple_of(t.eval_every));
+        owed_eval = eval_step && !logged.eval_at_step;
+        if state.step > t.steps || (state.step == t.steps && !owed_eval) {
             crate::usage!(
                 "--resume: {} is at step {}, and train.steps is {}: nothing is left to train; \
                  to continue the run, raise train.steps above {} (--set train.steps=N)",
@@ -365,6 +383,13 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         )
     };
     let (mut last_loss, mut last_eval) = (f64::NAN, None);
+    if owed_eval {
+        let r = valid_eval(&model)?;
+        let what = "the interrupted run's evaluation";
+        say(&bar, format!("step {}: eval {r} ({what})", state.step));
+        log.eval(state.step, &r)?;
+        last_eval = Some(r);
+    }
     let start = Instant::now();
     let elapsed_before = state.elapsed_s;
 
@@ -443,8 +468,8 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             let loss = u.loss_sum / u.applied as f64;
             let tokens = (u.steps * rows_per_step) as f64 * seq_len as f64;
             let tokens_per_sec = tokens / u.seconds;
-            // A fresh run's first row says what it ran on (a resumed run prints it to stderr).
-            let first = (state.step <= t.logging_steps && !resume).then_some(&device);
+            // A run's first row says what it ran on (a resumed run prints it to stderr).
+            let first = (!std::mem::replace(&mut device_logged, true)).then_some(&device);
             let row = metrics::StepRow {
                 step: state.step,
                 loss,
@@ -478,13 +503,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         }
         if last || (t.eval_every > 0 && state.step.is_multiple_of(t.eval_every)) {
             let r = valid_eval(&model)?;
-            let line = format!("step {}: eval {r}", state.step);
-            // The bar draws only on a terminal, and then prints nothing of println: say it anyway.
-            if bar.is_hidden() {
-                eprintln!("{line}");
-            } else {
-                bar.println(line);
-            }
+            say(&bar, format!("step {}: eval {r}", state.step));
             log.eval(state.step, &r)?;
             last_eval = Some(r);
         }

@@ -101,6 +101,71 @@ fn tiny_run_learns_and_resume_is_bit_identical() {
     assert_eq!(la, lb);
 }
 
+/// Writes `rows` as `dir`'s metrics.jsonl.
+fn write_rows(dir: &Path, rows: &[serde_json::Value]) {
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(dir.join("metrics.jsonl"), text).unwrap();
+}
+
+#[test]
+fn an_evaluation_cut_short_after_its_checkpoint_is_run_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tok/tokenizer.json");
+    let settings = [
+        "--set",
+        "train.steps=4",
+        "--set",
+        "train.save_every=2",
+        "--set",
+        "train.eval_every=2",
+        "--set",
+        "train.warmup_steps=1",
+    ];
+    let a = dir.path().join("a");
+    train(&a, &tok, &settings).ok();
+    let full = rows(&a.join("metrics.jsonl"));
+    let evals = |rows: &[serde_json::Value]| -> Vec<(u64, f64)> {
+        rows.iter()
+            .filter_map(|r| Some((r["step"].as_u64()?, r["eval_loss"].as_f64()?)))
+            .collect()
+    };
+    assert_eq!(evals(&full).len(), 2, "{full:?}");
+    let is_eval_at = |r: &serde_json::Value, step: u64| {
+        r["step"].as_u64() == Some(step) && r.get("eval_loss").is_some()
+    };
+    let resume = [&settings[..], &["--resume"]].concat();
+
+    // Killed during the evaluation at step 2, after checkpoint-2 was written.
+    let b = dir.path().join("b");
+    copy_checkpoint(&a, &b, "checkpoint-2");
+    let before: Vec<_> = full
+        .iter()
+        .filter(|r| r["step"].as_u64() <= Some(2) && !is_eval_at(r, 2))
+        .cloned()
+        .collect();
+    write_rows(&b, &before);
+    train(&b, &tok, &resume).ok();
+    let resumed = rows(&b.join("metrics.jsonl"));
+    assert_eq!(evals(&resumed), evals(&full));
+    let devices = resumed.iter().filter(|r| r.get("device").is_some()).count();
+    assert_eq!(devices, 1, "the device is said once: {resumed:?}");
+
+    // Killed during the final evaluation: resume runs it, and only it.
+    let c = dir.path().join("c");
+    copy_checkpoint(&a, &c, "checkpoint-4");
+    let before: Vec<_> = full.iter().filter(|r| !is_eval_at(r, 4)).cloned().collect();
+    write_rows(&c, &before);
+    let r = train(&c, &tok, &resume).ok();
+    assert!(
+        r.stderr.contains("interrupted run's evaluation"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(evals(&rows(&c.join("metrics.jsonl"))), evals(&full));
+    // Now nothing is owed: a resume is refused.
+    train(&c, &tok, &resume).usage_error(&["nothing is left to train"]);
+}
+
 #[test]
 fn two_runs_from_scratch_train_the_same_tokenizer_and_the_same_weights() {
     // Each run trains its own tokenizer first: the same corpus and seed must give the same

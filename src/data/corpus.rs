@@ -357,6 +357,9 @@ pub struct Piece {
     pub text: String,
     /// True for the first piece of a document (after a blank line or at a file's start).
     pub new_doc: bool,
+    /// True for a piece cut from the same line as the piece before (a line over
+    /// [`MAX_PIECE_BYTES`]).
+    pub continues: bool,
 }
 
 /// Streams the pieces of `files` in order. Invalid UTF-8 is an error naming the file and the
@@ -428,13 +431,17 @@ impl PieceReader {
             let st = self.current.as_mut().expect("opened above");
             match st.next_raw()? {
                 None => self.current = None,
-                Some((text, blank)) => {
+                Some((text, blank, continues)) => {
                     if blank {
                         st.at_doc_start = true;
                         continue;
                     }
                     let new_doc = std::mem::replace(&mut st.at_doc_start, false);
-                    return Ok(Some(Piece { text, new_doc }));
+                    return Ok(Some(Piece {
+                        text,
+                        new_doc,
+                        continues,
+                    }));
                 }
             }
         }
@@ -449,8 +456,9 @@ impl Iterator for PieceReader {
 }
 
 impl FileState {
-    /// The next line or cut piece, and whether it is blank. `None` at end of file.
-    fn next_raw(&mut self) -> Result<Option<(String, bool)>> {
+    /// The next line or cut piece, whether it is blank and whether it continues the line of the
+    /// piece before. `None` at end of file.
+    fn next_raw(&mut self) -> Result<Option<(String, bool, bool)>> {
         let read_error = |e: std::io::Error| {
             if let Some(bad) = e.get_ref().and_then(|r| r.downcast_ref::<BadRecord>()) {
                 UsageError::new(bad.to_string())
@@ -508,7 +516,7 @@ impl FileState {
         let trimmed = text.trim_end_matches(['\n', '\r']);
         // A blank line ends a document; an all-space piece cut from a long line does not.
         let blank = !continues && whole_line && trimmed.trim().is_empty();
-        Ok(Some((trimmed.to_string(), blank)))
+        Ok(Some((trimmed.to_string(), blank, continues)))
     }
 }
 
@@ -710,6 +718,10 @@ mod tests {
             .collect();
         assert_eq!(joined, line);
         assert!(got[0].new_doc && got[1..].iter().all(|p| !p.new_doc));
+        // The pieces after the first continue its line; the next line does not.
+        let n = got.len();
+        assert!(!got[0].continues && got[1..n - 1].iter().all(|p| p.continues));
+        assert!(!got[n - 1].continues);
     }
 
     #[test]

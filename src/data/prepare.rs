@@ -23,8 +23,9 @@ use std::time::Instant;
 /// Text handed to one parallel `encode_batch` call.
 const BATCH_BYTES: usize = 4 << 20;
 
-/// Lines of text with, for each, whether it starts a document.
-type TextBatch = Vec<(String, bool)>;
+/// Pieces of text with, for each, whether it starts a document and whether it continues the
+/// line of the piece before (the reader cuts a line longer than 64 KiB).
+type TextBatch = Vec<(String, bool, bool)>;
 
 /// Writes ids into shards of about `shard_tokens`, each ending at a line end.
 pub struct ShardWriter {
@@ -39,6 +40,8 @@ pub struct ShardWriter {
     doc_open: bool,
     /// The next line with ids starts a document.
     doc_pending: bool,
+    /// The last line given had ids, so its rest can be appended to it.
+    line_open: bool,
 }
 
 impl ShardWriter {
@@ -53,6 +56,7 @@ impl ShardWriter {
             shards: Vec::new(),
             doc_open: false,
             doc_pending: false,
+            line_open: false,
         }
     }
 
@@ -60,6 +64,7 @@ impl ShardWriter {
     /// starts (at the next line that has ids).
     pub fn line(&mut self, ids: &[u32], new_doc: bool) -> Result<()> {
         self.doc_pending |= new_doc;
+        self.line_open = !ids.is_empty();
         if ids.is_empty() {
             return Ok(());
         }
@@ -75,6 +80,18 @@ impl ShardWriter {
         self.ids.extend_from_slice(ids);
         self.line_ends.push(self.ids.len() as u32);
         self.doc_open = true;
+        Ok(())
+    }
+
+    /// Appends the ids of the rest of a line (a piece the reader cut from it) to that line, so
+    /// that a long line stays one line (one row in line packing). In a full shard, or after a
+    /// piece without ids, the rest starts a line of its own.
+    pub fn continue_line(&mut self, ids: &[u32]) -> Result<()> {
+        if !self.line_open || self.line_ends.is_empty() || self.ids.len() >= self.shard_tokens {
+            return self.line(ids, false);
+        }
+        self.ids.extend_from_slice(ids);
+        *self.line_ends.last_mut().expect("checked above") = self.ids.len() as u32;
         Ok(())
     }
 
@@ -259,7 +276,7 @@ fn write_store(
             match piece {
                 Ok(p) => {
                     bytes += p.text.len();
-                    batch.push((p.text, p.new_doc));
+                    batch.push((p.text, p.new_doc, p.continues));
                 }
                 Err(e) => {
                     let _ = tx.send(Err(e));
@@ -279,10 +296,15 @@ fn write_store(
     let mut repeats = RepeatedLines::default();
     for batch in rx {
         let batch = batch?;
-        let encoded = tok.encode_batch(batch.iter().map(|(t, _)| t.as_str()).collect())?;
-        for ((_, new_doc), ids) in batch.iter().zip(&encoded) {
-            writer.line(ids, *new_doc)?;
-            repeats.observe(ids);
+        let encoded = tok.encode_batch(batch.iter().map(|(t, _, _)| t.as_str()).collect())?;
+        for ((_, new_doc, continues), ids) in batch.iter().zip(&encoded) {
+            if *continues {
+                // A long line's repeats are judged by its first piece.
+                writer.continue_line(ids)?;
+            } else {
+                writer.line(ids, *new_doc)?;
+                repeats.observe(ids);
+            }
         }
         bar.set_position(read_bytes.load(Ordering::Relaxed));
     }
@@ -338,6 +360,20 @@ mod tests {
         let counts: Vec<_> = shards.iter().map(|s| (s.tokens, s.lines, s.seps)).collect();
         // A's separator went into shard 0 before it closed; B and C end in shard 1.
         assert_eq!(counts, [(4, 2, 1), (3, 2, 2)]);
+    }
+
+    #[test]
+    fn the_rest_of_a_cut_line_stays_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ShardWriter::new(dir.path(), 2, 4);
+        w.line(&[1, 2], true).unwrap();
+        w.continue_line(&[3]).unwrap(); // the rest of line [1 2]: one line of three ids
+        w.line(&[], false).unwrap(); // a cut piece without ids...
+        w.continue_line(&[4]).unwrap(); // ...whose rest starts a line: the shard is full now
+        w.continue_line(&[5, 6]).unwrap(); // past a full shard, a line of the next one
+        let shards = w.finish().unwrap();
+        let counts: Vec<_> = shards.iter().map(|s| (s.tokens, s.lines)).collect();
+        assert_eq!(counts, [(4, 2), (2, 1)]);
     }
 
     /// A store folder `dir` holding one line of `ids`, its manifest naming `tokenizer`.

@@ -42,7 +42,7 @@ compile_error!(
 );
 
 /// Bumped whenever the shard layout or what goes into it changes: older stores are rebuilt.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 pub const SHARD_MAGIC: &[u8; 8] = b"MLMSHD02";
 pub const HEADER_BYTES: usize = 64;
 pub const MANIFEST_FILE: &str = "manifest.json";

@@ -356,3 +356,29 @@ fn a_corpus_of_repeated_lines_is_named_when_its_store_is_built() {
     assert!((45.0..=55.0).contains(&pct), "{note}");
     assert!(note.contains("twice.txt"), "{note}");
 }
+
+#[test]
+fn a_line_longer_than_a_piece_is_one_line_and_one_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("long.txt");
+    // 200 KB on one line (read in 64 KiB pieces), then two short lines.
+    let long = ["the cat sat on the mat"; 9000].join(" ");
+    std::fs::write(
+        &corpus,
+        format!("{long}\nthe dog ran home\na bird flew by\n"),
+    )
+    .unwrap();
+    let mut args: Vec<String> = ["data", "prepare", "--config", "configs/tiny.toml"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(isolated(dir.path()));
+    for set in [
+        format!("data.train=[{corpus:?}]"),
+        "data.packing=line".into(),
+    ] {
+        args.extend(["--set".into(), set]);
+    }
+    let out = masklm(&args).ok().stdout;
+    assert!(out.contains(", 3 lines, 1 documents"), "{out}");
+}

@@ -31,7 +31,8 @@ pub struct BenchShapes {
 pub struct BenchReport {
     pub tokens_per_sec: f64,
     pub sec_per_step: f64,
-    /// Peak resident memory of the whole process (VmHWM), in MiB.
+    /// Peak resident memory of the process from the moment the rows were ready (Linux VmHWM,
+    /// reset then), in MiB: the steps' memory, whether or not this run prepared the data.
     pub peak_rss_mb: f64,
     /// On the GPU backends, what CubeCL's memory pools hold after the timed steps, in MiB
     /// (`train::device::gpu_reserved_mb`: about the steps' peak); `None` on the CPU backends.
@@ -47,6 +48,9 @@ pub struct BenchReport {
     pub config: BenchShapes,
     /// Timed steps.
     pub steps: u64,
+    /// Timed steps that selected no token to mask and so did no work (small batches of short
+    /// rows): they make tokens/s read high.
+    pub idle_steps: u64,
     /// Share of the timed wall time spent preparing batches (corruption and batching), which
     /// training does on a background thread; here it runs inline so it can be timed.
     pub data_share: f64,
@@ -79,6 +83,8 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
     let tok = tokenizer_for(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;
     let data_ready_s = start.elapsed().as_secs_f64();
+    // A first run tokenizes the corpus in this process: its memory is not the steps'.
+    reset_peak_rss();
     seed_device(&base, t.seed);
     let train_dev = base.clone().autodiff();
     let bert = BertConfig::new(&cfg.model, tok.vocab_size(), tok.specials().pad);
@@ -88,7 +94,7 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
     let mut stream = TrainStream::new(data.train, corruption(cfg, &tok), t.batch_size);
     let (accum, batch_size) = (t.grad_accum_steps, t.batch_size as u64);
 
-    let (mut data_time, mut last_loss) = (Duration::ZERO, f64::NAN);
+    let (mut data_time, mut last_loss, mut idle_steps) = (Duration::ZERO, f64::NAN, 0);
     let mut timed_from = (warmup == 0).then(Instant::now);
     let mut first_step_s = f64::NAN;
     let mut counter = if warmup == 0 {
@@ -115,14 +121,8 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
         match report.outcome {
             // A skipped step (an f16 overflow) did the same work as an applied one.
             Outcome::Applied | Outcome::Skipped => {}
-            Outcome::NothingSelected => {
-                crate::usage!(
-                    "benchmark step {s} selected no token to mask (data.mask_prob {} of {} rows); \
-                     raise data.mask_prob or train.batch_size",
-                    cfg.data.mask_prob,
-                    t.batch_size
-                )
-            }
+            // As in training, a step that selected nothing does no work; counted, not timed apart.
+            Outcome::NothingSelected => idle_steps += u64::from(s >= warmup),
             Outcome::NonFinite => anyhow::bail!(
                 "benchmark step {s}: loss {} and gradient norm {}; lower train.learning_rate",
                 report.loss,
@@ -160,6 +160,15 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
             blocks: blocks as f64 / steps as f64,
         }
     });
+    if idle_steps == steps {
+        crate::usage!(
+            "no timed step selected a token to mask (data.mask_prob {} of {} rows a \
+             micro-batch), so nothing was measured; raise train.batch_size or data.mask_prob, \
+             or give text with tokens other than special ones",
+            cfg.data.mask_prob,
+            t.batch_size
+        );
+    }
     let secs = timed.as_secs_f64();
     let tokens = steps as f64 * (accum as u64 * batch_size) as f64 * cfg.data.seq_len as f64;
     Ok(BenchReport {
@@ -182,6 +191,7 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
             batch_size: t.batch_size * accum,
         },
         steps,
+        idle_steps,
         data_share: data_time.as_secs_f64() / secs,
         last_loss,
         first_step_s,
@@ -211,6 +221,18 @@ impl NoFusion {
 #[cfg(not(feature = "cube"))]
 fn fusion_counter(_backend: BackendName) -> Option<NoFusion> {
     None
+}
+
+/// Hands freed memory back to the kernel and restarts the peak resident set from what is
+/// resident now (Linux: `malloc_trim`, then `5` written to /proc/self/clear_refs). Elsewhere, or
+/// where either fails, the peak stays the whole process's.
+fn reset_peak_rss() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only returns free heap memory to the kernel.
+        unsafe { libc::malloc_trim(0) };
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+    }
 }
 
 /// The process's peak resident set (Linux `VmHWM` in /proc/self/status), in MiB.

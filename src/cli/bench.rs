@@ -59,6 +59,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
             100.0 * r.data_share,
             r.last_loss
         )?;
+        if r.idle_steps > 0 {
+            crate::outln!(
+                "note: {} of the {} timed steps selected no token to mask and did no work, so \
+                 tokens/s reads high; raise train.batch_size",
+                r.idle_steps,
+                r.steps
+            )?;
+        }
     }
     Ok(())
 }

@@ -1133,7 +1133,7 @@ fn mixed_or_blocked_outputs_and_inputs_with_nothing_to_score() {
                 "--set",
                 "data.mask_prob=1e-9",
             ],
-            &["selected no token", "data.mask_prob"],
+            &["no timed step selected a token", "data.mask_prob"],
             &[],
         ),
         row(

@@ -90,3 +90,27 @@ fn bench_refuses_zero_steps_and_counts_that_overflow() {
     masklm(&["bench", "--config", "configs/tiny.toml", "--steps", &max])
         .usage_error(&["--warmup 2 plus --steps", "overflows"]);
 }
+
+#[test]
+fn steps_that_select_nothing_are_counted_not_fatal() {
+    // Rows of four words, one a step: at 15%, some steps select no token and do no work.
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("short.txt");
+    std::fs::write(&corpus, "the dog ran home\n".repeat(50)).unwrap();
+    let mut args: Vec<String> = ["bench", "--config", "configs/tiny.toml"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(common::isolated(dir.path()));
+    for set in [
+        format!("data.train=[{corpus:?}]"),
+        "data.packing=line".into(),
+        "train.batch_size=1".into(),
+    ] {
+        args.extend(["--set".into(), set]);
+    }
+    args.extend(["--steps", "10", "--warmup", "1", "--json"].map(String::from));
+    let r: serde_json::Value = serde_json::from_str(masklm(&args).ok().stdout.trim()).unwrap();
+    let idle = r["idle_steps"].as_u64().unwrap();
+    assert!(idle > 0 && idle < 10, "{idle} idle of 10");
+}

@@ -63,6 +63,14 @@ const IMPORT_FILES: [&str; 5] = [
     checkpoint::CHECKSUMS_FILE,
 ];
 
+/// Files of an HF folder that export does not write and transformers would read with its files:
+/// the added tokens of another tokenizer, a sharded checkpoint's index.
+const STALE_HF_FILES: [&str; 3] = [
+    "added_tokens.json",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+];
+
 /// Refuses to write into `out` when it is a file, or a non-empty folder without `force`, or
 /// when it is a new folder named by `.` or `..` (`gone/..`: it has no name to be made by), or
 /// when one of the files `writes` would replace is a folder there (found before the first file
@@ -141,6 +149,18 @@ pub fn export(ck: &checkpoint::Loaded, out: &Path, force: bool) -> Result<Vec<Pa
         }
         Ok(names)
     })?;
+    // Files of an earlier model that transformers reads with this one (`--force` keeps them).
+    for stale in STALE_HF_FILES
+        .iter()
+        .map(|n| out.join(n))
+        .filter(|p| p.exists())
+    {
+        eprintln!(
+            "note: {} is not masklm's (it was in --out before); transformers reads it with the \
+             export, so remove it",
+            stale.display()
+        );
+    }
     Ok(EXPORT_FILES.iter().map(|n| out.join(n)).collect())
 }
 

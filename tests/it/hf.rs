@@ -405,14 +405,21 @@ fn export_refuses_a_non_empty_folder_without_force() {
     let hf = dir.path().join("hf");
     fs::create_dir(&hf).unwrap();
     fs::write(hf.join("README.md"), "mine").unwrap();
+    fs::write(hf.join("added_tokens.json"), "{\"[NEW]\": 99}").unwrap();
     masklm(&["export", "--checkpoint", s(run), "--out", s(&hf)]).usage_error(&[
         "not empty",
         "--force",
         s(&hf),
     ]);
     assert!(!hf.join("config.json").exists(), "nothing written");
-    masklm(&["export", "--checkpoint", s(run), "--out", s(&hf), "--force"]).ok();
+    let forced = masklm(&["export", "--checkpoint", s(run), "--out", s(&hf), "--force"]).ok();
     assert!(hf.join("model.safetensors").is_file());
+    // An earlier tokenizer's added tokens, which transformers would add to this one: named.
+    assert!(
+        forced.stderr.contains("added_tokens.json is not masklm's"),
+        "{}",
+        forced.stderr
+    );
     assert_eq!(fs::read_to_string(hf.join("README.md")).unwrap(), "mine");
 }
 

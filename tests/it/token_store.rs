@@ -313,13 +313,29 @@ fn data_prepare_and_verify_name_a_damaged_shard_and_rebuild_it() {
         .map(String::from)
         .into();
     args.extend(common::isolated(dir.path()));
-    // Nothing to verify yet: said as such, not as damage.
+    // Nothing to verify yet: said as such, not as damage; verify trains no tokenizer.
     args[1] = "verify".into();
+    masklm(&args).usage_error(&["tokenizer.json does not exist", "masklm data prepare"]);
+    let tok = dir.path().join("tokenizer.json");
+    assert!(!tok.exists());
+    masklm(&[
+        "tokenizer",
+        "--corpus",
+        "corpora/tinystories/tinystories-validation-head.txt",
+        "--vocab-size",
+        "300",
+        "--out",
+        tok.to_str().unwrap(),
+    ])
+    .ok();
     let before = masklm(&args).usage_error(&["not prepared yet", "masklm data prepare"]);
     assert!(!before.stderr.contains("damaged"), "{}", before.stderr);
     args[1] = "prepare".into();
     let out = masklm(&args).ok();
     assert!(out.stdout.contains("training store"), "{}", out.stdout);
+    assert!(out.stdout.contains("(built)"), "{}", out.stdout);
+    let again = masklm(&args).ok();
+    assert!(again.stdout.contains("(current)"), "{}", again.stdout);
     args[1] = "verify".into();
     assert!(masklm(&args).ok().stdout.contains("every shard checks"));
 
@@ -350,7 +366,9 @@ fn an_unwritable_cache_folder_is_refused_with_the_fix() {
         .into();
     args.extend(common::isolated(dir.path()));
     args.extend(["--set".into(), format!("data.cache_dir={not_a_folder:?}")]);
-    masklm(&args).usage_error(&["cannot create the token store", "data.cache_dir"]);
+    // Before any work (the tokenizer is not trained either).
+    masklm(&args).usage_error(&["is a file, not a folder", "choose another data.cache_dir"]);
+    assert!(!dir.path().join("tokenizer.json").exists());
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -23,7 +23,7 @@ pub const CONTINUATION_PREFIX: &str = "##";
 
 /// HF `BertWordPieceTokenizer.train` defaults.
 const MIN_FREQUENCY: u64 = 2;
-const LIMIT_ALPHABET: usize = 1000;
+pub const LIMIT_ALPHABET: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct SpecialIds {

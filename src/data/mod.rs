@@ -126,6 +126,15 @@ pub fn train_tokenizer(
             store::describe(files),
             tok.vocab_size()
         );
+    } else if tok.vocab_size() > vocab_size {
+        eprintln!(
+            "note: {} gave a vocabulary of {} tokens, more than the {vocab_size} asked: WordPiece \
+             keeps the special tokens and every character of the corpus (up to {}), as HF's \
+             trainer does, before it merges any",
+            store::describe(files),
+            tok.vocab_size(),
+            crate::tokenizer::LIMIT_ALPHABET
+        );
     }
     Ok(tok)
 }

@@ -468,7 +468,8 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             let loss = u.loss_sum / u.applied as f64;
             let tokens = (u.steps * rows_per_step) as f64 * seq_len as f64;
             let tokens_per_sec = tokens / u.seconds;
-            // A run's first row says what it ran on (a resumed run prints it to stderr).
+            // The first row of the run's folder says what it ran on (every start prints it to
+            // stderr).
             let first = (!std::mem::replace(&mut device_logged, true)).then_some(&device);
             let row = metrics::StepRow {
                 step: state.step,

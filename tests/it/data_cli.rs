@@ -382,3 +382,25 @@ fn a_line_longer_than_a_piece_is_one_line_and_one_row() {
     let out = masklm(&args).ok().stdout;
     assert!(out.contains(", 3 lines, 1 documents"), "{out}");
 }
+
+#[test]
+fn a_vocabulary_larger_than_asked_is_noted() {
+    // Every character of the corpus is kept before any merge, as HF's trainer does.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tokenizer.json");
+    let run = masklm(&[
+        "tokenizer",
+        "--corpus",
+        "corpora/tinystories/tinystories-validation-head.txt",
+        "--vocab-size",
+        "10",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .ok();
+    assert!(
+        run.stderr.contains("more than the 10 asked"),
+        "{}",
+        run.stderr
+    );
+}

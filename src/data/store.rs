@@ -412,14 +412,29 @@ impl TokenStore {
         }
     }
 
-    /// Marks the store stale (its manifest removed, so the next run rebuilds it) and says so.
+    /// Marks the store stale: its manifest removed, so the next run rebuilds it. Where that
+    /// fails (a read-only cache), what to do instead.
+    fn mark_stale(&self) -> Result<(), String> {
+        match std::fs::remove_file(self.dir.join(MANIFEST_FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!(
+                "the store {} cannot be marked stale ({e}): remove that folder by hand, or point \
+                 data.cache_dir at a folder masklm can write in",
+                self.dir.display()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Marks the store stale and says so.
     fn damaged(&self, shard: &Path, why: &str) -> String {
-        let _ = std::fs::remove_file(self.dir.join(MANIFEST_FILE));
-        format!(
-            "corpus store shard {} is damaged ({why}); the store is marked stale and the next \
-             run tokenizes the corpus again: run the command again (or `masklm data prepare`)",
-            shard.display()
-        )
+        let what = format!("corpus store shard {} is damaged ({why})", shard.display());
+        match self.mark_stale() {
+            Ok(()) => format!(
+                "{what}; the store is marked stale and the next run tokenizes the corpus again: \
+                 run the command again (or `masklm data prepare`)"
+            ),
+            Err(fix) => format!("{what}; {fix}"),
+        }
     }
 
     /// Checks every shard whole; returns the damaged ones' messages (and marks the store stale
@@ -435,8 +450,10 @@ impl TokenStore {
                     .map(|why| format!("{}: {why}", s.path.display()))
             })
             .collect();
-        if !bad.is_empty() {
-            let _ = std::fs::remove_file(self.dir.join(MANIFEST_FILE));
+        if !bad.is_empty()
+            && let Err(fix) = self.mark_stale()
+        {
+            return bad.into_iter().chain([fix]).collect();
         }
         bad
     }

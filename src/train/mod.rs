@@ -115,6 +115,59 @@ fn check_resume_config(cfg: &Config, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where `--resume` continues a run: its newest undamaged checkpoint, the state saved there,
+/// what the run's metrics rows hold up to it, and whether the evaluation at its step is owed (a
+/// kill during the evaluation that follows a checkpoint lost it).
+struct ResumePoint {
+    dir: std::path::PathBuf,
+    state: TrainState,
+    logged: metrics::Logged,
+    owed_eval: bool,
+}
+
+/// Finds the [`ResumePoint`] of `cfg`'s run, refusing one without a checkpoint, with another
+/// config, or with nothing left to do; reads only the run folder.
+fn resume_point(cfg: &Config) -> Result<ResumePoint> {
+    let t = &cfg.train;
+    let Some(dir) = checkpoint::latest_valid(&t.out_dir)? else {
+        let (what, where_) = if checkpoint::latest(&t.out_dir)?.is_some() {
+            (
+                "only damaged checkpoints (reported above)",
+                "in another train.out_dir",
+            )
+        } else {
+            ("no checkpoint", "(this train.out_dir will do)")
+        };
+        crate::usage!(
+            "--resume: {} holds {what} to resume from; start a fresh run without --resume \
+             {where_}",
+            t.out_dir.display()
+        );
+    };
+    check_resume_config(cfg, &dir)?;
+    let state = checkpoint::read_state(&dir)?;
+    let logged = metrics::logged_up_to(&t.out_dir, state.step)?;
+    let eval_step =
+        state.step == t.steps || (t.eval_every > 0 && state.step.is_multiple_of(t.eval_every));
+    let owed_eval = eval_step && !logged.eval_at_step;
+    if state.step > t.steps || (state.step == t.steps && !owed_eval) {
+        crate::usage!(
+            "--resume: {} is at step {}, and train.steps is {}: nothing is left to train; to \
+             continue the run, raise train.steps above {} (--set train.steps=N)",
+            dir.display(),
+            state.step,
+            t.steps,
+            state.step
+        );
+    }
+    Ok(ResumePoint {
+        dir,
+        state,
+        logged,
+        owed_eval,
+    })
+}
+
 /// Prints `line` above the progress bar, or on stderr where the bar does not draw (not a
 /// terminal: it then prints nothing of `println`).
 fn say(bar: &ProgressBar, line: String) {
@@ -169,6 +222,19 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     // locked, only once the run is set to start, so a refused run leaves no empty folder.
     let early_lock = if t.out_dir.is_dir() {
         Some(checkpoint::lock(&t.out_dir)?)
+    } else {
+        None
+    };
+    // What to resume from, and whether anything is left to do, before any minute of data.
+    let resume_from = if resume {
+        Some(resume_point(cfg)?)
+    } else if let Some(dir) = checkpoint::latest(&t.out_dir)? {
+        crate::usage!(
+            "{} already holds checkpoints ({}); pass --resume to continue that run, or choose \
+             another train.out_dir",
+            t.out_dir.display(),
+            dir.display()
+        );
     } else {
         None
     };
@@ -250,22 +316,8 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     // Whether a row of this run said the device, and whether the evaluation at the resumed
     // step is owed: a kill during the evaluation that follows a checkpoint lost it.
     let (mut device_logged, mut owed_eval) = (false, false);
-    if resume {
-        let Some(dir) = checkpoint::latest_valid(&t.out_dir)? else {
-            let (what, where_) = if checkpoint::latest(&t.out_dir)?.is_some() {
-                (
-                    "only damaged checkpoints (reported above)",
-                    "in another train.out_dir",
-                )
-            } else {
-                ("no checkpoint", "(this train.out_dir will do)")
-            };
-            crate::usage!(
-                "--resume: {} holds {what} to resume from; start a fresh run without --resume \
-                 {where_}",
-                t.out_dir.display()
-            );
-        };
+    if let Some(point) = resume_from {
+        let dir = point.dir;
         let tok_path = dir.join(checkpoint::TOKENIZER_FILE);
         let saved_tok = crate::io::read_to_string_capped(&tok_path, crate::io::MAX_TOKENIZER_BYTES)
             .map_err(|e| {
@@ -285,8 +337,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
                 dir.join(checkpoint::TOKENIZER_FILE).display()
             );
         }
-        check_resume_config(cfg, &dir)?;
-        let saved = checkpoint::read_state(&dir)?;
+        let saved = point.state;
         if saved.data.as_ref().is_some_and(|d| *d != fingerprint) {
             crate::usage!(
                 "--resume: the training or validation rows are not those {} was trained on (a \
@@ -308,21 +359,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             data: Some(fingerprint.clone()),
             ..saved
         };
-        let logged = metrics::logged_up_to(&t.out_dir, state.step)?;
-        device_logged = logged.device;
-        let eval_step =
-            state.step == t.steps || (t.eval_every > 0 && state.step.is_multiple_of(t.eval_every));
-        owed_eval = eval_step && !logged.eval_at_step;
-        if state.step > t.steps || (state.step == t.steps && !owed_eval) {
-            crate::usage!(
-                "--resume: {} is at step {}, and train.steps is {}: nothing is left to train; \
-                 to continue the run, raise train.steps above {} (--set train.steps=N)",
-                dir.display(),
-                state.step,
-                t.steps,
-                state.step
-            );
-        }
+        (device_logged, owed_eval) = (point.logged.device, point.owed_eval);
         last_ckpt = dir.clone();
         metrics::truncate_after(&t.out_dir, state.step)?;
         eprintln!(
@@ -330,12 +367,6 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             dir.display(),
             state.step,
             state.position
-        );
-    } else if let Some(dir) = checkpoint::latest(&t.out_dir)? {
-        crate::usage!(
-            "{} already holds checkpoints ({}); pass --resume to continue that run, or choose another train.out_dir",
-            t.out_dir.display(),
-            dir.display()
         );
     } else {
         metrics::truncate_after(&t.out_dir, 0)?;

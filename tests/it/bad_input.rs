@@ -663,7 +663,7 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
         "{}",
         small.stderr
     );
-    let resume_run = |tokenizer: &str| -> Vec<String> {
+    let resume_run = |tokenizer: &str, steps: &str| -> Vec<String> {
         [
             "train",
             "--config",
@@ -675,7 +675,7 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
             "--set",
             &format!("train.out_dir={ck:?}"),
             "--set",
-            "train.steps=2",
+            &format!("train.steps={steps}"),
             "--set",
             "train.warmup_steps=0",
             "--set",
@@ -752,7 +752,7 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
         },
         Row {
             what: "train: --resume of a run already at train.steps",
-            args: resume_run(&f.s("tokenizer.json")),
+            args: resume_run(&f.s("tokenizer.json"), "2"),
             needles: vec![
                 "is at step 2".into(),
                 "nothing is left to train".into(),
@@ -762,7 +762,8 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
         },
         Row {
             what: "train: --resume with another tokenizer",
-            args: resume_run(&other_tok),
+            // Steps left to train, so that the tokenizer is what is refused.
+            args: resume_run(&other_tok, "3"),
             needles: vec![
                 // tokenizer.vocab_size 300 sizes only a new tokenizer: said, not hidden.
                 "using the existing tokenizer".into(),

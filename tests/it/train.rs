@@ -162,8 +162,13 @@ fn an_evaluation_cut_short_after_its_checkpoint_is_run_on_resume() {
         r.stderr
     );
     assert_eq!(evals(&rows(&c.join("metrics.jsonl"))), evals(&full));
-    // Now nothing is owed: a resume is refused.
-    train(&c, &tok, &resume).usage_error(&["nothing is left to train"]);
+    // Now nothing is owed: a resume is refused, before any data is prepared.
+    let refused = train(&c, &tok, &resume).usage_error(&["nothing is left to train"]);
+    assert!(
+        !refused.stderr.contains("training rows"),
+        "{}",
+        refused.stderr
+    );
 }
 
 #[test]

@@ -17,12 +17,14 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 
 /// Bytes that look like text often enough to reach the interesting paths: ASCII words, blank
-/// lines, CR LF, multi-byte characters (whole and cut), and arbitrary bytes.
+/// lines, CR LF, lone CR (an old Mac line end), multi-byte characters (whole and cut), and
+/// arbitrary bytes.
 fn text_bytes() -> impl Strategy<Value = Vec<u8>> {
     let piece = prop_oneof![
         4 => "[a-z ]{0,12}".prop_map(|s| s.into_bytes()),
         2 => Just(b"\n".to_vec()),
         1 => Just(b"\r\n".to_vec()),
+        1 => Just(b"\r".to_vec()),
         1 => Just(b"\n\n".to_vec()),
         1 => Just("é東京😀".as_bytes().to_vec()),
         1 => any::<u8>().prop_map(|b| vec![b]),
@@ -46,16 +48,16 @@ proptest! {
             (Ok(text), Ok(pieces)) => {
                 for p in &pieces {
                     prop_assert!(!p.is_empty() && p.len() <= MAX_PIECE_BYTES);
-                    prop_assert!(!p.contains('\n'));
+                    prop_assert!(!p.contains(['\n', '\r']));
                     prop_assert!(text.contains(p.as_str()), "{p:?} is not from the text");
                 }
-                // Every non-blank line comes out (short lines are never cut).
+                // Every non-blank line comes out (short lines are never cut). Lines end at "\n",
+                // "\r\n" or a lone "\r", as Python's universal newlines end them.
                 let lines: Vec<&str> = text
-                    .split('\n')
-                    .map(|l| l.trim_end_matches('\r'))
+                    .split(['\n', '\r'])
                     .filter(|l| !l.trim().is_empty())
                     .collect();
-                let joined: Vec<&str> = pieces.iter().map(|p| p.trim_end_matches('\r')).filter(|p| !p.trim().is_empty()).collect();
+                let joined: Vec<&str> = pieces.iter().map(|p| p.as_str()).filter(|p| !p.trim().is_empty()).collect();
                 prop_assert_eq!(lines.len(), joined.len());
             }
             (Ok(_), Err(e)) => prop_assert!(false, "valid UTF-8 refused: {}", e),

@@ -49,9 +49,10 @@ pub const EVAL_MAY_CHANGE: [&str; 8] = [
 /// position embeddings past its rows are as initialised (unless it started from imported
 /// weights), which would lower the scores for a reason that is not the text.
 fn note_untrained_positions(ck: &checkpoint::Loaded, cfg: &Config) {
-    let trained = ck.config.data.seq_len;
-    let step = checkpoint::read_state(&ck.dir).map_or(0, |s| s.step);
-    if step > 0 && cfg.data.seq_len > trained {
+    let Some(trained) = ck.trained_len() else {
+        return;
+    };
+    if cfg.data.seq_len > trained {
         eprintln!(
             "note: data.seq_len {} is longer than the rows this checkpoint was trained on \
              ({trained}): the position embeddings past {trained} are as initialised (unless the \

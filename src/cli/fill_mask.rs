@@ -51,7 +51,7 @@ pub fn run(a: FillMaskArgs) -> Result<()> {
     let mut answers = Answers {
         json: a.json,
         top_k: a.top_k,
-        trained_len: trained_len(&ck),
+        trained_len: ck.trained_len(),
         ck,
         device,
         texts: 0,
@@ -101,13 +101,6 @@ pub fn run(a: FillMaskArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The row length the checkpoint's run trained on, when its weights were trained by masklm
-/// (an imported checkpoint, at step 0, brings its positions from elsewhere).
-fn trained_len(ck: &checkpoint::Loaded) -> Option<usize> {
-    let step = checkpoint::read_state(&ck.dir).map_or(0, |s| s.step);
-    (step > 0).then_some(ck.config.data.seq_len)
 }
 
 /// Answers texts one at a time and counts them.

@@ -440,6 +440,16 @@ pub struct Loaded {
     pub config: crate::config::Config,
     pub tokenizer: crate::tokenizer::BertTokenizer,
     pub model: BertForMaskedLM,
+    /// The optimizer steps its weights were trained for: 0 for an imported or untrained model.
+    pub step: u64,
+}
+
+impl Loaded {
+    /// The row length masklm trained these weights on; `None` at step 0 (imported weights
+    /// bring their positions from elsewhere, and untrained ones know none).
+    pub fn trained_len(&self) -> Option<usize> {
+        (self.step > 0).then_some(self.config.data.seq_len)
+    }
 }
 
 /// The config a checkpoint folder was trained with (its `config.toml`).
@@ -509,11 +519,13 @@ fn load_resolved(dir: &Path, device: &burn::prelude::Device) -> Result<Loaded> {
                 tokenizer.vocab_size()
             ))
         })?;
+    let step = read_state(&dir).map_or(0, |s| s.step);
     Ok(Loaded {
         dir,
         config,
         tokenizer,
         model,
+        step,
     })
 }
 

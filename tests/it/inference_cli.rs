@@ -202,6 +202,15 @@ fn inference_errors_are_clear() {
         "{}",
         r.stderr
     );
+    // The same for eval's rows.
+    let r = masklm(&["eval", "--checkpoint", ck, "--set", "data.seq_len=48"]).ok();
+    assert!(
+        r.stderr.contains(
+            "data.seq_len 48 is longer than the rows this checkpoint was trained on (24)"
+        ),
+        "{}",
+        r.stderr
+    );
     // A tokenizer that does not match the checkpoint's weights (in a folder of its own: the run's
     // tokenizer has its vocab.txt beside it).
     let other = dir.path().join("other/tokenizer.json");

@@ -5,7 +5,9 @@ use super::ConfigArgs;
 use crate::data::batches::{Batch, TrainStream};
 use crate::data::masking::IGNORE_LABEL;
 use crate::data::store::{self, TokenStore};
-use crate::data::{Datasets, cache_dir, check_cache_dir, corpus, corruption, tokenizer_for};
+use crate::data::{
+    Datasets, cache_dir, check_cache_dir, corpus, corruption, store_built, tokenizer_for,
+};
 use crate::error::UsageError;
 use crate::tokenizer::BertTokenizer;
 use anyhow::{Context, Result};
@@ -74,9 +76,7 @@ fn prepare(a: ConfigArgs) -> Result<()> {
     check_cache_dir(&cfg)?;
     let tok = tokenizer_for(&cfg)?;
     for (what, paths) in corpora(&cfg) {
-        let files = corpus::expand_paths(paths)?;
-        let (store, built) =
-            store::open_or_prepare(&files, &tok, &cfg.data.text_field, &cache_dir(&cfg))?;
+        let (store, built) = store_built(paths, &cfg, &tok)?;
         let state = if built { "built" } else { "current" };
         crate::outln!("{} ({state})", describe_store(what, &store))?;
     }

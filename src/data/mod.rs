@@ -182,8 +182,17 @@ pub fn check_cache_dir(cfg: &Config) -> Result<()> {
 
 /// The token store of a corpus under a config: opened when current, else (re)built.
 pub fn store_for(paths: &[PathBuf], cfg: &Config, tok: &BertTokenizer) -> Result<TokenStore> {
+    Ok(store_built(paths, cfg, tok)?.0)
+}
+
+/// [`store_for`], and whether this call built the store (`false`: it was current).
+pub fn store_built(
+    paths: &[PathBuf],
+    cfg: &Config,
+    tok: &BertTokenizer,
+) -> Result<(TokenStore, bool)> {
     let files = corpus::expand_paths(paths)?;
-    Ok(store::open_or_prepare(&files, tok, &cfg.data.text_field, &cache_dir(cfg))?.0)
+    store::open_or_prepare(&files, tok, &cfg.data.text_field, &cache_dir(cfg))
 }
 
 /// The rows of a corpus under a config's packing and seq_len, through its token store.

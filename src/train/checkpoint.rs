@@ -296,11 +296,13 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
 
 /// Checks every file listed in `dir/checksums.json`; the error names the first file that is
 /// missing or whose content changed. A folder without checksums.json (written before masklm
-/// recorded them) is accepted as it is.
+/// recorded them) is accepted as it is; one whose checksums.json cannot be read is not.
 pub fn verify(dir: &Path) -> Result<()> {
     let list = dir.join(CHECKSUMS_FILE);
-    let Ok(text) = fs::read_to_string(&list) else {
-        return Ok(());
+    let text = match fs::read_to_string(&list) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(damaged(&list, &format!("it cannot be read ({e})"))),
     };
     let sums: std::collections::BTreeMap<String, String> = serde_json::from_str(&text)
         .map_err(|e| damaged(&list, &format!("it is not a checksum list ({e})")))?;
@@ -559,6 +561,30 @@ mod tests {
         remove_stale_temporaries(dir.path()).unwrap();
         assert!(!dir.path().join(".checkpoint-200.tmp-1").exists());
         assert!(dir.path().join(dir_name(100)).is_dir());
+    }
+
+    #[test]
+    fn verify_checks_listed_files_and_accepts_only_a_missing_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("model.bpk"), "weights").unwrap();
+        verify(d).unwrap(); // no list: a checkpoint from before masklm wrote one
+        write_checksums(d).unwrap();
+        verify(d).unwrap();
+        fs::write(d.join("model.bpk"), "weightz").unwrap();
+        let e = verify(d).unwrap_err().to_string();
+        assert!(
+            e.contains("model.bpk") && e.contains("does not match"),
+            "{e}"
+        );
+        // A list that is there but cannot be read is no reason to skip the check.
+        fs::remove_file(d.join(CHECKSUMS_FILE)).unwrap();
+        fs::create_dir(d.join(CHECKSUMS_FILE)).unwrap();
+        let e = verify(d).unwrap_err().to_string();
+        assert!(
+            e.contains(CHECKSUMS_FILE) && e.contains("cannot be read"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,8 +8,9 @@ use crate::data::batcher::TensorBatch;
 use crate::data::batches::{RowSet, eval_batches};
 use crate::data::masking::TokenTable;
 use crate::model::BertForMaskedLM;
-use crate::model::loss::masked_nll_sum;
+use crate::model::loss::{masked_nll_sum, weighted_nll_sum};
 use crate::tokenizer::SpecialIds;
+use crate::train::device::selection_multiple;
 use anyhow::Result;
 use burn::prelude::*;
 use serde::Serialize;
@@ -134,6 +135,11 @@ pub fn ensure_something_to_score(
 }
 
 /// Scores `model` (in eval mode, on a device without autodiff) on every row of `rows`.
+///
+/// On a GPU the selected positions are padded as a training step's are
+/// ([`selection_multiple`]), so that the batches share one shape of the masked-LM head instead of
+/// compiling kernels for each; and each batch's sums stay on the device, read once at the end,
+/// so that the device never waits on the host between batches.
 pub fn evaluate(
     model: &BertForMaskedLM,
     rows: &RowSet,
@@ -142,7 +148,24 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> Result<EvalReport> {
-    let (mut nll, mut top1, mut top5, mut n, mut base) = (0f64, 0usize, 0usize, 0usize, 0usize);
+    let multiple = selection_multiple(device, batch_size * rows.seq_len);
+    evaluate_padded(model, rows, table, specials, batch_size, device, multiple)
+}
+
+/// [`evaluate`] with the selected positions padded to a multiple of `multiple` whatever the
+/// device (the tests compare padded with unpadded on the CPU).
+pub fn evaluate_padded(
+    model: &BertForMaskedLM,
+    rows: &RowSet,
+    table: Arc<TokenTable>,
+    specials: SpecialIds,
+    batch_size: usize,
+    device: &Device,
+    multiple: usize,
+) -> Result<EvalReport> {
+    let (mut n, mut base) = (0usize, 0usize);
+    // One [1] tensor per batch each: summed NLL, top-1 hits, top-5 hits.
+    let (mut nll, mut top1, mut top5) = (Vec::new(), Vec::new(), Vec::new());
     let commonest = most_frequent_token(rows, &table, &specials)? as i32;
     for batch in eval_batches(rows, table, specials, EVAL_SEED, batch_size) {
         let batch = batch?;
@@ -150,23 +173,42 @@ pub fn evaluate(
             continue;
         }
         base += batch.labels.iter().filter(|&&l| l == commonest).count();
-        let tb = TensorBatch::new(&batch, device);
+        let tb = TensorBatch::padded(&batch, device, multiple);
+        // [P, V] for the P ≥ count selected positions and their padding.
         let logits = model.forward_selected(tb.input_ids, tb.attention_mask, tb.positions);
-        let (count, k) = (tb.selected, logits.dims()[1].min(5));
-        nll += masked_nll_sum(logits.clone(), tb.labels.clone()).into_scalar::<f64>();
-        // [N, k] hits of the label among the k best, best first.
+        let (count, padded, k) = (tb.selected, logits.dims()[0], logits.dims()[1].min(5));
+        nll.push(match tb.weights {
+            Some(w) => weighted_nll_sum(logits.clone(), tb.labels.clone(), w),
+            None => masked_nll_sum(logits.clone(), tb.labels.clone()),
+        });
+        // [count, k] hits of the label among the k best, best first (the padding rows cut off).
         let (_, best) = logits.topk_with_indices(k, 1);
         let hits = best
-            .equal(tb.labels.unsqueeze_dim::<2>(1).expand([count, k]))
-            .int();
-        top1 += hits
-            .clone()
-            .slice([0..count, 0..1])
-            .sum()
-            .into_scalar::<i64>() as usize;
-        top5 += hits.sum().into_scalar::<i64>() as usize;
+            .equal(tb.labels.unsqueeze_dim::<2>(1).expand([padded, k]))
+            .int()
+            .slice([0..count, 0..k]);
+        top1.push(hits.clone().slice([0..count, 0..1]).sum());
+        top5.push(hits.sum());
         n += count;
     }
+    let (nll, top1, top5) = if n == 0 {
+        (0.0, 0, 0)
+    } else {
+        let floats = |t: Vec<Tensor<1>>| -> Result<Vec<f64>> {
+            let data = Tensor::cat(t, 0).into_data().convert::<f64>();
+            data.try_into_vec::<f64>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))
+        };
+        let ints = |t: Vec<Tensor<1, Int>>| -> Result<usize> {
+            let data = Tensor::cat(t, 0).into_data().convert::<i64>();
+            let v = data
+                .try_into_vec::<i64>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            Ok(v.iter().sum::<i64>() as usize)
+        };
+        // Summed in f64 on the host, batch by batch, as they were read before.
+        (floats(nll)?.iter().sum::<f64>(), ints(top1)?, ints(top5)?)
+    };
     let loss = if n > 0 { nll / n as f64 } else { f64::NAN };
     Ok(EvalReport {
         loss,

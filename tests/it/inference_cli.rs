@@ -252,6 +252,53 @@ fn a_loaded_checkpoint_needs_its_files_no_more() {
     assert_eq!(per_mask[0].len(), 3);
 }
 
+#[test]
+fn evaluation_padded_as_on_a_gpu_scores_what_it_scores_unpadded() {
+    // On a GPU, evaluate pads each batch's selected positions to one shape (weight 0 on the
+    // padding); here the CPU computes both ways.
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run(dir.path());
+    let device = burn::prelude::Device::flex();
+    let ck = masklm::train::checkpoint::load(&run, &device).unwrap();
+    let corpus =
+        Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt");
+    let rows = masklm::data::rows_from(&[corpus], &ck.config, &ck.tokenizer, "test").unwrap();
+    let table = std::sync::Arc::new(ck.tokenizer.token_table());
+    let score = |multiple: usize| {
+        masklm::eval::evaluate_padded(
+            &ck.model,
+            &rows,
+            table.clone(),
+            ck.tokenizer.specials(),
+            8,
+            &device,
+            multiple,
+        )
+        .unwrap()
+    };
+    let plain = score(1);
+    assert!(
+        plain.masked_tokens > 200 && plain.loss.is_finite(),
+        "{plain}"
+    );
+    for multiple in [7, 64] {
+        let padded = score(multiple);
+        assert!(
+            (padded.loss - plain.loss).abs() < 1e-5 * plain.loss,
+            "multiple {multiple}: {padded} vs {plain}"
+        );
+        let counts = |r: &masklm::eval::EvalReport| {
+            (
+                r.masked_tokens,
+                r.accuracy,
+                r.top5_accuracy,
+                r.baseline_accuracy,
+            )
+        };
+        assert_eq!(counts(&padded), counts(&plain), "multiple {multiple}");
+    }
+}
+
 /// A reader that goes away (`masklm fill-mask … | head -1`) ends the command quietly with status
 /// 0, as it ends any Unix tool; a full disk is an error that names standard output. No panic.
 #[test]

@@ -125,6 +125,29 @@ fn tiny_run_matches_flex(gpu_backend: &str) {
             step + 1
         );
     }
+    // Evaluation on the GPU (its selected positions padded to one shape, its sums read at the
+    // end) scores the flex run's checkpoint as flex does.
+    let flex_run = dir.path().join("flex");
+    let eval = |backend: &str| -> serde_json::Value {
+        let args = ["eval", "--checkpoint", flex_run.to_str().unwrap()];
+        let out = masklm(&[&args[..], &["--backend", backend, "--json"]].concat()).ok();
+        serde_json::from_str(&out.stdout).unwrap()
+    };
+    let (cpu, gpu) = (eval("flex"), eval(gpu_backend));
+    let num = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
+    assert!(num(&cpu, "masked_tokens") > 100.0, "{cpu}");
+    assert_eq!(cpu["masked_tokens"], gpu["masked_tokens"]);
+    assert!(
+        (num(&cpu, "loss") - num(&gpu, "loss")).abs() < 1e-3,
+        "{cpu} vs {gpu}"
+    );
+    // A near tie between two tokens may rank them the other way round on another device.
+    for k in ["accuracy", "top5_accuracy"] {
+        assert!(
+            (num(&cpu, k) - num(&gpu, k)).abs() < 0.01,
+            "{k}: {cpu} vs {gpu}"
+        );
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! scored on exactly the same positions.
 
 use crate::data::batcher::TensorBatch;
-use crate::data::batches::{RowSet, eval_batches};
+use crate::data::batches::{Batch, RowSet, eval_batches};
 use crate::data::masking::TokenTable;
 use crate::model::BertForMaskedLM;
 use crate::model::loss::{masked_nll_sum, weighted_nll_sum};
@@ -137,8 +137,8 @@ pub fn ensure_something_to_score(
 /// Scores `model` (in eval mode, on a device without autodiff) on every row of `rows`.
 ///
 /// On a GPU the selected positions are padded as a training step's are
-/// ([`selection_multiple`]), so that the batches share one shape of the masked-LM head instead of
-/// compiling kernels for each; and each batch's sums stay on the device, read once at the end,
+/// ([`selection_multiple`]) and a short last batch to full rows, so that the batches share one
+/// shape instead of compiling kernels for each; and each batch's sums stay on the device, read once at the end,
 /// so that the device never waits on the host between batches.
 pub fn evaluate(
     model: &BertForMaskedLM,
@@ -152,8 +152,9 @@ pub fn evaluate(
     evaluate_padded(model, rows, table, specials, batch_size, device, multiple)
 }
 
-/// [`evaluate`] with the selected positions padded to a multiple of `multiple` whatever the
-/// device (the tests compare padded with unpadded on the CPU).
+/// [`evaluate`] with the selected positions padded to a multiple of `multiple` and, when that is
+/// above 1, a short last batch padded to `batch_size` rows of `[PAD]` ([`Batch::pad_rows`]),
+/// whatever the device (the tests compare padded with unpadded on the CPU).
 pub fn evaluate_padded(
     model: &BertForMaskedLM,
     rows: &RowSet,
@@ -168,9 +169,12 @@ pub fn evaluate_padded(
     let (mut nll, mut top1, mut top5) = (Vec::new(), Vec::new(), Vec::new());
     let commonest = most_frequent_token(rows, &table, &specials)? as i32;
     for batch in eval_batches(rows, table, specials, EVAL_SEED, batch_size) {
-        let batch = batch?;
+        let mut batch = batch?;
         if batch.selected == 0 {
             continue;
+        }
+        if multiple > 1 {
+            batch.pad_rows(batch_size, specials.pad);
         }
         base += batch.labels.iter().filter(|&&l| l == commonest).count();
         let tb = TensorBatch::padded(&batch, device, multiple);

@@ -109,6 +109,19 @@ impl Batch {
             selected: 0,
         }
     }
+
+    /// Appends rows of `[PAD]` only (attention 0, nothing selected) up to `batch_size` rows, so
+    /// that a short last batch has the shape of the others: on a GPU a new shape means the
+    /// whole encoder's kernels compiled again. A row attends only within itself, so the real
+    /// rows' outputs are unchanged.
+    pub fn pad_rows(&mut self, batch_size: usize, pad_id: u32) {
+        let n = batch_size.max(self.batch_size) * self.seq_len;
+        self.input_ids.resize(n, pad_id);
+        self.attention_mask.resize(n, 0);
+        self.labels.resize(n, masking::IGNORE_LABEL);
+        self.original_ids.resize(n, pad_id);
+        self.batch_size = batch_size.max(self.batch_size);
+    }
 }
 
 /// What every batch needs besides its rows.
@@ -214,4 +227,33 @@ pub fn eval_batches(
         let picks: Vec<(usize, u64)> = (k * batch_size..end).map(|i| (i, i as u64)).collect();
         c.batch(rows, &picks, Stream::EvalMask)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_rows_appends_unattended_unselected_pad_rows_only() {
+        let mut b = Batch::zeroed(2, 3);
+        b.input_ids = vec![2, 7, 3, 2, 8, 3];
+        b.attention_mask = vec![1; 6];
+        b.labels = vec![-100, 7, -100, -100, -100, -100];
+        b.original_ids = b.input_ids.clone();
+        b.selected = 1;
+        let before = b.clone();
+        b.pad_rows(4, 0);
+        assert_eq!(b.batch_size, 4);
+        assert_eq!(b.input_ids, [&before.input_ids[..], &[0; 6]].concat());
+        assert_eq!(b.original_ids, [&before.original_ids[..], &[0; 6]].concat());
+        assert_eq!(
+            b.attention_mask,
+            [&before.attention_mask[..], &[0; 6]].concat()
+        );
+        assert_eq!(b.labels, [&before.labels[..], &[-100; 6]].concat());
+        assert_eq!(b.selected, 1);
+        // Never fewer rows than it has.
+        b.pad_rows(1, 0);
+        assert_eq!((b.batch_size, b.input_ids.len()), (4, 12));
+    }
 }

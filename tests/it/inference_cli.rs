@@ -255,7 +255,7 @@ fn a_loaded_checkpoint_needs_its_files_no_more() {
 #[test]
 fn evaluation_padded_as_on_a_gpu_scores_what_it_scores_unpadded() {
     // On a GPU, evaluate pads each batch's selected positions to one shape (weight 0 on the
-    // padding); here the CPU computes both ways.
+    // padding) and a short last batch to full rows; here the CPU computes both ways.
     let dir = tempfile::tempdir().unwrap();
     let run = tiny_run(dir.path());
     let device = burn::prelude::Device::flex();
@@ -263,6 +263,8 @@ fn evaluation_padded_as_on_a_gpu_scores_what_it_scores_unpadded() {
     let corpus =
         Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt");
     let rows = masklm::data::rows_from(&[corpus], &ck.config, &ck.tokenizer, "test").unwrap();
+    // A short last batch, padded to full rows too.
+    assert_ne!(rows.len() % 7, 0);
     let table = std::sync::Arc::new(ck.tokenizer.token_table());
     let score = |multiple: usize| {
         masklm::eval::evaluate_padded(
@@ -270,7 +272,7 @@ fn evaluation_padded_as_on_a_gpu_scores_what_it_scores_unpadded() {
             &rows,
             table.clone(),
             ck.tokenizer.specials(),
-            8,
+            7,
             &device,
             multiple,
         )

@@ -5,7 +5,7 @@
 //! scored on exactly the same positions.
 
 use crate::data::batcher::TensorBatch;
-use crate::data::batches::{Batch, RowSet, eval_batches};
+use crate::data::batches::{RowSet, eval_batches};
 use crate::data::masking::TokenTable;
 use crate::model::BertForMaskedLM;
 use crate::model::loss::{masked_nll_sum, weighted_nll_sum};
@@ -153,8 +153,8 @@ pub fn evaluate(
 }
 
 /// [`evaluate`] with the selected positions padded to a multiple of `multiple` and, when that is
-/// above 1, a short last batch padded to `batch_size` rows of `[PAD]` ([`Batch::pad_rows`]),
-/// whatever the device (the tests compare padded with unpadded on the CPU).
+/// above 1, a short last batch padded to `batch_size` rows of `[PAD]`
+/// ([`crate::data::batches::Batch::pad_rows`]), whatever the device (the tests compare padded with unpadded on the CPU).
 pub fn evaluate_padded(
     model: &BertForMaskedLM,
     rows: &RowSet,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// The default run (`masklm train` without `--config`), embedded so that the binary always has it.
 pub const DEFAULT_TOML: &str = include_str!("../configs/default.toml");
 
-/// The largest [model] size accepted (each of hidden_size, layers, heads, intermediate_size,
+/// The largest `[model]` size accepted (each of hidden_size, layers, heads, intermediate_size,
 /// max_position_embeddings, type_vocab_size), far above any BERT; bounds keep the parameter and
 /// memory arithmetic inside u64, so a mistyped size is refused here, not wrapped around.
 pub const MAX_MODEL_SIZE: usize = 1 << 20;
@@ -87,7 +87,7 @@ impl Default for TokenizerConfig {
 #[serde(rename_all = "lowercase")]
 pub enum Packing {
     /// HF `group_texts`: documents concatenated, cut into blocks of seq_len - 2, each wrapped in
-    /// [CLS] … [SEP]. No padding.
+    /// `[CLS]` … `[SEP]`. No padding.
     Packed,
     /// One line per row, truncated to seq_len (specials included) and padded.
     Line,

@@ -66,9 +66,9 @@ pub fn most_frequent_token(
         .unwrap_or(0) as u32)
 }
 
-/// The share of `rows`' text tokens (real tokens but [CLS] and [SEP]) that are [UNK]: high for
+/// The share of `rows`' text tokens (real tokens but `[CLS]` and `[SEP]`) that are `[UNK]`: high for
 /// text the tokenizer does not cover (another script), where evaluation, which never masks
-/// [UNK] (as HF's collator), scores only the few known tokens.
+/// `[UNK]` (as HF's collator), scores only the few known tokens.
 pub fn unknown_share(rows: &RowSet, specials: &SpecialIds) -> Result<f64> {
     let (mut unknown, mut text) = (0usize, 0usize);
     let (mut ids, mut mask) = (vec![0u32; rows.seq_len], vec![0u8; rows.seq_len]);
@@ -87,7 +87,7 @@ pub fn unknown_share(rows: &RowSet, specials: &SpecialIds) -> Result<f64> {
 /// The [`unknown_share`] above which a text is said to be outside the tokenizer's.
 pub const UNKNOWN_NOTED: f64 = 0.1;
 
-/// "; N% of its tokens are [UNK]…" when `share` is above [`UNKNOWN_NOTED`], else "".
+/// "; N% of its tokens are `[UNK]`…" when `share` is above [`UNKNOWN_NOTED`], else "".
 pub fn unknown_clause(share: f64) -> String {
     if share < UNKNOWN_NOTED {
         return String::new();

@@ -1,4 +1,4 @@
-//! Fill-mask, in the format of HF's `pipeline("fill-mask")`: for each [MASK], the top-k
+//! Fill-mask, in the format of HF's `pipeline("fill-mask")`: for each `[MASK]`, the top-k
 //! `{score, token, token_str, sequence}` with softmax probabilities over the vocabulary.
 
 use crate::data::masking::TokenTable;
@@ -43,7 +43,7 @@ fn quoted_start(text: &str) -> String {
     }
 }
 
-/// Candidates for every [MASK] of `text`, in order of the masks.
+/// Candidates for every `[MASK]` of `text`, in order of the masks.
 pub fn fill_mask(
     model: &BertForMaskedLM,
     tok: &BertTokenizer,
@@ -116,7 +116,7 @@ pub type TokenizedLine = (String, Vec<(u32, Range<usize>)>);
 pub const FREQUENT_TOKENS: usize = 500;
 
 /// Up to `n` fill-mask examples from `lines` (held-out text, each with its tokens and their byte
-/// ranges): in each line that fits the model (`max_len` tokens with [CLS] and [SEP]) and has at
+/// ranges): in each line that fits the model (`max_len` tokens with `[CLS]` and `[SEP]`) and has at
 /// least 5 tokens, the word masked is the rarest of its maskable words. `freq[id]` is the
 /// token's count in the training corpus when the token is maskable (a whole word of three or
 /// more letters among the corpus's frequent tokens, so the model has seen it often and it is

@@ -1,6 +1,6 @@
 //! masklm: BERT-style masked-language-model pretraining, built on burn.
 //!
-//! Data flows one way: text → ids ([`tokenizer`], [`data::encoded`]) → rows ([`data::rows`]) →
+//! Data flows one way: text → ids ([`tokenizer`], [`data::store`]) → rows ([`data::rows`]) →
 //! corrupted batches ([`data::masking`], [`data::batches`]).
 
 pub mod bench;

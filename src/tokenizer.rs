@@ -263,7 +263,7 @@ impl BertTokenizer {
         self.inner.token_to_id(token)
     }
 
-    /// Token ids without [CLS]/[SEP], texts encoded in parallel.
+    /// Token ids without `[CLS]`/`[SEP]`, texts encoded in parallel.
     pub fn encode_batch(&self, texts: Vec<&str>) -> Result<Vec<Vec<u32>>> {
         let encodings = self
             .inner
@@ -275,7 +275,7 @@ impl BertTokenizer {
             .collect())
     }
 
-    /// Token ids of one text with [CLS] … [SEP], as HF `tokenizer(text)` gives them.
+    /// Token ids of one text with `[CLS]` … `[SEP]`, as HF `tokenizer(text)` gives them.
     pub fn encode_with_specials(&self, text: &str) -> Result<Vec<u32>> {
         let e = self
             .inner

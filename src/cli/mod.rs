@@ -24,6 +24,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// The doc comments are `--help` text: a `[MASK]` there is the token, not a rustdoc link.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train a WordPiece tokenizer (BERT's: [PAD] [UNK] [CLS] [SEP] [MASK], ## continuations)

@@ -11,9 +11,9 @@ pub struct TensorBatch {
     pub input_ids: Tensor<2, Int>,
     /// [B, S] 1 on real tokens, 0 on padding.
     pub attention_mask: Tensor<2, Int>,
-    /// [N] flat positions `b * S + s` of the selected tokens.
+    /// `[N]` flat positions `b * S + s` of the selected tokens.
     pub positions: Tensor<1, Int>,
-    /// [N] the original ids there.
+    /// `[N]` the original ids there.
     pub labels: Tensor<1, Int>,
     /// N, known without reading the device.
     pub selected: usize,

@@ -19,7 +19,7 @@ pub type Rng = Xoshiro256PlusPlus;
 pub struct MaskingParams {
     /// Probability that a candidate token (or word) is selected for prediction.
     pub mask_prob: f64,
-    /// Of the selected, the share replaced by [MASK].
+    /// Of the selected, the share replaced by `[MASK]`.
     pub mask_token_prob: f64,
     /// Of the selected, the share replaced by a random non-special token.
     pub random_token_prob: f64,
@@ -102,7 +102,7 @@ fn below(rng: &mut Rng, n: usize) -> usize {
 
 /// Corrupts one row in place and writes its labels.
 ///
-/// `ids` holds the row as the model would see it uncorrupted ([CLS] … [SEP] [PAD]…); on return
+/// `ids` holds the row as the model would see it uncorrupted (`[CLS]` … `[SEP]` `[PAD]`…); on return
 /// it holds the corrupted input. `labels[i]` is the original id where position i was selected
 /// and [`IGNORE_LABEL`] elsewhere. Returns how many positions were selected (possibly 0: a row
 /// with nothing selected is valid and simply contributes nothing to the loss).

@@ -1,6 +1,6 @@
 //! Tokenizing a corpus into a token store (`masklm data prepare`, or implicitly on first use).
 //!
-//! One thread reads and decodes the corpus into batches of about [`BATCH_BYTES`] of text; the
+//! One thread reads and decodes the corpus into batches of about `BATCH_BYTES` of text; the
 //! calling thread tokenizes each batch on every core (`tokenizers`' parallel `encode_batch`)
 //! while the reader fills the next, and appends the ids to the shard being written. Memory stays
 //! bounded whatever the corpus size: two text batches, their encodings, one shard's ids.
@@ -155,8 +155,8 @@ impl ShardWriter {
 }
 
 /// Tokenizes `files` into a store at `dir`, replacing a stale one there. `manifest`: what the
-/// store will say of its sources and tokenizer (from [`store::expected`], taken before reading).
-/// Returns the manifest of the store in `dir` (see [`put_in_place`]).
+/// store will say of its sources and tokenizer (from `store::expected`, taken before reading).
+/// Returns the manifest of the store in `dir` (see `put_in_place`).
 pub fn prepare(
     files: &[PathBuf],
     tok: &BertTokenizer,

@@ -2,8 +2,8 @@
 //!
 //! A row is `[CLS] content [SEP] [PAD]…`, with at most `seq_len - 2` content ids:
 //! - packed (HF `group_texts`): the corpus as one stream, each document's ids followed by a
-//!   [SEP], cut into blocks of `seq_len - 2`; the tail shorter than a block is dropped, as HF
-//!   does. No padding. A row may span documents (the [SEP] between them says where one ends,
+//!   `[SEP]`, cut into blocks of `seq_len - 2`; the tail shorter than a block is dropped, as HF
+//!   does. No padding. A row may span documents (the `[SEP]` between them says where one ends,
 //!   as HF's per-text `[CLS] … [SEP]` and Cramming's separators do) and shards.
 //! - line (HF `--line_by_line`): one line per row, truncated to `seq_len - 2` ids, padded.
 //!
@@ -52,7 +52,7 @@ impl Ids<'_> {
 }
 
 /// One shard's tokens: its ids, where each of its lines ends, and the offsets before which a
-/// document ended (a [SEP] goes there in packed rows; `ids.len()` when one ends at the shard's
+/// document ended (a `[SEP]` goes there in packed rows; `ids.len()` when one ends at the shard's
 /// end).
 #[derive(Debug, Clone, Copy)]
 pub struct Segment<'a> {

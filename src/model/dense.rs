@@ -34,8 +34,8 @@ use burn::tensor::{DType, Slice};
     Fusion: cfg(feature = "cube"),
 )]
 pub trait DenseOps: Backend {
-    /// `x` [N, K] · `w` [K, d] + `b` [d] → [N, d] in `out`, the product in `low` (x and w cast
-    /// to it) and the bias added in b's dtype: [`forward`].
+    /// `x` [N, K] · `w` [K, d] + `b` `[d]` → [N, d] in `out`, the product in `low` (x and w cast
+    /// to it) and the bias added in b's dtype: `forward`.
     #[fusion(default)]
     fn dense(
         x: FloatTensor<Self>,
@@ -64,8 +64,8 @@ pub trait DenseOps: Backend {
         forward::<Self>(x, vec![wq, wk, wv], vec![bq, bk, bv], low, out).0
     }
 
-    /// (`dx` [N, K] in `x_dtype`, `dw` [K, d] in `w_dtype`, `db` [d] in `b_dtype`) from the
-    /// output's gradient `g` [N, d] and what [`forward`] kept: x and w in the product's dtype.
+    /// (`dx` [N, K] in `x_dtype`, `dw` [K, d] in `w_dtype`, `db` `[d]` in `b_dtype`) from the
+    /// output's gradient `g` [N, d] and what `forward` kept: x and w in the product's dtype.
     #[fusion(meta = |_g, x_low, w_low, x_dtype, w_dtype, b_dtype| {
         use burn::backend::fusion::custom::TensorSpec;
         (
@@ -134,7 +134,7 @@ impl DenseOps for burn::backend::Flex {}
 impl DenseOps for burn::backend::NdArray {}
 
 /// On CubeCL devices the backward's two products write their gradients in the dtypes asked for
-/// straight from the products' f32 accumulators ([`product_into`]), instead of in the operands'
+/// straight from the products' f32 accumulators (`product_into`), instead of in the operands'
 /// dtype and then cast: up to two kernels and two allocations fewer per dense layer and step (one
 /// where x is in the products' dtype already), and the weights' f32 gradients no longer rounded
 /// to the products' precision on the way.
@@ -204,7 +204,7 @@ fn three_layers<B: Backend>(
 }
 
 /// `a` · `b` in `dtype`, as a backward wants a gradient: the product in the operands' dtype, then
-/// cast (what burn's autodiff computed for the operations [`forward`] replaces).
+/// cast (what burn's autodiff computed for the operations `forward` replaces).
 fn product_cast<B: Backend>(a: FloatTensor<B>, b: FloatTensor<B>, dtype: DType) -> FloatTensor<B> {
     cast_primitive::<B>(B::float_matmul(a, b), dtype)
 }
@@ -247,9 +247,9 @@ fn forward<B: Backend>(
     (cast_primitive::<B>(sum, out), x, w)
 }
 
-/// (dx, dW, db [1, d]) as burn's autodiff computed them for [`forward`]'s operations, in the
+/// (dx, dW, db [1, d]) as burn's autodiff computed them for `forward`'s operations, in the
 /// dtypes of x, the weights and the biases, the products by `product` ([`product_cast`], or on
-/// CubeCL devices [`product_into`]).
+/// CubeCL devices `product_into`).
 fn backward<B: Backend>(
     g: FloatTensor<B>,
     x_low: FloatTensor<B>,
@@ -358,7 +358,7 @@ impl<B: DenseOps, C: CheckpointStrategy> DenseOps for Autodiff<B, C> {
     }
 }
 
-/// `x` [N, K] through one layer (`w` [K, d], `b` [d]) or three side by side (`ws`, `bs` of
+/// `x` [N, K] through one layer (`w` [K, d], `b` `[d]`) or three side by side (`ws`, `bs` of
 /// three each): [N, Σd] in `out`, the product in `low`. One differentiable operation.
 pub fn dense(
     x: Tensor<2>,

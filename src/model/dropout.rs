@@ -208,7 +208,7 @@ pub(crate) fn triple32(mut x: u32) -> u32 {
     x
 }
 
-/// Whether GPU dropout keeps element `i` under the keys and threshold of [`hash_params`].
+/// Whether GPU dropout keeps element `i` under the keys and threshold of `hash_params`.
 pub fn hashed_keep(keys: [u32; 2], threshold: u32, i: u32) -> bool {
     triple32(triple32(i ^ keys[0]).wrapping_add(keys[1])) < threshold
 }

@@ -52,7 +52,7 @@ pub trait GeluBackend: Backend {
     }
 
     /// `grad · GELU'(x)` in `dtype`, GELU' = Φ(x) + x·φ(x) exactly: x and grad cast to `dtype`
-    /// (x's dtype in the forward), then [`exact_gelu_backward`]. On GPUs one operation, one
+    /// (x's dtype in the forward), then `exact_gelu_backward`. On GPUs one operation, one
     /// kernel that computes in f32 (`gelu_cube.rs`), instead of two casts and eleven
     /// element-wise operations for burn's fusion to register and merge.
     #[fusion(meta = |x, _grad, dtype| {

@@ -44,7 +44,7 @@ use super::dropout::{Dropout, hashed_dropout};
     Fusion: cfg(feature = "cube"),
 )]
 pub trait LayerNormOps: Backend {
-    /// `x` [.., H], `gamma` [H], `beta` [H] → (`y` [.., H], `x̂` [.., H], `σ` [.., 1]), burn's
+    /// `x` [.., H], `gamma` `[H]`, `beta` `[H]` → (`y` [.., H], `x̂` [.., H], `σ` [.., 1]), burn's
     /// `layer_norm` operation for operation (CubeCL devices: one kernel, `layer_norm_cube.rs`).
     #[fusion(meta = |x, _gamma, _beta, _epsilon| {
         let sigma = burn::backend::fusion::custom::TensorSpec::new(per_row(&x.shape), x.dtype);
@@ -72,7 +72,7 @@ pub trait LayerNormOps: Backend {
         (y, x_hat, sigma)
     }
 
-    /// The gradients (`dx` [.., H], `dγ` [H], `dβ` [H]) from `dy` [.., H] and what
+    /// The gradients (`dx` [.., H], `dγ` `[H]`, `dβ` `[H]`) from `dy` [.., H] and what
     /// [`LayerNormOps::layer_norm_forward`] kept (CubeCL devices: one kernel for dx and two
     /// column sums, `layer_norm_cube.rs`).
     #[fusion(meta = |dy, _x_hat, gamma, _sigma| (dy.clone(), gamma.clone(), gamma.clone()))]

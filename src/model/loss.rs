@@ -20,7 +20,7 @@ use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
 use burn::tensor::activation::log_softmax;
 
-/// Summed negative log-likelihood of `labels` [N] under `logits` [N, V] → [1].
+/// Summed negative log-likelihood of `labels` `[N]` under `logits` [N, V] → `[1]`.
 ///
 /// A sum, not a mean: the caller divides by the number of selected positions of the whole
 /// optimizer step, so that with gradient accumulation the loss is the mean over every selected
@@ -36,7 +36,7 @@ pub fn masked_nll_sum(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
         .neg()
 }
 
-/// [`masked_nll_sum`] with each position's NLL multiplied by `weights` [N] first: 1 on selected
+/// [`masked_nll_sum`] with each position's NLL multiplied by `weights` `[N]` first: 1 on selected
 /// positions, 0 on the padding rows of `TensorBatch::padded` (which contribute nothing, to the
 /// loss or to any gradient).
 pub fn weighted_nll_sum(
@@ -75,8 +75,8 @@ pub fn nll_op(logits: Tensor<2>, labels: Tensor<1, Int>, weights: Tensor<1>) -> 
     Fusion: cfg(feature = "cube"),
 )]
 pub trait NllOps: Backend {
-    /// (−Σᵢ wᵢ·log_softmax(logits)[i, labelᵢ] [1], the rows' log Σⱼ exp(logits[i, j]) [N]) for
-    /// `logits` [N, V], `labels` [N], `weights` [N], in the logits' dtype: the first as
+    /// (−Σᵢ wᵢ·log_softmax(logits)[i, labelᵢ] `[1]`, the rows' log Σⱼ exp(logits[i, j]) `[N]`) for
+    /// `logits` [N, V], `labels` `[N]`, `weights` `[N]`, in the logits' dtype: the first as
     /// [`weighted_nll_sum`]'s operations compute it; the second for the backward.
     #[fusion(meta = |logits, _labels, _weights| {
         use burn::backend::fusion::custom::TensorSpec;
@@ -107,7 +107,7 @@ pub trait NllOps: Backend {
     }
 
     /// The gradient of [`NllOps::nll`]'s total with respect to the logits, for its gradient `g`
-    /// [1]: g·wᵢ·(softmax(logits)[i, j] − [j = labelᵢ]) [N, V], softmax as exp(logits − lse).
+    /// `[1]`: g·wᵢ·(softmax(logits)[i, j] − [j = labelᵢ]) [N, V], softmax as exp(logits − lse).
     #[fusion(meta = |_g, logits, _labels, _weights, _lse| {
         use burn::backend::fusion::custom::TensorSpec;
         TensorSpec::new(logits.shape.clone(), logits.dtype)

@@ -20,7 +20,7 @@ pub struct BertPredictionHeadTransform {
 #[derive(Module, Debug)]
 pub struct BertLMPredictionHead {
     pub transform: BertPredictionHeadTransform,
-    /// HF `cls.predictions.bias` [V]. There is no decoder weight here: the decoder uses the
+    /// HF `cls.predictions.bias` `[V]`. There is no decoder weight here: the decoder uses the
     /// word embeddings themselves (one parameter used twice; a stored copy would drift apart
     /// from the embedding after the first optimizer step).
     pub bias: Param<Tensor<1>>,

@@ -209,7 +209,7 @@ impl BertForMaskedLM {
     }
 
     /// Logits at the selected positions only (sparse prediction, as Google's and NVIDIA's BERT):
-    /// `positions` [N] holds `b * S + s` of each selected token → [N, V]. The head's FLOPs scale
+    /// `positions` `[N]` holds `b * S + s` of each selected token → [N, V]. The head's FLOPs scale
     /// with N (~15% of B·S) instead of B·S.
     pub fn forward_selected(
         &self,

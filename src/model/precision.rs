@@ -149,7 +149,7 @@ pub fn low<const D: usize>(t: Tensor<D>, p: Precision) -> Tensor<D> {
 }
 
 /// `x` [N, d_in] (f32, or already in `p`'s precision) through `l` (weight [d_in, d_out], bias
-/// [d_out]) → [N, d_out] in f32, the product in `p`'s precision and the bias added in f32.
+/// `[d_out]`) → [N, d_out] in f32, the product in `p`'s precision and the bias added in f32.
 ///
 /// In f32 on the CPU this is burn's `Linear::forward`. Elsewhere the bias's [1, d_out] view is
 /// taken first (burn's `linear` takes it after the product): a view registered between the

@@ -76,7 +76,7 @@ pub struct AdamW {
 }
 
 /// `(param, moment_1, moment_2)` after one step with gradient `grad · factor[0]`, where `factor`
-/// is a [1] tensor (unscaling and clipping, computed on the device). The moments are zeros at
+/// is a `[1]` tensor (unscaling and clipping, computed on the device). The moments are zeros at
 /// the first step. All tensors share `param`'s shape but `factor`.
 ///
 /// burn 0.22.1's `AdamW::step` (without AMSGrad), operation for operation, after the
@@ -120,7 +120,7 @@ pub fn adamw_update_default<B: Backend>(
 
 pub trait AdamWOps: Backend {
     /// [`adamw_update_default`] of each `[param, grad, moment_1, moment_2]` of `updates` with its
-    /// coefficients `cs[i]`, all with the one gradient factor `factor` ([1]). CubeCL devices: a
+    /// coefficients `cs[i]`, all with the one gradient factor `factor` (`[1]`). CubeCL devices: a
     /// kernel per parameter, updating parameter and moments in place (`adamw_cube.rs`).
     fn adamw_updates(
         updates: Vec<[FloatTensor<Self>; 4]>,
@@ -225,7 +225,7 @@ pub struct Update {
 }
 
 /// `[param, moment_1, moment_2]` after the update of each of `updates` (at least one, all on
-/// one device, none tracked by autodiff), with every gradient multiplied by `factor` ([1], on
+/// one device, none tracked by autodiff), with every gradient multiplied by `factor` (`[1]`, on
 /// that device): see [`AdamWOps::adamw_updates`]. One operation for the device, whatever the
 /// number of parameters.
 pub fn adamw_updates(updates: Vec<Update>, factor: Tensor<1>) -> Vec<[DispatchTensor; 3]> {

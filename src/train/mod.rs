@@ -48,7 +48,7 @@ pub struct TrainSummary {
     pub last_loss: f64,
     pub eval: Option<EvalReport>,
     pub checkpoint: std::path::PathBuf,
-    /// Texts with [MASK] to show the trained model on (`train.fill_mask_examples` or held-out
+    /// Texts with `[MASK]` to show the trained model on (`train.fill_mask_examples` or held-out
     /// sentences).
     pub examples: Vec<String>,
 }

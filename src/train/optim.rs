@@ -41,7 +41,7 @@ impl ModuleVisitor for Gradients<'_> {
     }
 }
 
-/// The global L2 norm of `grads` over `model`'s parameters, as a [1] tensor on the gradients'
+/// The global L2 norm of `grads` over `model`'s parameters, as a `[1]` tensor on the gradients'
 /// device (no read); `None` when no parameter has a gradient.
 pub fn global_norm<M: Module>(model: &M, grads: &GradientsParams) -> Option<Tensor<1>> {
     let mut v = Gradients {
@@ -57,8 +57,8 @@ pub fn global_norm<M: Module>(model: &M, grads: &GradientsParams) -> Option<Tens
 /// The factor that turns `grads`, the gradients of the loss times `loss_scale` (1 without loss
 /// scaling), into the unscaled gradients clipped to a global norm of at most `max_norm` (0 = no
 /// clipping), as PyTorch's `GradScaler.unscale_` then `clip_grad_norm_`: 1 / `loss_scale` times
-/// max_norm / (norm + 1e-6) where that is below 1, with `norm` ([1], from [`global_norm`]) the
-/// scaled gradients' norm divided by `loss_scale`. A [1] tensor on the device, no read; the
+/// max_norm / (norm + 1e-6) where that is below 1, with `norm` (`[1]`, from [`global_norm`]) the
+/// scaled gradients' norm divided by `loss_scale`. A `[1]` tensor on the device, no read; the
 /// AdamW update multiplies each gradient by it (`AdamWOptimizer::step`).
 pub fn grad_factor(norm: Tensor<1>, max_norm: f64, loss_scale: f64) -> Tensor<1> {
     let unscale = |t: Tensor<1>| {

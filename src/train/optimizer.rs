@@ -10,7 +10,7 @@
 //! in place.
 //!
 //! Checkpoints keep burn's optimizer record (`optimizer.bpk`: `AdamWState` per parameter id,
-//! with its module path): saving steps a `ModuleOptimizer` once through a [`Bridge`] optimizer
+//! with its module path): saving steps a `ModuleOptimizer` once through a `Bridge` optimizer
 //! that hands it these moments, and loading steps one through a bridge that takes them out.
 //! Weight decay follows BERT's groups (`optim::NO_DECAY`), matched as burn's `ParamGroup`
 //! matches them.
@@ -64,7 +64,7 @@ impl AdamWOptimizer {
     }
 
     /// One AdamW step at learning rate `lr` of every parameter of `model` that has a gradient in
-    /// `grads`, each gradient multiplied by `factor` ([1], on the gradients' device: unscaling
+    /// `grads`, each gradient multiplied by `factor` (`[1]`, on the gradients' device: unscaling
     /// and clipping, `optim::grad_factor`) inside the update.
     pub fn step<M: Module>(
         &mut self,

@@ -64,7 +64,7 @@ fn read_to_host(t: Tensor<1>) -> Vec<f64> {
         .expect("float data converts to f64")
 }
 
-/// The cross-entropy summed over the selected positions of `tb` ([1], on its device), its padding
+/// The cross-entropy summed over the selected positions of `tb` (`[1]`, on its device), its padding
 /// rows (weight 0, `TensorBatch::padded`) left out.
 pub fn nll_sum(model: &BertForMaskedLM, tb: TensorBatch) -> Tensor<1> {
     let logits = model.forward_selected(tb.input_ids, tb.attention_mask, tb.positions);
@@ -74,7 +74,7 @@ pub fn nll_sum(model: &BertForMaskedLM, tb: TensorBatch) -> Tensor<1> {
     }
 }
 
-/// The mean cross-entropy over every selected position of `micro` (shape [1], on the device,
+/// The mean cross-entropy over every selected position of `micro` (shape `[1]`, on the device,
 /// without autodiff) and its gradients, summed over the micro-batches. Each micro-batch's summed
 /// NLL is divided by the step's total count, so accumulating k micro-batches of B rows equals one
 /// batch of kB rows (not a mean of per-micro-batch means). Micro-batches with nothing selected
@@ -138,7 +138,7 @@ pub fn optimizer_step(
     }
 }
 
-/// The second half of [`optimizer_step`], given the step's loss ([1], on the device) and
+/// The second half of [`optimizer_step`], given the step's loss (`[1]`, on the device) and
 /// gradients (of the loss times `scaler.scale`): checks both for finiteness in one read, lets
 /// the scaler decide, then unscales, clips and updates.
 pub fn apply(

@@ -10,6 +10,7 @@
 # No kernel runs: losses, norms and timings of kernels are meaningless (the loss reads 0).
 #
 #   bash bench/fake_cuda.sh NAME [masklm bench options]
+#   FAKE_CUDA_SUBCOMMAND=eval bash bench/fake_cuda.sh NAME [masklm eval options]   (another one)
 #   e.g. bash bench/fake_cuda.sh bert-bf16 --config configs/bench-mini.toml --set train.backend=cuda \
 #          --set train.precision=bf16 --set model.hidden_size=768 ... --steps 5 --warmup 2 --json
 #
@@ -58,7 +59,7 @@ rm -f "$dir/$name.json"
 start=$(date +%s)
 set +e
 # FAKE_CUDA_WRAP: a command to run masklm under (e.g. `perf record …`, bench/thread_work.sh).
-${FAKE_CUDA_WRAP:-} "$target/release/masklm" bench "$@" > "$dir/$name.log" 2>&1
+${FAKE_CUDA_WRAP:-} "$target/release/masklm" "${FAKE_CUDA_SUBCOMMAND:-bench}" "$@" > "$dir/$name.log" 2>&1
 rc=$?
 set -e
 echo "exit $rc after $(( $(date +%s) - start )) s; output in $dir/$name.log, counts in $dir/$name.json"

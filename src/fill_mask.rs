@@ -77,21 +77,23 @@ pub fn fill_mask(
         .into());
     }
     let s = ids.len();
-    let input = Tensor::<2, Int>::from_data(
-        TensorData::new(ids.iter().map(|&t| t as i32).collect::<Vec<_>>(), [1, s]),
-        device,
-    );
-    let logits = model.forward(input, Tensor::ones([1, s], device)); // [1, S, V]
-    let v = logits.dims()[2];
+    let row: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
+    let input = Tensor::<2, Int>::from_data(TensorData::new(row, [1, s]), device);
+    let at: Vec<i32> = masks.iter().map(|&p| p as i32).collect();
+    let at = Tensor::<1, Int>::from_data(TensorData::new(at, [masks.len()]), device);
+    // [M, V] probabilities at the M masks only, read in one transfer.
+    let logits = model.forward_selected(input, Tensor::ones([1, s], device), at);
+    let v = logits.dims()[1];
+    let probs = softmax(logits, 1);
+    let probs: Vec<f32> = probs
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let mut out = Vec::new();
-    for &p in &masks {
-        let probs = softmax(logits.clone().slice([0..1, p..p + 1, 0..v]).reshape([v]), 0);
-        let probs: Vec<f32> = probs
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    for (m, &p) in masks.iter().enumerate() {
+        let probs = &probs[m * v..(m + 1) * v];
         let mut cands = Vec::new();
-        for (token, score) in top_k(&probs, k) {
+        for (token, score) in top_k(probs, k) {
             let mut filled = ids.clone();
             filled[p] = token as u32;
             // As HF's pipeline decodes: the token with special tokens kept (a predicted [SEP] is

@@ -227,7 +227,8 @@ impl BertForMaskedLM {
         )
     }
 
-    /// Logits at every position, [B, S, V], as HF's `BertForMaskedLM` returns them (the parity tests).
+    /// Logits at every position, [B, S, V], as HF's `BertForMaskedLM` returns them (the parity
+    /// tests).
     pub fn forward(&self, input_ids: Tensor<2, Int>, attention_mask: Tensor<2, Int>) -> Tensor<3> {
         let h = self.encode(input_ids, attention_mask);
         let [b, s, d] = h.dims();

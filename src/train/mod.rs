@@ -431,7 +431,9 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         // Dropout draws from the device generator (GPUs: from dropout's own seed stream),
         // reseeded per step so that a resumed run draws exactly what an uninterrupted one would.
         seed_device(&base, mix(t.seed ^ mix(step)));
-        let lr = schedule::learning_rate(step, t);
+        // As HF's Trainer: the schedule advances only with an update, so f16 steps skipped on
+        // overflowing gradients hold it back (a run still ends after train.steps steps).
+        let lr = schedule::learning_rate(step.saturating_sub(state.scaler.skipped_steps), t);
         let (next, report) = step::optimizer_step(
             model,
             &mut optim,

@@ -239,6 +239,51 @@ fn f16_resume_is_bit_identical_and_keeps_the_loss_scaler() {
 }
 
 #[test]
+fn f16_steps_skipped_on_overflow_hold_the_schedule_back_as_hfs_trainer() {
+    // Weights drawn 25 times wider than BERT's make the first gradients overflow f16 at the
+    // starting scale of 2^16, so the first steps are skipped.
+    let dir = tempfile::tempdir().unwrap();
+    let (out, tok) = (
+        dir.path().join("run"),
+        dir.path().join("tok/tokenizer.json"),
+    );
+    let sets = [
+        "train.precision=f16",
+        "model.initializer_range=0.5",
+        "train.steps=8",
+        "train.warmup_steps=4",
+        "train.learning_rate=1e-3",
+        "train.eval_every=0",
+        "train.logging_steps=1",
+    ];
+    let args: Vec<&str> = sets.iter().flat_map(|s| ["--set", s]).collect();
+    train(&out, &tok, &args).ok();
+    let m = rows(&out.join("metrics.jsonl"));
+    let logged: Vec<_> = m.iter().filter(|r| r["lr"].is_f64()).collect();
+    let last = logged.last().unwrap();
+    assert!(
+        last["skipped_steps"].as_u64().unwrap() > 0,
+        "nothing skipped: {m:?}"
+    );
+    for r in logged {
+        // Row `step` logs the lr of the step's 0-based index step - 1; the schedule counts only
+        // the updates before it.
+        let (step, skipped) = (
+            r["step"].as_u64().unwrap(),
+            r["skipped_steps"].as_u64().unwrap(),
+        );
+        let updates = (step - 1 - skipped) as f64;
+        let want = 1e-3
+            * if updates < 4.0 {
+                updates / 4.0
+            } else {
+                1.0 - (updates - 4.0) / 4.0
+            };
+        assert!((r["lr"].as_f64().unwrap() - want).abs() < 1e-12, "{r}");
+    }
+}
+
+#[test]
 fn fresh_run_over_checkpoints_and_resume_without_any_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let tok = dir.path().join("tok/tokenizer.json");

@@ -66,8 +66,8 @@ pub fn most_frequent_token(
         .unwrap_or(0) as u32)
 }
 
-/// The share of `rows`' text tokens (real tokens but `[CLS]` and `[SEP]`) that are `[UNK]`: high for
-/// text the tokenizer does not cover (another script), where evaluation, which never masks
+/// The share of `rows`' text tokens (real tokens but `[CLS]` and `[SEP]`) that are `[UNK]`: high
+/// for text the tokenizer does not cover (another script), where evaluation, which never masks
 /// `[UNK]` (as HF's collator), scores only the few known tokens.
 pub fn unknown_share(rows: &RowSet, specials: &SpecialIds) -> Result<f64> {
     let (mut unknown, mut text) = (0usize, 0usize);
@@ -138,8 +138,8 @@ pub fn ensure_something_to_score(
 ///
 /// On a GPU the selected positions are padded as a training step's are
 /// ([`selection_multiple`]) and a short last batch to full rows, so that the batches share one
-/// shape instead of compiling kernels for each; and each batch's sums stay on the device, read once at the end,
-/// so that the device never waits on the host between batches.
+/// shape instead of compiling kernels for each; and each batch's sums stay on the device, read
+/// once at the end, so that the device never waits on the host between batches.
 pub fn evaluate(
     model: &BertForMaskedLM,
     rows: &RowSet,
@@ -154,7 +154,8 @@ pub fn evaluate(
 
 /// [`evaluate`] with the selected positions padded to a multiple of `multiple` and, when that is
 /// above 1, a short last batch padded to `batch_size` rows of `[PAD]`
-/// ([`crate::data::batches::Batch::pad_rows`]), whatever the device (the tests compare padded with unpadded on the CPU).
+/// ([`crate::data::batches::Batch::pad_rows`]), whatever the device (the tests compare padded
+/// with unpadded on the CPU).
 pub fn evaluate_padded(
     model: &BertForMaskedLM,
     rows: &RowSet,

@@ -102,8 +102,8 @@ fn below(rng: &mut Rng, n: usize) -> usize {
 
 /// Corrupts one row in place and writes its labels.
 ///
-/// `ids` holds the row as the model would see it uncorrupted (`[CLS]` … `[SEP]` `[PAD]`…); on return
-/// it holds the corrupted input. `labels[i]` is the original id where position i was selected
+/// `ids` holds the row as the model would see it uncorrupted (`[CLS]` … `[SEP]` `[PAD]`…); on
+/// return it holds the corrupted input. `labels[i]` is the original id where position i was selected
 /// and [`IGNORE_LABEL`] elsewhere. Returns how many positions were selected (possibly 0: a row
 /// with nothing selected is valid and simply contributes nothing to the loss).
 pub fn mask_row(

@@ -57,7 +57,11 @@ proptest! {
                     .split(['\n', '\r'])
                     .filter(|l| !l.trim().is_empty())
                     .collect();
-                let joined: Vec<&str> = pieces.iter().map(|p| p.as_str()).filter(|p| !p.trim().is_empty()).collect();
+                let joined: Vec<&str> = pieces
+                    .iter()
+                    .map(|p| p.as_str())
+                    .filter(|p| !p.trim().is_empty())
+                    .collect();
                 prop_assert_eq!(lines.len(), joined.len());
             }
             (Ok(_), Err(e)) => prop_assert!(false, "valid UTF-8 refused: {}", e),

@@ -148,12 +148,14 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> Result<EvalReport> {
+    // A batch is at most all the rows: padding a short one must not grow it past them.
+    let batch_size = batch_size.min(rows.len()).max(1);
     let multiple = selection_multiple(device, batch_size * rows.seq_len);
     evaluate_padded(model, rows, table, specials, batch_size, device, multiple)
 }
 
 /// [`evaluate`] with the selected positions padded to a multiple of `multiple` and, when that is
-/// above 1, a short last batch padded to `batch_size` rows of `[PAD]`
+/// above 1, a short last batch padded to `batch_size` rows (at most all the rows) of `[PAD]`
 /// ([`crate::data::batches::Batch::pad_rows`]), whatever the device (the tests compare padded
 /// with unpadded on the CPU).
 pub fn evaluate_padded(
@@ -165,6 +167,7 @@ pub fn evaluate_padded(
     device: &Device,
     multiple: usize,
 ) -> Result<EvalReport> {
+    let batch_size = batch_size.min(rows.len()).max(1);
     let (mut n, mut base) = (0usize, 0usize);
     // One [1] tensor per batch each: summed NLL, top-1 hits, top-5 hits.
     let (mut nll, mut top1, mut top5) = (Vec::new(), Vec::new(), Vec::new());

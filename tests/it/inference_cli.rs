@@ -289,15 +289,20 @@ fn evaluation_padded_as_on_a_gpu_scores_what_it_scores_unpadded() {
             (padded.loss - plain.loss).abs() < 1e-5 * plain.loss,
             "multiple {multiple}: {padded} vs {plain}"
         );
-        let counts = |r: &masklm::eval::EvalReport| {
-            (
-                r.masked_tokens,
-                r.accuracy,
-                r.top5_accuracy,
-                r.baseline_accuracy,
-            )
-        };
-        assert_eq!(counts(&padded), counts(&plain), "multiple {multiple}");
+        let counted = |r: &masklm::eval::EvalReport| (r.masked_tokens, r.baseline_accuracy);
+        assert_eq!(counted(&padded), counted(&plain), "multiple {multiple}");
+        // The logits of other row counts may round differently on another CPU: a near tie may
+        // turn at a position or two of thousands.
+        let one = 1.0 / plain.masked_tokens as f64;
+        for (a, b) in [
+            (padded.accuracy, plain.accuracy),
+            (padded.top5_accuracy, plain.top5_accuracy),
+        ] {
+            assert!(
+                (a - b).abs() <= 2.0 * one,
+                "multiple {multiple}: {padded} vs {plain}"
+            );
+        }
     }
 }
 

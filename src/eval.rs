@@ -134,12 +134,65 @@ pub fn ensure_something_to_score(
     )
 }
 
+/// Batches whose sums wait on the device before they are read, in one transfer per kind: few
+/// reads, and a bounded queue of pending tensors however long the evaluation.
+pub const READ_EVERY: usize = 256;
+
+/// Evaluation's running sums: each batch's `[1]` tensors (summed NLL, top-1 and top-5 hits) stay
+/// on the device until [`READ_EVERY`] batches wait, then are read and added on the host, in f64
+/// and batch by batch.
+#[derive(Default)]
+struct Tallies {
+    pending: Vec<(Tensor<1>, Tensor<1, Int>, Tensor<1, Int>)>,
+    nll: f64,
+    top1: usize,
+    top5: usize,
+}
+
+impl Tallies {
+    fn push(&mut self, nll: Tensor<1>, top1: Tensor<1, Int>, top5: Tensor<1, Int>) -> Result<()> {
+        self.pending.push((nll, top1, top5));
+        if self.pending.len() >= READ_EVERY {
+            self.read()?;
+        }
+        Ok(())
+    }
+
+    /// Reads what waits: two transfers (the NLLs; the hits, top-1 and top-5 interleaved).
+    fn read(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let (mut nll, mut hits) = (Vec::new(), Vec::new());
+        for (a, b, c) in self.pending.drain(..) {
+            nll.push(a);
+            hits.extend([b, c]);
+        }
+        let nll = Tensor::cat(nll, 0).into_data().convert::<f64>();
+        let nll = nll
+            .try_into_vec::<f64>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        for x in nll {
+            self.nll += x;
+        }
+        let hits = Tensor::cat(hits, 0).into_data().convert::<i64>();
+        let hits = hits
+            .try_into_vec::<i64>()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        for pair in hits.chunks_exact(2) {
+            self.top1 += pair[0] as usize;
+            self.top5 += pair[1] as usize;
+        }
+        Ok(())
+    }
+}
+
 /// Scores `model` (in eval mode, on a device without autodiff) on every row of `rows`.
 ///
 /// On a GPU the selected positions are padded as a training step's are
 /// ([`selection_multiple`]) and a short last batch to full rows, so that the batches share one
 /// shape instead of compiling kernels for each; and each batch's sums stay on the device, read
-/// once at the end, so that the device never waits on the host between batches.
+/// every [`READ_EVERY`] batches, so that the device seldom waits on the host.
 pub fn evaluate(
     model: &BertForMaskedLM,
     rows: &RowSet,
@@ -168,9 +221,7 @@ pub fn evaluate_padded(
     multiple: usize,
 ) -> Result<EvalReport> {
     let batch_size = batch_size.min(rows.len()).max(1);
-    let (mut n, mut base) = (0usize, 0usize);
-    // One [1] tensor per batch each: summed NLL, top-1 hits, top-5 hits.
-    let (mut nll, mut top1, mut top5) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut n, mut base, mut tallies) = (0usize, 0usize, Tallies::default());
     let commonest = most_frequent_token(rows, &table, &specials)? as i32;
     for batch in eval_batches(rows, table, specials, EVAL_SEED, batch_size) {
         let mut batch = batch?;
@@ -185,38 +236,24 @@ pub fn evaluate_padded(
         // [P, V] for the P ≥ count selected positions and their padding.
         let logits = model.forward_selected(tb.input_ids, tb.attention_mask, tb.positions);
         let (count, padded, k) = (tb.selected, logits.dims()[0], logits.dims()[1].min(5));
-        nll.push(match tb.weights {
+        let nll = match tb.weights {
             Some(w) => weighted_nll_sum(logits.clone(), tb.labels.clone(), w),
             None => masked_nll_sum(logits.clone(), tb.labels.clone()),
-        });
+        };
         // [count, k] hits of the label among the k best, best first (the padding rows cut off).
         let (_, best) = logits.topk_with_indices(k, 1);
         let hits = best
             .equal(tb.labels.unsqueeze_dim::<2>(1).expand([padded, k]))
             .int()
             .slice([0..count, 0..k]);
-        top1.push(hits.clone().slice([0..count, 0..1]).sum());
-        top5.push(hits.sum());
+        let top1 = hits.clone().slice([0..count, 0..1]).sum();
+        tallies.push(nll, top1, hits.sum())?;
         n += count;
     }
-    let (nll, top1, top5) = if n == 0 {
-        (0.0, 0, 0)
-    } else {
-        let floats = |t: Vec<Tensor<1>>| -> Result<Vec<f64>> {
-            let data = Tensor::cat(t, 0).into_data().convert::<f64>();
-            data.try_into_vec::<f64>()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))
-        };
-        let ints = |t: Vec<Tensor<1, Int>>| -> Result<usize> {
-            let data = Tensor::cat(t, 0).into_data().convert::<i64>();
-            let v = data
-                .try_into_vec::<i64>()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            Ok(v.iter().sum::<i64>() as usize)
-        };
-        // Summed in f64 on the host, batch by batch, as they were read before.
-        (floats(nll)?.iter().sum::<f64>(), ints(top1)?, ints(top5)?)
-    };
+    tallies.read()?;
+    let Tallies {
+        nll, top1, top5, ..
+    } = tallies;
     let loss = if n > 0 { nll / n as f64 } else { f64::NAN };
     Ok(EvalReport {
         loss,

@@ -263,8 +263,14 @@ fn evaluation_padded_as_on_a_gpu_scores_what_it_scores_unpadded() {
     let corpus =
         Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt");
     let rows = masklm::data::rows_from(&[corpus], &ck.config, &ck.tokenizer, "test").unwrap();
-    // A short last batch, padded to full rows too.
-    assert_ne!(rows.len() % 7, 0);
+    // A short last batch, padded to full rows too, and more batches than wait on the device
+    // before a read.
+    let batch = (2..7).find(|b| rows.len() % b != 0).unwrap();
+    assert!(
+        rows.len() / batch > masklm::eval::READ_EVERY,
+        "{} rows",
+        rows.len()
+    );
     let table = std::sync::Arc::new(ck.tokenizer.token_table());
     let score = |multiple: usize| {
         masklm::eval::evaluate_padded(
@@ -272,7 +278,7 @@ fn evaluation_padded_as_on_a_gpu_scores_what_it_scores_unpadded() {
             &rows,
             table.clone(),
             ck.tokenizer.specials(),
-            7,
+            batch,
             &device,
             multiple,
         )

@@ -265,7 +265,7 @@ fn evaluation_padded_as_on_a_gpu_scores_what_it_scores_unpadded() {
     let rows = masklm::data::rows_from(&[corpus], &ck.config, &ck.tokenizer, "test").unwrap();
     // A short last batch, padded to full rows too, and more batches than wait on the device
     // before a read.
-    let batch = (2..7).find(|b| rows.len() % b != 0).unwrap();
+    let batch = (2..7).find(|b| !rows.len().is_multiple_of(*b)).unwrap();
     assert!(
         rows.len() / batch > masklm::eval::READ_EVERY,
         "{} rows",

@@ -116,12 +116,12 @@ fn check_resume_config(cfg: &Config, dir: &Path) -> Result<()> {
 }
 
 /// Where `--resume` continues a run: its newest undamaged checkpoint, the state saved there,
-/// what the run's metrics rows hold up to it, and whether the evaluation at its step is owed (a
-/// kill during the evaluation that follows a checkpoint lost it).
+/// whether the run's metrics rows up to it already say the device, and whether the evaluation at
+/// its step is owed (a kill during the evaluation that follows a checkpoint lost it).
 struct ResumePoint {
     dir: std::path::PathBuf,
     state: TrainState,
-    logged: metrics::Logged,
+    device_logged: bool,
     owed_eval: bool,
 }
 
@@ -163,7 +163,7 @@ fn resume_point(cfg: &Config) -> Result<ResumePoint> {
     Ok(ResumePoint {
         dir,
         state,
-        logged,
+        device_logged: logged.device,
         owed_eval,
     })
 }
@@ -359,7 +359,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             data: Some(fingerprint.clone()),
             ..saved
         };
-        (device_logged, owed_eval) = (point.logged.device, point.owed_eval);
+        (device_logged, owed_eval) = (point.device_logged, point.owed_eval);
         last_ckpt = dir.clone();
         metrics::truncate_after(&t.out_dir, state.step)?;
         eprintln!(

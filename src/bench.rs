@@ -54,7 +54,8 @@ pub struct BenchReport {
     /// Share of the timed wall time spent preparing batches (corruption and batching), which
     /// training does on a background thread; here it runs inline so it can be timed.
     pub data_share: f64,
-    /// The last step's loss: a guard that the timed work was real training.
+    /// The loss of the last step that selected tokens: a guard that the timed work was real
+    /// training.
     pub last_loss: f64,
     /// Wall time of the first (warm-up) step: on GPUs, kernel compilation and autotuning.
     pub first_step_s: f64,
@@ -78,7 +79,7 @@ pub struct FusionPerStep {
 pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
     let t = &cfg.train;
     let base = checked_device(cfg)?;
-    crate::data::check_cache_dir(cfg)?;
+    crate::data::check_data(cfg)?;
     let start = Instant::now();
     let tok = tokenizer_for(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;
@@ -148,7 +149,9 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
         if s >= warmup {
             data_time += t_data;
         }
-        last_loss = report.loss;
+        if report.outcome != Outcome::NothingSelected {
+            last_loss = report.loss;
+        }
     }
     // With no warm-up, the first step's end is the start of the clock.
     let timed = timed_from.map_or(Duration::ZERO, |t| t.elapsed());
@@ -182,7 +185,7 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
         loss_scale: scaler.scale,
         device: device_info(t.backend, &base),
         config: BenchShapes {
-            vocab_size: tok.vocab_size(),
+            vocab_size: bert.vocab_size,
             hidden_size: cfg.model.hidden_size,
             num_hidden_layers: cfg.model.num_hidden_layers,
             num_attention_heads: cfg.model.num_attention_heads,

@@ -30,11 +30,14 @@ pub struct Config {
     pub train: TrainConfig,
 }
 
-/// HF `BertConfig` names and defaults (bert-base-uncased). `vocab_size` is not here: it is the
-/// tokenizer's.
+/// HF `BertConfig` names and defaults (bert-base-uncased).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
+    /// The word embedding's rows; 0 (the default) makes it the tokenizer's id count. More pads
+    /// the vocabulary, as NVIDIA's BERT pads 30522 to 30528 (a multiple of 8) for tensor cores:
+    /// the rows past the tokenizer's ids are never an input or a label. Fewer is refused.
+    pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
@@ -47,9 +50,27 @@ pub struct ModelConfig {
     pub initializer_range: f64,
 }
 
+impl ModelConfig {
+    /// The word embedding's rows over a tokenizer of `tokenizer_ids` ids: `vocab_size`, or the
+    /// tokenizer's when it is 0. Refuses fewer rows than ids (an id past the embedding would
+    /// index nothing); `tokenizer` names the tokenizer in the message.
+    pub fn vocab_rows(&self, tokenizer_ids: usize, tokenizer: &str) -> Result<usize, UsageError> {
+        match self.vocab_size {
+            0 => Ok(tokenizer_ids),
+            v if v >= tokenizer_ids => Ok(v),
+            v => Err(UsageError::new(format!(
+                "model.vocab_size {v} is smaller than the {tokenizer_ids} ids of the tokenizer \
+                 {tokenizer}: every id needs an embedding row; use at least {tokenizer_ids}, or 0 \
+                 for exactly the tokenizer's"
+            ))),
+        }
+    }
+}
+
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
+            vocab_size: 0,
             hidden_size: 768,
             num_hidden_layers: 12,
             num_attention_heads: 12,
@@ -112,6 +133,9 @@ pub struct DataConfig {
     /// Where tokenized corpora are cached; empty means `$XDG_CACHE_HOME/masklm` or
     /// `~/.cache/masklm`.
     pub cache_dir: PathBuf,
+    /// Evaluation scores only the first this many validation rows (HF `max_eval_samples`); 0
+    /// scores them all. The held-out rows stay out of training either way.
+    pub max_eval_samples: u64,
 }
 
 impl Default for DataConfig {
@@ -128,6 +152,7 @@ impl Default for DataConfig {
             whole_word_masking: false,
             text_field: crate::data::corpus::DEFAULT_TEXT_FIELD.to_string(),
             cache_dir: PathBuf::new(),
+            max_eval_samples: 0,
         }
     }
 }
@@ -386,6 +411,14 @@ impl Config {
             ));
         }
 
+        if m.vocab_size > MAX_VOCAB_SIZE {
+            errs.push(format!(
+                "model.vocab_size {} is above {MAX_VOCAB_SIZE}, the most masklm accepts; 0 takes the \
+                 tokenizer's",
+                m.vocab_size
+            ));
+        }
+
         let t = &self.tokenizer;
         if t.vocab_size <= crate::tokenizer::SPECIAL_TOKENS.len() {
             errs.push(format!(
@@ -570,9 +603,10 @@ impl Config {
 /// also sets where the learning-rate schedule ends, so a longer run decays more slowly from here
 /// on. `[tokenizer]` is compared by the tokenizer's content instead (a moved file is the same
 /// tokenizer).
-pub const RESUME_MAY_CHANGE: [&str; 10] = [
+pub const RESUME_MAY_CHANGE: [&str; 11] = [
     "train.steps",
     "train.eval_every",
+    "data.max_eval_samples",
     "train.save_every",
     "train.logging_steps",
     "train.keep_checkpoints",
@@ -744,6 +778,29 @@ mod tests {
             vec![PathBuf::from("a.txt"), PathBuf::from("b.txt")]
         );
         assert_eq!(c.data.mask_prob, 0.3);
+    }
+
+    #[test]
+    fn model_vocab_size_pads_the_tokenizers_ids_and_never_cuts_them() {
+        let rows = |v: &str| load(BASE, &[v]).map(|c| c.model.vocab_rows(99, "t.json"));
+        assert_eq!(rows("model.vocab_size=0").unwrap().unwrap(), 99);
+        assert_eq!(rows("model.vocab_size=99").unwrap().unwrap(), 99);
+        assert_eq!(rows("model.vocab_size=104").unwrap().unwrap(), 104);
+        let e = rows("model.vocab_size=98")
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model.vocab_size 98 is smaller than the 99 ids of the tokenizer t.json"),
+            "{e}"
+        );
+        let e = err(BASE, &["model.vocab_size=16777217"]);
+        assert!(
+            e.contains("model.vocab_size 16777217 is above 16777216"),
+            "{e}"
+        );
+        // An older config.toml, without the key, keeps the tokenizer's size.
+        assert_eq!(load(BASE, &[]).unwrap().model.vocab_size, 0);
     }
 
     #[test]

@@ -99,19 +99,32 @@ pub fn unknown_clause(share: f64) -> String {
     )
 }
 
+/// The rows evaluation scores: the first `max_eval_samples` of `rows` (`data.max_eval_samples`,
+/// as HF's `eval_dataset.select(range(max_eval_samples))`), or all of them when it is 0 or more
+/// than there are. Each row's masks depend on its index only, so the rows kept are scored as
+/// they are in the whole set.
+pub fn scored_rows(rows: &RowSet, max_eval_samples: u64) -> RowSet {
+    match max_eval_samples {
+        0 => rows.clone(),
+        n => rows.slice(0..n.min(rows.len() as u64)),
+    }
+}
+
 /// What evaluation scores when given no corpus of its own, as messages name it.
 pub const HELD_OUT_TEXT: &str =
     "the held-out text (data.valid, or data.validation_split_percentage of data.train)";
 
 /// Refuses `rows` on which evaluation would select no token to score (a text of a few words),
 /// which would report a loss of NaN and an accuracy of 0. Reads batches only until one selects a
-/// token: the first, but for such a text. `what` names the text and how to give more.
+/// token: the first, but for such a text. `what` names the text and how to give more; `capped`
+/// says that `data.max_eval_samples` cut the rows (the fix is then to raise it).
 pub fn ensure_something_to_score(
     rows: &RowSet,
     table: Arc<TokenTable>,
     specials: SpecialIds,
     batch_size: usize,
     what: &str,
+    capped: bool,
 ) -> Result<()> {
     for batch in eval_batches(rows, table, specials, EVAL_SEED, batch_size) {
         if batch?.selected > 0 {
@@ -119,7 +132,9 @@ pub fn ensure_something_to_score(
         }
     }
     let unknown = unknown_clause(unknown_share(rows, &specials)?);
-    let fix = if unknown.is_empty() {
+    let fix = if capped {
+        "raise data.max_eval_samples, which keeps only these rows (0 scores every row)"
+    } else if unknown.is_empty() {
         "give more text"
     } else {
         "give text the tokenizer covers"

@@ -43,7 +43,41 @@ fn quoted_start(text: &str) -> String {
     }
 }
 
-/// Candidates for every `[MASK]` of `text`, in order of the masks.
+/// How a text's row and its masks are padded before the model sees them. On a GPU every new shape
+/// compiles (and autotunes) the encoder's kernels again, so that a file of texts of many lengths
+/// would spend most of its time compiling; padded, texts share a few shapes. The padding tokens
+/// have attention mask 0 and the padding masks point at `[CLS]` and are dropped, so the answers
+/// are the unpadded ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Padding {
+    /// The row's length is rounded up to a multiple of this (within `max_position_embeddings`).
+    pub row: usize,
+    /// The number of masks is rounded up to a multiple of this.
+    pub masks: usize,
+}
+
+impl Padding {
+    /// No padding: what the CPU backends use, where a shape costs nothing to change.
+    pub const NONE: Padding = Padding { row: 1, masks: 1 };
+
+    /// `NONE` on the CPU; on a GPU, rows to a multiple of 32 tokens and the masks as a training
+    /// step pads its selected positions (`selection_multiple`).
+    pub fn for_device(device: &Device) -> Padding {
+        if !crate::train::device::on_cube(device) {
+            return Padding::NONE;
+        }
+        let masks = crate::train::device::selection_multiple(device, 1);
+        Padding { row: 32, masks }
+    }
+
+    /// `len` rounded up to the row multiple, at most `max_len` (and never below `len`).
+    pub fn row_len(self, len: usize, max_len: usize) -> usize {
+        len.next_multiple_of(self.row).min(max_len).max(len)
+    }
+}
+
+/// Candidates for every `[MASK]` of `text`, in order of the masks; `padding` is
+/// [`Padding::for_device`] but in tests that check it changes no answer.
 pub fn fill_mask(
     model: &BertForMaskedLM,
     tok: &BertTokenizer,
@@ -51,6 +85,7 @@ pub fn fill_mask(
     k: usize,
     max_len: usize,
     device: &Device,
+    padding: Padding,
 ) -> Result<Vec<Vec<Candidate>>> {
     let ids = tok.encode_with_specials(text)?;
     let mask_id = tok.specials().mask;
@@ -76,29 +111,41 @@ pub fn fill_mask(
         ))
         .into());
     }
-    let s = ids.len();
-    let row: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
+    // [1, S] ids and attention mask, S the padded length; [M] mask positions, M the padded
+    // count, the padding ones at [CLS].
+    let s = padding.row_len(ids.len(), max_len);
+    let mut row: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
+    row.resize(s, tok.specials().pad as i32);
+    let attention: Vec<i32> = (0..s).map(|i| (i < ids.len()) as i32).collect();
+    let m = masks.len().next_multiple_of(padding.masks);
+    let mut at: Vec<i32> = masks.iter().map(|&p| p as i32).collect();
+    at.resize(m, 0);
     let input = Tensor::<2, Int>::from_data(TensorData::new(row, [1, s]), device);
-    let at: Vec<i32> = masks.iter().map(|&p| p as i32).collect();
-    let at = Tensor::<1, Int>::from_data(TensorData::new(at, [masks.len()]), device);
-    // [M, V] probabilities at the M masks only, read in one transfer.
-    let logits = model.forward_selected(input, Tensor::ones([1, s], device), at);
+    let attention = Tensor::<2, Int>::from_data(TensorData::new(attention, [1, s]), device);
+    let at = Tensor::<1, Int>::from_data(TensorData::new(at, [m]), device);
+    // [M, V] probabilities at the masks, the real ones read in one transfer.
+    let logits = model.forward_selected(input, attention, at);
     let v = logits.dims()[1];
-    let probs = softmax(logits, 1);
+    let probs = softmax(logits, 1).slice(0..masks.len());
     let probs: Vec<f32> = probs
         .into_data()
         .try_to_vec::<f32>()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let mut out = Vec::new();
+    // Candidates are the tokenizer's ids: the rows of a padded vocabulary (`model.vocab_size`)
+    // have probabilities but no token.
+    let ids_known = tok.vocab_size().min(v);
     for (m, &p) in masks.iter().enumerate() {
-        let probs = &probs[m * v..(m + 1) * v];
+        let probs = &probs[m * v..m * v + ids_known];
         let mut cands = Vec::new();
         for (token, score) in top_k(probs, k) {
             let mut filled = ids.clone();
             filled[p] = token as u32;
             // As HF's pipeline decodes: the token with special tokens kept (a predicted [SEP] is
-            // "[SEP]"), the sequence without them for one mask, with them ([CLS], [SEP] and the
-            // other masks) for several.
+            // "[SEP]"), the sequence without [PAD] and without the other special tokens for one
+            // mask, with them ([CLS], [SEP] and the other masks) for several.
+            let pad = tok.specials().pad;
+            filled.retain(|&t| t != pad);
             cands.push(Candidate {
                 score: score as f64,
                 token: token as u32,

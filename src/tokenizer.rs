@@ -138,10 +138,27 @@ impl BertTokenizer {
             .with_truncation(None)
             .map_err(|e| anyhow::anyhow!("turning off the truncation of {name}: {e}"))?;
         inner.with_padding(None);
+        // A special token that is only a vocabulary entry would be split like text ("[MASK]" →
+        // "[", "mask", "]"): made special at its id, as transformers adds a tokenizer's special
+        // tokens.
+        let special: Vec<String> = inner
+            .get_added_tokens_decoder()
+            .into_values()
+            .filter(|t| t.special)
+            .map(|t| t.content)
+            .collect();
+        let unmarked: Vec<AddedToken> = SPECIAL_TOKENS
+            .iter()
+            .filter(|t| inner.token_to_id(t).is_some() && !special.iter().any(|s| s == *t))
+            .map(|t| AddedToken::from(t.to_string(), true))
+            .collect();
+        inner.add_special_tokens(&unmarked);
         let id = |t: &str| {
             inner.token_to_id(t).ok_or_else(|| {
                 UsageError::new(format!(
-                    "tokenizer {name} has no {t} token; masklm needs {}. Train one with `masklm tokenizer`",
+                    "tokenizer {name} has no {t} token; masklm needs BERT's special tokens by \
+                     these names, {} (another model's, such as RoBERTa's <mask>, are not BERT's \
+                     WordPiece tokenizer); `masklm tokenizer` trains one",
                     SPECIAL_TOKENS.join(" ")
                 ))
             })

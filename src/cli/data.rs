@@ -2,14 +2,16 @@
 //! batches exactly as training sees them.
 
 use super::ConfigArgs;
+use crate::config::BackendName;
 use crate::data::batches::{Batch, TrainStream};
 use crate::data::masking::IGNORE_LABEL;
 use crate::data::store::{self, TokenStore};
 use crate::data::{
-    Datasets, cache_dir, check_cache_dir, corpus, corruption, store_built, tokenizer_for,
+    Datasets, cache_dir, check_data, corpus, corruption, store_built, tokenizer_for,
 };
 use crate::error::UsageError;
 use crate::tokenizer::BertTokenizer;
+use crate::train::{Pass, check_batch_fits};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -73,7 +75,7 @@ fn describe_store(what: &str, s: &TokenStore) -> String {
 fn prepare(a: ConfigArgs) -> Result<()> {
     let cfg = a.load()?;
     super::set_threads(cfg.train.threads);
-    check_cache_dir(&cfg)?;
+    check_data(&cfg)?;
     let tok = tokenizer_for(&cfg)?;
     for (what, paths) in corpora(&cfg) {
         let (store, built) = store_built(paths, &cfg, &tok)?;
@@ -136,7 +138,19 @@ fn preview(a: PreviewArgs) -> Result<()> {
     }
     let cfg = a.config.load()?;
     super::set_threads(cfg.train.threads);
-    check_cache_dir(&cfg)?;
+    check_data(&cfg)?;
+    // The batches are built on the host whatever the backend: their rows must fit here.
+    let sizes = crate::model::BertConfig::new(&cfg.model, cfg.tokenizer.vocab_size, 0);
+    let (batch, seq_len) = (cfg.train.batch_size, cfg.data.seq_len);
+    let precision = cfg.train.precision;
+    check_batch_fits(
+        BackendName::Flex,
+        &sizes,
+        precision,
+        Pass::Rows,
+        batch,
+        seq_len,
+    )?;
     let tok = tokenizer_for(&cfg)?;
     let data = Datasets::prepare(&cfg, &tok)?;
     let mut stream = TrainStream::new(data.train, corruption(&cfg, &tok), cfg.train.batch_size);

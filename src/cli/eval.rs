@@ -26,15 +26,15 @@ pub struct EvalArgs {
     pub backend: BackendName,
     /// Change where the text comes from or how it is read and batched: data.train, data.valid,
     /// data.validation_split_percentage, data.seq_len, data.packing, data.text_field,
-    /// data.cache_dir or train.batch_size (e.g. --set data.text_field=body); the rest is the
-    /// checkpoint's
+    /// data.cache_dir, data.max_eval_samples or train.batch_size (e.g. --set
+    /// data.text_field=body); the rest is the checkpoint's
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub sets: Vec<String>,
 }
 
 /// The keys `eval --set` may change: where the text comes from and how it becomes rows and
 /// batches. The weights fix `[model]` and the tokenizer, and the masking is evaluation's own.
-pub const EVAL_MAY_CHANGE: [&str; 8] = [
+pub const EVAL_MAY_CHANGE: [&str; 9] = [
     "data.train",
     "data.valid",
     "data.validation_split_percentage",
@@ -42,6 +42,7 @@ pub const EVAL_MAY_CHANGE: [&str; 8] = [
     "data.packing",
     "data.text_field",
     "data.cache_dir",
+    "data.max_eval_samples",
     "train.batch_size",
 ];
 
@@ -60,6 +61,31 @@ fn note_untrained_positions(ck: &checkpoint::Loaded, cfg: &Config) {
             cfg.data.seq_len
         );
     }
+}
+
+/// Says when `eval --set` makes the held-out slice of `data.train` reach rows the checkpoint's
+/// run trained on: a larger `data.validation_split_percentage` than the run's, or the slice of a
+/// run that held out `data.valid` instead (and so trained on all of `data.train`).
+fn note_trained_rows(saved: &Config, cfg: &Config) {
+    let (was, now) = (&saved.data, &cfg.data);
+    if !now.valid.is_empty() || now.train != was.train {
+        return;
+    }
+    let why = if !was.valid.is_empty() {
+        "its run held out data.valid and trained on all of data.train".to_string()
+    } else if now.validation_split_percentage > was.validation_split_percentage {
+        format!(
+            "its run held out only the first {}%",
+            was.validation_split_percentage
+        )
+    } else {
+        return;
+    };
+    eprintln!(
+        "note: scoring the first {}% of data.train's rows scores text this checkpoint trained on: \
+         {why}",
+        now.validation_split_percentage
+    );
 }
 
 /// The checkpoint's config with `sets` applied, refusing a key outside [`EVAL_MAY_CHANGE`].
@@ -101,7 +127,11 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let device = device_for(a.backend, BackendKey::Flag)?;
     let ck = checkpoint::load(&a.checkpoint, &device).context("loading the checkpoint")?;
     let cfg = with_sets(&ck.config, &ck.dir, &a.sets)?;
+    crate::data::check_cache_dir(&cfg)?;
     note_untrained_positions(&ck, &cfg);
+    if a.corpus.is_empty() {
+        note_trained_rows(&ck.config, &cfg);
+    }
     let rows = if a.corpus.is_empty() {
         validation_rows(&cfg, &ck.tokenizer).with_context(|| {
             format!(
@@ -114,12 +144,17 @@ pub fn run(a: EvalArgs) -> Result<()> {
     } else {
         rows_from(&a.corpus, &cfg, &ck.tokenizer, "evaluation")?
     };
+    let all = rows.len();
+    let rows = crate::eval::scored_rows(&rows, cfg.data.max_eval_samples);
+    if rows.len() < all {
+        eprintln!(
+            "note: scoring the first {} of {all} rows (data.max_eval_samples; --set \
+             data.max_eval_samples=0 scores them all)",
+            rows.len()
+        );
+    }
     // A batch is at most all the rows; evaluation runs in f32 (see `evaluate`).
-    let bert = crate::model::BertConfig::new(
-        &cfg.model,
-        ck.tokenizer.vocab_size(),
-        ck.tokenizer.specials().pad,
-    );
+    let bert = ck.bert_config();
     let batch = cfg.train.batch_size.min(rows.len());
     check_batch_fits(
         a.backend,
@@ -142,6 +177,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         ck.tokenizer.specials(),
         cfg.train.batch_size,
         &what,
+        rows.len() < all,
     )?;
     let unknown =
         crate::eval::unknown_clause(crate::eval::unknown_share(&rows, &ck.tokenizer.specials())?);

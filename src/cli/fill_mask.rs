@@ -1,9 +1,10 @@
 //! `masklm fill-mask`: top-k predictions for each [MASK], in HF's fill-mask format.
 
+use crate::config::BackendName;
 use crate::error::UsageError;
-use crate::fill_mask::{fill_mask, to_hf_json};
+use crate::fill_mask::{Padding, fill_mask, to_hf_json};
 use crate::io::{Line, read_line_capped};
-use crate::train::checkpoint;
+use crate::train::{BackendKey, checkpoint, device_for};
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use clap::Args;
@@ -30,6 +31,9 @@ pub struct FillMaskArgs {
     /// A file with one text per line
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
+    /// Backend to run the model on
+    #[arg(long, value_enum, default_value = "flex")]
+    pub backend: BackendName,
 }
 
 pub fn run(a: FillMaskArgs) -> Result<()> {
@@ -46,13 +50,14 @@ pub fn run(a: FillMaskArgs) -> Result<()> {
         Some(f) => Some((f, BufReader::new(File::open(f).map_err(|e| cannot(f, e))?))),
         None => None,
     };
-    let device = Device::flex();
+    let device = device_for(a.backend, BackendKey::Flag)?;
     let ck = checkpoint::load(&a.checkpoint, &device).context("loading the checkpoint")?;
     let mut answers = Answers {
         json: a.json,
         top_k: a.top_k,
         trained_len: ck.trained_len(),
         ck,
+        padding: Padding::for_device(&device),
         device,
         texts: 0,
         failed: 0,
@@ -110,6 +115,7 @@ struct Answers {
     trained_len: Option<usize>,
     ck: checkpoint::Loaded,
     device: Device,
+    padding: Padding,
     /// Non-blank texts seen, and those that could not be filled.
     texts: usize,
     failed: usize,
@@ -132,7 +138,8 @@ impl Answers {
         let max_len = self.ck.config.model.max_position_embeddings;
         let (model, tok) = (&self.ck.model, &self.ck.tokenizer);
         let filled = text.map_err(anyhow::Error::msg).and_then(|t| {
-            let per_mask = fill_mask(model, tok, t, self.top_k, max_len, &self.device)?;
+            let (device, padding) = (&self.device, self.padding);
+            let per_mask = fill_mask(model, tok, t, self.top_k, max_len, device, padding)?;
             Ok((t, per_mask))
         });
         match filled {

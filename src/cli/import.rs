@@ -54,6 +54,12 @@ pub fn run(a: ImportArgs) -> Result<()> {
             r.ignored.join(", ")
         )?;
     }
+    if let Some((rows, ids)) = r.padded_vocab {
+        crate::outln!(
+            "vocabulary padded: {rows} embedding rows for the tokenizer's {ids} ids, kept as \
+             model.vocab_size (the rows past the ids are never an input or a label)"
+        )?;
+    }
     if let Some((before, after)) = r.seq_len_lowered {
         crate::outln!("data.seq_len {before} lowered to max_position_embeddings {after}")?;
     }

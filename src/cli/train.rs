@@ -56,6 +56,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         "fill-mask examples (masklm fill-mask --checkpoint {}):",
         ck.dir.display()
     )?;
+    let padding = crate::fill_mask::Padding::for_device(&device);
     for text in &s.examples {
         let per_mask = crate::fill_mask::fill_mask(
             &ck.model,
@@ -64,6 +65,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             5,
             cfg.model.max_position_embeddings,
             &device,
+            padding,
         )?;
         super::fill_mask::print_readable(text, &per_mask)?;
     }

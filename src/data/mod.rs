@@ -34,8 +34,21 @@ pub fn tokenizer_for(cfg: &Config) -> Result<BertTokenizer> {
 /// The tokenizer of a config and whether it was trained just now (`true`: not saved yet, so a
 /// run that fails before it starts leaves nothing behind; [`save_tokenizer`] writes it). An
 /// existing `tokenizer.path` is used as it is, whatever `tokenizer.vocab_size` says (that key
-/// sizes a new tokenizer only); a difference is said on stderr.
+/// sizes a new tokenizer only); a difference is said on stderr. Refuses a tokenizer with more ids
+/// than `model.vocab_size` rows.
 pub fn load_or_train_tokenizer(cfg: &Config) -> Result<(BertTokenizer, bool)> {
+    let (tok, fresh) = load_or_train_tokenizer_unchecked(cfg)?;
+    let name = cfg.tokenizer.path.display().to_string();
+    let name = if fresh {
+        format!("trained for {name}")
+    } else {
+        name
+    };
+    cfg.model.vocab_rows(tok.vocab_size(), &name)?;
+    Ok((tok, fresh))
+}
+
+fn load_or_train_tokenizer_unchecked(cfg: &Config) -> Result<(BertTokenizer, bool)> {
     let path = &cfg.tokenizer.path;
     if path.exists() {
         let tok = BertTokenizer::load(path)?;
@@ -140,13 +153,13 @@ pub fn train_tokenizer(
 }
 
 /// Warns of held-out files that are also training files: evaluation then measures how well the
-/// training text is fit (what a memorisation check wants, so it is not refused). The stores'
-/// manifests list the files each set was read from.
-fn warn_if_overlapping(train: &RowSet, valid: &RowSet) {
-    let real = |s: &store::Source| s.path.canonicalize().unwrap_or_else(|_| s.path.clone());
-    let trained: Vec<PathBuf> = train.store.manifest().sources.iter().map(real).collect();
+/// training text is fit (what a memorisation check wants, so it is not refused). `valid`'s store
+/// manifest lists the files it was read from.
+fn warn_if_overlapping(train_files: &[PathBuf], valid: &RowSet) {
+    let real = |p: &PathBuf| p.canonicalize().unwrap_or_else(|_| p.clone());
+    let trained: Vec<PathBuf> = train_files.iter().map(real).collect();
     for s in &valid.store.manifest().sources {
-        if trained.contains(&real(s)) {
+        if trained.contains(&real(&s.path)) {
             eprintln!(
                 "note: data.valid file {} is also in data.train, so evaluation scores text the \
                  model trains on, not held-out text",
@@ -178,6 +191,21 @@ pub fn check_cache_dir(cfg: &Config) -> Result<()> {
         &cache_dir(cfg),
         "data.cache_dir",
     )?)
+}
+
+/// Refuses, before any work, what [`Datasets::prepare`] would otherwise find only after a
+/// tokenizer was trained and a store built: a `data.cache_dir` that cannot be written, a path of
+/// `data.train` or `data.valid` that cannot be read or a folder there without corpus files
+/// (named with its key).
+pub fn check_data(cfg: &Config) -> Result<()> {
+    check_cache_dir(cfg)?;
+    for (key, paths) in [
+        ("data.train", &cfg.data.train),
+        ("data.valid", &cfg.data.valid),
+    ] {
+        corpus::expand_paths(paths).with_context(|| key.to_string())?;
+    }
+    Ok(())
 }
 
 /// The token store of a corpus under a config: opened when current, else (re)built.
@@ -234,7 +262,9 @@ impl Datasets {
         let train = rows_from(&cfg.data.train, cfg, tok, "training")?;
         if !cfg.data.valid.is_empty() {
             let valid = rows_from(&cfg.data.valid, cfg, tok, "validation")?;
-            warn_if_overlapping(&train, &valid);
+            let sources = &train.store.manifest().sources;
+            let train_files: Vec<PathBuf> = sources.iter().map(|s| s.path.clone()).collect();
+            warn_if_overlapping(&train_files, &valid);
             return Ok(Datasets { train, valid });
         }
         let n = train.len() as u64;
@@ -253,14 +283,19 @@ impl Datasets {
     }
 }
 
-/// The validation rows of a config alone: `data.valid` without reading the training corpus, or,
-/// when there is none, the held-out slice of `data.train`.
+/// The validation rows of a config alone: `data.valid` without reading the training corpus (its
+/// file names are compared, for the note on files in both), or, when there is none, the held-out
+/// slice of `data.train`.
 pub fn validation_rows(cfg: &Config, tok: &BertTokenizer) -> Result<RowSet> {
     if cfg.data.valid.is_empty() {
-        Ok(Datasets::prepare(cfg, tok)?.valid)
-    } else {
-        rows_from(&cfg.data.valid, cfg, tok, "validation")
+        return Ok(Datasets::prepare(cfg, tok)?.valid);
     }
+    let valid = rows_from(&cfg.data.valid, cfg, tok, "validation")?;
+    // The training files are only compared by name here: ones that cannot be read are skipped.
+    if let Ok(train_files) = corpus::expand_paths(&cfg.data.train) {
+        warn_if_overlapping(&train_files, &valid);
+    }
+    Ok(valid)
 }
 
 /// The training corruption of a config.

@@ -158,9 +158,11 @@ impl HfConfig {
         Ok(())
     }
 
-    /// The `[model]` section of masklm's config.
+    /// The `[model]` section of masklm's config, `vocab_size` 0 (the tokenizer's; import sets
+    /// it when the weights have more rows than the tokenizer has ids).
     pub fn model_config(&self) -> ModelConfig {
         ModelConfig {
+            vocab_size: 0,
             hidden_size: self.hidden_size,
             num_hidden_layers: self.num_hidden_layers,
             num_attention_heads: self.num_attention_heads,

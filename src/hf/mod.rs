@@ -128,11 +128,7 @@ pub fn export(ck: &checkpoint::Loaded, out: &Path, force: bool) -> Result<Vec<Pa
         );
     }
     check_out_dir(out, force, &EXPORT_FILES)?;
-    let bert = BertConfig::new(
-        &ck.config.model,
-        ck.tokenizer.vocab_size(),
-        ck.tokenizer.specials().pad,
-    );
+    let bert = ck.bert_config();
     let config_json = serde_json::to_string_pretty(&config::to_json(&bert))?;
     let mut files = vec![("config.json", config_json)];
     files.extend(tokenizer::hf_files(
@@ -176,6 +172,8 @@ pub struct Imported {
     pub ignored: Vec<String>,
     /// `data.seq_len` lowered to the model's `max_position_embeddings`, when it was.
     pub seq_len_lowered: Option<(usize, usize)>,
+    /// `(embedding rows, tokenizer ids)` of a padded vocabulary, kept as `model.vocab_size`.
+    pub padded_vocab: Option<(usize, usize)>,
 }
 
 /// `masklm import`: reads the HF folder `hf_dir` and writes the checkpoint folder `out`
@@ -215,10 +213,10 @@ pub fn import(hf_dir: &Path, base: &Config, out: &Path, force: bool) -> Result<I
         &tok_json,
         &tokenizer_source.display().to_string(),
     )?;
-    if tok.vocab_size() != hf.vocab_size {
+    if hf.vocab_size < tok.vocab_size() {
         crate::usage!(
-            "{} has vocab_size {} but the tokenizer ({}) has {} ids; masklm sizes the embedding \
-             from the tokenizer, so they must be equal",
+            "{} has vocab_size {} but the tokenizer ({}) has {} ids: the ids past the embedding \
+             would index nothing; give the tokenizer the model was trained with",
             hf_dir.join("config.json").display(),
             hf.vocab_size,
             tokenizer_source.display(),
@@ -227,6 +225,10 @@ pub fn import(hf_dir: &Path, base: &Config, out: &Path, force: bool) -> Result<I
     }
     let mut cfg = base.clone();
     cfg.model = hf.model_config();
+    // A padded vocabulary (NVIDIA's BERT: 30528 rows for 30522 ids) keeps its rows.
+    if hf.vocab_size > tok.vocab_size() {
+        cfg.model.vocab_size = hf.vocab_size;
+    }
     cfg.tokenizer.path = out.join(checkpoint::TOKENIZER_FILE);
     cfg.tokenizer.vocab_size = tok.vocab_size();
     cfg.tokenizer.lowercase = tokenizer::lowercases(&tok_json);
@@ -254,6 +256,7 @@ pub fn import(hf_dir: &Path, base: &Config, out: &Path, force: bool) -> Result<I
         tensors: loaded.tensors,
         ignored: loaded.ignored,
         seq_len_lowered,
+        padded_vocab: (cfg.model.vocab_size > 0).then(|| (cfg.model.vocab_size, tok.vocab_size())),
     })
 }
 

@@ -11,7 +11,7 @@ use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::{AddedToken, ModelWrapper, Tokenizer};
 
 /// HF's attribute name of each special token, as in `special_tokens_map.json`.
 const SPECIAL_ATTRS: [(&str, &str); 5] = [
@@ -38,10 +38,11 @@ pub fn lowercases(tokenizer_json: &str) -> bool {
 
 /// `(name, contents)` of the four tokenizer files of an export.
 ///
-/// With a BERT normalizer the class is `BertTokenizer` (transformers 5's fast BERT tokenizer,
-/// which transformers 4 maps to `BertTokenizerFast`), and its flags repeat the normalizer's,
-/// since transformers 5 rebuilds the pipeline from them. Any other normalizer gets the generic
-/// `PreTrainedTokenizerFast`, which uses tokenizer.json as it is.
+/// A tokenizer that is BERT's whole (normalizer, pre-tokenizer, WordPiece settings, decoder and
+/// post-processor, as masklm trains them) gets the class `BertTokenizer` (transformers 5's fast
+/// BERT tokenizer, which transformers 4 maps to `BertTokenizerFast`), its flags repeating the
+/// normalizer's, since transformers 5 rebuilds the pipeline from them. Any other (an import used
+/// as it is) gets the generic `PreTrainedTokenizerFast`, which uses tokenizer.json as it is.
 pub fn hf_files(tok: &BertTokenizer, max_len: usize) -> Result<Vec<(&'static str, String)>> {
     let tokenizer_json = tok.to_json()?;
     let specials: serde_json::Map<String, Value> = SPECIAL_ATTRS
@@ -49,7 +50,7 @@ pub fn hf_files(tok: &BertTokenizer, max_len: usize) -> Result<Vec<(&'static str
         .map(|(attr, t)| (attr.to_string(), json!(t)))
         .collect();
     let mut config = json!({"model_max_length": max_len});
-    match bert_normalizer(&tokenizer_json) {
+    match bert_normalizer(&tokenizer_json).filter(|n| is_bert_whole(&tokenizer_json, n)) {
         Some(n) => {
             config["tokenizer_class"] = json!("BertTokenizer");
             config["do_lower_case"] = n["lowercase"].clone();
@@ -77,6 +78,18 @@ pub fn hf_files(tok: &BertTokenizer, max_len: usize) -> Result<Vec<(&'static str
             serde_json::to_string_pretty(&Value::Object(specials))?,
         ),
     ])
+}
+
+/// Whether transformers 5's `BertTokenizer`, given the flags of the BERT normalizer `n`, would
+/// build `tokenizer_json` as it is.
+fn is_bert_whole(tokenizer_json: &str, n: &Value) -> bool {
+    let flags = Flags {
+        lowercase: n["lowercase"].as_bool().unwrap_or(true),
+        strip_accents: n["strip_accents"].as_bool(),
+        chinese_chars: n["handle_chinese_chars"].as_bool().unwrap_or(true),
+    };
+    as_bert_json(tokenizer_json, &flags, "tokenizer.json")
+        .is_ok_and(|(_, said, replaced)| said.is_none() && replaced.is_empty())
 }
 
 /// `tokenizer_class` values (tokenizer_config.json) that are BERT's WordPiece tokenizer, built
@@ -130,18 +143,29 @@ pub fn read_hf(hf_dir: &Path) -> Result<(String, PathBuf)> {
         if as_is {
             return Ok((text, json_path));
         }
-        let (text, changed) = with_flags(&text, &flags);
-        if let Some(changed) = changed {
-            let source = if config_path.is_file() {
-                format!("{} sets", config_path.display())
-            } else {
-                "without a tokenizer_config.json, transformers takes the defaults".into()
-            };
+        let name = json_path.display().to_string();
+        let (text, flags_said, replaced) = as_bert_json(&text, &flags, &name)?;
+        let source = if config_path.is_file() {
+            format!("{} sets", config_path.display())
+        } else {
+            "without a tokenizer_config.json, transformers takes the defaults".into()
+        };
+        if let Some(said) = flags_said {
             eprintln!(
-                "note: {}'s normalizer says {changed}, but {source} {}, which transformers \
+                "note: {name}'s normalizer says {said}, but {source} {}, which transformers \
                  applies over it: masklm does too",
-                json_path.display(),
                 flags.describe()
+            );
+        }
+        if !replaced.is_empty() {
+            let class = class.as_deref().unwrap_or("BertTokenizer (the default)");
+            eprintln!(
+                "note: {name}'s {} {} not BERT's; its tokenizer_class {class} makes transformers 5 \
+                 build BERT's from the vocabulary, and masklm does too (tokenizer_class \
+                 PreTrainedTokenizerFast in {} would keep the file as it is)",
+                replaced.join(", "),
+                if replaced.len() == 1 { "is" } else { "are" },
+                config_path.display()
             );
         }
         return Ok((text, json_path));
@@ -162,7 +186,8 @@ pub fn read_hf(hf_dir: &Path) -> Result<(String, PathBuf)> {
             hf_dir.display()
         );
     }
-    let tok = from_vocab_txt(&vocab, &flags)?;
+    let mut tok = from_vocab_txt(&vocab, &flags)?;
+    add_tokens_json(&mut tok, &hf_dir.join("added_tokens.json"))?;
     let text = tok
         .to_string(true)
         .map_err(|e| anyhow::anyhow!("serializing the tokenizer built from vocab.txt: {e}"))?;
@@ -212,31 +237,135 @@ fn read_flags(path: &Path) -> Result<(Option<String>, Flags)> {
     Ok((class.map(str::to_string), flags))
 }
 
-/// `tokenizer_json` with a BERT normalizer's settings set to `flags`, and what they said before
-/// when that changed them (None: unchanged, or not a BERT normalizer, which is kept as it is).
-fn with_flags(tokenizer_json: &str, flags: &Flags) -> (String, Option<String>) {
-    let unchanged = (tokenizer_json.to_string(), None);
-    let Some(before) = bert_normalizer(tokenizer_json) else {
-        return unchanged;
+/// What transformers 5's `BertTokenizer` makes of a tokenizer.json: it keeps the WordPiece
+/// vocabulary and the added tokens and builds the rest ([`bert_pipeline`]) from
+/// tokenizer_config.json's flags. Returns the text (the file's own, byte for byte, when that
+/// changes nothing), what a BERT normalizer said before when the flags changed it, and the other
+/// parts that were not BERT's and were replaced.
+fn as_bert_json(
+    text: &str,
+    flags: &Flags,
+    name: &str,
+) -> Result<(String, Option<String>, Vec<&'static str>)> {
+    let before: Value = serde_json::from_str(text)
+        .map_err(|e| UsageError::new(format!("{name} is not valid JSON: {e}")))?;
+    let mut tok: Tokenizer = text
+        .parse()
+        .map_err(|e| UsageError::new(format!("{name} is not a valid tokenizer.json: {e}")))?;
+    bert_pipeline(&mut tok, flags, name)?;
+    let rebuilt = tok
+        .to_string(false)
+        .map_err(|e| anyhow::anyhow!("serializing {name}: {e}"))?;
+    let after: Value = serde_json::from_str(&rebuilt)?;
+    // The WordPiece settings, without the vocabulary (kept as it is).
+    let settings = |v: &Value| {
+        let mut m = v["model"].clone();
+        if let Some(o) = m.as_object_mut() {
+            o.remove("vocab");
+        }
+        m
     };
-    let want = [
-        ("lowercase", json!(flags.lowercase)),
-        ("strip_accents", json!(flags.strip_accents)),
-        ("handle_chinese_chars", json!(flags.chinese_chars)),
-    ];
-    let differ: Vec<String> = want
-        .iter()
-        .filter(|(k, v)| before.get(*k).unwrap_or(&Value::Null) != v)
-        .map(|(k, _)| format!("{k} {}", before.get(*k).unwrap_or(&Value::Null)))
-        .collect();
-    if differ.is_empty() {
-        return unchanged;
+    let mut replaced = Vec::new();
+    let mut flags_said = None;
+    let old_normalizer = &before["normalizer"];
+    if old_normalizer != &after["normalizer"] {
+        if old_normalizer["type"] == "BertNormalizer" {
+            let said: Vec<String> = ["lowercase", "strip_accents", "handle_chinese_chars"]
+                .iter()
+                .filter(|k| old_normalizer[**k] != after["normalizer"][**k])
+                .map(|k| format!("{k} {}", old_normalizer[*k]))
+                .collect();
+            flags_said = Some(said.join(", "));
+        } else {
+            replaced.push("normalizer");
+        }
     }
-    let mut v: Value = serde_json::from_str(tokenizer_json).expect("parsed by bert_normalizer");
-    for (k, value) in want {
-        v["normalizer"][k] = value;
+    for part in ["pre_tokenizer", "decoder", "post_processor"] {
+        if before[part] != after[part] {
+            replaced.push(part);
+        }
     }
-    (v.to_string(), Some(differ.join(", ")))
+    if settings(&before) != settings(&after) {
+        replaced.push("WordPiece settings");
+    }
+    if flags_said.is_none() && replaced.is_empty() {
+        return Ok((text.to_string(), None, replaced));
+    }
+    Ok((rebuilt, flags_said, replaced))
+}
+
+/// transformers 5's `BertTokenizer` around a WordPiece vocabulary: WordPiece with `[UNK]`, `##`
+/// continuations and words of at most 100 characters; the BERT normalizer with `f`'s flags
+/// (text cleaning on); the BERT pre-tokenizer; the `##` decoder with cleanup; `[CLS] $A [SEP]`.
+/// `name` names the tokenizer in messages.
+fn bert_pipeline(tok: &mut Tokenizer, f: &Flags, name: &str) -> Result<()> {
+    let mut wordpiece = match tok.get_model() {
+        ModelWrapper::WordPiece(wp) => wp.clone(),
+        _ => crate::usage!(
+            "{name} is not a WordPiece tokenizer, but its tokenizer_class is BERT's, which \
+             transformers 5 builds from a WordPiece vocabulary; set tokenizer_class \
+             PreTrainedTokenizerFast in tokenizer_config.json to use the file as it is"
+        ),
+    };
+    wordpiece.unk_token = "[UNK]".into();
+    wordpiece.continuing_subword_prefix = CONTINUATION_PREFIX.into();
+    wordpiece.max_input_chars_per_word = 100;
+    tok.with_model(wordpiece);
+    tok.with_normalizer(Some(BertNormalizer::new(
+        true,
+        f.chinese_chars,
+        f.strip_accents,
+        f.lowercase,
+    )));
+    tok.with_pre_tokenizer(Some(BertPreTokenizer));
+    tok.with_decoder(Some(WordPieceDecoder::new(
+        CONTINUATION_PREFIX.into(),
+        true,
+    )));
+    let id = |t: &str| {
+        tok.token_to_id(t).ok_or_else(|| {
+            UsageError::new(format!(
+                "{name} has no {t} token; a BERT tokenizer has [PAD] [UNK] [CLS] [SEP] [MASK]"
+            ))
+        })
+    };
+    let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+    tok.with_post_processor(Some(crate::tokenizer::bert_post_processor(cls, sep)?));
+    Ok(())
+}
+
+/// The tokens of an `added_tokens.json` beside vocab.txt (`{"token": id, ...}`, what
+/// `add_tokens` and `save_pretrained` of a slow tokenizer write), added as transformers 5 adds
+/// them: in the order of their ids, not special, matched on the normalized text (so inside words
+/// too), a token already in the vocabulary keeping its id and a new one taking the next id. A
+/// note says when that id is not the file's (transformers numbers them the same way).
+fn add_tokens_json(tok: &mut Tokenizer, path: &Path) -> Result<()> {
+    if !path.is_file() {
+        return Ok(());
+    }
+    let text = crate::io::read_to_string_capped(path, crate::io::MAX_TOKENIZER_BYTES)
+        .map_err(|e| UsageError::new(format!("cannot read {}: {e}", path.display())))?;
+    let map: std::collections::HashMap<String, u64> = serde_json::from_str(&text).map_err(|e| {
+        UsageError::new(format!(
+            "{} is not a JSON object of token → id: {e}",
+            path.display()
+        ))
+    })?;
+    let mut added: Vec<(u64, String)> = map.into_iter().map(|(t, id)| (id, t)).collect();
+    added.sort();
+    for (id, token) in added {
+        tok.add_tokens(&[AddedToken::from(token.clone(), false)]);
+        let got = tok.token_to_id(&token).map(u64::from);
+        if got != Some(id) {
+            eprintln!(
+                "note: {} gives {token:?} id {id}, but it takes id {} (a token already in \
+                 vocab.txt keeps its id, a new one takes the next), as transformers numbers it",
+                path.display(),
+                got.map_or("none".into(), |g| g.to_string())
+            );
+        }
+    }
+    Ok(())
 }
 
 /// HF's `BertConverter`: WordPiece over vocab.txt (line number = id), BERT normalizer and
@@ -256,31 +385,16 @@ fn from_vocab_txt(vocab: &Path, f: &Flags) -> Result<Tokenizer> {
         .build()
         .map_err(|e| UsageError::new(format!("cannot read {name} as a WordPiece vocab: {e}")))?;
     let mut tok = Tokenizer::new(wordpiece);
-    tok.with_normalizer(Some(BertNormalizer::new(
-        true,
-        f.chinese_chars,
-        f.strip_accents,
-        f.lowercase,
-    )));
-    tok.with_pre_tokenizer(Some(BertPreTokenizer));
-    tok.with_decoder(Some(WordPieceDecoder::new(
-        CONTINUATION_PREFIX.into(),
-        true,
-    )));
-    let id = |t: &str| {
-        tok.token_to_id(t).ok_or_else(|| {
-            UsageError::new(format!(
-                "{name} has no {t} line; a BERT vocab.txt lists [PAD] [UNK] [CLS] [SEP] [MASK]"
-            ))
-        })
-    };
     // Every special token must be a line: `add_special_tokens` below would append a missing
     // one past the ids config.json's vocab_size counts.
     for (_, t) in SPECIAL_ATTRS {
-        id(t)?;
+        if tok.token_to_id(t).is_none() {
+            crate::usage!(
+                "{name} has no {t} line; a BERT vocab.txt lists [PAD] [UNK] [CLS] [SEP] [MASK]"
+            );
+        }
     }
-    let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
-    tok.with_post_processor(Some(crate::tokenizer::bert_post_processor(cls, sep)?));
+    bert_pipeline(&mut tok, f, &name)?;
     let specials: Vec<AddedToken> = SPECIAL_ATTRS
         .iter()
         .map(|(_, t)| AddedToken::from(t.to_string(), true))
@@ -324,6 +438,41 @@ mod tests {
             vec![3, 6, 7, 8, 2, 5, 9, 4]
         );
         assert!(lowercases(&json));
+    }
+
+    #[test]
+    fn added_tokens_json_beside_vocab_txt_tokenizes_as_transformers() {
+        // The hf-tiny fixture's vocab.txt (99 ids) with two added tokens; the expected ids are
+        // what transformers 5.25.0's AutoTokenizer gave for the same folder.
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf-tiny");
+        for f in ["vocab.txt", "tokenizer_config.json"] {
+            std::fs::copy(fixture.join(f), dir.path().join(f)).unwrap();
+        }
+        let added = dir.path().join("added_tokens.json");
+        std::fs::write(&added, r#"{"Zeta-X": 100, "covid": 99}"#).unwrap();
+        let (json, _) = read_hf(dir.path()).unwrap();
+        let tok = BertTokenizer::from_json(&json, "t").unwrap();
+        assert_eq!(tok.vocab_size(), 101);
+        let ids = |t: &str| tok.encode_with_specials(t).unwrap();
+        assert_eq!(
+            ids("covid and COVID zeta-x Zeta-X the"),
+            vec![5, 99, 67, 99, 100, 100, 50, 6]
+        );
+        assert_eq!(ids("xcovidx"), vec![5, 31, 99, 31, 6]);
+        // A gap in the file's ids and a token already in vocab.txt: transformers numbers the
+        // new token next (100) and keeps "the" at 50.
+        std::fs::write(&added, r#"{"covid": 99, "zeta": 101, "the": 102}"#).unwrap();
+        let (json, _) = read_hf(dir.path()).unwrap();
+        let tok = BertTokenizer::from_json(&json, "t").unwrap();
+        assert_eq!(tok.vocab_size(), 101);
+        assert_eq!(
+            tok.encode_with_specials("covid zeta thethe").unwrap(),
+            vec![5, 99, 100, 50, 50, 6]
+        );
+        std::fs::write(&added, "[1, 2]").unwrap();
+        let e = read_hf(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("added_tokens.json is not a JSON object"), "{e}");
     }
 
     /// The tokenizer.json that an HF folder holding only `vocab` as vocab.txt gives.
@@ -400,6 +549,61 @@ mod tests {
         assert!(
             format!("{e:#}").contains("\"BertJapaneseTokenizer\""),
             "{e:#}"
+        );
+    }
+
+    #[test]
+    fn a_bert_class_rebuilds_what_is_not_berts_as_transformers_5_does() {
+        // transformers 5's BertTokenizer keeps a tokenizer.json's vocabulary and builds the
+        // rest: a file whose other parts are not BERT's reads as the one from its vocab.txt.
+        let vocab = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\nThe\ndog\n##s\n";
+        let bert = tokenizer_json_of(vocab);
+        let mut odd = bert.clone();
+        odd["normalizer"] = Value::Null;
+        odd["pre_tokenizer"] = json!({"type": "WhitespaceSplit"});
+        odd["decoder"] = Value::Null;
+        odd["post_processor"] = Value::Null;
+        odd["model"]["max_input_chars_per_word"] = json!(3);
+        // Special tokens that are only vocabulary entries.
+        odd["added_tokens"] = json!([]);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), odd.to_string()).unwrap();
+        let config = dir.path().join("tokenizer_config.json");
+        std::fs::write(&config, r#"{"tokenizer_class": "BertTokenizer"}"#).unwrap();
+        let (rebuilt, _) = read_hf(dir.path()).unwrap();
+        let rebuilt: Value = serde_json::from_str(&rebuilt).unwrap();
+        for part in [
+            "normalizer",
+            "pre_tokenizer",
+            "decoder",
+            "post_processor",
+            "model",
+        ] {
+            assert_eq!(rebuilt[part], bert[part], "{part}");
+        }
+        let ids = |json: &str| {
+            let tok = BertTokenizer::from_json(json, "t").unwrap();
+            tok.encode_with_specials("The dogs, [MASK]").unwrap()
+        };
+        // Lowercased, "dogs" split, "," unknown, [MASK] special (not "[", "mask", "]").
+        assert_eq!(ids(&rebuilt.to_string()), [2, 5, 7, 8, 1, 4, 3]);
+        // The generic class keeps the file as it is, and export names it so.
+        std::fs::write(&config, r#"{"tokenizer_class": "PreTrainedTokenizerFast"}"#).unwrap();
+        let (kept, _) = read_hf(dir.path()).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&kept).unwrap(), odd);
+        let class = |json: &str| {
+            let tok = BertTokenizer::from_json(json, "t").unwrap();
+            let files = hf_files(&tok, 64).unwrap();
+            let config: Value = serde_json::from_str(&files[2].1).unwrap();
+            config["tokenizer_class"].clone()
+        };
+        assert_eq!(class(&kept), "PreTrainedTokenizerFast");
+        assert_eq!(class(&rebuilt.to_string()), "BertTokenizer");
+        let mut bert_but_decoder = bert.clone();
+        bert_but_decoder["decoder"]["cleanup"] = json!(false);
+        assert_eq!(
+            class(&bert_but_decoder.to_string()),
+            "PreTrainedTokenizerFast"
         );
     }
 

@@ -55,9 +55,16 @@ pub struct BertConfig {
 }
 
 impl BertConfig {
-    pub fn new(m: &ModelConfig, vocab_size: usize, pad_token_id: u32) -> Self {
+    /// `[model]` over a tokenizer of `tokenizer_ids` ids: the embedding has `model.vocab_size`
+    /// rows, or one per id when that is 0 (entry points refuse fewer rows than ids first, with
+    /// [`ModelConfig::vocab_rows`]).
+    pub fn new(m: &ModelConfig, tokenizer_ids: usize, pad_token_id: u32) -> Self {
         Self {
-            vocab_size,
+            vocab_size: if m.vocab_size == 0 {
+                tokenizer_ids
+            } else {
+                m.vocab_size
+            },
             hidden_size: m.hidden_size,
             num_hidden_layers: m.num_hidden_layers,
             num_attention_heads: m.num_attention_heads,

@@ -452,6 +452,12 @@ impl Loaded {
     pub fn trained_len(&self) -> Option<usize> {
         (self.step > 0).then_some(self.config.data.seq_len)
     }
+
+    /// The sizes of its model: its config's `[model]` over its tokenizer.
+    pub fn bert_config(&self) -> crate::model::BertConfig {
+        let pad = self.tokenizer.specials().pad;
+        crate::model::BertConfig::new(&self.config.model, self.tokenizer.vocab_size(), pad)
+    }
 }
 
 /// The config a checkpoint folder was trained with (its `config.toml`).
@@ -498,6 +504,10 @@ fn load_resolved(dir: &Path, device: &burn::prelude::Device) -> Result<Loaded> {
     verify(&dir)?;
     let config = read_config(&dir)?;
     let tokenizer = crate::tokenizer::BertTokenizer::load(&dir.join(TOKENIZER_FILE))?;
+    let tokenizer_name = dir.join(TOKENIZER_FILE).display().to_string();
+    config
+        .model
+        .vocab_rows(tokenizer.vocab_size(), &tokenizer_name)?;
     let bert = crate::model::BertConfig::new(
         &config.model,
         tokenizer.vocab_size(),
@@ -518,7 +528,7 @@ fn load_resolved(dir: &Path, device: &burn::prelude::Device) -> Result<Loaded> {
                 "{} does not fit this checkpoint's config.toml and tokenizer (vocab {}): {shown}; \
                  restore the config.toml it was saved with, or use another checkpoint",
                 dir.join(MODEL_FILE).display(),
-                tokenizer.vocab_size()
+                bert.vocab_size
             ))
         })?;
     let step = read_state(&dir).map_or(0, |s| s.step);

@@ -76,8 +76,13 @@ pub fn checked_device(cfg: &crate::config::Config) -> Result<Device> {
     let (batch, seq_len) = (t.batch_size, cfg.data.seq_len);
     check_batch_tokens(t.backend, &device, batch.saturating_mul(seq_len))?;
     // A tokenizer that does not load is reported, naming it, when the run loads it.
-    let vocab_size = crate::tokenizer::BertTokenizer::load(&cfg.tokenizer.path)
-        .map_or(cfg.tokenizer.vocab_size, |tok| tok.vocab_size());
+    let vocab_size = match crate::tokenizer::BertTokenizer::load(&cfg.tokenizer.path) {
+        Ok(tok) => {
+            let path = cfg.tokenizer.path.display().to_string();
+            cfg.model.vocab_rows(tok.vocab_size(), &path)?
+        }
+        Err(_) => cfg.tokenizer.vocab_size,
+    };
     let sizes = crate::model::BertConfig::new(&cfg.model, vocab_size, 0);
     check_model_fits(t.backend, &sizes)?;
     check_batch_fits(t.backend, &sizes, t.precision, Pass::Train, batch, seq_len)?;
@@ -175,6 +180,8 @@ pub fn check_model_fits(backend: BackendName, bert: &crate::model::BertConfig) -
 pub enum Pass {
     Train,
     Eval,
+    /// A batch's rows alone, no model (`data preview`).
+    Rows,
 }
 
 /// A lower bound on the memory one micro-batch of `batch_size` rows of `seq_len` tokens takes,
@@ -203,6 +210,7 @@ pub fn batch_bytes_lower_bound(
     let layers = match pass {
         Pass::Train => bert.num_hidden_layers as u64,
         Pass::Eval => 1,
+        Pass::Rows => return host,
     };
     let kept = tokens
         .saturating_mul(per_token_layer)
@@ -225,7 +233,7 @@ pub fn check_batch_fits(
 ) -> Result<()> {
     let tokens = (batch_size as u64).saturating_mul(seq_len as u64);
     let (batch, fix) = match pass {
-        Pass::Train => (
+        Pass::Train | Pass::Rows => (
             format!(
                 "train.batch_size {batch_size} × data.seq_len {seq_len} = {tokens} tokens a micro-batch"
             ),
@@ -255,7 +263,7 @@ pub fn check_batch_fits(
     ) {
         (true, Pass::Train) => "its rows and the activations its layers keep for backward",
         (true, Pass::Eval) => "its rows and one layer's activations",
-        (false, _) => "its rows on the host",
+        (false, _) | (_, Pass::Rows) => "its rows on the host",
     };
     crate::usage!(
         "{batch}: {what} alone take at least {:.1} GB, more than this machine's {:.1} GB of \
@@ -378,7 +386,7 @@ pub fn selection_multiple(device: &Device, tokens: usize) -> usize {
 
 /// Whether `device` (or the device an autodiff device wraps) is a CubeCL GPU device.
 #[cfg(feature = "cube")]
-fn on_cube(device: &Device) -> bool {
+pub(crate) fn on_cube(device: &Device) -> bool {
     use burn::backend::DispatchDevice;
     match device.as_dispatch() {
         DispatchDevice::Cube(_) => true,
@@ -388,7 +396,7 @@ fn on_cube(device: &Device) -> bool {
 }
 
 #[cfg(not(feature = "cube"))]
-fn on_cube(_device: &Device) -> bool {
+pub(crate) fn on_cube(_device: &Device) -> bool {
     false
 }
 

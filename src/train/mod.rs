@@ -190,7 +190,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     let base = checked_device(cfg)?;
     // Where the run writes, before any minute is spent on data.
     crate::io::check_output_dir(&t.out_dir, "train.out_dir")?;
-    crate::data::check_cache_dir(cfg)?;
+    crate::data::check_data(cfg)?;
     // A run folder holds checkpoint-N folders; one checkpoint's or an export's files at its top
     // would be read as the run's by eval, fill-mask and export.
     let holds = |f: &str| t.out_dir.join(f).is_file();
@@ -243,8 +243,17 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     // fails before then leaves none behind for the next run to pick up.
     let (tok, fresh_tokenizer) = load_or_train_tokenizer(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;
+    let scored = crate::eval::scored_rows(&data.valid, cfg.data.max_eval_samples);
+    let scored_note = if scored.len() < data.valid.len() {
+        format!(
+            " (evaluation scores the first {}: data.max_eval_samples)",
+            scored.len()
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "data: {} training rows, {} validation rows, ready in {:.2} s",
+        "data: {} training rows, {} validation rows{scored_note}, ready in {:.2} s",
         data.train.len(),
         data.valid.len(),
         data_start.elapsed().as_secs_f64()
@@ -261,11 +270,12 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     }
     let corruption = corruption(cfg, &tok);
     crate::eval::ensure_something_to_score(
-        &data.valid,
+        &scored,
         corruption.table.clone(),
         corruption.specials,
         t.batch_size,
         crate::eval::HELD_OUT_TEXT,
+        scored.len() < data.valid.len(),
     )?;
     let examples = fill_mask_examples(cfg, &tok, &corruption.table, &data.train.store)?;
     let device = device_info(t.backend, &base);
@@ -406,7 +416,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     let valid_eval = |model: &crate::model::BertForMaskedLM| {
         evaluate(
             &model.valid(),
-            &data.valid,
+            &scored,
             corruption.table.clone(),
             corruption.specials,
             batch_size,

@@ -415,6 +415,32 @@ fn inference_export_import_and_plot_bad_inputs() {
             &[],
         ),
         row(
+            "eval: data.cache_dir under a file",
+            &[
+                "eval",
+                "--checkpoint",
+                &ck,
+                "--set",
+                &format!("data.cache_dir={:?}", f.s("plain.txt/cache")),
+            ],
+            &["data.cache_dir", "plain.txt is a file"],
+            &[],
+        ),
+        row(
+            "eval: data.max_eval_samples keeps a row with nothing to score",
+            &[
+                "eval",
+                "--checkpoint",
+                &ck,
+                "--set",
+                "data.max_eval_samples=1",
+                "--set",
+                "data.seq_len=3",
+            ],
+            &["no token to score", "raise data.max_eval_samples"],
+            &[],
+        ),
+        row(
             "fill-mask: missing input file",
             &[
                 "fill-mask",
@@ -696,8 +722,34 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
         Row {
             what: "train: a missing data.valid, with a tokenizer to train",
             args: tiny_train(&f, &[format!("data.valid=[{:?}]", f.s("missing.txt"))]),
-            needles: vec!["missing.txt".into()],
+            needles: vec!["data.valid".into(), "missing.txt".into()],
             absent: vec![newtok.clone(), newvocab.clone(), newrun.clone()],
+        },
+        Row {
+            what: "data prepare: a missing data.valid, before a tokenizer is trained",
+            args: [
+                data_command("prepare", &newtok, &f.s("cache")),
+                vec![
+                    "--set".into(),
+                    format!("data.valid=[{:?}]", f.s("missing.txt")),
+                ],
+            ]
+            .concat(),
+            needles: vec!["data.valid".into(), "missing.txt".into()],
+            absent: vec![newtok.clone(), newvocab.clone()],
+        },
+        Row {
+            what: "data preview: a batch whose rows cannot be addressed, before any work",
+            args: [
+                data_command("preview", &newtok, &f.s("cache")),
+                vec!["--set".into(), "train.batch_size=100000000".into()],
+            ]
+            .concat(),
+            needles: vec![
+                "train.batch_size 100000000".into(),
+                "2^31 - 1 positions".into(),
+            ],
+            absent: vec![newtok.clone(), newvocab.clone()],
         },
         Row {
             what: "train: train.out_dir under a file",

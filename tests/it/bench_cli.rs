@@ -113,4 +113,19 @@ fn steps_that_select_nothing_are_counted_not_fatal() {
     let r: serde_json::Value = serde_json::from_str(masklm(&args).ok().stdout.trim()).unwrap();
     let idle = r["idle_steps"].as_u64().unwrap();
     assert!(idle > 0 && idle < 10, "{idle} idle of 10");
+    assert!(r["last_loss"].as_f64().is_some_and(f64::is_finite), "{r}");
+    // One token a row, half of them selected: with this seed the last of 4 steps selects none,
+    // and last_loss is the loss of the step before it.
+    let mut args: Vec<String> = ["bench", "--config", "configs/tiny.toml"]
+        .map(String::from)
+        .into();
+    let other = tempfile::tempdir().unwrap();
+    args.extend(common::isolated(other.path()));
+    for set in ["train.batch_size=1", "data.seq_len=3", "data.mask_prob=0.5"] {
+        args.extend(["--set".into(), set.into()]);
+    }
+    args.extend(["--steps", "4", "--warmup", "0", "--json"].map(String::from));
+    let r: serde_json::Value = serde_json::from_str(masklm(&args).ok().stdout.trim()).unwrap();
+    assert!(r["idle_steps"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["last_loss"].as_f64().is_some_and(f64::is_finite), "{r}");
 }

@@ -398,6 +398,138 @@ fn export_of_a_trained_model_imports_back_with_identical_logits() {
     );
 }
 
+/// A tiny run whose embedding has 5 rows more than its tokenizer has ids (`model.vocab_size`, as
+/// NVIDIA's BERT pads 30522 ids to 30528 rows): (its folder, kept alive, run dir, ids, rows).
+fn trained_padded() -> &'static (tempfile::TempDir, PathBuf, usize, usize) {
+    static RUN: OnceLock<(tempfile::TempDir, PathBuf, usize, usize)> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let (_keep, plain) = trained();
+        let ids = checkpoint::load(plain, &Device::flex())
+            .unwrap()
+            .tokenizer
+            .vocab_size();
+        let tokenizer = plain.parent().unwrap().join("tokenizer.json");
+        let mut args: Vec<String> = ["train", "--config", "configs/tiny.toml"]
+            .map(String::from)
+            .into();
+        args.extend(common::isolated(dir.path()));
+        for s in [
+            "train.steps=6".to_string(),
+            "train.warmup_steps=2".into(),
+            format!("model.vocab_size={}", ids + 5),
+            format!("tokenizer.path={:?}", s(&tokenizer)),
+        ] {
+            args.extend(["--set".into(), s]);
+        }
+        masklm(&args).ok();
+        let run = dir.path().join("run");
+        (dir, run, ids, ids + 5)
+    })
+}
+
+#[test]
+fn a_padded_vocabulary_trains_exports_and_imports_back_with_its_rows() {
+    let (_keep, run, ids, rows) = trained_padded();
+    let ck = checkpoint::load(run, &Device::flex()).unwrap();
+    assert_eq!(ck.bert_config().vocab_size, *rows);
+    assert_eq!(ck.config.model.vocab_size, *rows);
+    let (ids_, mask) = batch(&ck.tokenizer, &TEXTS);
+    assert_eq!(logits(&ck, &ids_[..1], &mask[..1]).len() % rows, 0);
+
+    // Export keeps the rows: config.json's vocab_size, the embedding and the decoder bias.
+    let dir = tempfile::tempdir().unwrap();
+    let (hf, back) = (dir.path().join("hf"), dir.path().join("back"));
+    masklm(&["export", "--checkpoint", s(run), "--out", s(&hf)]).ok();
+    let config: Value =
+        serde_json::from_str(&fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["vocab_size"], json!(rows));
+    let t = read_safetensors(&hf.join("model.safetensors"));
+    assert_eq!(
+        t["bert.embeddings.word_embeddings.weight"].0["shape"],
+        json!([rows, 32])
+    );
+    assert_eq!(t["cls.predictions.bias"].0["shape"], json!([rows]));
+    assert_eq!(
+        fs::read_to_string(hf.join("vocab.txt"))
+            .unwrap()
+            .lines()
+            .count(),
+        *ids
+    );
+
+    // Import says so and keeps them; the logits are the run's, bit for bit.
+    let out = import(&hf, &back).ok();
+    assert!(
+        out.stdout.contains(&format!(
+            "vocabulary padded: {rows} embedding rows for the tokenizer's {ids} ids"
+        )),
+        "{}",
+        out.stdout
+    );
+    let b = checkpoint::load(&back, &Device::flex()).unwrap();
+    assert_eq!(b.config.model, ck.config.model);
+    assert!(logits(&ck, &ids_, &mask) == logits(&b, &ids_, &mask));
+
+    // fill-mask's candidates are the tokenizer's ids only: asked for every row, it gives one
+    // candidate per id.
+    let k = (rows + 10).to_string();
+    let out = masklm(&[
+        "fill-mask",
+        "--checkpoint",
+        s(run),
+        "--json",
+        "--top-k",
+        &k,
+        "a [MASK] .",
+    ])
+    .ok();
+    let cands: Vec<Value> = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(cands.len(), *ids);
+    assert!(
+        cands
+            .iter()
+            .all(|c| (c["token"].as_u64().unwrap() as usize) < *ids)
+    );
+    let total: f64 = cands.iter().map(|c| c["score"].as_f64().unwrap()).sum();
+    assert!(
+        total < 1.0 + 1e-4,
+        "the padded rows' probabilities are left out: {total}"
+    );
+
+    // config.json with fewer rows than the tokenizer has ids is refused.
+    let hf_less = edited_fixture(dir.path(), |_| {}, |c| c["vocab_size"] = json!(98));
+    import(&hf_less, &dir.path().join("less")).usage_error(&["vocab_size 98", "99 ids"]);
+}
+
+#[test]
+fn fewer_embedding_rows_than_tokenizer_ids_are_refused_before_any_work() {
+    let (_keep, plain) = trained();
+    let tokenizer = plain.parent().unwrap().join("tokenizer.json");
+    let ids = masklm::tokenizer::BertTokenizer::load(&tokenizer)
+        .unwrap()
+        .vocab_size();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = ["train", "--config", "configs/tiny.toml"]
+        .map(String::from)
+        .into();
+    args.extend(common::isolated(dir.path()));
+    for s in [
+        format!("model.vocab_size={}", ids - 1),
+        format!("tokenizer.path={:?}", s(&tokenizer)),
+    ] {
+        args.extend(["--set".into(), s]);
+    }
+    masklm(&args).usage_error(&[
+        &format!(
+            "model.vocab_size {} is smaller than the {ids} ids of the tokenizer",
+            ids - 1
+        ),
+        "use at least",
+    ]);
+    assert!(!dir.path().join("run").exists());
+}
+
 #[test]
 fn export_refuses_a_non_empty_folder_without_force() {
     let (_keep, run) = trained();
@@ -597,23 +729,13 @@ fn check_in_transformers(hf: &Path, texts: &[&str]) -> Value {
     r
 }
 
-#[test]
-fn transformers_loads_the_export_and_agrees_with_masklm() {
-    if let Err(why) = python_with_transformers() {
-        println!("SKIPPED transformers_loads_the_export_and_agrees_with_masklm: {why}");
-        return;
-    }
-    let (_keep, run) = trained();
+/// What transformers made of the export of the run `run`, which it loaded with no missing,
+/// unexpected or mis-shaped weight and no warning.
+fn exported_into_transformers(run: &Path, texts: &[&str]) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let hf = dir.path().join("hf");
     masklm(&["export", "--checkpoint", s(run), "--out", s(&hf)]).ok();
-    let texts = [
-        TEXTS[0],
-        TEXTS[1],
-        "Héllo WORLD, naïve café — x² 東京 [MASK]!",
-        "a [MASK] and a [MASK].",
-    ];
-    let r = check_in_transformers(&hf, &texts);
+    let r = check_in_transformers(&hf, texts);
     for k in [
         "missing_keys",
         "unexpected_keys",
@@ -623,6 +745,23 @@ fn transformers_loads_the_export_and_agrees_with_masklm() {
         assert_eq!(r["loading_info"][k], json!([]), "{k}");
     }
     assert_eq!(r["warnings"], json!([]), "transformers warned");
+    r
+}
+
+#[test]
+fn transformers_loads_the_export_and_agrees_with_masklm() {
+    if let Err(why) = python_with_transformers() {
+        println!("SKIPPED transformers_loads_the_export_and_agrees_with_masklm: {why}");
+        return;
+    }
+    let (_keep, run) = trained();
+    let texts = [
+        TEXTS[0],
+        TEXTS[1],
+        "Héllo WORLD, naïve café — x² 東京 [MASK]!",
+        "a [MASK] and a [MASK].",
+    ];
+    let r = exported_into_transformers(run, &texts);
 
     // AutoTokenizer's ids and the model's logits, text by text.
     let ck = checkpoint::load(run, &Device::flex()).unwrap();
@@ -675,6 +814,34 @@ fn transformers_loads_the_export_and_agrees_with_masklm() {
         for (a, b) in ours.iter().zip(theirs) {
             assert_same_fill_mask(a, b);
         }
+    }
+}
+
+#[test]
+fn transformers_loads_a_padded_vocabulary_export_and_agrees_with_masklm() {
+    if let Err(why) = python_with_transformers() {
+        println!(
+            "SKIPPED transformers_loads_a_padded_vocabulary_export_and_agrees_with_masklm: {why}"
+        );
+        return;
+    }
+    let (_keep, run, _, rows) = trained_padded();
+    let r = exported_into_transformers(run, &TEXTS[..2]);
+    let ck = checkpoint::load(run, &Device::flex()).unwrap();
+    for (i, t) in TEXTS[..2].iter().enumerate() {
+        let (ids, mask) = batch(&ck.tokenizer, &[t]);
+        let ours = logits(&ck, &ids, &mask);
+        let theirs: Vec<Vec<f32>> = serde_json::from_value(r["logits"][i].clone()).unwrap();
+        assert_eq!(
+            theirs[0].len(),
+            *rows,
+            "transformers' logits have the padded rows"
+        );
+        let max_diff = ours
+            .iter()
+            .zip(theirs.concat())
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(max_diff < TOLERANCE, "{t}: {max_diff}");
     }
 }
 

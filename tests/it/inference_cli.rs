@@ -246,10 +246,186 @@ fn a_loaded_checkpoint_needs_its_files_no_more() {
     let device = burn::prelude::Device::flex();
     let ck = masklm::train::checkpoint::load(&run, &device).unwrap();
     std::fs::remove_dir_all(&ck.dir).unwrap();
+    let pad = masklm::fill_mask::Padding::NONE;
     let per_mask =
-        masklm::fill_mask::fill_mask(&ck.model, &ck.tokenizer, "a [MASK].", 3, 64, &device)
+        masklm::fill_mask::fill_mask(&ck.model, &ck.tokenizer, "a [MASK].", 3, 64, &device, pad)
             .unwrap();
     assert_eq!(per_mask[0].len(), 3);
+}
+
+#[test]
+fn fill_mask_sequences_leave_out_pad_as_hfs_pipeline_does() {
+    // transformers' pipeline drops [PAD] ids before decoding a sequence; with several masks the
+    // other special tokens stay.
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run(dir.path());
+    let text = "the [PAD] dog [MASK] ran [MASK] .";
+    let args = [
+        "fill-mask",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--json",
+        "--top-k",
+        "300",
+    ];
+    let out = masklm(&[&args[..], &[text]].concat()).ok();
+    let per_mask: Vec<Vec<Value>> = serde_json::from_str(out.stdout.trim()).unwrap();
+    let sequences: Vec<&str> = per_mask
+        .iter()
+        .flatten()
+        .map(|c| c["sequence"].as_str().unwrap())
+        .collect();
+    assert!(sequences.len() > 100);
+    assert!(
+        sequences.iter().all(|s| !s.contains("[PAD]")),
+        "{sequences:?}"
+    );
+    assert!(sequences.iter().all(|s| s.starts_with("[CLS] the dog")));
+}
+
+#[test]
+fn eval_says_when_it_scores_text_the_checkpoint_trained_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run(dir.path());
+    let eval = |set: &str| {
+        let args = [
+            "eval",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--json",
+            "--set",
+            set,
+        ];
+        masklm(&args).ok().stderr
+    };
+    let trained = "scores text this checkpoint trained on: its run held out only the first 5%";
+    let err = eval("data.validation_split_percentage=50");
+    assert!(
+        err.contains(&format!(
+            "note: scoring the first 50% of data.train's rows {trained}"
+        )),
+        "{err}"
+    );
+    let err = eval("data.validation_split_percentage=5");
+    assert!(!err.contains("trained on"), "{err}");
+    // --corpus scores its own text, whatever the split.
+    let corpus =
+        Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt");
+    let args = [
+        "eval",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--corpus",
+        corpus.to_str().unwrap(),
+    ];
+    let set = ["--set", "data.validation_split_percentage=50"];
+    let err = masklm(&[&args[..], &set].concat()).ok().stderr;
+    assert!(!err.contains("checkpoint trained on"), "{err}");
+    // The run's data.train file as data.valid.
+    let err = eval("data.valid=[\"corpora/tinystories/tinystories-validation-head.txt\"]");
+    assert!(err.contains("is also in data.train"), "{err}");
+}
+
+#[test]
+fn max_eval_samples_scores_the_first_rows_in_training_and_in_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut args: Vec<String> = ["train", "--config", "configs/tiny.toml"]
+        .map(String::from)
+        .into();
+    for s in [
+        "train.steps=6",
+        "train.warmup_steps=2",
+        "data.max_eval_samples=3",
+    ] {
+        args.extend(["--set".into(), s.into()]);
+    }
+    args.extend(common::isolated(dir.path()));
+    let trained = masklm(&args).ok();
+    assert!(
+        trained
+            .stderr
+            .contains("(evaluation scores the first 3: data.max_eval_samples)"),
+        "{}",
+        trained.stderr
+    );
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let last_eval = json_lines(&metrics)
+        .into_iter()
+        .rfind(|r| r["eval_loss"].is_number())
+        .unwrap();
+    let eval = |cap: Option<&str>| {
+        let mut args = vec!["eval", "--checkpoint", run.to_str().unwrap(), "--json"];
+        if let Some(cap) = cap {
+            args.extend(["--set", cap]);
+        }
+        let out = masklm(&args).ok();
+        (
+            serde_json::from_str::<Value>(&out.stdout).unwrap(),
+            out.stderr,
+        )
+    };
+    // The checkpoint's config keeps the cap: eval scores what the run's last evaluation did.
+    let (capped, note) = eval(None);
+    assert!(note.contains("scoring the first 3 of"), "{note}");
+    assert_eq!(capped["masked_tokens"], last_eval["eval_masked_tokens"]);
+    let loss = |r: &Value, k: &str| r[k].as_f64().unwrap();
+    assert!((loss(&capped, "loss") - loss(&last_eval, "eval_loss")).abs() < 1e-5);
+    // 0, or more rows than there are, scores them all.
+    let (all, note) = eval(Some("data.max_eval_samples=0"));
+    assert!(!note.contains("scoring the first"), "{note}");
+    assert_eq!(all, eval(Some("data.max_eval_samples=1000000")).0);
+    let tokens = |r: &Value| r["masked_tokens"].as_u64().unwrap();
+    assert!(
+        0 < tokens(&capped) && tokens(&capped) < tokens(&all),
+        "{capped} {all}"
+    );
+}
+
+#[test]
+fn fill_mask_padded_as_on_a_gpu_answers_what_it_answers_unpadded() {
+    // On a GPU, fill-mask pads a text's row (attention 0) and its masks (at [CLS], dropped) so
+    // that texts of many lengths share compiled kernels; here the CPU computes both ways.
+    use masklm::fill_mask::{Padding, fill_mask};
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run(dir.path());
+    let device = burn::prelude::Device::flex();
+    let ck = masklm::train::checkpoint::load(&run, &device).unwrap();
+    let max_len = ck.config.model.max_position_embeddings;
+    let gpu_like = Padding { row: 32, masks: 64 };
+    // A short text, one mask; two masks; a text past 32 tokens, padded to
+    // max_position_embeddings (64).
+    let long = (1..)
+        .map(|n| format!("{} [MASK] end .", "the dog ran . ".repeat(n)))
+        .find(|t| ck.tokenizer.encode_with_specials(t).unwrap().len() > max_len - 32 + 1)
+        .unwrap();
+    for text in [
+        "a [MASK] .",
+        "[MASK] dog ran to the [MASK] .",
+        long.as_str(),
+    ] {
+        let len = ck.tokenizer.encode_with_specials(text).unwrap().len();
+        assert!(len <= max_len, "{len} tokens");
+        let answer = |p| fill_mask(&ck.model, &ck.tokenizer, text, 4, max_len, &device, p);
+        let (plain, padded) = (answer(Padding::NONE).unwrap(), answer(gpu_like).unwrap());
+        assert_eq!(plain.len(), padded.len(), "{text}");
+        for (a, b) in plain.iter().zip(&padded) {
+            for (x, y) in a.iter().zip(b) {
+                assert!((x.score - y.score).abs() < 1e-5, "{text}: {x:?} vs {y:?}");
+                // Two candidates within rounding of each other may swap ranks.
+                let same = |c: &&masklm::fill_mask::Candidate| {
+                    c.token == x.token
+                        && c.sequence == x.sequence
+                        && (c.score - x.score).abs() < 1e-5
+                };
+                assert!(b.iter().any(|c| same(&c)), "{text}: {x:?} not in {b:?}");
+            }
+        }
+    }
+    assert_eq!(gpu_like.row_len(7, 64), 32);
+    assert_eq!(gpu_like.row_len(50, 60), 60);
+    assert_eq!(gpu_like.row_len(64, 64), 64);
+    assert_eq!(Padding::NONE.row_len(7, 64), 7);
 }
 
 #[test]

@@ -148,6 +148,42 @@ fn tiny_run_matches_flex(gpu_backend: &str) {
             "{k}: {cpu} vs {gpu}"
         );
     }
+    // fill-mask on the GPU (its rows and masks padded to shared shapes) answers as flex does.
+    let fill = |backend: &str| -> Vec<serde_json::Value> {
+        let args = ["fill-mask", "--checkpoint", flex_run.to_str().unwrap()];
+        let texts = ["a [MASK] .", "the [MASK] ran to the [MASK] ."];
+        let out = masklm(&[&args[..], &texts, &["--backend", backend, "--json"]].concat()).ok();
+        out.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (cpu, gpu) = (fill("flex"), fill(gpu_backend));
+    // [text][mask][rank] candidates; one mask's answer is its list alone, as HF's pipeline.
+    let candidates = |answers: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        let mut all = Vec::new();
+        for a in answers {
+            let lists = if a[0].is_array() {
+                a.as_array().unwrap().clone()
+            } else {
+                vec![a.clone()]
+            };
+            all.extend(
+                lists
+                    .into_iter()
+                    .flat_map(|l| l.as_array().unwrap().clone()),
+            );
+        }
+        all
+    };
+    let (cpu, gpu) = (candidates(&cpu), candidates(&gpu));
+    assert_eq!(cpu.len(), 3 * 5);
+    assert_eq!(cpu.len(), gpu.len());
+    for (a, b) in cpu.iter().zip(&gpu) {
+        let d = (num(a, "score") - num(b, "score")).abs();
+        // A near tie may swap two candidates' ranks; their scores agree by rank either way.
+        assert!(d < 1e-4, "flex {a} vs {gpu_backend} {b}");
+    }
 }
 
 #[test]

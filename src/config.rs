@@ -51,6 +51,16 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// This section with `vocab_size` 0 when it equals the tokenizer's `tokenizer_ids`: the same
+    /// embedding, however a config writes it, compares equal.
+    pub fn same_rows_as_zero(&self, tokenizer_ids: usize) -> ModelConfig {
+        let mut m = self.clone();
+        if m.vocab_size == tokenizer_ids {
+            m.vocab_size = 0;
+        }
+        m
+    }
+
     /// The word embedding's rows over a tokenizer of `tokenizer_ids` ids: `vocab_size`, or the
     /// tokenizer's when it is 0. Refuses fewer rows than ids (an id past the embedding would
     /// index nothing); `tokenizer` names the tokenizer in the message.

@@ -14,8 +14,9 @@ pub struct EvalArgs {
     /// A run folder (its newest checkpoint) or one checkpoint-N folder
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
-    /// Corpus files or folders to score (default: data.valid of the checkpoint's config, or its
-    /// held-out slice of data.train)
+    /// Corpus files or folders to score, all their rows unless --set data.max_eval_samples caps
+    /// them (default: data.valid of the checkpoint's config, or its held-out slice of
+    /// data.train, capped as the run capped it)
     #[arg(long, num_args = 1.., value_name = "PATH")]
     pub corpus: Vec<PathBuf>,
     /// Print {"loss","perplexity","accuracy","top5_accuracy","masked_tokens", "baseline_accuracy"}
@@ -144,8 +145,19 @@ pub fn run(a: EvalArgs) -> Result<()> {
     } else {
         rows_from(&a.corpus, &cfg, &ck.tokenizer, "evaluation")?
     };
+    // The run's cap is for its held-out text: text named with --corpus is scored whole unless
+    // --set caps it.
+    let cap_set = a.sets.iter().any(|s| {
+        s.split_once('=')
+            .is_some_and(|(key, _)| key.trim() == "data.max_eval_samples")
+    });
+    let cap = if a.corpus.is_empty() || cap_set {
+        cfg.data.max_eval_samples
+    } else {
+        0
+    };
     let all = rows.len();
-    let rows = crate::eval::scored_rows(&rows, cfg.data.max_eval_samples);
+    let rows = crate::eval::scored_rows(&rows, cap);
     if rows.len() < all {
         eprintln!(
             "note: scoring the first {} of {all} rows (data.max_eval_samples; --set \

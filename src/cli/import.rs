@@ -59,6 +59,15 @@ pub fn run(a: ImportArgs) -> Result<()> {
             "vocabulary padded: {rows} embedding rows for the tokenizer's {ids} ids, kept as \
              model.vocab_size (the rows past the ids are never an input or a label)"
         )?;
+        // Padding for matrix units adds at most a few hundred rows (NVIDIA's BERT: to a multiple
+        // of 8; Megatron's: of 128 per tensor-parallel rank); many more rows than that suggest
+        // another model's tokenizer, whose ids would read the wrong rows.
+        if rows > ids.next_multiple_of(1024) {
+            eprintln!(
+                "warning: {} rows past the tokenizer's {ids} ids is more than padding adds: check                  that the tokenizer is the one this model was trained with",
+                rows - ids
+            );
+        }
     }
     if let Some((before, after)) = r.seq_len_lowered {
         crate::outln!("data.seq_len {before} lowered to max_position_embeddings {after}")?;

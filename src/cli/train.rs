@@ -87,10 +87,16 @@ fn check_init_from(cfg: &Config, dir: &Path) -> Result<PathBuf> {
     let dir = checkpoint::resolve(dir)?;
     checkpoint::verify(&dir)?;
     let path = dir.join(checkpoint::CONFIG_FILE);
-    let theirs = checkpoint::read_config(&dir).context("--init-from")?;
+    let mut theirs = checkpoint::read_config(&dir).context("--init-from")?;
+    let their_tok = dir.join(checkpoint::TOKENIZER_FILE);
+    // model.vocab_size 0 and the tokenizer's id count are the same embedding.
+    let ids = BertTokenizer::load(&their_tok)?.vocab_size();
+    let mut ours = cfg.clone();
+    theirs.model = theirs.model.same_rows_as_zero(ids);
+    ours.model = ours.model.same_rows_as_zero(ids);
     // `(key, run's value, checkpoint's value)` of each `[model]` key that decides the weights'
     // shapes or computation and differs.
-    let diffs: Vec<(String, String, String)> = crate::config::differences(cfg, &theirs)
+    let diffs: Vec<(String, String, String)> = crate::config::differences(&ours, &theirs)
         .into_iter()
         .filter_map(|(k, ours, t)| Some((k.strip_prefix("model.")?.to_string(), ours, t)))
         .filter(|(k, _, _)| !TRAINING_ONLY.contains(&k.as_str()))
@@ -114,7 +120,6 @@ fn check_init_from(cfg: &Config, dir: &Path) -> Result<PathBuf> {
             path.display()
         );
     }
-    let their_tok = dir.join(checkpoint::TOKENIZER_FILE);
     let same_tokenizer = cfg.tokenizer.path.is_file()
         && BertTokenizer::load(&cfg.tokenizer.path)?.fingerprint()?
             == BertTokenizer::load(&their_tok)?.fingerprint()?;

@@ -275,7 +275,12 @@ fn as_bert_json(
                 .filter(|k| old_normalizer[**k] != after["normalizer"][**k])
                 .map(|k| format!("{k} {}", old_normalizer[*k]))
                 .collect();
-            flags_said = Some(said.join(", "));
+            // A difference in another setting (clean_text) is a normalizer that is not BERT's.
+            if said.is_empty() {
+                replaced.push("normalizer");
+            } else {
+                flags_said = Some(said.join(", "));
+            }
         } else {
             replaced.push("normalizer");
         }
@@ -302,9 +307,10 @@ fn bert_pipeline(tok: &mut Tokenizer, f: &Flags, name: &str) -> Result<()> {
     let mut wordpiece = match tok.get_model() {
         ModelWrapper::WordPiece(wp) => wp.clone(),
         _ => crate::usage!(
-            "{name} is not a WordPiece tokenizer, but its tokenizer_class is BERT's, which \
-             transformers 5 builds from a WordPiece vocabulary; set tokenizer_class \
-             PreTrainedTokenizerFast in tokenizer_config.json to use the file as it is"
+            "{name} is not a WordPiece tokenizer, but transformers 5 reads it as BERT's (its \
+             tokenizer_class is BERT's, or it names none and the model is a BERT), which it \
+             builds from a WordPiece vocabulary; set tokenizer_class PreTrainedTokenizerFast in \
+             tokenizer_config.json to use the file as it is"
         ),
     };
     wordpiece.unk_token = "[UNK]".into();
@@ -604,6 +610,31 @@ mod tests {
         assert_eq!(
             class(&bert_but_decoder.to_string()),
             "PreTrainedTokenizerFast"
+        );
+    }
+
+    #[test]
+    fn a_bert_normalizer_without_text_cleaning_is_replaced_not_said_to_differ_in_flags() {
+        let bert = tokenizer_json_of("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\n");
+        let flags = Flags {
+            lowercase: true,
+            strip_accents: None,
+            chinese_chars: true,
+        };
+        let (_, said, replaced) = as_bert_json(&bert.to_string(), &flags, "t").unwrap();
+        assert_eq!((said, replaced), (None, vec![]));
+        let mut unclean = bert.clone();
+        unclean["normalizer"]["clean_text"] = json!(false);
+        let (text, said, replaced) = as_bert_json(&unclean.to_string(), &flags, "t").unwrap();
+        assert_eq!((said, replaced), (None, vec!["normalizer"]));
+        let rebuilt: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(rebuilt["normalizer"], bert["normalizer"]);
+        let mut cased = bert.clone();
+        cased["normalizer"]["lowercase"] = json!(false);
+        let (_, said, replaced) = as_bert_json(&cased.to_string(), &flags, "t").unwrap();
+        assert_eq!(
+            (said.as_deref(), replaced),
+            (Some("lowercase false"), vec![])
         );
     }
 

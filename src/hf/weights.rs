@@ -248,24 +248,28 @@ fn check_keys(
 }
 
 /// masklm's decoder is the word-embedding matrix itself. A stored decoder weight is accepted
-/// when it equals the embeddings (a tied model saved in full) and dropped; a stored decoder
-/// bias is `cls.predictions.bias` under its other name (HF ties the two).
+/// when it equals the embeddings (a tied model saved in full) and dropped, or taken as the
+/// embeddings when they are absent and config.json ties them; a stored decoder bias is
+/// `cls.predictions.bias` under its other name (HF ties the two).
 fn tied_decoder(
     by_key: &mut BTreeMap<String, PackTensor>,
     hf: &HfConfig,
     name: &str,
 ) -> Result<()> {
     match by_key.remove(DECODER_WEIGHT) {
-        Some(d) => {
-            if let Some(w) = by_key.get(WORD_EMBEDDINGS)
-                && !same_values(&d, w)?
-            {
-                crate::usage!(
-                    "{name}: {DECODER_WEIGHT} differs from {WORD_EMBEDDINGS}; masklm's decoder \
-                     is tied to the word embeddings, so an untied decoder cannot be imported"
-                );
+        Some(d) => match by_key.get(WORD_EMBEDDINGS) {
+            Some(w) if !same_values(&d, w)? => crate::usage!(
+                "{name}: {DECODER_WEIGHT} differs from {WORD_EMBEDDINGS}; masklm's decoder is \
+                 tied to the word embeddings, so an untied decoder cannot be imported"
+            ),
+            Some(_) => {}
+            // A tied model saved under the decoder's name alone: transformers loads it into
+            // both, as one tensor.
+            None if hf.tie_word_embeddings => {
+                by_key.insert(WORD_EMBEDDINGS.to_string(), d);
             }
-        }
+            None => {}
+        },
         None if !hf.tie_word_embeddings => crate::usage!(
             "config.json sets tie_word_embeddings to false but {name} has no {DECODER_WEIGHT}; \
              masklm's decoder is tied to the word embeddings"

@@ -720,6 +720,16 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
             absent: vec![newtok.clone(), newvocab.clone(), newrun.clone()],
         },
         Row {
+            what: "train: model.vocab_size below the tokenizer to train, before training it",
+            args: tiny_train(&f, &["model.vocab_size=50".into()]),
+            needles: vec![
+                "model.vocab_size 50 is smaller than the".into(),
+                "to be trained for".into(),
+                "tokenizer.vocab_size".into(),
+            ],
+            absent: vec![newtok.clone(), newvocab.clone(), newrun.clone()],
+        },
+        Row {
             what: "train: a missing data.valid, with a tokenizer to train",
             args: tiny_train(&f, &[format!("data.valid=[{:?}]", f.s("missing.txt"))]),
             needles: vec!["data.valid".into(), "missing.txt".into()],

@@ -207,6 +207,27 @@ fn base_model_keys_without_the_bert_prefix_import() {
 }
 
 #[test]
+fn a_tied_model_saved_under_the_decoders_name_alone_imports_as_transformers_loads_it() {
+    // transformers 5.25.0 loads such a file into the embeddings and the decoder alike.
+    let dir = tempfile::tempdir().unwrap();
+    let only_decoder = |t: &mut BTreeMap<String, (Value, Vec<u8>)>| {
+        let e = t.remove("bert.embeddings.word_embeddings.weight").unwrap();
+        t.insert("cls.predictions.decoder.weight".into(), e);
+    };
+    let hf = edited_fixture(dir.path(), only_decoder, |_| {});
+    let ck = dir.path().join("ck");
+    import(&hf, &ck).ok();
+    assert!(max_logit_diff(&ck, &reference()) < TOLERANCE);
+    fs::remove_dir_all(&hf).unwrap();
+    // Untied, the decoder says nothing of the embeddings: they are missing.
+    let hf = edited_fixture(dir.path(), only_decoder, |c| {
+        c["tie_word_embeddings"] = json!(false)
+    });
+    import(&hf, &dir.path().join("untied"))
+        .usage_error(&["lacks bert.embeddings.word_embeddings.weight"]);
+}
+
+#[test]
 fn fill_mask_of_the_import_matches_the_transformers_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("ck");
@@ -467,6 +488,11 @@ fn a_padded_vocabulary_trains_exports_and_imports_back_with_its_rows() {
         "{}",
         out.stdout
     );
+    assert!(
+        !out.stderr.contains("more than padding adds"),
+        "{}",
+        out.stderr
+    );
     let b = checkpoint::load(&back, &Device::flex()).unwrap();
     assert_eq!(b.config.model, ck.config.model);
     assert!(logits(&ck, &ids_, &mask) == logits(&b, &ids_, &mask));
@@ -495,6 +521,41 @@ fn a_padded_vocabulary_trains_exports_and_imports_back_with_its_rows() {
     assert!(
         total < 1.0 + 1e-4,
         "the padded rows' probabilities are left out: {total}"
+    );
+
+    // Far more rows than padding adds (another model's tokenizer?) are kept, with a warning.
+    let (_keep_plain, plain) = trained();
+    let tokenizer = plain.parent().unwrap().join("tokenizer.json");
+    let mut args: Vec<String> = ["train", "--config", "configs/tiny.toml"]
+        .map(String::from)
+        .into();
+    let wide = dir.path().join("wide");
+    args.extend(common::isolated(&wide));
+    for s in [
+        "train.steps=1".to_string(),
+        "train.warmup_steps=0".into(),
+        "train.eval_every=0".into(),
+        format!("model.vocab_size={}", ids + 1100),
+        format!("tokenizer.path={:?}", s(&tokenizer)),
+    ] {
+        args.extend(["--set".into(), s]);
+    }
+    masklm(&args).ok();
+    let wide_hf = wide.join("hf");
+    masklm(&[
+        "export",
+        "--checkpoint",
+        s(&wide.join("run")),
+        "--out",
+        s(&wide_hf),
+    ])
+    .ok();
+    let out = import(&wide_hf, &wide.join("back")).ok();
+    assert!(
+        out.stderr
+            .contains("warning: 1100 rows past the tokenizer's"),
+        "{}",
+        out.stderr
     );
 
     // config.json with fewer rows than the tokenizer has ids is refused.
@@ -528,6 +589,44 @@ fn fewer_embedding_rows_than_tokenizer_ids_are_refused_before_any_work() {
         "use at least",
     ]);
     assert!(!dir.path().join("run").exists());
+}
+
+#[test]
+fn model_vocab_size_of_exactly_the_tokenizers_ids_is_the_same_model_as_0() {
+    // The run trained with vocab_size 0; a config that writes the id count is the same
+    // embedding, so --init-from and --resume take it.
+    let (_keep, plain) = trained();
+    let tokenizer = plain.parent().unwrap().join("tokenizer.json");
+    let ids = masklm::tokenizer::BertTokenizer::load(&tokenizer)
+        .unwrap()
+        .vocab_size();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |sets: &[String], extra: &[&str]| {
+        let mut args: Vec<String> = ["train", "--config", "configs/tiny.toml"]
+            .map(String::from)
+            .into();
+        args.extend(common::isolated(dir.path()));
+        let base = [
+            format!("tokenizer.path={:?}", s(&tokenizer)),
+            "train.warmup_steps=0".into(),
+            "train.eval_every=0".into(),
+        ];
+        for set in base.iter().chain(sets) {
+            args.extend(["--set".into(), set.clone()]);
+        }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        masklm(&args)
+    };
+    let explicit = format!("model.vocab_size={ids}");
+    run(
+        &[explicit.clone(), "train.steps=2".into()],
+        &["--init-from", s(plain)],
+    )
+    .ok();
+    run(&["train.steps=3".into()], &["--resume"]).ok();
+    // Another size is still another model.
+    let other = format!("model.vocab_size={}", ids + 1);
+    run(&[other, "train.steps=4".into()], &["--resume"]).usage_error(&["model.vocab_size"]);
 }
 
 #[test]

@@ -380,6 +380,24 @@ fn max_eval_samples_scores_the_first_rows_in_training_and_in_eval() {
         0 < tokens(&capped) && tokens(&capped) < tokens(&all),
         "{capped} {all}"
     );
+    // Text named with --corpus is scored whole: the run's cap was for its held-out text; --set
+    // caps it.
+    let corpus = |cap: Option<&str>| {
+        let text = "corpora/tinystories/tinystories-validation-head.txt";
+        let mut args = vec!["eval", "--checkpoint", run.to_str().unwrap(), "--json"];
+        args.extend(["--corpus", text]);
+        if let Some(cap) = cap {
+            args.extend(["--set", cap]);
+        }
+        let out = masklm(&args).ok();
+        let r = serde_json::from_str::<Value>(&out.stdout).unwrap();
+        (tokens(&r), out.stderr)
+    };
+    let (whole, note) = corpus(None);
+    assert!(!note.contains("scoring the first"), "{note}");
+    let (cut, note) = corpus(Some("data.max_eval_samples=3"));
+    assert!(note.contains("scoring the first 3 of"), "{note}");
+    assert!(0 < cut && cut < whole, "{cut} {whole}");
 }
 
 #[test]

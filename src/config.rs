@@ -51,14 +51,14 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// This section with `vocab_size` 0 when it equals the tokenizer's `tokenizer_ids`: the same
-    /// embedding, however a config writes it, compares equal.
-    pub fn same_rows_as_zero(&self, tokenizer_ids: usize) -> ModelConfig {
-        let mut m = self.clone();
-        if m.vocab_size == tokenizer_ids {
-            m.vocab_size = 0;
-        }
-        m
+    /// Whether `self` and `other` give the word embedding as many rows over a tokenizer of
+    /// `tokenizer_ids` ids (`vocab_size` 0 and the id count are the same embedding).
+    pub fn same_rows(&self, other: &ModelConfig, tokenizer_ids: usize) -> bool {
+        let rows = |m: &ModelConfig| match m.vocab_size {
+            0 => tokenizer_ids,
+            v => v,
+        };
+        rows(self) == rows(other)
     }
 
     /// The word embedding's rows over a tokenizer of `tokenizer_ids` ids: `vocab_size`, or the

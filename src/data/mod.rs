@@ -70,13 +70,6 @@ fn load_or_train_tokenizer_unchecked(cfg: &Config) -> Result<(BertTokenizer, boo
         }
         return Ok((tok, false));
     }
-    // A tokenizer asked larger than the embedding is refused before minutes of training (one
-    // that comes out larger than asked is refused after, by the caller).
-    let asked = format!(
-        "to be trained for {} (tokenizer.vocab_size)",
-        path.display()
-    );
-    cfg.model.vocab_rows(cfg.tokenizer.vocab_size, &asked)?;
     let corpus = [&cfg.data.train[..], &cfg.data.valid[..]].concat();
     BertTokenizer::check_save_path(path, "tokenizer.path", &corpus)?;
     let files = corpus::expand_paths(&cfg.data.train)?;

@@ -6,6 +6,7 @@ use crate::error::UsageError;
 use crate::tokenizer::{BertTokenizer, CONTINUATION_PREFIX};
 use anyhow::Result;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::wordpiece::WordPiece;
@@ -140,11 +141,12 @@ pub fn read_hf(hf_dir: &Path) -> Result<(String, PathBuf)> {
                     json_path.display()
                 ))
             })?;
-        if as_is {
-            return Ok((text, json_path));
-        }
         let name = json_path.display().to_string();
-        let (text, flags_said, replaced) = as_bert_json(&text, &flags, &name)?;
+        if as_is {
+            return Ok((with_folder_tokens(text, hf_dir, &name)?, json_path));
+        }
+        let (rebuilt, flags_said, replaced) = as_bert_json(&text, &flags, &name)?;
+        let text = with_folder_tokens(rebuilt, hf_dir, &name)?;
         let source = if config_path.is_file() {
             format!("{} sets", config_path.display())
         } else {
@@ -187,7 +189,7 @@ pub fn read_hf(hf_dir: &Path) -> Result<(String, PathBuf)> {
         );
     }
     let mut tok = from_vocab_txt(&vocab, &flags)?;
-    add_tokens_json(&mut tok, &hf_dir.join("added_tokens.json"))?;
+    add_folder_tokens(&mut tok, hf_dir, None)?;
     let text = tok
         .to_string(true)
         .map_err(|e| anyhow::anyhow!("serializing the tokenizer built from vocab.txt: {e}"))?;
@@ -340,33 +342,200 @@ fn bert_pipeline(tok: &mut Tokenizer, f: &Flags, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The tokens of an `added_tokens.json` beside vocab.txt (`{"token": id, ...}`, what
-/// `add_tokens` and `save_pretrained` of a slow tokenizer write), added as transformers 5 adds
-/// them: in the order of their ids, not special, matched on the normalized text (so inside words
-/// too), a token already in the vocabulary keeping its id and a new one taking the next id. A
-/// note says when that id is not the file's (transformers numbers them the same way).
-fn add_tokens_json(tok: &mut Tokenizer, path: &Path) -> Result<()> {
+/// The tokenizer.json text `text` of the folder `hf_dir` with the folder's other added tokens
+/// ([`add_folder_tokens`]); `text` itself when there are none.
+fn with_folder_tokens(text: String, hf_dir: &Path, name: &str) -> Result<String> {
+    let mut tok: Tokenizer = text
+        .parse()
+        .map_err(|e| UsageError::new(format!("{name} is not a valid tokenizer.json: {e}")))?;
+    let before = tok.get_added_tokens_decoder();
+    add_folder_tokens(&mut tok, hf_dir, Some(&text))?;
+    if tok.get_added_tokens_decoder() == before {
+        return Ok(text);
+    }
+    tok.to_string(false)
+        .map_err(|e| anyhow::anyhow!("serializing {name}: {e}"))
+}
+
+/// A JSON file of an HF folder, `Null` when it is absent.
+fn read_json(path: &Path) -> Result<Value> {
     if !path.is_file() {
-        return Ok(());
+        return Ok(Value::Null);
     }
     let text = crate::io::read_to_string_capped(path, crate::io::MAX_TOKENIZER_BYTES)
         .map_err(|e| UsageError::new(format!("cannot read {}: {e}", path.display())))?;
-    let map: std::collections::HashMap<String, u64> = serde_json::from_str(&text).map_err(|e| {
+    Ok(serde_json::from_str(&text)
+        .map_err(|e| UsageError::new(format!("{} is not valid JSON: {e}", path.display())))?)
+}
+
+/// A token as tokenizer_config.json and special_tokens_map.json write it: a string, or an
+/// object with `content` and the flags of `AddedToken` (absent ones take its defaults, with
+/// `special` as given).
+fn added_token(v: &Value, special: bool, path: &Path) -> Result<AddedToken> {
+    let bad = || {
         UsageError::new(format!(
-            "{} is not a JSON object of token → id: {e}",
+            "{}: {v} is not a token (a string, or an object with a string \"content\")",
             path.display()
         ))
-    })?;
-    let mut added: Vec<(u64, String)> = map.into_iter().map(|(t, id)| (id, t)).collect();
-    added.sort();
-    for (id, token) in added {
-        tok.add_tokens(&[AddedToken::from(token.clone(), false)]);
-        let got = tok.token_to_id(&token).map(u64::from);
-        if got != Some(id) {
+    };
+    if let Some(t) = v.as_str() {
+        return Ok(AddedToken::from(t, special));
+    }
+    let content = v.get("content").and_then(Value::as_str).ok_or_else(bad)?;
+    let flag = |k: &str| v.get(k).and_then(Value::as_bool);
+    let special = flag("special").unwrap_or(special);
+    Ok(AddedToken::from(content, special)
+        .single_word(flag("single_word").unwrap_or(false))
+        .lstrip(flag("lstrip").unwrap_or(false))
+        .rstrip(flag("rstrip").unwrap_or(false))
+        .normalized(flag("normalized").unwrap_or(!special)))
+}
+
+/// The tokens of a list (or of a dict's values) of tokens, each special.
+fn token_list(v: &Value, path: &Path) -> Result<Vec<AddedToken>> {
+    let items: Vec<&Value> = match v {
+        Value::Array(a) => a.iter().collect(),
+        Value::Object(o) => o.values().collect(),
+        _ => Vec::new(),
+    };
+    items
+        .into_iter()
+        .map(|t| added_token(t, true, path))
+        .collect()
+}
+
+/// Adds to `tok` the tokens transformers 5's `from_pretrained` adds from the folder `hf_dir`,
+/// in its order:
+/// - tokenizer_config.json's `added_tokens_decoder` (id → token with its flags), which
+///   transformers ≥ 4.34 writes; a folder without one gives added_tokens.json's tokens (special,
+///   and then not normalized, when tokenizer_config.json or special_tokens_map.json names them
+///   as a special token), the tokenizer.json's own added tokens replacing those of their id;
+/// - then each extra special token (`extra_special_tokens`, or the older
+///   `additional_special_tokens`) that is not an added token yet.
+///
+/// Tokens the tokenizer already has with the same flags are skipped; a token already in the
+/// vocabulary keeps its id, a new one takes the next. A note says when that id is not the
+/// file's (transformers numbers them the same way).
+fn add_folder_tokens(
+    tok: &mut Tokenizer,
+    hf_dir: &Path,
+    tokenizer_json: Option<&str>,
+) -> Result<()> {
+    let config_path = hf_dir.join("tokenizer_config.json");
+    let map_path = hf_dir.join("special_tokens_map.json");
+    let added_path = hf_dir.join("added_tokens.json");
+    let config = read_json(&config_path)?;
+    // (id the files give, token), ordered by id.
+    let mut from_files: BTreeMap<u64, (AddedToken, PathBuf)> = BTreeMap::new();
+    let mut extras = config
+        .get("extra_special_tokens")
+        .filter(|v| !v.is_null())
+        .or_else(|| config.get("additional_special_tokens"))
+        .map(|v| token_list(v, &config_path))
+        .transpose()?
+        .unwrap_or_default();
+    match config.get("added_tokens_decoder") {
+        Some(Value::Object(decoder)) => {
+            for (id, t) in decoder {
+                let id: u64 = id.parse().map_err(|_| {
+                    UsageError::new(format!(
+                        "{}: added_tokens_decoder key {id:?} is not a token id",
+                        config_path.display()
+                    ))
+                })?;
+                let token = added_token(t, false, &config_path)?;
+                from_files.insert(id, (token, config_path.clone()));
+            }
+        }
+        Some(v) if !v.is_null() => crate::usage!(
+            "{}: added_tokens_decoder is not an object of id → token",
+            config_path.display()
+        ),
+        _ => {
+            // Before added_tokens_decoder: special_tokens_map.json names the special tokens.
+            let map = read_json(&map_path)?;
+            let mut named: Vec<String> = SPECIAL_ATTRS
+                .iter()
+                .filter_map(|(attr, _)| config.get(*attr))
+                .map(|v| added_token(v, true, &config_path).map(|t| t.content))
+                .collect::<Result<_>>()?;
+            // The map's additional_special_tokens become extra special tokens only after
+            // added_tokens.json is read (transformers renames them in the tokenizer's __init__),
+            // so they do not make its tokens special.
+            let mut late_extras = Vec::new();
+            if let Value::Object(m) = &map {
+                for (key, v) in m {
+                    if key == "extra_special_tokens" {
+                        for t in token_list(v, &map_path)? {
+                            if !extras.iter().any(|e| e.content == t.content) {
+                                extras.push(t);
+                            }
+                        }
+                    } else if key == "additional_special_tokens" {
+                        late_extras = token_list(v, &map_path)?;
+                    } else if key.ends_with("_token") {
+                        named.push(added_token(v, true, &map_path)?.content);
+                    }
+                }
+            }
+            let specials: Vec<String> = named
+                .into_iter()
+                .chain(extras.iter().map(|t| t.content.clone()))
+                .collect();
+            if extras.is_empty() {
+                extras = late_extras;
+            }
+            if added_path.is_file() {
+                let text = read_json(&added_path)?;
+                let map: std::collections::HashMap<String, u64> = serde_json::from_value(text)
+                    .map_err(|e| {
+                        UsageError::new(format!(
+                            "{} is not a JSON object of token → id: {e}",
+                            added_path.display()
+                        ))
+                    })?;
+                for (t, id) in map {
+                    let special = specials.contains(&t);
+                    from_files.insert(id, (AddedToken::from(t, special), added_path.clone()));
+                }
+            }
+            if let Some(json) = tokenizer_json {
+                let v: Value = serde_json::from_str(json)?;
+                for t in v["added_tokens"].as_array().into_iter().flatten() {
+                    if let Some(id) = t["id"].as_u64() {
+                        let token = added_token(t, false, &hf_dir.join("tokenizer.json"))?;
+                        from_files.insert(id, (token, hf_dir.join("tokenizer.json")));
+                    }
+                }
+            }
+        }
+    }
+    let had: Vec<AddedToken> = tok.get_added_tokens_decoder().into_values().collect();
+    let mut known: Vec<String> = had.iter().map(|t| t.content.clone()).collect();
+    let mut adding: Vec<(Option<(u64, PathBuf)>, AddedToken)> = Vec::new();
+    for (id, (token, path)) in from_files {
+        if !had.contains(&token) {
+            known.push(token.content.clone());
+            adding.push((Some((id, path)), token));
+        }
+    }
+    for token in extras {
+        if !known.contains(&token.content) {
+            known.push(token.content.clone());
+            adding.push((None, token));
+        }
+    }
+    for (file_id, token) in adding {
+        tok.add_tokens(std::slice::from_ref(&token));
+        let got = tok.token_to_id(&token.content).map(u64::from);
+        if let Some((id, path)) = file_id
+            && got != Some(id)
+        {
             eprintln!(
-                "note: {} gives {token:?} id {id}, but it takes id {} (a token already in \
-                 vocab.txt keeps its id, a new one takes the next), as transformers numbers it",
+                "note: {} gives {:?} id {id}, but it takes id {} (a token already in the \
+                 vocabulary keeps its id, a new one takes the next), as transformers numbers it",
                 path.display(),
+                token.content,
                 got.map_or("none".into(), |g| g.to_string())
             );
         }
@@ -479,6 +648,47 @@ mod tests {
         std::fs::write(&added, "[1, 2]").unwrap();
         let e = read_hf(dir.path()).unwrap_err().to_string();
         assert!(e.contains("added_tokens.json is not a JSON object"), "{e}");
+    }
+
+    #[test]
+    fn added_tokens_decoder_and_extra_special_tokens_tokenize_as_transformers() {
+        // tokenizer_config.json as transformers >= 4.34 writes it: the added tokens with their
+        // flags, [E1] special; <ent> an extra special token only. The expected ids are what
+        // transformers 5.25.0's AutoTokenizer gave for the same folder, with vocab.txt alone and
+        // with tokenizer.json beside it.
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf-tiny");
+        let mut config: Value = serde_json::from_str(
+            &std::fs::read_to_string(fixture.join("tokenizer_config.json")).unwrap(),
+        )
+        .unwrap();
+        let token = |content: &str, special: bool| {
+            json!({"content": content, "special": special, "normalized": !special,
+                   "lstrip": false, "rstrip": false, "single_word": false})
+        };
+        config["added_tokens_decoder"] =
+            json!({"99": token("[E1]", true), "100": token("zeta-x", false)});
+        config["extra_special_tokens"] = json!(["[E1]", "<ent>"]);
+        for files in [&["vocab.txt"][..], &["vocab.txt", "tokenizer.json"]] {
+            let dir = tempfile::tempdir().unwrap();
+            for f in files {
+                std::fs::copy(fixture.join(f), dir.path().join(f)).unwrap();
+            }
+            let path = dir.path().join("tokenizer_config.json");
+            std::fs::write(&path, config.to_string()).unwrap();
+            let (json, _) = read_hf(dir.path()).unwrap();
+            let tok = BertTokenizer::from_json(&json, "t").unwrap();
+            assert_eq!(tok.vocab_size(), 102, "{files:?}");
+            let ids = |t: &str| tok.encode_with_specials(t).unwrap();
+            assert_eq!(
+                ids("[E1] Zeta-X went [e1] zeta-x <ent> a<ent>b"),
+                [5, 99, 100, 30, 81, 90, 96, 4, 4, 4, 100, 101, 8, 101, 9, 6],
+                "{files:?}"
+            );
+            assert_eq!(ids("the [MASK] <ENT>"), [5, 50, 7, 4, 12, 90, 96, 4, 6]);
+            // Special added tokens are never masked, as HF's collator never picks them.
+            let table = tok.token_table();
+            assert!(table.is_special(99) && table.is_special(101) && !table.is_special(100));
+        }
     }
 
     /// The tokenizer.json that an HF folder holding only `vocab` as vocab.txt gives.

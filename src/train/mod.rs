@@ -98,13 +98,14 @@ fn fill_mask_examples(
 /// Refuses to resume the checkpoint `dir` under a config that would compute other steps than
 /// the interrupted run (exact resume), naming every difference.
 fn check_resume_config(cfg: &Config, dir: &Path) -> Result<()> {
-    let mut saved = checkpoint::read_config(dir).context("--resume")?;
+    let saved = checkpoint::read_config(dir).context("--resume")?;
     let path = dir.join(checkpoint::CONFIG_FILE);
     // model.vocab_size 0 and the tokenizer's id count are the same embedding.
     let ids = BertTokenizer::load(&dir.join(checkpoint::TOKENIZER_FILE))?.vocab_size();
     let mut cfg = cfg.clone();
-    saved.model = saved.model.same_rows_as_zero(ids);
-    cfg.model = cfg.model.same_rows_as_zero(ids);
+    if cfg.model.same_rows(&saved.model, ids) {
+        cfg.model.vocab_size = saved.model.vocab_size;
+    }
     let diffs = crate::config::resume_differences(&saved, &cfg);
     if !diffs.is_empty() {
         crate::usage!(

@@ -624,9 +624,12 @@ fn model_vocab_size_of_exactly_the_tokenizers_ids_is_the_same_model_as_0() {
     )
     .ok();
     run(&["train.steps=3".into()], &["--resume"]).ok();
-    // Another size is still another model.
+    // Another size is still another model, said with the values as written.
     let other = format!("model.vocab_size={}", ids + 1);
-    run(&[other, "train.steps=4".into()], &["--resume"]).usage_error(&["model.vocab_size"]);
+    run(&[other, "train.steps=4".into()], &["--resume"]).usage_error(&[&format!(
+        "model.vocab_size: 0 in the checkpoint, {} now",
+        ids + 1
+    )]);
 }
 
 #[test]

@@ -338,6 +338,16 @@ fn data_prepare_and_verify_name_a_damaged_shard_and_rebuild_it() {
     assert!(again.stdout.contains("(current)"), "{}", again.stdout);
     args[1] = "verify".into();
     assert!(masklm(&args).ok().stdout.contains("every shard checks"));
+    // The same file written another way is the same store, current.
+    let dotted = [
+        args.clone(),
+        vec![
+            "--set".into(),
+            r#"data.train=["./corpora/tinystories/tinystories-validation-head.txt"]"#.into(),
+        ],
+    ]
+    .concat();
+    assert!(masklm(&dotted).ok().stdout.contains("every shard checks"));
 
     let shard = walk(&dir.path().join("cache"))
         .into_iter()

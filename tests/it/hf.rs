@@ -419,6 +419,26 @@ fn export_of_a_trained_model_imports_back_with_identical_logits() {
     );
 }
 
+/// `masklm train` of the tiny config with its files in `dir` (the run in `dir/run`), the
+/// tokenizer `tokenizer`, `sets` and the flags `extra`.
+fn train_with_tokenizer(
+    dir: &Path,
+    tokenizer: &Path,
+    sets: &[String],
+    extra: &[&str],
+) -> common::Run {
+    let mut args: Vec<String> = ["train", "--config", "configs/tiny.toml"]
+        .map(String::from)
+        .into();
+    args.extend(common::isolated(dir));
+    let tok = format!("tokenizer.path={:?}", s(tokenizer));
+    for set in sets.iter().cloned().chain([tok]) {
+        args.extend(["--set".into(), set]);
+    }
+    args.extend(extra.iter().map(|a| a.to_string()));
+    masklm(&args)
+}
+
 /// A tiny run whose embedding has 5 rows more than its tokenizer has ids (`model.vocab_size`, as
 /// NVIDIA's BERT pads 30522 ids to 30528 rows): (its folder, kept alive, run dir, ids, rows).
 fn trained_padded() -> &'static (tempfile::TempDir, PathBuf, usize, usize) {
@@ -431,19 +451,12 @@ fn trained_padded() -> &'static (tempfile::TempDir, PathBuf, usize, usize) {
             .tokenizer
             .vocab_size();
         let tokenizer = plain.parent().unwrap().join("tokenizer.json");
-        let mut args: Vec<String> = ["train", "--config", "configs/tiny.toml"]
-            .map(String::from)
-            .into();
-        args.extend(common::isolated(dir.path()));
-        for s in [
+        let sets = [
             "train.steps=6".to_string(),
             "train.warmup_steps=2".into(),
             format!("model.vocab_size={}", ids + 5),
-            format!("tokenizer.path={:?}", s(&tokenizer)),
-        ] {
-            args.extend(["--set".into(), s]);
-        }
-        masklm(&args).ok();
+        ];
+        train_with_tokenizer(dir.path(), &tokenizer, &sets, &[]).ok();
         let run = dir.path().join("run");
         (dir, run, ids, ids + 5)
     })
@@ -526,21 +539,14 @@ fn a_padded_vocabulary_trains_exports_and_imports_back_with_its_rows() {
     // Far more rows than padding adds (another model's tokenizer?) are kept, with a warning.
     let (_keep_plain, plain) = trained();
     let tokenizer = plain.parent().unwrap().join("tokenizer.json");
-    let mut args: Vec<String> = ["train", "--config", "configs/tiny.toml"]
-        .map(String::from)
-        .into();
     let wide = dir.path().join("wide");
-    args.extend(common::isolated(&wide));
-    for s in [
+    let sets = [
         "train.steps=1".to_string(),
         "train.warmup_steps=0".into(),
         "train.eval_every=0".into(),
         format!("model.vocab_size={}", ids + 1100),
-        format!("tokenizer.path={:?}", s(&tokenizer)),
-    ] {
-        args.extend(["--set".into(), s]);
-    }
-    masklm(&args).ok();
+    ];
+    train_with_tokenizer(&wide, &tokenizer, &sets, &[]).ok();
     let wide_hf = wide.join("hf");
     masklm(&[
         "export",
@@ -571,17 +577,8 @@ fn fewer_embedding_rows_than_tokenizer_ids_are_refused_before_any_work() {
         .unwrap()
         .vocab_size();
     let dir = tempfile::tempdir().unwrap();
-    let mut args: Vec<String> = ["train", "--config", "configs/tiny.toml"]
-        .map(String::from)
-        .into();
-    args.extend(common::isolated(dir.path()));
-    for s in [
-        format!("model.vocab_size={}", ids - 1),
-        format!("tokenizer.path={:?}", s(&tokenizer)),
-    ] {
-        args.extend(["--set".into(), s]);
-    }
-    masklm(&args).usage_error(&[
+    let sets = [format!("model.vocab_size={}", ids - 1)];
+    train_with_tokenizer(dir.path(), &tokenizer, &sets, &[]).usage_error(&[
         &format!(
             "model.vocab_size {} is smaller than the {ids} ids of the tokenizer",
             ids - 1
@@ -602,20 +599,9 @@ fn model_vocab_size_of_exactly_the_tokenizers_ids_is_the_same_model_as_0() {
         .vocab_size();
     let dir = tempfile::tempdir().unwrap();
     let run = |sets: &[String], extra: &[&str]| {
-        let mut args: Vec<String> = ["train", "--config", "configs/tiny.toml"]
-            .map(String::from)
-            .into();
-        args.extend(common::isolated(dir.path()));
-        let base = [
-            format!("tokenizer.path={:?}", s(&tokenizer)),
-            "train.warmup_steps=0".into(),
-            "train.eval_every=0".into(),
-        ];
-        for set in base.iter().chain(sets) {
-            args.extend(["--set".into(), set.clone()]);
-        }
-        args.extend(extra.iter().map(|a| a.to_string()));
-        masklm(&args)
+        let base: [String; 2] = ["train.warmup_steps=0".into(), "train.eval_every=0".into()];
+        let sets = [&base[..], sets].concat();
+        train_with_tokenizer(dir.path(), &tokenizer, &sets, extra)
     };
     let explicit = format!("model.vocab_size={ids}");
     run(

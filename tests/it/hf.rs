@@ -419,6 +419,13 @@ fn export_of_a_trained_model_imports_back_with_identical_logits() {
     );
 }
 
+/// The tokenizer of [`trained`]'s run and its id count.
+fn trained_tokenizer() -> (PathBuf, usize) {
+    let tokenizer = trained().1.parent().unwrap().join("tokenizer.json");
+    let tok = masklm::tokenizer::BertTokenizer::load(&tokenizer).unwrap();
+    (tokenizer, tok.vocab_size())
+}
+
 /// `masklm train` of the tiny config with its files in `dir` (the run in `dir/run`), the
 /// tokenizer `tokenizer`, `sets` and the flags `extra`.
 fn train_with_tokenizer(
@@ -445,12 +452,7 @@ fn trained_padded() -> &'static (tempfile::TempDir, PathBuf, usize, usize) {
     static RUN: OnceLock<(tempfile::TempDir, PathBuf, usize, usize)> = OnceLock::new();
     RUN.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let (_keep, plain) = trained();
-        let ids = checkpoint::load(plain, &Device::flex())
-            .unwrap()
-            .tokenizer
-            .vocab_size();
-        let tokenizer = plain.parent().unwrap().join("tokenizer.json");
+        let (tokenizer, ids) = trained_tokenizer();
         let sets = [
             "train.steps=6".to_string(),
             "train.warmup_steps=2".into(),
@@ -537,8 +539,7 @@ fn a_padded_vocabulary_trains_exports_and_imports_back_with_its_rows() {
     );
 
     // Far more rows than padding adds (another model's tokenizer?) are kept, with a warning.
-    let (_keep_plain, plain) = trained();
-    let tokenizer = plain.parent().unwrap().join("tokenizer.json");
+    let (tokenizer, _) = trained_tokenizer();
     let wide = dir.path().join("wide");
     let sets = [
         "train.steps=1".to_string(),
@@ -571,11 +572,7 @@ fn a_padded_vocabulary_trains_exports_and_imports_back_with_its_rows() {
 
 #[test]
 fn fewer_embedding_rows_than_tokenizer_ids_are_refused_before_any_work() {
-    let (_keep, plain) = trained();
-    let tokenizer = plain.parent().unwrap().join("tokenizer.json");
-    let ids = masklm::tokenizer::BertTokenizer::load(&tokenizer)
-        .unwrap()
-        .vocab_size();
+    let (tokenizer, ids) = trained_tokenizer();
     let dir = tempfile::tempdir().unwrap();
     let sets = [format!("model.vocab_size={}", ids - 1)];
     train_with_tokenizer(dir.path(), &tokenizer, &sets, &[]).usage_error(&[
@@ -592,11 +589,7 @@ fn fewer_embedding_rows_than_tokenizer_ids_are_refused_before_any_work() {
 fn model_vocab_size_of_exactly_the_tokenizers_ids_is_the_same_model_as_0() {
     // The run trained with vocab_size 0; a config that writes the id count is the same
     // embedding, so --init-from and --resume take it.
-    let (_keep, plain) = trained();
-    let tokenizer = plain.parent().unwrap().join("tokenizer.json");
-    let ids = masklm::tokenizer::BertTokenizer::load(&tokenizer)
-        .unwrap()
-        .vocab_size();
+    let (tokenizer, ids) = trained_tokenizer();
     let dir = tempfile::tempdir().unwrap();
     let run = |sets: &[String], extra: &[&str]| {
         let base: [String; 2] = ["train.warmup_steps=0".into(), "train.eval_every=0".into()];
@@ -606,7 +599,7 @@ fn model_vocab_size_of_exactly_the_tokenizers_ids_is_the_same_model_as_0() {
     let explicit = format!("model.vocab_size={ids}");
     run(
         &[explicit.clone(), "train.steps=2".into()],
-        &["--init-from", s(plain)],
+        &["--init-from", s(&trained().1)],
     )
     .ok();
     run(&["train.steps=3".into()], &["--resume"]).ok();

@@ -135,9 +135,14 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     let rows = if a.corpus.is_empty() {
         validation_rows(&cfg, &ck.tokenizer).with_context(|| {
+            let changed = if a.sets.is_empty() {
+                String::new()
+            } else {
+                format!(" as --set {} changes it", a.sets.join(" --set "))
+            };
             format!(
-                "scoring {} of the checkpoint's config {} (its paths are relative to the current \
-                 folder; --corpus, or --set data.valid=[...], scores other text)",
+                "scoring {} of the checkpoint's config {}{changed} (its paths are relative to \
+                 the current folder; --corpus, or --set data.valid=[...], scores other text)",
                 crate::eval::HELD_OUT_TEXT,
                 ck.dir.join(checkpoint::CONFIG_FILE).display()
             )

@@ -28,7 +28,7 @@ pub struct FillMaskArgs {
     /// Texts with one or more [MASK]
     #[arg(value_name = "TEXT")]
     pub texts: Vec<String>,
-    /// A file with one text per line
+    /// A file with one text per line (`-`: standard input)
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
     /// Backend to run the model on
@@ -46,8 +46,13 @@ pub fn run(a: FillMaskArgs) -> Result<()> {
     let cannot = |f: &Path, e: std::io::Error| {
         UsageError::new(format!("cannot read --input {}: {e}", f.display()))
     };
-    let mut input = match &a.input {
-        Some(f) => Some((f, BufReader::new(File::open(f).map_err(|e| cannot(f, e))?))),
+    // `-` is standard input, as in most command-line tools.
+    let mut input: Option<(&PathBuf, Box<dyn BufRead>)> = match &a.input {
+        Some(f) if f.as_os_str() == "-" => Some((f, Box::new(std::io::stdin().lock()))),
+        Some(f) => Some((
+            f,
+            Box::new(BufReader::new(File::open(f).map_err(|e| cannot(f, e))?)),
+        )),
         None => None,
     };
     let device = device_for(a.backend, BackendKey::Flag)?;

@@ -64,7 +64,8 @@ pub fn run(a: ImportArgs) -> Result<()> {
         // another model's tokenizer, whose ids would read the wrong rows.
         if rows > ids.next_multiple_of(1024) {
             eprintln!(
-                "warning: {} rows past the tokenizer's {ids} ids is more than padding adds: check                  that the tokenizer is the one this model was trained with",
+                "warning: {} rows past the tokenizer's {ids} ids is more than padding adds: check \
+                 that the tokenizer is the one this model was trained with",
                 rows - ids
             );
         }

@@ -203,7 +203,16 @@ pub fn check_data(cfg: &Config) -> Result<()> {
         ("data.train", &cfg.data.train),
         ("data.valid", &cfg.data.valid),
     ] {
-        corpus::expand_paths(paths).with_context(|| key.to_string())?;
+        for f in corpus::expand_paths(paths).with_context(|| key.to_string())? {
+            // A file that is there but cannot be opened (permissions) would otherwise be found
+            // only when its text is read, after a tokenizer was trained.
+            std::fs::File::open(&f).map_err(|e| {
+                UsageError::new(format!(
+                    "{key}: corpus file {} cannot be read: {e}",
+                    f.display()
+                ))
+            })?;
+        }
     }
     Ok(())
 }

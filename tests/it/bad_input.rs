@@ -415,6 +415,18 @@ fn inference_export_import_and_plot_bad_inputs() {
             &[],
         ),
         row(
+            "eval: --set data.valid to a missing file, said as the --set's",
+            &[
+                "eval",
+                "--checkpoint",
+                &ck,
+                "--set",
+                &format!("data.valid=[{:?}]", f.s("missing.txt")),
+            ],
+            &["missing.txt", "as --set data.valid="],
+            &[],
+        ),
+        row(
             "eval: data.cache_dir under a file",
             &[
                 "eval",

@@ -559,8 +559,9 @@ fn a_padded_vocabulary_trains_exports_and_imports_back_with_its_rows() {
     .ok();
     let out = import(&wide_hf, &wide.join("back")).ok();
     assert!(
-        out.stderr
-            .contains("warning: 1100 rows past the tokenizer's"),
+        out.stderr.contains(&format!(
+            "1100 rows past the tokenizer's {ids} ids is more than padding adds: check that"
+        )),
         "{}",
         out.stderr
     );

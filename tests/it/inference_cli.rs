@@ -124,7 +124,7 @@ fn fill_mask_answers_each_input_line_as_it_is_read() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_masklm"))
         .args(["fill-mask", "--json", "--checkpoint"])
         .arg(&run)
-        .args(["--input", "/dev/stdin"])
+        .args(["--input", "-"])
         .current_dir(common::ROOT)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

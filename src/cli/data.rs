@@ -14,7 +14,7 @@ use crate::tokenizer::BertTokenizer;
 use crate::train::{Pass, check_batch_fits};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use serde_json::json;
+use serde::Serialize;
 use std::io::Write;
 
 #[derive(Debug, Subcommand)]
@@ -160,7 +160,9 @@ fn preview(a: PreviewArgs) -> Result<()> {
         let pos = (k * cfg.train.batch_size) as u64;
         let b = stream.batch_at(pos)?;
         if a.json {
-            writeln!(out, "{}", batch_json(&b, &tok, pos)).context("writing to standard output")?;
+            serde_json::to_writer(&mut out, &BatchJson::new(&b, &tok, pos))
+                .context("writing to standard output")?;
+            writeln!(out).context("writing to standard output")?;
         } else {
             write_readable(&mut out, &b, &tok, k, pos).context("writing to standard output")?;
         }
@@ -168,19 +170,30 @@ fn preview(a: PreviewArgs) -> Result<()> {
     Ok(())
 }
 
-fn rows<T: Copy>(v: &[T], seq_len: usize) -> Vec<Vec<T>> {
-    v.chunks(seq_len).map(<[T]>::to_vec).collect()
+/// One batch as a JSON line, each id field `[rows][seq_len]`, serialized straight from the
+/// batch's buffers: a batch of millions of tokens never becomes a JSON tree in memory (about
+/// 150 bytes a token). Fields in alphabetical order, as a `serde_json::Value` writes them.
+#[derive(Serialize)]
+struct BatchJson<'a> {
+    attention_mask: Vec<&'a [u8]>,
+    input_ids: Vec<&'a [u32]>,
+    labels: Vec<&'a [i32]>,
+    original_ids: Vec<&'a [u32]>,
+    position: u64,
+    special_ids: crate::tokenizer::SpecialIds,
 }
 
-pub fn batch_json(b: &Batch, tok: &BertTokenizer, position: u64) -> serde_json::Value {
-    json!({
-        "position": position,
-        "input_ids": rows(&b.input_ids, b.seq_len),
-        "attention_mask": rows(&b.attention_mask, b.seq_len),
-        "labels": rows(&b.labels, b.seq_len),
-        "original_ids": rows(&b.original_ids, b.seq_len),
-        "special_ids": tok.specials(),
-    })
+impl<'a> BatchJson<'a> {
+    fn new(b: &'a Batch, tok: &BertTokenizer, position: u64) -> Self {
+        Self {
+            attention_mask: b.attention_mask.chunks(b.seq_len).collect(),
+            input_ids: b.input_ids.chunks(b.seq_len).collect(),
+            labels: b.labels.chunks(b.seq_len).collect(),
+            original_ids: b.original_ids.chunks(b.seq_len).collect(),
+            position,
+            special_ids: tok.specials(),
+        }
+    }
 }
 
 /// Each row as tokens, a selected one shown as `⟦original→input⟧` (`⟦original⟧` when it was

@@ -63,6 +63,23 @@ pub fn hf_files(tok: &BertTokenizer, max_len: usize) -> Result<Vec<(&'static str
     for (k, v) in &specials {
         config[k] = v.clone();
     }
+    // Special added tokens besides BERT's five (an import's [E1], say), as transformers 5 saves
+    // them: without the list, its `all_special_ids` would leave them out, and its collator
+    // would mask them.
+    let added: Value = serde_json::from_str(&tokenizer_json)?;
+    let mut extra: Vec<(u64, &str)> = added["added_tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["special"] == json!(true))
+        .filter_map(|t| Some((t["id"].as_u64()?, t["content"].as_str()?)))
+        .filter(|(_, c)| !crate::tokenizer::SPECIAL_TOKENS.contains(c))
+        .collect();
+    extra.sort();
+    if !extra.is_empty() {
+        let tokens: Vec<&str> = extra.into_iter().map(|(_, c)| c).collect();
+        config["extra_special_tokens"] = json!(tokens);
+    }
     Ok(vec![
         ("tokenizer.json", tokenizer_json),
         // vocab_txt ends with a newline; the caller adds one to every file.
@@ -688,6 +705,21 @@ mod tests {
             // Special added tokens are never masked, as HF's collator never picks them.
             let table = tok.token_table();
             assert!(table.is_special(99) && table.is_special(101) && !table.is_special(100));
+            // Export lists them as transformers 5 saves them, and reads back the same.
+            let files = hf_files(&tok, 64).unwrap();
+            let saved: Value = serde_json::from_str(&files[2].1).unwrap();
+            assert_eq!(saved["extra_special_tokens"], json!(["[E1]", "<ent>"]));
+            let out = tempfile::tempdir().unwrap();
+            for (name, text) in &files {
+                std::fs::write(out.path().join(name), text).unwrap();
+            }
+            let (json, _) = read_hf(out.path()).unwrap();
+            let back = BertTokenizer::from_json(&json, "t").unwrap();
+            let again = |t: &str| back.encode_with_specials(t).unwrap();
+            assert_eq!(
+                again("[E1] Zeta-X <ent> a<ent>b"),
+                ids("[E1] Zeta-X <ent> a<ent>b")
+            );
         }
     }
 

@@ -100,7 +100,12 @@ fn verify(a: ConfigArgs) -> Result<()> {
     let cache = cache_dir(&cfg);
     let (mut problems, mut damaged) = (Vec::new(), false);
     for (what, paths) in corpora(&cfg) {
-        let files = corpus::expand_paths(paths)?;
+        let key = if what == "training" {
+            "data.train"
+        } else {
+            "data.valid"
+        };
+        let files = corpus::expand_paths(paths).with_context(|| key)?;
         let (dir, want) = store::locate(&files, &tok, &cfg.data.text_field, &cache)?;
         let s = match TokenStore::open_if_current(&dir, &want)? {
             Ok(s) => s,

@@ -797,6 +797,19 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
             absent: vec![newtok.clone()],
         },
         Row {
+            what: "data verify: a missing data.valid, named with its key",
+            args: [
+                data_command("verify", Path::new(&other_tok), &f.s("cache")),
+                vec![
+                    "--set".into(),
+                    format!("data.valid=[{:?}]", f.s("missing.txt")),
+                ],
+            ]
+            .concat(),
+            needles: vec!["data.valid".into(), "missing.txt".into()],
+            absent: vec![],
+        },
+        Row {
             what: "train: tokenizer.path under a file",
             args: tiny_train(
                 &f,

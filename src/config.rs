@@ -666,6 +666,12 @@ pub fn resume_differences(saved: &Config, run: &Config) -> Vec<String> {
         .collect()
 }
 
+/// The `section.key` a `--set section.key=value` changes: its text before the first `=`,
+/// trimmed, as [`apply_set`] reads it.
+pub fn set_key(set: &str) -> Option<&str> {
+    set.split_once('=').map(|(key, _)| key.trim())
+}
+
 /// Applies one `section.key=value`. The value is read as TOML when it parses as a TOML value,
 /// else taken as a plain string, so `--set train.backend=flex` works without quotes.
 fn apply_set(table: &mut toml::Table, set: &str) -> Result<(), UsageError> {

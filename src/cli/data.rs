@@ -7,7 +7,7 @@ use crate::data::batches::{Batch, TrainStream};
 use crate::data::masking::IGNORE_LABEL;
 use crate::data::store::{self, TokenStore};
 use crate::data::{
-    Datasets, cache_dir, check_data, corpus, corruption, store_built, tokenizer_for,
+    Datasets, cache_dir, check_data, corpora, corpus, corruption, store_built, tokenizer_for,
 };
 use crate::error::UsageError;
 use crate::tokenizer::BertTokenizer;
@@ -47,15 +47,6 @@ pub fn run(c: DataCommand) -> Result<()> {
         DataCommand::Verify(a) => verify(a),
         DataCommand::Preview(a) => preview(a),
     }
-}
-
-/// The corpora of a config: `data.train`, then `data.valid` when given.
-fn corpora(cfg: &crate::config::Config) -> Vec<(&'static str, &[std::path::PathBuf])> {
-    let mut v = vec![("training", cfg.data.train.as_slice())];
-    if !cfg.data.valid.is_empty() {
-        v.push(("validation", cfg.data.valid.as_slice()));
-    }
-    v
 }
 
 fn describe_store(what: &str, s: &TokenStore) -> String {

@@ -128,7 +128,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let device = device_for(a.backend, BackendKey::Flag)?;
     let ck = checkpoint::load(&a.checkpoint, &device).context("loading the checkpoint")?;
     let cfg = with_sets(&ck.config, &ck.dir, &a.sets)?;
-    crate::data::check_cache_dir(&cfg)?;
+    // The held-out rows come from data.valid, else from a split of data.train.
+    let scored = match (a.corpus.is_empty(), cfg.data.valid.is_empty()) {
+        (false, _) => &a.corpus,
+        (true, false) => &cfg.data.valid,
+        (true, true) => &cfg.data.train,
+    };
+    crate::data::check_cache_dir(&cfg, || Some(ck.tokenizer.clone()), &[scored])?;
     note_untrained_positions(&ck, &cfg);
     if a.corpus.is_empty() {
         note_trained_rows(&ck.config, &cfg);
@@ -152,10 +158,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
     };
     // The run's cap is for its held-out text: text named with --corpus is scored whole unless
     // --set caps it.
-    let cap_set = a.sets.iter().any(|s| {
-        s.split_once('=')
-            .is_some_and(|(key, _)| key.trim() == "data.max_eval_samples")
-    });
+    let cap_set = a
+        .sets
+        .iter()
+        .any(|s| crate::config::set_key(s) == Some("data.max_eval_samples"));
     let cap = if a.corpus.is_empty() || cap_set {
         cfg.data.max_eval_samples
     } else {

@@ -89,12 +89,7 @@ fn check_init_from(cfg: &Config, dir: &Path) -> Result<PathBuf> {
     let path = dir.join(checkpoint::CONFIG_FILE);
     let theirs = checkpoint::read_config(&dir).context("--init-from")?;
     let their_tok = dir.join(checkpoint::TOKENIZER_FILE);
-    // model.vocab_size 0 and the tokenizer's id count are the same embedding.
-    let ids = BertTokenizer::load(&their_tok)?.vocab_size();
-    let mut ours = cfg.clone();
-    if ours.model.same_rows(&theirs.model, ids) {
-        ours.model.vocab_size = theirs.model.vocab_size;
-    }
+    let ours = checkpoint::with_saved_rows(cfg, &theirs, &dir)?;
     // `(key, run's value, checkpoint's value)` of each `[model]` key that decides the weights'
     // shapes or computation and differs.
     let diffs: Vec<(String, String, String)> = crate::config::differences(&ours, &theirs)

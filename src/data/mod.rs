@@ -184,21 +184,58 @@ pub fn cache_dir(cfg: &Config) -> PathBuf {
     }
 }
 
+/// The corpora a config's run reads: `data.train`, and `data.valid` when it names files.
+pub fn corpora(cfg: &Config) -> Vec<(&'static str, &[PathBuf])> {
+    let mut v = vec![("training", cfg.data.train.as_slice())];
+    if !cfg.data.valid.is_empty() {
+        v.push(("validation", cfg.data.valid.as_slice()));
+    }
+    v
+}
+
 /// Refuses, before any work (a tokenizer trained, a corpus read), a token-store folder that
-/// cannot be made or written in.
-pub fn check_cache_dir(cfg: &Config) -> Result<()> {
-    Ok(crate::io::check_output_dir(
-        &cache_dir(cfg),
-        "data.cache_dir",
-    )?)
+/// cannot be made or written in, unless the stores of `corpora` under the tokenizer `tok` gives
+/// (read only then) are all current there: a command that only reads them works from a shared,
+/// read-only cache.
+pub fn check_cache_dir(
+    cfg: &Config,
+    tok: impl FnOnce() -> Option<BertTokenizer>,
+    corpora: &[&[PathBuf]],
+) -> Result<()> {
+    let cache = cache_dir(cfg);
+    let Err(e) = crate::io::check_output_dir(&cache, "data.cache_dir") else {
+        return Ok(());
+    };
+    let Some(tok) = tok() else {
+        return Err(e.into());
+    };
+    let current = |paths: &[PathBuf]| -> Result<bool> {
+        let files = corpus::expand_paths(paths)?;
+        let (dir, want) = store::locate(&files, &tok, &cfg.data.text_field, &cache)?;
+        Ok(TokenStore::open_if_current(&dir, &want)?.is_ok())
+    };
+    // A corpus path that is not there counts as not current: the refusal names the cache, and
+    // the run's own checks name the path.
+    if corpora.iter().all(|p| current(p).unwrap_or(false)) {
+        return Ok(());
+    }
+    Err(e.into())
 }
 
 /// Refuses, before any work, what [`Datasets::prepare`] would otherwise find only after a
-/// tokenizer was trained and a store built: a `data.cache_dir` that cannot be written, a path of
-/// `data.train` or `data.valid` that cannot be read or a folder there without corpus files
-/// (named with its key).
+/// tokenizer was trained and a store built: a `data.cache_dir` that cannot be written (unless
+/// `tokenizer.path` exists and the stores of the config's corpora under it are current there),
+/// a path of `data.train` or `data.valid` that cannot be read or a folder there without corpus
+/// files (named with its key).
 pub fn check_data(cfg: &Config) -> Result<()> {
-    check_cache_dir(cfg)?;
+    let paths: Vec<&[PathBuf]> = corpora(cfg).into_iter().map(|(_, p)| p).collect();
+    let tok = || {
+        let path = &cfg.tokenizer.path;
+        path.is_file()
+            .then(|| BertTokenizer::load(path).ok())
+            .flatten()
+    };
+    check_cache_dir(cfg, tok, &paths)?;
     for (key, paths) in [
         ("data.train", &cfg.data.train),
         ("data.valid", &cfg.data.valid),

@@ -468,6 +468,22 @@ pub fn read_config(dir: &Path) -> Result<crate::config::Config> {
     crate::config::Config::from_toml_str(&text, &crate::config::Source::File(path), &[])
 }
 
+/// `cfg` with `model.vocab_size` as the checkpoint `dir` wrote it in `saved` when both give the
+/// word embedding the same rows over the checkpoint's tokenizer (0 and its id count are the same
+/// embedding), so that comparing `cfg` with `saved` shows only real differences.
+pub fn with_saved_rows(
+    cfg: &crate::config::Config,
+    saved: &crate::config::Config,
+    dir: &Path,
+) -> Result<crate::config::Config> {
+    let ids = crate::tokenizer::BertTokenizer::load(&dir.join(TOKENIZER_FILE))?.vocab_size();
+    let mut cfg = cfg.clone();
+    if cfg.model.same_rows(&saved.model, ids) {
+        cfg.model.vocab_size = saved.model.vocab_size;
+    }
+    Ok(cfg)
+}
+
 pub fn load(dir: &Path, device: &burn::prelude::Device) -> Result<Loaded> {
     let dir = resolve(dir)?;
     load_resolved(&dir, device).map_err(|e| {

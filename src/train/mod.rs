@@ -100,12 +100,7 @@ fn fill_mask_examples(
 fn check_resume_config(cfg: &Config, dir: &Path) -> Result<()> {
     let saved = checkpoint::read_config(dir).context("--resume")?;
     let path = dir.join(checkpoint::CONFIG_FILE);
-    // model.vocab_size 0 and the tokenizer's id count are the same embedding.
-    let ids = BertTokenizer::load(&dir.join(checkpoint::TOKENIZER_FILE))?.vocab_size();
-    let mut cfg = cfg.clone();
-    if cfg.model.same_rows(&saved.model, ids) {
-        cfg.model.vocab_size = saved.model.vocab_size;
-    }
+    let cfg = checkpoint::with_saved_rows(cfg, &saved, dir)?;
     let diffs = crate::config::resume_differences(&saved, &cfg);
     if !diffs.is_empty() {
         crate::usage!(

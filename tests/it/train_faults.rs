@@ -355,24 +355,38 @@ fn sh(cmd: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// A tmpfs mounted at a new folder, unmounted when dropped.
+struct Tmpfs(String);
+
+impl Tmpfs {
+    /// Mounts `size` (`4m`) at `at`: needs root (or CAP_SYS_ADMIN), as CI and the dev machine
+    /// have; `None` where it cannot.
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir(at).unwrap();
+        let m = at.display().to_string();
+        sh(&format!("mount -t tmpfs -o size={size} tmpfs '{m}'")).then_some(Tmpfs(m))
+    }
+
+    fn read_only(&self) {
+        assert!(sh(&format!("mount -o remount,ro '{}'", self.0)));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        sh(&format!("umount '{}'", self.0));
+    }
+}
+
 #[test]
 fn a_full_disk_or_read_only_out_dir_is_a_clear_error_and_keeps_the_last_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let m = mnt.display().to_string();
-    // A 4 MiB tmpfs: needs root (or CAP_SYS_ADMIN), as CI and the dev machine have.
-    if !sh(&format!("mount -t tmpfs -o size=4m tmpfs '{m}'")) {
+    let Some(small) = Tmpfs::mount(&mnt, "4m") else {
         println!("SKIPPED a_full_disk_or_read_only_out_dir…: cannot mount a tmpfs here");
         return;
-    }
-    struct Unmount(String);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            sh(&format!("umount '{}'", self.0));
-        }
-    }
-    let _unmount = Unmount(m.clone());
+    };
+    let m = small.0.clone();
 
     let out = mnt.join("run");
     let with = |steps: &str, resume: bool| {
@@ -414,8 +428,54 @@ fn a_full_disk_or_read_only_out_dir_is_a_clear_error_and_keeps_the_last_checkpoi
 
     // Read-only: refused before any work, as bad input.
     std::fs::remove_file(mnt.join("filler")).unwrap();
-    assert!(sh(&format!("mount -o remount,ro '{m}'")));
+    small.read_only();
     let ro = masklm(&with("train.steps=4", true));
     ro.usage_error(&["train.out_dir", "cannot write in", "Read-only file system"]);
     masklm::train::checkpoint::verify(&ck2).expect("checkpoint-2 intact");
+}
+
+#[test]
+fn a_read_only_cache_serves_its_current_stores_and_refuses_to_build_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // `common::isolated` puts the token stores in dir/cache.
+    let Some(cache) = Tmpfs::mount(&dir.path().join("cache"), "16m") else {
+        println!("SKIPPED a_read_only_cache…: cannot mount a tmpfs here");
+        return;
+    };
+    let steps = [
+        "train.steps=2",
+        "train.eval_every=0",
+        "train.warmup_steps=0",
+    ];
+    masklm(&train_args(dir.path(), &steps)).ok();
+    cache.read_only();
+
+    let run = dir.path().join("run");
+    let run = run.to_str().unwrap();
+    let scored = masklm(&["eval", "--checkpoint", run, "--json"]).ok();
+    assert!(
+        scored.stdout.contains("\"masked_tokens\""),
+        "{}",
+        scored.stdout
+    );
+    let mut preview: Vec<String> = ["data", "preview", "--config", "configs/tiny.toml"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    preview.extend(common::isolated(dir.path()));
+    preview.extend(["--batches".into(), "1".into()]);
+    let shown = masklm(&preview).ok();
+    assert!(shown.stdout.contains("[CLS]"), "{}", shown.stdout);
+
+    // Text with no store there is refused before it is read.
+    let other = dir.path().join("other.txt");
+    std::fs::write(&other, common::tiny_corpus().to_uppercase()).unwrap();
+    masklm(&[
+        "eval",
+        "--checkpoint",
+        run,
+        "--corpus",
+        other.to_str().unwrap(),
+    ])
+    .usage_error(&["data.cache_dir", "cannot write in", "Read-only file system"]);
 }

@@ -236,6 +236,19 @@ fn remove_dead_temporaries(dir: &Path, prefix: &str, suffix: &str) {
 /// write in. `what` names the option or key (`--out`, `train.out_dir`).
 pub fn check_output_dir(dir: &Path, what: &str) -> Result<(), crate::error::UsageError> {
     let fix = format!("choose another {what}");
+    // A link to nothing is not there to `exists()`, yet no folder can be made in its place.
+    let dangling = dir
+        .ancestors()
+        .find(|a| !a.as_os_str().is_empty() && !a.exists() && a.symlink_metadata().is_ok());
+    if let Some(link) = dangling {
+        let target = std::fs::read_link(link).unwrap_or_default();
+        return Err(crate::error::UsageError::new(format!(
+            "{what} {}: {} is a link to {}, which does not exist; make that folder or {fix}",
+            dir.display(),
+            link.display(),
+            target.display()
+        )));
+    }
     let nearest = nearest_existing(dir).map_err(|(i, a)| {
         crate::error::UsageError::new(if i == 0 {
             format!("{what} {} is a file, not a folder; {fix}", dir.display())
@@ -440,6 +453,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("a-file is a file, so no folder"), "{e}");
+        // A link to nothing, as the folder or above it.
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("dangling");
+            std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).unwrap();
+            for out in [link.clone(), link.join("run")] {
+                let e = check_output_dir(&out, "train.out_dir")
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    e.contains("dangling is a link to") && e.contains("nowhere"),
+                    "{e}"
+                );
+            }
+        }
         assert!(check_output_file(&free.join("tokenizer.json"), "--out", "t.json").is_ok());
         let e = check_output_file(&file.join("tokenizer.json"), "--out", "t.json").unwrap_err();
         assert!(e.to_string().contains("a file is in the way"), "{e}");

@@ -3,6 +3,10 @@
 //! Data flows one way: text → ids ([`tokenizer`], [`data::store`]) → rows ([`data::rows`]) →
 //! corrupted batches ([`data::masking`], [`data::batches`]).
 
+// Results go out through `outln!`, messages through `errln!`: `println!` and `eprintln!` panic
+// on a closed pipe.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod bench;
 pub mod cli;
 pub mod config;

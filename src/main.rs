@@ -16,7 +16,7 @@ fn main() {
         if masklm::out::is_broken_pipe(&err) {
             std::process::exit(0);
         }
-        eprintln!("error: {err:#}");
+        masklm::errln!("error: {err:#}");
         std::process::exit(masklm::error::exit_code(&err));
     }
 }

@@ -1,7 +1,8 @@
 //! The commands' results on standard output. `println!` panics when stdout is a closed pipe
 //! (`masklm eval … | head -1`) or a full disk; [`outln!`](crate::outln) returns the error
 //! instead, and `main` ends a command whose reader went away quietly with status 0, as ripgrep
-//! and the classic Unix tools (killed by SIGPIPE) do.
+//! and the classic Unix tools (killed by SIGPIPE) do. Messages go to standard error through
+//! [`errln!`](crate::errln), which does not panic there either.
 
 use anyhow::{Context, Result};
 use std::io::Write;
@@ -12,6 +13,23 @@ macro_rules! outln {
     ($($arg:tt)*) => {
         $crate::out::line(format_args!($($arg)*))
     };
+}
+
+/// Writes one line to standard error, as `eprintln!` would, except that a closed or full
+/// stderr is not a failure: `eprintln!` panics there, and a run's product is its checkpoints and
+/// metrics, not its messages (`masklm train 2>&1 | head -3` trains on once `head` has gone).
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::out::err_line(format_args!($($arg)*))
+    };
+}
+
+/// [`errln!`]'s body: the line and its newline, in one write of the locked (unbuffered) stderr;
+/// an error is dropped.
+pub fn err_line(args: std::fmt::Arguments) {
+    let line = format!("{args}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// [`outln!`]'s body: the line and its newline, written (and so flushed: stdout is

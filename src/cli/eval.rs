@@ -55,7 +55,7 @@ fn note_untrained_positions(ck: &checkpoint::Loaded, cfg: &Config) {
         return;
     };
     if cfg.data.seq_len > trained {
-        eprintln!(
+        crate::errln!(
             "note: data.seq_len {} is longer than the rows this checkpoint was trained on \
              ({trained}): the position embeddings past {trained} are as initialised (unless the \
              run started from imported weights), so the scores are lower for it",
@@ -82,7 +82,7 @@ fn note_trained_rows(saved: &Config, cfg: &Config) {
     } else {
         return;
     };
-    eprintln!(
+    crate::errln!(
         "note: scoring the first {}% of data.train's rows scores text this checkpoint trained on: \
          {why}",
         now.validation_split_percentage
@@ -170,7 +170,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let all = rows.len();
     let rows = crate::eval::scored_rows(&rows, cap);
     if rows.len() < all {
-        eprintln!(
+        crate::errln!(
             "note: scoring the first {} of {all} rows (data.max_eval_samples; --set \
              data.max_eval_samples=0 scores them all)",
             rows.len()
@@ -205,7 +205,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let unknown =
         crate::eval::unknown_clause(crate::eval::unknown_share(&rows, &ck.tokenizer.specials())?);
     if !unknown.is_empty() {
-        eprintln!("note: {what} is scored on its known tokens only{unknown}");
+        crate::errln!("note: {what} is scored on its known tokens only{unknown}");
     }
     let r = evaluate(
         &ck.model,

@@ -159,7 +159,7 @@ impl Answers {
             Err(e) => {
                 self.failed += 1;
                 let message = format!("{}: {e:#}", what());
-                eprintln!("error: {message}");
+                crate::errln!("error: {message}");
                 if self.json {
                     crate::outln!("{}", serde_json::json!({ "error": message }))?;
                 }
@@ -177,7 +177,7 @@ impl Answers {
         let len = self.ck.tokenizer.encode_with_specials(text)?.len();
         if len > trained {
             self.noted = true;
-            eprintln!(
+            crate::errln!(
                 "note: {} is {len} tokens long with [CLS] and [SEP], longer than the rows this \
                  checkpoint was trained on (data.seq_len {trained}): the position embeddings past \
                  {trained} are as initialised (unless the run started from imported weights), so \

@@ -63,7 +63,7 @@ pub fn run(a: ImportArgs) -> Result<()> {
         // of 8; Megatron's: of 128 per tensor-parallel rank); many more rows than that suggest
         // another model's tokenizer, whose ids would read the wrong rows.
         if rows > ids.next_multiple_of(1024) {
-            eprintln!(
+            crate::errln!(
                 "warning: {} rows past the tokenizer's {ids} ids is more than padding adds: check \
                  that the tokenizer is the one this model was trained with",
                 rows - ids

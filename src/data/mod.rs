@@ -56,7 +56,7 @@ fn load_or_train_tokenizer_unchecked(cfg: &Config) -> Result<(BertTokenizer, boo
         let t = &cfg.tokenizer;
         if tok.vocab_size() != t.vocab_size || lowercase != t.lowercase {
             let case = |lower: bool| if lower { "uncased" } else { "cased" };
-            eprintln!(
+            crate::errln!(
                 "note: using the existing tokenizer {} ({} tokens, {}) as it is; \
                  tokenizer.vocab_size {} and tokenizer.lowercase {} ({}) only shape a new one \
                  (delete the file to train one)",
@@ -73,7 +73,7 @@ fn load_or_train_tokenizer_unchecked(cfg: &Config) -> Result<(BertTokenizer, boo
     let corpus = [&cfg.data.train[..], &cfg.data.valid[..]].concat();
     BertTokenizer::check_save_path(path, "tokenizer.path", &corpus)?;
     let files = corpus::expand_paths(&cfg.data.train)?;
-    eprintln!(
+    crate::errln!(
         "training a WordPiece tokenizer (vocab {}) on {} → {}",
         cfg.tokenizer.vocab_size,
         store::describe(&files),
@@ -133,14 +133,14 @@ pub fn train_tokenizer(
         .into());
     }
     if tok.vocab_size() < vocab_size {
-        eprintln!(
+        crate::errln!(
             "note: {} gave a vocabulary of {} tokens, fewer than the {vocab_size} asked: \
              WordPiece stops when no two pieces are left to merge (a larger corpus gives more)",
             store::describe(files),
             tok.vocab_size()
         );
     } else if tok.vocab_size() > vocab_size {
-        eprintln!(
+        crate::errln!(
             "note: {} gave a vocabulary of {} tokens, more than the {vocab_size} asked: WordPiece \
              keeps the special tokens and every character of the corpus (up to {}), as HF's \
              trainer does, before it merges any",
@@ -160,7 +160,7 @@ fn warn_if_overlapping(train_files: &[PathBuf], valid: &RowSet) {
     let trained: Vec<PathBuf> = train_files.iter().map(real).collect();
     for s in &valid.store.manifest().sources {
         if trained.contains(&real(&s.path)) {
-            eprintln!(
+            crate::errln!(
                 "note: data.valid file {} is also in data.train, so evaluation scores text the \
                  model trains on, not held-out text",
                 s.path.display()

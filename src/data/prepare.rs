@@ -324,7 +324,7 @@ fn write_store(
     f.write_all(&json)?;
     f.sync_all()?;
     let secs = start.elapsed().as_secs_f64();
-    eprintln!(
+    crate::errln!(
         "tokenized {} ({}) in {secs:.1} s ({:.1} MB/s): {} tokens, {} lines, {} documents, {} \
          shard(s), {}",
         store::describe(files),
@@ -337,7 +337,7 @@ fn write_store(
         store::megabytes(manifest.bytes())
     );
     if let Some(note) = repeats.warning(&store::describe(files)) {
-        eprintln!("{note}");
+        crate::errln!("{note}");
     }
     Ok(())
 }

@@ -649,7 +649,7 @@ pub fn open_or_prepare(
         Ok(store) => Ok((store, false)),
         Err(why) => {
             if why != "not prepared yet" {
-                eprintln!("corpus store {}: {why}; tokenizing again", dir.display());
+                crate::errln!("corpus store {}: {why}; tokenizing again", dir.display());
             }
             let built = super::prepare::prepare(files, tok, want, &dir, SHARD_TOKENS)?;
             // The sources stated again: a file changed while it was read makes the store stale.

@@ -151,7 +151,7 @@ pub fn export(ck: &checkpoint::Loaded, out: &Path, force: bool) -> Result<Vec<Pa
         .map(|n| out.join(n))
         .filter(|p| p.exists())
     {
-        eprintln!(
+        crate::errln!(
             "note: {} is not masklm's (it was in --out before); transformers reads it with the \
              export, so remove it",
             stale.display()

@@ -170,7 +170,7 @@ pub fn read_hf(hf_dir: &Path) -> Result<(String, PathBuf)> {
             "without a tokenizer_config.json, transformers takes the defaults".into()
         };
         if let Some(said) = flags_said {
-            eprintln!(
+            crate::errln!(
                 "note: {name}'s normalizer says {said}, but {source} {}, which transformers \
                  applies over it: masklm does too",
                 flags.describe()
@@ -178,7 +178,7 @@ pub fn read_hf(hf_dir: &Path) -> Result<(String, PathBuf)> {
         }
         if !replaced.is_empty() {
             let class = class.as_deref().unwrap_or("BertTokenizer (the default)");
-            eprintln!(
+            crate::errln!(
                 "note: {name}'s {} {} not BERT's; its tokenizer_class {class} makes transformers 5 \
                  build BERT's from the vocabulary, and masklm does too (tokenizer_class \
                  PreTrainedTokenizerFast in {} would keep the file as it is)",
@@ -548,7 +548,7 @@ fn add_folder_tokens(
         if let Some((id, path)) = file_id
             && got != Some(id)
         {
-            eprintln!(
+            crate::errln!(
                 "note: {} gives {:?} id {id}, but it takes id {} (a token already in the \
                  vocabulary keeps its id, a new one takes the next), as transformers numbers it",
                 path.display(),

@@ -25,7 +25,7 @@ pub const STATE_FILE: &str = "state.json";
 pub const CONFIG_FILE: &str = "config.toml";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const CHECKSUMS_FILE: &str = "checksums.json";
-const LOCK_FILE: &str = ".train.lock";
+pub const LOCK_FILE: &str = ".train.lock";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
@@ -213,7 +213,7 @@ fn prune(out_dir: &Path, keep: usize, written: &Path) -> Result<()> {
         let trash = trash_name(out_dir, old);
         match fs::rename(old, &trash) {
             Ok(()) => remove_or_warn(&trash, old),
-            Err(e) => eprintln!(
+            Err(e) => crate::errln!(
                 "warning: old checkpoint {} cannot be removed ({e}); it is kept",
                 old.display()
             ),
@@ -233,7 +233,7 @@ fn remove_or_warn(trash: &Path, was: &Path) {
         } else {
             trash
         };
-        eprintln!(
+        crate::errln!(
             "warning: old checkpoint {} cannot be removed ({e}); it is kept as {}",
             was.display(),
             back.display()
@@ -257,7 +257,7 @@ pub fn remove_stale_temporaries(out_dir: &Path) -> Result<()> {
             && path.is_dir()
             && let Err(e) = fs::remove_dir_all(&path)
         {
-            eprintln!(
+            crate::errln!(
                 "warning: the unfinished {} cannot be removed ({e}); remove it by hand",
                 path.display()
             );
@@ -343,7 +343,7 @@ pub fn latest_valid(out_dir: &Path) -> Result<Option<PathBuf>> {
     for (_, dir) in list(out_dir)?.into_iter().rev() {
         match verify(&dir) {
             Ok(()) => return Ok(Some(dir)),
-            Err(e) => eprintln!("warning: {e:#}; falling back to the previous checkpoint"),
+            Err(e) => crate::errln!("warning: {e:#}; falling back to the previous checkpoint"),
         }
     }
     Ok(None)

@@ -494,7 +494,7 @@ fn gpu_device(backend: BackendName, key: BackendKey, device: Device) -> Result<D
     // A kernel that failed to compile (NVRTC's log, the source) says why past its first line.
     if lines.next().is_some() {
         let shown: String = full.chars().take(8000).collect();
-        eprintln!("note: the device's first failure, in full:\n{shown}");
+        crate::errln!("note: the device's first failure, in full:\n{shown}");
     }
     let need = if backend == BackendName::Cuda {
         "an NVIDIA GPU with its driver (libcuda.so.1), NVRTC (libnvrtc.so, e.g. from pip's \

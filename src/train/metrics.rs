@@ -83,12 +83,14 @@ impl MetricsLog {
 }
 
 /// What the rows of steps up to `step` hold, for a run resumed at `step`.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Logged {
     /// A row says the device (a run's first row does).
     pub device: bool,
     /// An evaluation row at `step` itself.
     pub eval_at_step: bool,
+    /// The training loss of the last step row.
+    pub last_loss: Option<f64>,
 }
 
 /// Reads what the rows of steps up to `step` hold (streamed; a missing file holds nothing).
@@ -107,6 +109,9 @@ pub fn logged_up_to(out_dir: &Path, step: u64) -> Result<Logged> {
             Some(s) if s <= step => {
                 logged.device |= row.get("device").is_some();
                 logged.eval_at_step |= s == step && row.get("eval_loss").is_some();
+                if let Some(loss) = row.get("loss").and_then(Value::as_f64) {
+                    logged.last_loss = Some(loss);
+                }
             }
             _ => {}
         }

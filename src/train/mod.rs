@@ -103,10 +103,19 @@ fn check_resume_config(cfg: &Config, dir: &Path) -> Result<()> {
     let cfg = checkpoint::with_saved_rows(cfg, &saved, dir)?;
     let diffs = crate::config::resume_differences(&saved, &cfg);
     if !diffs.is_empty() {
+        // A run folder moved since: the saved config names where it was.
+        let here = if saved.train.out_dir == cfg.train.out_dir {
+            String::new()
+        } else {
+            format!(
+                " --set train.out_dir={:?}",
+                cfg.train.out_dir.display().to_string()
+            )
+        };
         crate::usage!(
             "--resume: the run's config differs from the one {} was trained with, so the resumed \
-             steps would not be the interrupted run's:\n  - {}\nResume with --config {} (only \
-             these keys may change: {}), or start a new run in another train.out_dir",
+             steps would not be the interrupted run's:\n  - {}\nResume with --config {}{here} \
+             (only these keys may change: {}), or start a new run in another train.out_dir",
             dir.display(),
             diffs.join("\n  - "),
             path.display(),
@@ -124,6 +133,9 @@ struct ResumePoint {
     state: TrainState,
     device_logged: bool,
     owed_eval: bool,
+    /// The loss its last logged step row holds (NaN: none), which the run reports if it logs no
+    /// step of its own (only the owed evaluation was left).
+    last_loss: f64,
 }
 
 /// Finds the [`ResumePoint`] of `cfg`'s run, refusing one without a checkpoint, with another
@@ -166,14 +178,28 @@ fn resume_point(cfg: &Config) -> Result<ResumePoint> {
         state,
         device_logged: logged.device,
         owed_eval,
+        last_loss: logged.last_loss.unwrap_or(f64::NAN),
     })
+}
+
+/// Refuses a fresh run into an `out_dir` that holds checkpoints (another run's).
+fn refuse_checkpoints(out_dir: &Path) -> Result<()> {
+    if let Some(dir) = checkpoint::latest(out_dir)? {
+        crate::usage!(
+            "{} already holds checkpoints ({}); pass --resume to continue that run, or choose \
+             another train.out_dir",
+            out_dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Prints `line` above the progress bar, or on stderr where the bar does not draw (not a
 /// terminal: it then prints nothing of `println`).
 fn say(bar: &ProgressBar, line: String) {
     if bar.is_hidden() {
-        eprintln!("{line}");
+        crate::errln!("{line}");
     } else {
         bar.println(line);
     }
@@ -192,6 +218,30 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     // Where the run writes, before any minute is spent on data.
     crate::io::check_output_dir(&t.out_dir, "train.out_dir")?;
     crate::data::check_data(cfg)?;
+    for f in [metrics::FILE, checkpoint::LOCK_FILE] {
+        let path = t.out_dir.join(f);
+        if path.is_dir() {
+            crate::usage!(
+                "{} is a folder, where the run writes its {f}; move it away or choose another \
+                 train.out_dir",
+                path.display()
+            );
+        }
+    }
+    // A folder's corpus files are every .jsonl below it: the run's metrics.jsonl there would
+    // become text to the run's own --resume and eval.
+    let corpus = [&cfg.data.train[..], &cfg.data.valid[..]].concat();
+    let log = t.out_dir.join(metrics::FILE);
+    if let Some(folder) = crate::data::corpus::folder_holding(&corpus, &log) {
+        crate::usage!(
+            "train.out_dir {} is inside the corpus folder {}: its {} would be read as text by \
+             every later run on that folder (this run's --resume and eval included); choose a \
+             train.out_dir outside it",
+            t.out_dir.display(),
+            folder.display(),
+            metrics::FILE
+        );
+    }
     // A run folder holds checkpoint-N folders; one checkpoint's or an export's files at its top
     // would be read as the run's by eval, fill-mask and export.
     let holds = |f: &str| t.out_dir.join(f).is_file();
@@ -229,14 +279,8 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     // What to resume from, and whether anything is left to do, before any minute of data.
     let resume_from = if resume {
         Some(resume_point(cfg)?)
-    } else if let Some(dir) = checkpoint::latest(&t.out_dir)? {
-        crate::usage!(
-            "{} already holds checkpoints ({}); pass --resume to continue that run, or choose \
-             another train.out_dir",
-            t.out_dir.display(),
-            dir.display()
-        );
     } else {
+        refuse_checkpoints(&t.out_dir)?;
         None
     };
     let data_start = Instant::now();
@@ -253,7 +297,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     } else {
         String::new()
     };
-    eprintln!(
+    crate::errln!(
         "data: {} training rows, {} validation rows{scored_note}, ready in {:.2} s",
         data.train.len(),
         data.valid.len(),
@@ -262,7 +306,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     // The stream wraps around the rows, so a step of more rows than there are repeats some.
     let step_rows = (t.batch_size as u64).saturating_mul(t.grad_accum_steps as u64);
     if step_rows > data.train.len() as u64 {
-        eprintln!(
+        crate::errln!(
             "note: a step takes {step_rows} rows (train.batch_size × train.grad_accum_steps) but \
              the corpus gives {} training rows, so each step sees some rows more than once; add \
              text or lower train.batch_size",
@@ -280,7 +324,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     )?;
     let examples = fill_mask_examples(cfg, &tok, &corruption.table, &data.train.store)?;
     let device = device_info(t.backend, &base);
-    eprintln!("device: {device}");
+    crate::errln!("device: {device}");
     seed_device(&base, t.seed);
     let train_dev = base.clone().autodiff();
     let bert = BertConfig::new(&cfg.model, tok.vocab_size(), tok.specials().pad);
@@ -292,7 +336,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         model = model
             .try_load_record(record)
             .map_err(|e| anyhow::anyhow!("--init-from: loading {}: {e:?}", dir.display()))?;
-        eprintln!(
+        crate::errln!(
             "initialised from {} (fresh optimizer, step 0)",
             dir.display()
         );
@@ -319,14 +363,18 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         None => {
             std::fs::create_dir_all(&t.out_dir)
                 .with_context(|| format!("creating {}", t.out_dir.display()))?;
-            checkpoint::lock(&t.out_dir)?
+            let lock = checkpoint::lock(&t.out_dir)?;
+            // Another run may have made the folder, and trained into it, since the check above.
+            refuse_checkpoints(&t.out_dir)?;
+            lock
         }
     };
     checkpoint::remove_stale_temporaries(&t.out_dir)?;
 
-    // Whether a row of this run said the device, and whether the evaluation at the resumed
-    // step is owed: a kill during the evaluation that follows a checkpoint lost it.
-    let (mut device_logged, mut owed_eval) = (false, false);
+    // Whether a row of this run said the device, whether the evaluation at the resumed step is
+    // owed (a kill during the evaluation that follows a checkpoint lost it), and the last loss
+    // logged.
+    let (mut device_logged, mut owed_eval, mut last_loss) = (false, false, f64::NAN);
     if let Some(point) = resume_from {
         let dir = point.dir;
         let tok_path = dir.join(checkpoint::TOKENIZER_FILE);
@@ -370,10 +418,11 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             data: Some(fingerprint.clone()),
             ..saved
         };
-        (device_logged, owed_eval) = (point.device_logged, point.owed_eval);
+        (device_logged, owed_eval, last_loss) =
+            (point.device_logged, point.owed_eval, point.last_loss);
         last_ckpt = dir.clone();
         metrics::truncate_after(&t.out_dir, state.step)?;
-        eprintln!(
+        crate::errln!(
             "resuming from {} (step {}, stream row {})",
             dir.display(),
             state.step,
@@ -424,7 +473,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             &base,
         )
     };
-    let (mut last_loss, mut last_eval) = (f64::NAN, None);
+    let mut last_eval = None;
     if owed_eval {
         let r = valid_eval(&model)?;
         let what = "the interrupted run's evaluation";

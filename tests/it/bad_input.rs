@@ -674,6 +674,9 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
         "{\"body\": \"the cat sat on the mat\"}\n".repeat(200),
     )
     .unwrap();
+    std::fs::create_dir_all(f.path("corpdir")).unwrap();
+    std::fs::copy(f.path("corpus.txt"), f.path("corpdir/corpus.txt")).unwrap();
+    std::fs::create_dir_all(f.path("blocked/metrics.jsonl")).unwrap();
     let under_file = f.s("plain.txt/sub");
     let (newtok, newvocab) = (f.path("newtok/tokenizer.json"), f.path("newtok/vocab.txt"));
     let newrun = f.path("newrun");
@@ -776,6 +779,28 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
             what: "train: train.out_dir under a file",
             args: tiny_train(&f, &[format!("train.out_dir={under_file:?}")]),
             needles: vec!["train.out_dir".into(), "plain.txt is a file".into()],
+            absent: vec![newtok.clone()],
+        },
+        Row {
+            what: "train: train.out_dir inside a corpus folder, whose metrics.jsonl is text there",
+            args: tiny_train(
+                &f,
+                &[
+                    format!("data.train=[{:?}]", f.s("corpdir")),
+                    format!("train.out_dir={:?}", f.s("corpdir/run")),
+                ],
+            ),
+            needles: vec![
+                "inside the corpus folder".into(),
+                "corpdir".into(),
+                "metrics.jsonl".into(),
+            ],
+            absent: vec![newtok.clone(), f.path("corpdir/run")],
+        },
+        Row {
+            what: "train: a folder where the run's metrics.jsonl goes",
+            args: tiny_train(&f, &[format!("train.out_dir={:?}", f.s("blocked"))]),
+            needles: vec!["metrics.jsonl is a folder".into()],
             absent: vec![newtok.clone()],
         },
         Row {

@@ -162,6 +162,10 @@ fn an_evaluation_cut_short_after_its_checkpoint_is_run_on_resume() {
         r.stderr
     );
     assert_eq!(evals(&rows(&c.join("metrics.jsonl"))), evals(&full));
+    // Its summary gives the last logged loss, though the resumed run trained no step.
+    let last = full.iter().rev().find_map(|r| r["loss"].as_f64()).unwrap();
+    let said = format!("trained 4 steps; last loss {last:.4}");
+    assert!(r.stdout.contains(&said), "{said:?} in {}", r.stdout);
     // Now nothing is owed: a resume is refused, before any data is prepared.
     let refused = train(&c, &tok, &resume).usage_error(&["nothing is left to train"]);
     assert!(
@@ -364,6 +368,14 @@ fn resume_refuses_a_changed_config_and_allows_cadence_keys() {
         "data.seq_len: 24 in the checkpoint, 20 now",
         "checkpoint-2/config.toml",
     ]);
+    // Moved since: the advice names the folder it is in now.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&out, &moved).unwrap();
+    train(&moved, &tok, &changed).usage_error(&[&format!(
+        "moved/checkpoint-2/config.toml --set train.out_dir={:?}",
+        moved.display().to_string()
+    )]);
+    std::fs::rename(&moved, &out).unwrap();
     // More steps, other cadences and logging: the same computation, so it resumes.
     let mut longer = base.to_vec();
     longer.extend([

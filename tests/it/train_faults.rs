@@ -479,3 +479,26 @@ fn a_read_only_cache_serves_its_current_stores_and_refuses_to_build_one() {
     ])
     .usage_error(&["data.cache_dir", "cannot write in", "Read-only file system"]);
 }
+
+#[test]
+fn a_run_whose_stderr_reader_has_gone_trains_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = [
+        "train.steps=3",
+        "train.eval_every=0",
+        "train.warmup_steps=0",
+    ];
+    let mut run = Command::new(env!("CARGO_BIN_EXE_masklm"))
+        .args(train_args(dir.path(), &steps))
+        .current_dir(common::ROOT)
+        .env("BURN_DEVICE", "flex")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `masklm train 2>&1 | head -1` once head has gone: every message meets a closed pipe.
+    drop(run.stderr.take());
+    let status = run.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    masklm::train::checkpoint::verify(&dir.path().join("run/checkpoint-3")).unwrap();
+}

@@ -3,8 +3,8 @@
 //! A corpus PATH is a file or a folder (every corpus file below it, in sorted order; hidden
 //! entries skipped). Formats, by file name in any case: plain text (`.txt`, or any other name),
 //! where a blank line (empty or whitespace only) separates documents; JSON Lines (`.jsonl`, or
-//! `.json` named on its own), one document per record in its text field (`data.text_field`,
-//! `"text"` by default, as HF `datasets` writes it); and either of them compressed, `.gz` or
+//! `.json` named on its own), one document, as one line, per record in its text field
+//! (`data.text_field`, `"text"` by default, as HF `datasets` writes it); and either of them compressed, `.gz` or
 //! `.zst`, decoded as it streams (`corpus.jsonl.zst`). Text is UTF-8. A line ends at "\n",
 //! "\r\n" or a lone "\r" (old Mac OS files), as Python's universal newlines, with which HF
 //! `datasets` reads text files, end it.
@@ -73,7 +73,8 @@ fn decompressor(path: &Path) -> Option<&'static str> {
 }
 
 /// The text stream of one corpus file: decompressed by its last suffix (`.gz`, `.zst`), then,
-/// for `.jsonl`, the text field of each record followed by a blank line (a record is a document).
+/// for `.jsonl`, the text field of each record as one line followed by a blank line (a record is
+/// a document).
 /// `read`: a counter of the file's bytes read (compressed bytes for a compressed file).
 fn open_text(
     path: &Path,
@@ -169,6 +170,10 @@ impl<R: BufRead> JsonlText<R> {
                 return Ok(false);
             }
             self.line_no += 1;
+            // A UTF-8 byte order mark (Windows editors write one) before the first record.
+            if self.line_no == 1 && self.record.starts_with(b"\xef\xbb\xbf") {
+                self.record.drain(..3);
+            }
             if self.record.len() as u64 > MAX_JSONL_RECORD {
                 let limit = crate::io::size_words(MAX_JSONL_RECORD);
                 return Err(self.bad(format!("a record longer than {limit}; split the document")));
@@ -204,12 +209,19 @@ impl<R: BufRead> JsonlText<R> {
                     json_kind(field)
                 )));
             };
-            // A record is one document: its blank lines (between paragraphs) are dropped, so
-            // that the one blank line after it is its only document end. Its lines end as a
-            // file's do, a lone "\r" included.
+            // A record is one document and one line (one row in line packing, as HF's
+            // `--line_by_line` takes a JSON record whole): its lines, split as a file's are ("\r"
+            // included), are joined with spaces, which BERT's pre-tokenizer splits at as it does
+            // at line ends; blank ones are dropped. The one blank line after it is its only
+            // document end.
             self.out.clear();
             for line in text.split(['\n', '\r']).filter(|l| !l.trim().is_empty()) {
+                if !self.out.is_empty() {
+                    self.out.push(b' ');
+                }
                 self.out.extend_from_slice(line.as_bytes());
+            }
+            if !self.out.is_empty() {
                 self.out.push(b'\n');
             }
             self.out.push(b'\n');
@@ -591,17 +603,26 @@ mod tests {
         let want = texts(&read(dir.path(), "a.txt", plain.as_bytes(), "text").unwrap());
         assert_eq!(want.len(), 3);
         // One record per document; a blank line between records is allowed; other fields ignored.
+        // A record's lines are one line.
         let jsonl = concat!(
             r#"{"id": 1, "text": "first doc.\nits second line"}"#,
             "\n\n",
             r#"{"text": "second doc: \"quoted\", \u00e9", "meta": {"x": [1]}}"#,
             "\n"
         );
+        let want_jsonl = [
+            ("first doc. its second line".to_string(), true),
+            (want[2].0.clone(), true),
+        ];
         let got = read(dir.path(), "a.jsonl", jsonl.as_bytes(), "text").unwrap();
-        assert_eq!(texts(&got), want);
+        assert_eq!(texts(&got), want_jsonl);
         let other = jsonl.replace("\"text\"", "\"body\"");
         let got = read(dir.path(), "b.jsonl", other.as_bytes(), "body").unwrap();
-        assert_eq!(texts(&got), want);
+        assert_eq!(texts(&got), want_jsonl);
+        // A byte order mark before the first record is not part of it.
+        let bom = [b"\xef\xbb\xbf".as_slice(), jsonl.as_bytes()].concat();
+        let got = read(dir.path(), "bom.jsonl", &bom, "text").unwrap();
+        assert_eq!(texts(&got), want_jsonl);
 
         let gz = |b: &[u8]| {
             let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -616,6 +637,7 @@ mod tests {
             ("c.jsonl.zst", zst(jsonl.as_bytes())),
         ] {
             let got = read(dir.path(), name, &bytes, "text").unwrap();
+            let want = if name.contains("jsonl") { &want_jsonl[..] } else { &want[..] };
             assert_eq!(texts(&got), want, "{name}");
         }
     }
@@ -800,7 +822,7 @@ mod tests {
     }
 
     #[test]
-    fn a_json_lines_record_is_one_document_whatever_its_blank_lines() {
+    fn a_json_lines_record_is_one_document_and_one_line_whatever_its_blank_lines() {
         let dir = tempfile::tempdir().unwrap();
         let jsonl = concat!(
             r#"{"text": "Para one.\n\nPara two.\n \nPara three.\r\rPara four."}"#,
@@ -812,10 +834,7 @@ mod tests {
         for name in ["a.jsonl", "a.JSON"] {
             let got = read(dir.path(), name, jsonl.as_bytes(), "text").unwrap();
             let want = [
-                ("Para one.", true),
-                ("Para two.", false),
-                ("Para three.", false),
-                ("Para four.", false),
+                ("Para one. Para two. Para three. Para four.", true),
                 ("next", true),
             ]
             .map(|(t, d)| (t.to_string(), d));

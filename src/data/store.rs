@@ -42,7 +42,7 @@ compile_error!(
 );
 
 /// Bumped whenever the shard layout or what goes into it changes: older stores are rebuilt.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 pub const SHARD_MAGIC: &[u8; 8] = b"MLMSHD02";
 pub const HEADER_BYTES: usize = 64;
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -78,7 +78,9 @@ impl Source {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos() as u64);
         Ok(Source {
-            path: path.to_path_buf(),
+            // Absolute, as the store's folder is named: a store is shared by runs from other
+            // folders, and its manifest must name the same files for each.
+            path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
             size: meta.len(),
             mtime_ns,
         })

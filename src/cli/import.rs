@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// An HF folder: config.json, model.safetensors or pytorch_model.bin, tokenizer.json or
-    /// vocab.txt
+    /// An HF folder: config.json, model.safetensors or pytorch_model.bin (or a sharded
+    /// checkpoint's index and shards), tokenizer.json or vocab.txt
     #[arg(long, value_name = "HF_DIR")]
     pub hf: PathBuf,
     /// The checkpoint folder to write (model.bpk, config.toml, tokenizer.json, state.json)

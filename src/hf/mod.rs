@@ -163,7 +163,8 @@ pub fn export(ck: &checkpoint::Loaded, out: &Path, force: bool) -> Result<Vec<Pa
 /// What `masklm import` did.
 pub struct Imported {
     pub dir: PathBuf,
-    /// The weights file read (model.safetensors or pytorch_model.bin).
+    /// The weights file read (model.safetensors, pytorch_model.bin, or a sharded checkpoint's
+    /// index).
     pub weights_file: PathBuf,
     /// Where the tokenizer came from (tokenizer.json or vocab.txt).
     pub tokenizer_source: PathBuf,

@@ -109,47 +109,95 @@ pub fn load(mut model: BertForMaskedLM, hf_dir: &Path, hf: &HfConfig) -> Result<
     })
 }
 
-/// The tensors of `hf_dir`'s weights file by key: model.safetensors, else pytorch_model.bin.
+/// The tensors of `hf_dir`'s weights by key, from the first of what transformers'
+/// `from_pretrained` looks for in a local folder, in its order: `model.safetensors`, a sharded
+/// safetensors checkpoint's `model.safetensors.index.json`, `pytorch_model.bin`, a sharded
+/// `pytorch_model.bin.index.json`. The path returned names what was read.
 fn read_file(hf_dir: &Path) -> Result<(PathBuf, BTreeMap<String, PackTensor>)> {
-    let st = hf_dir.join("model.safetensors");
-    let bin = hf_dir.join("pytorch_model.bin");
-    let unreadable = |p: &Path, e: String| {
-        UsageError::new(format!(
-            "cannot read {}: {e}; re-save it with transformers' save_pretrained",
-            p.display()
-        ))
-    };
-    if st.is_file() {
-        let mut store = SafetensorsStore::from_file(&st);
-        let map = store
-            .get_all_tensors()
-            .map_err(|e| unreadable(&st, e.to_string()))?;
-        return Ok((st, map.clone()));
-    }
-    if bin.is_file() {
-        let mut store = PytorchStore::from_file(&bin).map_indices_contiguous(false);
-        let map = store
-            .get_all_tensors()
-            .map_err(|e| unreadable(&bin, e.to_string()))?;
-        return Ok((bin, map.clone()));
-    }
-    for index in [
-        "model.safetensors.index.json",
-        "pytorch_model.bin.index.json",
+    for (name, sharded) in [
+        ("model.safetensors", false),
+        ("model.safetensors.index.json", true),
+        ("pytorch_model.bin", false),
+        ("pytorch_model.bin.index.json", true),
     ] {
-        if hf_dir.join(index).is_file() {
-            crate::usage!(
-                "{} is a sharded checkpoint ({index}); masklm reads one file: re-save it with \
-                 save_pretrained(max_shard_size=\"10GB\")",
-                hf_dir.display()
-            );
+        let path = hf_dir.join(name);
+        if !path.is_file() {
+            continue;
         }
+        let tensors = if sharded {
+            read_shards(hf_dir, &path)?
+        } else {
+            read_one(&path)?
+        };
+        return Ok((path, tensors));
     }
     crate::usage!(
-        "{} has neither model.safetensors nor pytorch_model.bin; give a folder written by \
-         transformers' save_pretrained",
+        "{} has neither model.safetensors nor pytorch_model.bin (nor a sharded checkpoint's \
+         index of either); give a folder written by transformers' save_pretrained",
         hf_dir.display()
     )
+}
+
+/// The tensors of one weights file, safetensors or PyTorch's by its name.
+fn read_one(path: &Path) -> Result<BTreeMap<String, PackTensor>> {
+    let unreadable = |e: String| {
+        UsageError::new(format!(
+            "cannot read {}: {e}; re-save it with transformers' save_pretrained",
+            path.display()
+        ))
+    };
+    let map = if path.extension().is_some_and(|e| e == "safetensors") {
+        SafetensorsStore::from_file(path)
+            .get_all_tensors()
+            .map_err(|e| unreadable(e.to_string()))?
+            .clone()
+    } else {
+        PytorchStore::from_file(path)
+            .map_indices_contiguous(false)
+            .get_all_tensors()
+            .map_err(|e| unreadable(e.to_string()))?
+            .clone()
+    };
+    Ok(map)
+}
+
+/// The tensors of a sharded checkpoint: each key of the index's `weight_map` from the shard it
+/// names (a file beside the index).
+fn read_shards(hf_dir: &Path, index: &Path) -> Result<BTreeMap<String, PackTensor>> {
+    let text = crate::io::read_to_string_capped(index, crate::io::MAX_TOKENIZER_BYTES)?;
+    let bad = |what: String| UsageError::new(format!("{}: {what}", index.display()));
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON ({e})")))?;
+    let Some(map) = v.get("weight_map").and_then(|m| m.as_object()) else {
+        return Err(bad("no \"weight_map\" object (key → shard file)".into()).into());
+    };
+    // Shard file → the keys the index puts there.
+    let mut shards: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (key, file) in map {
+        let Some(file) = file.as_str() else {
+            return Err(bad(format!("the shard of {key} is not a file name")).into());
+        };
+        // A bare file name: the index may not point outside its folder.
+        if Path::new(file).file_name().and_then(|f| f.to_str()) != Some(file) {
+            return Err(bad(format!("{key} is in {file:?}, which is not a file beside it")).into());
+        }
+        shards.entry(file).or_default().push(key);
+    }
+    let mut tensors = BTreeMap::new();
+    for (file, keys) in shards {
+        let path = hf_dir.join(file);
+        if !path.is_file() {
+            return Err(bad(format!("its shard {} is missing", path.display())).into());
+        }
+        let mut all = read_one(&path)?;
+        for key in keys {
+            let t = all.remove(key).ok_or_else(|| {
+                bad(format!("{key} is not in its shard {}", path.display()))
+            })?;
+            tensors.insert(key.to_string(), t);
+        }
+    }
+    Ok(tensors)
 }
 
 /// The canonical HF key of a checkpoint key: `bert.` prefixed (base-model checkpoints omit

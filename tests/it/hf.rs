@@ -707,6 +707,63 @@ fn import_refuses_what_it_cannot_represent_and_names_the_key() {
 }
 
 #[test]
+fn a_sharded_checkpoint_imports_and_comes_before_a_pytorch_model_bin_as_in_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = edited_fixture(dir.path(), |_| {}, |_| {});
+    let tensors = read_safetensors(&hf.join("model.safetensors"));
+    fs::remove_file(hf.join("model.safetensors")).unwrap();
+    // Two shards, keys alternating, as save_pretrained(max_shard_size=…) writes them.
+    let mut shards = [BTreeMap::new(), BTreeMap::new()];
+    let mut weight_map = serde_json::Map::new();
+    for (i, (k, v)) in tensors.into_iter().enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", i % 2 + 1);
+        weight_map.insert(k.clone(), json!(file));
+        shards[i % 2].insert(k, v);
+    }
+    for (i, shard) in shards.iter().enumerate() {
+        write_safetensors(
+            &hf.join(format!("model-0000{}-of-00002.safetensors", i + 1)),
+            shard,
+        );
+    }
+    let index = |map: &serde_json::Map<String, Value>| {
+        let v = json!({"metadata": {"total_size": 0}, "weight_map": map});
+        fs::write(hf.join("model.safetensors.index.json"), v.to_string()).unwrap();
+    };
+    index(&weight_map);
+    // transformers reads the shards first; a pytorch_model.bin beside them is not read.
+    fs::write(hf.join("pytorch_model.bin"), "not a pickle").unwrap();
+    let ck = dir.path().join("ck");
+    let r = import(&hf, &ck).ok();
+    assert!(
+        r.stdout.contains("imported 42 tensors") && r.stdout.contains("index.json"),
+        "{}",
+        r.stdout
+    );
+    assert!(max_logit_diff(&ck, &reference()) < TOLERANCE);
+
+    // An index that names a shard outside its folder, a missing shard, or a key its shard lacks.
+    let out = dir.path().join("refused");
+    let key = "bert.encoder.layer.1.output.dense.weight";
+    let lacking = if weight_map[key] == json!("model-00001-of-00002.safetensors") {
+        "model-00002-of-00002.safetensors"
+    } else {
+        "model-00001-of-00002.safetensors"
+    };
+    for (file, needles) in [
+        ("../model-00001-of-00002.safetensors", vec![key, "not a file beside it"]),
+        ("model-00003-of-00002.safetensors", vec!["model-00003-of-00002", "missing"]),
+        (lacking, vec![key, "is not in its shard"]),
+    ] {
+        let mut map = weight_map.clone();
+        map.insert(key.into(), json!(file));
+        index(&map);
+        import(&hf, &out).usage_error(&needles);
+        assert!(!out.exists(), "nothing written for {file}");
+    }
+}
+
+#[test]
 fn train_init_from_continues_pretraining_from_the_imported_weights() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("ck");

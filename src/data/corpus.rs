@@ -637,7 +637,11 @@ mod tests {
             ("c.jsonl.zst", zst(jsonl.as_bytes())),
         ] {
             let got = read(dir.path(), name, &bytes, "text").unwrap();
-            let want = if name.contains("jsonl") { &want_jsonl[..] } else { &want[..] };
+            let want = if name.contains("jsonl") {
+                &want_jsonl[..]
+            } else {
+                &want[..]
+            };
             assert_eq!(texts(&got), want, "{name}");
         }
     }

@@ -15,7 +15,7 @@ use super::config::HfConfig;
 use super::{burn_path, hf_key};
 use crate::error::UsageError;
 use crate::model::BertForMaskedLM;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
     BurnToPyTorchAdapter, ChainAdapter, FloatCastAdapter, ModuleAdapter, ModuleContext,
@@ -69,7 +69,54 @@ pub fn save(model: &BertForMaskedLM, path: &Path) -> Result<()> {
         .overwrite(true);
     model
         .save_into(&mut store)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    sort_header(path).with_context(|| format!("rewriting the header of {}", path.display()))
+}
+
+/// Rewrites the safetensors file `path` with its header's keys sorted: burn writes the
+/// `__metadata__` entries in a hash map's order, which changes from run to run, so two exports
+/// of one checkpoint differed in their bytes. The tensors' bytes are copied as they are (their
+/// offsets count from the end of the header).
+fn sort_header(path: &Path) -> Result<()> {
+    use std::io::{Read, Write};
+    let mut file = std::fs::File::open(path)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)?;
+    let mut header = Vec::new();
+    (&mut file)
+        .take(u64::from_le_bytes(len))
+        .read_to_end(&mut header)?;
+    let mut sorted = serde_json::to_vec(&sorted_keys(serde_json::from_slice(&header)?))?;
+    // Padded with spaces to 8 bytes, as safetensors aligns the data after it.
+    sorted.resize(sorted.len().next_multiple_of(8), b' ');
+    if sorted == header {
+        return Ok(());
+    }
+    crate::io::replace_with(path, |tmp| {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(tmp)?);
+        out.write_all(&(sorted.len() as u64).to_le_bytes())?;
+        out.write_all(&sorted)?;
+        std::io::copy(&mut file, &mut out)?;
+        out.flush()?;
+        Ok(())
+    })
+}
+
+/// `v` with the keys of every object in sorted order.
+fn sorted_keys(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sorted_keys(v)))
+                    .collect(),
+            )
+        }
+        other => other,
+    }
 }
 
 /// HF key → shape (Linear weights `[out, in]`) of every parameter of `model`.
@@ -179,7 +226,10 @@ fn read_shards(hf_dir: &Path, index: &Path) -> Result<BTreeMap<String, PackTenso
         };
         // A bare file name: the index may not point outside its folder.
         if Path::new(file).file_name().and_then(|f| f.to_str()) != Some(file) {
-            return Err(bad(format!("{key} is in {file:?}, which is not a file beside it")).into());
+            return Err(bad(format!(
+                "{key} is in {file:?}, which is not a file beside it"
+            ))
+            .into());
         }
         shards.entry(file).or_default().push(key);
     }
@@ -191,9 +241,9 @@ fn read_shards(hf_dir: &Path, index: &Path) -> Result<BTreeMap<String, PackTenso
         }
         let mut all = read_one(&path)?;
         for key in keys {
-            let t = all.remove(key).ok_or_else(|| {
-                bad(format!("{key} is not in its shard {}", path.display()))
-            })?;
+            let t = all
+                .remove(key)
+                .ok_or_else(|| bad(format!("{key} is not in its shard {}", path.display())))?;
             tensors.insert(key.to_string(), t);
         }
     }

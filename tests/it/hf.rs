@@ -306,6 +306,18 @@ fn import_then_export_gives_the_original_tensors() {
         fs::read_to_string(root(FIXTURE).join("vocab.txt")).unwrap(),
         fs::read_to_string(hf.join("vocab.txt")).unwrap()
     );
+    // Every export of it is the same bytes (burn writes the safetensors metadata in a hash
+    // map's order, which each process draws anew: six exports gave three different files).
+    let first = fs::read(hf.join("model.safetensors")).unwrap();
+    for i in 0..3 {
+        let again = dir.path().join(format!("again{i}"));
+        masklm(&["export", "--checkpoint", s(&ck), "--out", s(&again)]).ok();
+        let bytes = fs::read(again.join("model.safetensors")).unwrap();
+        assert!(bytes == first, "export {i} differs from the first");
+        let header = &bytes[8..8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize];
+        let v: Value = serde_json::from_slice(header).unwrap();
+        assert_eq!(v["__metadata__"]["format"], "pt");
+    }
 }
 
 /// A masklm run trained once for the tests that need one: (its folder, kept alive, run dir).
@@ -751,8 +763,14 @@ fn a_sharded_checkpoint_imports_and_comes_before_a_pytorch_model_bin_as_in_trans
         "model-00001-of-00002.safetensors"
     };
     for (file, needles) in [
-        ("../model-00001-of-00002.safetensors", vec![key, "not a file beside it"]),
-        ("model-00003-of-00002.safetensors", vec!["model-00003-of-00002", "missing"]),
+        (
+            "../model-00001-of-00002.safetensors",
+            vec![key, "not a file beside it"],
+        ),
+        (
+            "model-00003-of-00002.safetensors",
+            vec!["model-00003-of-00002", "missing"],
+        ),
         (lacking, vec![key, "is not in its shard"]),
     ] {
         let mut map = weight_map.clone();

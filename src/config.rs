@@ -102,6 +102,10 @@ pub struct TokenizerConfig {
     pub path: PathBuf,
     pub vocab_size: usize,
     pub lowercase: bool,
+    /// transformers' `clean_up_tokenization_spaces`: decoded text loses the space before
+    /// punctuation and contractions (`do n't .` → `don't.`). Off, as in transformers 5; `import`
+    /// takes it from tokenizer_config.json and `export` writes it there.
+    pub clean_up_tokenization_spaces: bool,
 }
 
 impl Default for TokenizerConfig {
@@ -110,6 +114,7 @@ impl Default for TokenizerConfig {
             path: PathBuf::from("tokenizer.json"),
             vocab_size: 30522,
             lowercase: true,
+            clean_up_tokenization_spaces: false,
         }
     }
 }

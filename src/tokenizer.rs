@@ -40,12 +40,32 @@ impl SpecialIds {
     }
 }
 
+/// transformers' `clean_up_tokenization`, on decoded text: the space before `.`, `?`, `!`, `,`
+/// and the English contractions removed, in its order (` ' ` becomes `'`, so that BERT's `do
+/// n ' t` reads `don't`). tokenizers' WordPiece decoder has a `cleanup` of its own, but it works
+/// token by token, so it never sees ` n't` across the tokens `n`, `'`, `t`.
+pub fn clean_up_tokenization(text: &str) -> String {
+    text.replace(" .", ".")
+        .replace(" ?", "?")
+        .replace(" !", "!")
+        .replace(" ,", ",")
+        .replace(" ' ", "'")
+        .replace(" n't", "n't")
+        .replace(" 'm", "'m")
+        .replace(" 's", "'s")
+        .replace(" 've", "'ve")
+        .replace(" 're", "'re")
+}
+
 /// A loaded WordPiece tokenizer with its special ids resolved.
 #[derive(Clone)]
 pub struct BertTokenizer {
     inner: Tokenizer,
     specials: SpecialIds,
     vocab_size: usize,
+    /// transformers' `clean_up_tokenization_spaces`, applied by [`BertTokenizer::decode`]; a
+    /// setting of the run (`tokenizer.clean_up_tokenization_spaces`), not of tokenizer.json.
+    clean_up_tokenization_spaces: bool,
 }
 
 impl BertTokenizer {
@@ -188,6 +208,7 @@ impl BertTokenizer {
             inner,
             specials,
             vocab_size,
+            clean_up_tokenization_spaces: false,
         })
     }
 
@@ -314,12 +335,28 @@ impl BertTokenizer {
             .collect())
     }
 
-    /// `ids` as text, as HF's `tokenizer.decode(ids, skip_special_tokens=…)` gives it (`##`
-    /// pieces joined, spaces before punctuation cleaned up).
+    /// `ids` as text, as HF's `tokenizer.decode(ids, skip_special_tokens=…)` gives it: `##`
+    /// pieces joined by the WordPiece decoder, then, with `clean_up_tokenization_spaces`,
+    /// [`clean_up_tokenization`] over the whole text.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        self.inner
+        let text = self
+            .inner
             .decode(ids, skip_special_tokens)
-            .map_err(|e| anyhow::anyhow!("decoding: {e}"))
+            .map_err(|e| anyhow::anyhow!("decoding: {e}"))?;
+        Ok(match self.clean_up_tokenization_spaces {
+            true => clean_up_tokenization(&text),
+            false => text,
+        })
+    }
+
+    /// This tokenizer with transformers' `clean_up_tokenization_spaces` set to `on`.
+    pub fn with_clean_up_tokenization_spaces(mut self, on: bool) -> Self {
+        self.clean_up_tokenization_spaces = on;
+        self
+    }
+
+    pub fn clean_up_tokenization_spaces(&self) -> bool {
+        self.clean_up_tokenization_spaces
     }
 
     /// What masking needs to know of each id, by id.
@@ -368,4 +405,23 @@ pub fn bert_post_processor(cls: u32, sep: u32) -> Result<TemplateProcessing> {
         .special_tokens(vec![("[CLS]", cls), ("[SEP]", sep)])
         .build()
         .map_err(|e| anyhow::anyhow!("building the post-processor: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_up_tokenization_joins_contractions_as_transformers_does() {
+        // transformers 5.25's decode of BERT's tokens for "it's a cat don't, can't." with
+        // clean_up_tokenization_spaces=True, from the WordPiece decoder's text.
+        assert_eq!(
+            clean_up_tokenization("it ' s a cat do n ' t, ca n ' t ."),
+            "it's a cat don't, can't."
+        );
+        assert_eq!(
+            clean_up_tokenization("what ? no ! they 're , we 've , i 'm"),
+            "what? no! they're, we've, i'm"
+        );
+    }
 }

@@ -209,7 +209,11 @@ pub fn import(hf_dir: &Path, base: &Config, out: &Path, force: bool) -> Result<I
         );
     }
     let hf = config::read(&hf_dir.join("config.json"))?;
-    let (tok_json, tokenizer_source) = tokenizer::read_hf(hf_dir)?;
+    let tokenizer::HfTokenizer {
+        json: tok_json,
+        source: tokenizer_source,
+        clean_up_tokenization_spaces,
+    } = tokenizer::read_hf(hf_dir)?;
     let tok = crate::tokenizer::BertTokenizer::from_json(
         &tok_json,
         &tokenizer_source.display().to_string(),
@@ -233,6 +237,7 @@ pub fn import(hf_dir: &Path, base: &Config, out: &Path, force: bool) -> Result<I
     cfg.tokenizer.path = out.join(checkpoint::TOKENIZER_FILE);
     cfg.tokenizer.vocab_size = tok.vocab_size();
     cfg.tokenizer.lowercase = tokenizer::lowercases(&tok_json);
+    cfg.tokenizer.clean_up_tokenization_spaces = clean_up_tokenization_spaces;
     let max_len = cfg.model.max_position_embeddings;
     let seq_len_lowered = (cfg.data.seq_len > max_len).then(|| {
         let before = cfg.data.seq_len;

@@ -50,7 +50,10 @@ pub fn hf_files(tok: &BertTokenizer, max_len: usize) -> Result<Vec<(&'static str
         .iter()
         .map(|(attr, t)| (attr.to_string(), json!(t)))
         .collect();
-    let mut config = json!({"model_max_length": max_len});
+    let mut config = json!({
+        "model_max_length": max_len,
+        "clean_up_tokenization_spaces": tok.clean_up_tokenization_spaces(),
+    });
     match bert_normalizer(&tokenizer_json).filter(|n| is_bert_whole(&tokenizer_json, n)) {
         Some(n) => {
             config["tokenizer_class"] = json!("BertTokenizer");
@@ -131,9 +134,37 @@ const AS_IS_CLASSES: [&str; 2] = ["PreTrainedTokenizerFast", "TokenizersBackend"
 /// set to tokenizer_config.json's flags (their defaults when absent; transformers rebuilds the
 /// normalizer from them), else one built from vocab.txt and those flags. A `tokenizer_class` that
 /// is not BERT's WordPiece (`BertJapaneseTokenizer`'s MeCab splitting) is refused.
-pub fn read_hf(hf_dir: &Path) -> Result<(String, PathBuf)> {
+pub fn read_hf(hf_dir: &Path) -> Result<HfTokenizer> {
     let config_path = hf_dir.join("tokenizer_config.json");
-    let (class, flags) = read_flags(&config_path)?;
+    let (class, flags, clean_up_tokenization_spaces) = read_flags(&config_path)?;
+    let (json, source) = read_hf_json(hf_dir, &config_path, class, &flags)?;
+    Ok(HfTokenizer {
+        json,
+        source,
+        clean_up_tokenization_spaces,
+    })
+}
+
+/// An HF folder's tokenizer as masklm keeps it.
+#[derive(Debug)]
+pub struct HfTokenizer {
+    /// The tokenizer.json text.
+    pub json: String,
+    /// The file it came from: tokenizer.json or vocab.txt.
+    pub source: PathBuf,
+    /// tokenizer_config.json's `clean_up_tokenization_spaces` (transformers 5's default,
+    /// false, where absent).
+    pub clean_up_tokenization_spaces: bool,
+}
+
+/// [`read_hf`]'s tokenizer.json text and the file it came from, given tokenizer_config.json's
+/// `class` and `flags`.
+fn read_hf_json(
+    hf_dir: &Path,
+    config_path: &Path,
+    class: Option<String>,
+    flags: &Flags,
+) -> Result<(String, PathBuf)> {
     let as_is = class.as_deref().is_some_and(|c| AS_IS_CLASSES.contains(&c));
     if let Some(c) = class
         .as_deref()
@@ -162,7 +193,7 @@ pub fn read_hf(hf_dir: &Path) -> Result<(String, PathBuf)> {
         if as_is {
             return Ok((with_folder_tokens(text, hf_dir, &name)?, json_path));
         }
-        let (rebuilt, flags_said, replaced) = as_bert_json(&text, &flags, &name)?;
+        let (rebuilt, flags_said, replaced) = as_bert_json(&text, flags, &name)?;
         let text = with_folder_tokens(rebuilt, hf_dir, &name)?;
         let source = if config_path.is_file() {
             format!("{} sets", config_path.display())
@@ -205,7 +236,7 @@ pub fn read_hf(hf_dir: &Path) -> Result<(String, PathBuf)> {
             hf_dir.display()
         );
     }
-    let mut tok = from_vocab_txt(&vocab, &flags)?;
+    let mut tok = from_vocab_txt(&vocab, flags)?;
     add_folder_tokens(&mut tok, hf_dir, None)?;
     let text = tok
         .to_string(true)
@@ -233,16 +264,16 @@ impl Flags {
     }
 }
 
-/// tokenizer_config.json's `tokenizer_class` (None when absent: the model type's, BERT's) and
-/// BERT flags; HF's defaults when the file is absent.
-fn read_flags(path: &Path) -> Result<(Option<String>, Flags)> {
+/// tokenizer_config.json's `tokenizer_class` (None when absent: the model type's, BERT's), BERT
+/// flags and `clean_up_tokenization_spaces`; HF's defaults when the file is absent.
+fn read_flags(path: &Path) -> Result<(Option<String>, Flags, bool)> {
     let mut flags = Flags {
         lowercase: true,
         strip_accents: None,
         chinese_chars: true,
     };
     if !path.is_file() {
-        return Ok((None, flags));
+        return Ok((None, flags, false));
     }
     let text = crate::io::read_to_string_capped(path, crate::io::MAX_SETTINGS_BYTES)
         .map_err(|e| UsageError::new(format!("cannot read {}: {e}", path.display())))?;
@@ -253,7 +284,8 @@ fn read_flags(path: &Path) -> Result<(Option<String>, Flags)> {
     flags.strip_accents = flag("strip_accents");
     flags.chinese_chars = flag("tokenize_chinese_chars").unwrap_or(true);
     let class = v.get("tokenizer_class").and_then(Value::as_str);
-    Ok((class.map(str::to_string), flags))
+    let clean_up = flag("clean_up_tokenization_spaces").unwrap_or(false);
+    Ok((class.map(str::to_string), flags, clean_up))
 }
 
 /// What transformers 5's `BertTokenizer` makes of a tokenizer.json: it keeps the WordPiece
@@ -603,11 +635,16 @@ mod tests {
     fn flags_default_to_bert_uncased() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tokenizer_config.json");
-        let (class, f) = read_flags(&p).unwrap();
+        let (class, f, clean_up) = read_flags(&p).unwrap();
         assert!(class.is_none() && f.lowercase && f.chinese_chars && f.strip_accents.is_none());
-        std::fs::write(&p, r#"{"do_lower_case": false, "strip_accents": true}"#).unwrap();
-        let (_, f) = read_flags(&p).unwrap();
-        assert!(!f.lowercase && f.strip_accents == Some(true));
+        assert!(!clean_up, "transformers 5's default");
+        std::fs::write(
+            &p,
+            r#"{"do_lower_case": false, "strip_accents": true, "clean_up_tokenization_spaces": true}"#,
+        )
+        .unwrap();
+        let (_, f, clean_up) = read_flags(&p).unwrap();
+        assert!(!f.lowercase && f.strip_accents == Some(true) && clean_up);
     }
 
     #[test]
@@ -618,7 +655,9 @@ mod tests {
             "[PAD]\n[unused0]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nthe\ncat\n##s\n.\n",
         )
         .unwrap();
-        let (json, from) = read_hf(dir.path()).unwrap();
+        let HfTokenizer {
+            json, source: from, ..
+        } = read_hf(dir.path()).unwrap();
         assert_eq!(from, dir.path().join("vocab.txt"));
         let tok = BertTokenizer::from_json(&json, "t").unwrap();
         assert_eq!(tok.specials().unk, 2);
@@ -643,7 +682,7 @@ mod tests {
         }
         let added = dir.path().join("added_tokens.json");
         std::fs::write(&added, r#"{"Zeta-X": 100, "covid": 99}"#).unwrap();
-        let (json, _) = read_hf(dir.path()).unwrap();
+        let json = read_hf(dir.path()).unwrap().json;
         let tok = BertTokenizer::from_json(&json, "t").unwrap();
         assert_eq!(tok.vocab_size(), 101);
         let ids = |t: &str| tok.encode_with_specials(t).unwrap();
@@ -655,7 +694,7 @@ mod tests {
         // A gap in the file's ids and a token already in vocab.txt: transformers numbers the
         // new token next (100) and keeps "the" at 50.
         std::fs::write(&added, r#"{"covid": 99, "zeta": 101, "the": 102}"#).unwrap();
-        let (json, _) = read_hf(dir.path()).unwrap();
+        let json = read_hf(dir.path()).unwrap().json;
         let tok = BertTokenizer::from_json(&json, "t").unwrap();
         assert_eq!(tok.vocab_size(), 101);
         assert_eq!(
@@ -692,7 +731,7 @@ mod tests {
             }
             let path = dir.path().join("tokenizer_config.json");
             std::fs::write(&path, config.to_string()).unwrap();
-            let (json, _) = read_hf(dir.path()).unwrap();
+            let json = read_hf(dir.path()).unwrap().json;
             let tok = BertTokenizer::from_json(&json, "t").unwrap();
             assert_eq!(tok.vocab_size(), 102, "{files:?}");
             let ids = |t: &str| tok.encode_with_specials(t).unwrap();
@@ -713,7 +752,7 @@ mod tests {
             for (name, text) in &files {
                 std::fs::write(out.path().join(name), text).unwrap();
             }
-            let (json, _) = read_hf(out.path()).unwrap();
+            let json = read_hf(out.path()).unwrap().json;
             let back = BertTokenizer::from_json(&json, "t").unwrap();
             let again = |t: &str| back.encode_with_specials(t).unwrap();
             assert_eq!(
@@ -727,7 +766,7 @@ mod tests {
     fn tokenizer_json_of(vocab: &str) -> Value {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("vocab.txt"), vocab).unwrap();
-        let (json, _) = read_hf(dir.path()).unwrap();
+        let json = read_hf(dir.path()).unwrap().json;
         serde_json::from_str(&json).unwrap()
     }
 
@@ -765,17 +804,17 @@ mod tests {
         };
         // Flags that agree: the file as it is, byte for byte.
         std::fs::write(&config, r#"{"tokenizer_class": "BertTokenizer"}"#).unwrap();
-        assert_eq!(read_hf(dir.path()).unwrap().0, uncased);
+        assert_eq!(read_hf(dir.path()).unwrap().json, uncased);
         assert_eq!(ids(&uncased), [2, 5, 3]);
         // A cased model's flags over an uncased normalizer: cased, as transformers reads it.
         std::fs::write(&config, r#"{"do_lower_case": false}"#).unwrap();
-        let (cased, _) = read_hf(dir.path()).unwrap();
+        let cased = read_hf(dir.path()).unwrap().json;
         assert!(!lowercases(&cased));
         assert_eq!(ids(&cased), [2, 6, 3]);
         // The generic class uses tokenizer.json as it is.
         let generic = r#"{"tokenizer_class": "PreTrainedTokenizerFast", "do_lower_case": false}"#;
         std::fs::write(&config, generic).unwrap();
-        assert_eq!(read_hf(dir.path()).unwrap().0, uncased);
+        assert_eq!(read_hf(dir.path()).unwrap().json, uncased);
         // ... so without one it cannot be built from vocab.txt.
         std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
         std::fs::write(
@@ -818,7 +857,7 @@ mod tests {
         std::fs::write(dir.path().join("tokenizer.json"), odd.to_string()).unwrap();
         let config = dir.path().join("tokenizer_config.json");
         std::fs::write(&config, r#"{"tokenizer_class": "BertTokenizer"}"#).unwrap();
-        let (rebuilt, _) = read_hf(dir.path()).unwrap();
+        let rebuilt = read_hf(dir.path()).unwrap().json;
         let rebuilt: Value = serde_json::from_str(&rebuilt).unwrap();
         for part in [
             "normalizer",
@@ -837,7 +876,7 @@ mod tests {
         assert_eq!(ids(&rebuilt.to_string()), [2, 5, 7, 8, 1, 4, 3]);
         // The generic class keeps the file as it is, and export names it so.
         std::fs::write(&config, r#"{"tokenizer_class": "PreTrainedTokenizerFast"}"#).unwrap();
-        let (kept, _) = read_hf(dir.path()).unwrap();
+        let kept = read_hf(dir.path()).unwrap().json;
         assert_eq!(serde_json::from_str::<Value>(&kept).unwrap(), odd);
         let class = |json: &str| {
             let tok = BertTokenizer::from_json(json, "t").unwrap();

@@ -519,7 +519,8 @@ fn load_resolved(dir: &Path, device: &burn::prelude::Device) -> Result<Loaded> {
     let dir = dir.to_path_buf();
     verify(&dir)?;
     let config = read_config(&dir)?;
-    let tokenizer = crate::tokenizer::BertTokenizer::load(&dir.join(TOKENIZER_FILE))?;
+    let tokenizer = crate::tokenizer::BertTokenizer::load(&dir.join(TOKENIZER_FILE))?
+        .with_clean_up_tokenization_spaces(config.tokenizer.clean_up_tokenization_spaces);
     let tokenizer_name = dir.join(TOKENIZER_FILE).display().to_string();
     config
         .model

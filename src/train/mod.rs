@@ -287,6 +287,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     // A tokenizer trained now is saved only once the run is set to start (below): a run that
     // fails before then leaves none behind for the next run to pick up.
     let (tok, fresh_tokenizer) = load_or_train_tokenizer(cfg)?;
+    let tok = tok.with_clean_up_tokenization_spaces(cfg.tokenizer.clean_up_tokenization_spaces);
     let data = Datasets::prepare(cfg, &tok)?;
     let scored = crate::eval::scored_rows(&data.valid, cfg.data.max_eval_samples);
     let scored_note = if scored.len() < data.valid.len() {

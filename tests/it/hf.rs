@@ -782,6 +782,60 @@ fn a_sharded_checkpoint_imports_and_comes_before_a_pytorch_model_bin_as_in_trans
 }
 
 #[test]
+fn clean_up_tokenization_spaces_comes_in_with_import_and_goes_out_with_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = edited_fixture(dir.path(), |_| {}, |_| {});
+    let text = "the cat ' s [MASK] , the mat n ' t !";
+    let fill = |ck: &Path| -> Vec<Value> {
+        let out = masklm(&[
+            "fill-mask",
+            "--checkpoint",
+            s(ck),
+            "--json",
+            "--top-k",
+            "3",
+            text,
+        ]);
+        serde_json::from_str::<Value>(out.ok().stdout.trim())
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let plain = dir.path().join("plain");
+    import(&hf, &plain).ok();
+    let config_path = hf.join("tokenizer_config.json");
+    let mut config: Value =
+        serde_json::from_str(&fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["clean_up_tokenization_spaces"] = json!(true);
+    fs::write(&config_path, config.to_string()).unwrap();
+    let ck = dir.path().join("ck");
+    import(&hf, &ck).ok();
+    let (kept, cleaned) = (fill(&plain), fill(&ck));
+    for (a, b) in kept.iter().zip(&cleaned) {
+        let a = a["sequence"].as_str().unwrap();
+        assert!(a.contains(" ' s") && a.contains("n ' t"), "{a}");
+        let want = masklm::tokenizer::clean_up_tokenization(a);
+        assert_eq!(b["sequence"], json!(want));
+        assert!(want.contains("cat's") && want.contains("matn't!"), "{want}");
+    }
+    // Export writes the setting for transformers, which then decodes as masklm does.
+    let out = dir.path().join("out");
+    masklm(&["export", "--checkpoint", s(&ck), "--out", s(&out)]).ok();
+    let written: Value =
+        serde_json::from_str(&fs::read_to_string(out.join("tokenizer_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(written["clean_up_tokenization_spaces"], json!(true));
+    if let Err(why) = python_with_transformers() {
+        println!("SKIPPED the transformers half of clean_up_tokenization_spaces…: {why}");
+        return;
+    }
+    let r = check_in_transformers(&out, &[text]);
+    let theirs = &r["fill_mask"][0].as_array().unwrap()[..3];
+    assert_same_fill_mask(&json!(cleaned), &json!(theirs));
+}
+
+#[test]
 fn train_init_from_continues_pretraining_from_the_imported_weights() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("ck");

@@ -226,22 +226,27 @@ fn put_in_place(tmp: &Path, dir: &Path, manifest: &Manifest) -> Result<Manifest>
     )
 }
 
-/// Removes the temporary folders of this store that builds killed midway left behind: those whose
-/// process is gone (Linux; elsewhere they stay, harmless but for their space).
+/// Removes the temporary folders that builds killed midway left beside the store folder `dir`,
+/// this store's and any other's (a killed build of a corpus list never built again would
+/// otherwise stay for good): those whose process is gone (Linux; elsewhere they stay, harmless
+/// but for their space).
 fn remove_abandoned(dir: &Path) {
-    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+    let Some(parent) = dir.parent() else {
         return;
     };
-    let name = name.to_string_lossy();
-    let prefixes = [format!(".{name}.tmp-"), format!(".{name}.trash-")];
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     for e in entries.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = prefixes
-            .iter()
-            .find_map(|p| n.strip_prefix(p.as_str()))
+        // `.store-KEY.tmp-PID` or `.store-KEY.trash-PID`.
+        let Some(pid) = n
+            .strip_prefix(".store-")
+            .and_then(|rest| rest.rsplit_once('.'))
+            .and_then(|(_, kind)| {
+                kind.strip_prefix("tmp-")
+                    .or_else(|| kind.strip_prefix("trash-"))
+            })
             .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
@@ -392,6 +397,27 @@ mod tests {
         let json = serde_json::to_vec(&m).unwrap();
         std::fs::write(dir.join(store::MANIFEST_FILE), json).unwrap();
         m
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn builds_killed_midway_leave_nothing_once_the_next_build_starts() {
+        let root = tempfile::tempdir().unwrap();
+        let dead = u32::MAX - 1;
+        let own = std::process::id();
+        let names = [
+            format!(".store-aaa.tmp-{dead}"),
+            format!(".store-bbb.trash-{dead}"),
+            format!(".store-ccc.tmp-{own}"),
+            format!(".other.tmp-{dead}"),
+        ];
+        for n in &names {
+            std::fs::create_dir_all(root.path().join(n).join("sub")).unwrap();
+        }
+        // Another store's build: the leftovers of every store go, not only its own.
+        remove_abandoned(&root.path().join("store-zzz"));
+        let left: Vec<bool> = names.iter().map(|n| root.path().join(n).exists()).collect();
+        assert_eq!(left, [false, false, true, true]);
     }
 
     #[test]

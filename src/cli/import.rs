@@ -54,6 +54,18 @@ pub fn run(a: ImportArgs) -> Result<()> {
             r.ignored.join(", ")
         )?;
     }
+    if !r.initialised.is_empty() {
+        // As transformers' "Some weights of BertForMaskedLM were not initialized from the model
+        // checkpoint … You should probably TRAIN this model".
+        crate::errln!(
+            "warning: {} has no masked-LM head (a base model, BertModel): {} initialised as BERT \
+             initialises them (train.seed), as transformers does; its predictions mean nothing \
+             until it is trained: masklm train --init-from {}",
+            r.weights_file.display(),
+            r.initialised.join(", "),
+            r.dir.display()
+        );
+    }
     if let Some((rows, ids)) = r.padded_vocab {
         crate::outln!(
             "vocabulary padded: {rows} embedding rows for the tokenizer's {ids} ids, kept as \

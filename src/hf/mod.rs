@@ -171,6 +171,8 @@ pub struct Imported {
     pub tensors: usize,
     /// Checkpoint tensors that are not part of a masked LM (pooler, next-sentence head).
     pub ignored: Vec<String>,
+    /// The masked-LM head's keys, initialised from `train.seed`: the checkpoint had no head.
+    pub initialised: Vec<String>,
     /// `data.seq_len` lowered to the model's `max_position_embeddings`, when it was.
     pub seq_len_lowered: Option<(usize, usize)>,
     /// `(embedding rows, tokenizer ids)` of a padded vocabulary, kept as `model.vocab_size`.
@@ -252,7 +254,7 @@ pub fn import(hf_dir: &Path, base: &Config, out: &Path, force: bool) -> Result<I
         ))
     })?;
     let bert = BertConfig::new(&cfg.model, tok.vocab_size(), tok.specials().pad);
-    let loaded = weights::load(bert.init_for_load(&Device::flex()), hf_dir, &hf)?;
+    let loaded = weights::load(&bert, cfg.train.seed, hf_dir, &hf)?;
 
     crate::io::write_folder(out, |tmp| write_checkpoint(tmp, &loaded.model, &cfg, &tok))?;
     Ok(Imported {
@@ -261,6 +263,7 @@ pub fn import(hf_dir: &Path, base: &Config, out: &Path, force: bool) -> Result<I
         tokenizer_source,
         tensors: loaded.tensors,
         ignored: loaded.ignored,
+        initialised: loaded.initialised,
         seq_len_lowered,
         padded_vocab: (cfg.model.vocab_size > 0).then(|| (cfg.model.vocab_size, tok.vocab_size())),
     })

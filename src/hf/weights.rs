@@ -14,7 +14,7 @@
 use super::config::HfConfig;
 use super::{burn_path, hf_key};
 use crate::error::UsageError;
-use crate::model::BertForMaskedLM;
+use crate::model::{BertConfig, BertForMaskedLM};
 use anyhow::{Context, Result};
 use burn::store::burn_pack::Tensor as PackTensor;
 use burn::store::{
@@ -134,18 +134,36 @@ pub struct Loaded {
     pub file: PathBuf,
     pub tensors: usize,
     pub ignored: Vec<String>,
+    /// The masked-LM head's keys, initialised as BERT initialises them, when the checkpoint is
+    /// a base model (`BertModel`) without one.
+    pub initialised: Vec<String>,
 }
 
-/// Loads the weights of the HF folder `hf_dir` into `model` (built from its config.json).
-pub fn load(mut model: BertForMaskedLM, hf_dir: &Path, hf: &HfConfig) -> Result<Loaded> {
+/// The keys of the masked-LM head (`BertOnlyMLMHead`), which a base model's checkpoint lacks.
+const HEAD_PREFIX: &str = "cls.predictions.";
+
+/// Loads the weights of the HF folder `hf_dir` into a model of `bert`'s sizes (from its
+/// config.json). A base model without the masked-LM head gets the head BERT's initialisation
+/// draws from `seed`, as transformers' `BertForMaskedLM.from_pretrained` initialises it (with a
+/// warning) for such a checkpoint.
+pub fn load(bert: &BertConfig, seed: u64, hf_dir: &Path, hf: &HfConfig) -> Result<Loaded> {
     let (file, raw) = read_file(hf_dir)?;
     let name = file.display().to_string();
-    let (tensors, ignored) = match_keys(raw, &expected(&model), hf, &name)?;
+    let device = burn::prelude::Device::flex();
+    let model = bert.init_for_load(&device);
+    let (tensors, ignored, initialised) = match_keys(raw, &expected(&model), hf, &name)?;
+    let mut model = match initialised.is_empty() {
+        true => model,
+        false => bert.init_seeded(seed, &device),
+    };
     let n = tensors.len();
     let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32));
     let r = model.apply(tensors, None, Some(Box::new(adapter)), false);
     // Every key and shape was checked above, so this is a bug, not bad input.
-    if !(r.errors.is_empty() && r.missing.is_empty() && r.unused.is_empty()) {
+    let head = burn_path(HEAD_PREFIX);
+    let missing_ok =
+        r.missing.iter().all(|(p, _)| p.starts_with(&head)) && r.missing.len() == initialised.len();
+    if !(r.errors.is_empty() && missing_ok && r.unused.is_empty()) {
         anyhow::bail!("loading {name} into the model went wrong after the checks passed:\n{r}");
     }
     Ok(Loaded {
@@ -153,6 +171,7 @@ pub fn load(mut model: BertForMaskedLM, hf_dir: &Path, hf: &HfConfig) -> Result<
         file,
         tensors: n,
         ignored,
+        initialised,
     })
 }
 
@@ -269,13 +288,14 @@ pub fn canonical(key: &str) -> String {
 }
 
 /// Checks the checkpoint's keys against `expected` (HF key → shape) and returns its tensors
-/// named by burn path, and the keys ignored. Every refusal names the key.
+/// named by burn path, the keys ignored, and the head's keys to initialise (all of them when
+/// the checkpoint has none of the head, else none). Every refusal names the key.
 fn match_keys(
     raw: BTreeMap<String, PackTensor>,
     expected: &BTreeMap<String, Vec<usize>>,
     hf: &HfConfig,
     name: &str,
-) -> Result<(Vec<PackTensor>, Vec<String>)> {
+) -> Result<(Vec<PackTensor>, Vec<String>, Vec<String>)> {
     let mut by_key: BTreeMap<String, PackTensor> = BTreeMap::new();
     for (key, t) in raw {
         let c = canonical(&key);
@@ -293,7 +313,23 @@ fn match_keys(
         .cloned()
         .collect();
     by_key.retain(|k, _| !is_unused_by_mlm(k));
-    check_keys(&by_key, expected, name)?;
+    // A base model (BertModel, a sentence encoder): no key of the head at all. A head with
+    // some keys missing is a damaged checkpoint, refused by key below.
+    let initialised: Vec<String> = if by_key.keys().any(|k| k.starts_with(HEAD_PREFIX)) {
+        Vec::new()
+    } else {
+        expected
+            .keys()
+            .filter(|k| k.starts_with(HEAD_PREFIX))
+            .cloned()
+            .collect()
+    };
+    let to_load: BTreeMap<String, Vec<usize>> = expected
+        .iter()
+        .filter(|(k, _)| !initialised.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    check_keys(&by_key, &to_load, name)?;
     let tensors = by_key
         .into_iter()
         .map(|(key, mut t)| {
@@ -301,7 +337,7 @@ fn match_keys(
             t
         })
         .collect();
-    Ok((tensors, ignored))
+    Ok((tensors, ignored, initialised))
 }
 
 /// Unknown, missing, mis-shaped and non-float tensors, refused together, each by key.

@@ -836,6 +836,64 @@ fn clean_up_tokenization_spaces_comes_in_with_import_and_goes_out_with_export() 
 }
 
 #[test]
+fn a_base_model_without_the_masked_lm_head_imports_with_berts_initial_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = |k: &String| k.starts_with("cls.predictions.");
+    let hf = edited_fixture(dir.path(), |t| t.retain(|k, _| !head(k)), |_| {});
+    let ck = dir.path().join("ck");
+    let r = import(&hf, &ck).ok();
+    assert!(
+        r.stderr.contains("no masked-LM head")
+            && r.stderr.contains("cls.predictions.transform.dense.weight")
+            && r.stderr.contains("--init-from"),
+        "{}",
+        r.stderr
+    );
+    // The encoder as the checkpoint has it; the head as BERT initialises it, from train.seed.
+    let out = dir.path().join("out");
+    masklm(&["export", "--checkpoint", s(&ck), "--out", s(&out)]).ok();
+    let original = read_safetensors(&root(FIXTURE).join("model.safetensors"));
+    let exported = read_safetensors(&out.join("model.safetensors"));
+    for (k, (_, raw)) in original.iter().filter(|(k, _)| !head(k)) {
+        assert!(&exported[k].1 == raw, "{k} differs");
+    }
+    let f32s = |k: &str| -> Vec<f32> {
+        exported[k]
+            .1
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    };
+    assert!(
+        f32s("cls.predictions.transform.LayerNorm.weight")
+            .iter()
+            .all(|&x| x == 1.0)
+    );
+    assert!(f32s("cls.predictions.bias").iter().all(|&x| x == 0.0));
+    let w = f32s("cls.predictions.transform.dense.weight");
+    let std = (w.iter().map(|x| x * x).sum::<f32>() / w.len() as f32).sqrt();
+    assert!(
+        (0.015..0.025).contains(&std),
+        "initializer_range 0.02: std {std}"
+    );
+    // The same seed, the same head (model.bpk holds per-process parameter ids: compared
+    // through the export, whose bytes are the tensors').
+    let again = dir.path().join("again");
+    import(&hf, &again).ok();
+    let again_out = dir.path().join("again-out");
+    masklm(&["export", "--checkpoint", s(&again), "--out", s(&again_out)]).ok();
+    let same = fs::read(out.join("model.safetensors")).unwrap()
+        == fs::read(again_out.join("model.safetensors")).unwrap();
+    assert!(same, "two imports of one base model differ");
+
+    // A head with one key missing is a damaged checkpoint, not a base model.
+    let key = "cls.predictions.transform.dense.bias";
+    let hf = edited_fixture(dir.path(), |t| drop(t.remove(key)), |_| {});
+    let refused = dir.path().join("refused");
+    import(&hf, &refused).usage_error(&["lacks", key]);
+}
+
+#[test]
 fn train_init_from_continues_pretraining_from_the_imported_weights() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("ck");

@@ -130,9 +130,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let cfg = with_sets(&ck.config, &ck.dir, &a.sets)?;
     // The held-out rows come from data.valid, else from a split of data.train.
     let scored = match (a.corpus.is_empty(), cfg.data.valid.is_empty()) {
-        (false, _) => &a.corpus,
-        (true, false) => &cfg.data.valid,
-        (true, true) => &cfg.data.train,
+        (false, _) => ("--corpus", &a.corpus[..]),
+        (true, false) => ("data.valid", &cfg.data.valid[..]),
+        (true, true) => ("data.train", &cfg.data.train[..]),
     };
     crate::data::check_cache_dir(&cfg, || Some(ck.tokenizer.clone()), &[scored])?;
     note_untrained_positions(&ck, &cfg);

@@ -17,7 +17,7 @@ use crate::error::UsageError;
 use anyhow::Result;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -313,29 +313,59 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// The folder among `paths` below which `file` (which may not exist yet) lies, so that
-/// [`expand_paths`] would read it as a corpus file once it is written.
+/// The folder among `paths` whose walk ([`expand_paths`]) would read `file` (which may not exist
+/// yet) as a corpus file once it is written: `file`, its links and `..` resolved as making its
+/// missing folders would resolve them, lies in a folder the walk visits (it follows links, so a
+/// link inside a corpus folder leads the walk elsewhere), and not below a hidden one.
 pub fn folder_holding(paths: &[PathBuf], file: &Path) -> Option<PathBuf> {
-    let file = absolute(file)?;
+    let file = resolved(file)?;
     paths
         .iter()
         .filter(|p| p.is_dir())
-        .find(|p| absolute(p).is_some_and(|dir| file.starts_with(dir)))
+        .find(|dir| {
+            // The folders the walk visits, resolved; an unreadable one ends it, as it ends the
+            // walk of the run, which then reports it.
+            let mut walked = Vec::new();
+            let _ = collect_txt(dir, &mut Vec::new(), &mut walked);
+            file.ancestors()
+                .skip(1)
+                .any(|a| walked.iter().any(|w| w == a) && file.strip_prefix(a).is_ok_and(is_walked))
+        })
         .cloned()
 }
 
-/// `path` with its nearest existing ancestor resolved (links, `..`), the rest appended.
-fn absolute(path: &Path) -> Option<PathBuf> {
+/// Whether the walk of a corpus folder ([`collect_txt`]) reaches `below` (a path inside the
+/// folder): none of its parts is hidden.
+fn is_walked(below: &Path) -> bool {
+    below.components().all(|c| {
+        let n = c.as_os_str().to_string_lossy();
+        !n.starts_with('.') && n != "__MACOSX"
+    })
+}
+
+/// `path` with its longest existing part resolved (links, `..`) and the rest folded by name,
+/// as making the missing folders would give it.
+fn resolved(path: &Path) -> Option<PathBuf> {
     let path = std::path::absolute(path).ok()?;
-    let mut rest = Vec::new();
-    let mut base = path.as_path();
-    loop {
-        if let Ok(real) = base.canonicalize() {
-            return Some(rest.iter().rev().fold(real, |p, c| p.join(c)));
+    let parts: Vec<Component> = path.components().collect();
+    (1..=parts.len()).rev().find_map(|n| {
+        let real = parts[..n].iter().collect::<PathBuf>().canonicalize().ok()?;
+        Some(fold(real, parts[n..].iter().copied()))
+    })
+}
+
+/// `base` with `parts` appended, `.` dropped and `..` taking off the last part.
+fn fold<'a>(mut base: PathBuf, parts: impl Iterator<Item = Component<'a>>) -> PathBuf {
+    for c in parts {
+        match c {
+            Component::ParentDir => {
+                base.pop();
+            }
+            Component::CurDir => {}
+            c => base.push(c),
         }
-        rest.push(base.file_name()?.to_os_string());
-        base = base.parent()?;
     }
+    base
 }
 
 /// Adds the corpus files below `dir` to `out`; `walked`: the folders walked so far, resolved.
@@ -822,6 +852,41 @@ mod tests {
             let e = expand_paths(&twice).unwrap_err();
             assert!(e.downcast_ref::<UsageError>().is_some(), "{e:#}");
             assert!(e.to_string().contains("listed twice"), "{e:#}");
+        }
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_file_the_walk_of_a_corpus_folder_would_read_is_found_however_it_is_named() {
+        let root = tempfile::tempdir().unwrap();
+        let (corpus, elsewhere) = (root.path().join("corpus"), root.path().join("elsewhere"));
+        std::fs::create_dir_all(&corpus).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, corpus.join("link")).unwrap();
+        std::os::unix::fs::symlink(&corpus, root.path().join("corpus-link")).unwrap();
+        let held = |paths: &[PathBuf], file: &str| folder_holding(paths, &root.path().join(file));
+        let folder = [corpus.clone()];
+        for file in [
+            "corpus/run/metrics.jsonl",
+            // `..` after folders that do not exist yet.
+            "corpus/new/../run/metrics.jsonl",
+            "elsewhere/../corpus/run/metrics.jsonl",
+            // A link inside the folder: the walk follows it, to where it points.
+            "corpus/link/metrics.jsonl",
+            "elsewhere/run/metrics.jsonl",
+        ] {
+            assert_eq!(held(&folder, file), Some(corpus.clone()), "{file}");
+        }
+        // The folder named through a link.
+        let via_link = [root.path().join("corpus-link")];
+        assert!(held(&via_link, "corpus/run/metrics.jsonl").is_some());
+        for file in [
+            "corpus/../run/metrics.jsonl",
+            // Hidden folders are not walked.
+            "corpus/.runs/a/metrics.jsonl",
+            "corpus/__MACOSX/metrics.jsonl",
+        ] {
+            assert_eq!(held(&folder, file), None, "{file}");
         }
     }
 

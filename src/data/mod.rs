@@ -194,13 +194,14 @@ pub fn corpora(cfg: &Config) -> Vec<(&'static str, &[PathBuf])> {
 }
 
 /// Refuses, before any work (a tokenizer trained, a corpus read), a token-store folder that
-/// cannot be made or written in, unless the stores of `corpora` under the tokenizer `tok` gives
-/// (read only then) are all current there: a command that only reads them works from a shared,
-/// read-only cache.
+/// cannot be made or written in, unless the stores of `corpora` (`(key, paths)`: `data.train`,
+/// `--corpus`) under the tokenizer `tok` gives (read only then) are all current there: a command
+/// that only reads them works from a shared, read-only cache. A corpus path that cannot be read
+/// is named with its key; a store that would have to be built there is named with the reason.
 pub fn check_cache_dir(
     cfg: &Config,
     tok: impl FnOnce() -> Option<BertTokenizer>,
-    corpora: &[&[PathBuf]],
+    corpora: &[(&str, &[PathBuf])],
 ) -> Result<()> {
     let cache = cache_dir(cfg);
     let Err(e) = crate::io::check_output_dir(&cache, "data.cache_dir") else {
@@ -209,17 +210,17 @@ pub fn check_cache_dir(
     let Some(tok) = tok() else {
         return Err(e.into());
     };
-    let current = |paths: &[PathBuf]| -> Result<bool> {
-        let files = corpus::expand_paths(paths)?;
+    for (key, paths) in corpora {
+        let files = corpus::expand_paths(paths).with_context(|| key.to_string())?;
         let (dir, want) = store::locate(&files, &tok, &cfg.data.text_field, &cache)?;
-        Ok(TokenStore::open_if_current(&dir, &want)?.is_ok())
-    };
-    // A corpus path that is not there counts as not current: the refusal names the cache, and
-    // the run's own checks name the path.
-    if corpora.iter().all(|p| current(p).unwrap_or(false)) {
-        return Ok(());
+        if let Err(why) = TokenStore::open_if_current(&dir, &want)? {
+            crate::usage!(
+                "{e}: the token store of {key} there, {}, would have to be built ({why})",
+                dir.display()
+            );
+        }
     }
-    Err(e.into())
+    Ok(())
 }
 
 /// Refuses, before any work, what [`Datasets::prepare`] would otherwise find only after a
@@ -228,14 +229,20 @@ pub fn check_cache_dir(
 /// a path of `data.train` or `data.valid` that cannot be read or a folder there without corpus
 /// files (named with its key).
 pub fn check_data(cfg: &Config) -> Result<()> {
-    let paths: Vec<&[PathBuf]> = corpora(cfg).into_iter().map(|(_, p)| p).collect();
+    let keyed: Vec<(&str, &[PathBuf])> = corpora(cfg)
+        .into_iter()
+        .map(|(what, p)| match what {
+            "training" => ("data.train", p),
+            _ => ("data.valid", p),
+        })
+        .collect();
     let tok = || {
         let path = &cfg.tokenizer.path;
         path.is_file()
             .then(|| BertTokenizer::load(path).ok())
             .flatten()
     };
-    check_cache_dir(cfg, tok, &paths)?;
+    check_cache_dir(cfg, tok, &keyed)?;
     for (key, paths) in [
         ("data.train", &cfg.data.train),
         ("data.valid", &cfg.data.valid),

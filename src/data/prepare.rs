@@ -226,32 +226,44 @@ fn put_in_place(tmp: &Path, dir: &Path, manifest: &Manifest) -> Result<Manifest>
     )
 }
 
-/// Removes the temporary folders that builds killed midway left beside the store folder `dir`,
-/// this store's and any other's (a killed build of a corpus list never built again would
-/// otherwise stay for good): those whose process is gone (Linux; elsewhere they stay, harmless
-/// but for their space).
+/// Removes the temporary folders that builds killed midway left beside the store folder `dir`:
+/// this store's whose process is gone, and any other store's whose process is gone and that
+/// nothing has written in for a day (a killed build of a corpus list never built again would
+/// otherwise stay for good; the age spares a live build that another PID namespace, a container
+/// sharing the cache, runs under a number this one does not see). Linux; elsewhere they stay,
+/// harmless but for their space.
 fn remove_abandoned(dir: &Path) {
-    let Some(parent) = dir.parent() else {
+    const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    let (Some(parent), Some(own)) = (dir.parent(), dir.file_name()) else {
         return;
     };
+    let own = own.to_string_lossy();
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     for e in entries.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
         // `.store-KEY.tmp-PID` or `.store-KEY.trash-PID`.
-        let Some(pid) = n
-            .strip_prefix(".store-")
+        let Some((store, pid)) = n
+            .strip_prefix('.')
+            .filter(|rest| rest.starts_with("store-"))
             .and_then(|rest| rest.rsplit_once('.'))
-            .and_then(|(_, kind)| {
-                kind.strip_prefix("tmp-")
-                    .or_else(|| kind.strip_prefix("trash-"))
+            .and_then(|(store, kind)| {
+                let pid = kind
+                    .strip_prefix("tmp-")
+                    .or_else(|| kind.strip_prefix("trash-"))?;
+                Some((store, pid.parse::<u32>().ok()?))
             })
-            .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
         };
-        if cfg!(target_os = "linux") && !Path::new(&format!("/proc/{pid}")).exists() {
+        let gone = cfg!(target_os = "linux") && !Path::new(&format!("/proc/{pid}")).exists();
+        let stale = || {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > DAY))
+        };
+        if gone && (store == own || stale()) {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
@@ -401,23 +413,31 @@ mod tests {
 
     #[test]
     #[cfg(target_os = "linux")]
-    fn builds_killed_midway_leave_nothing_once_the_next_build_starts() {
+    fn the_next_build_removes_what_killed_builds_left() {
         let root = tempfile::tempdir().unwrap();
         let dead = u32::MAX - 1;
         let own = std::process::id();
         let names = [
+            format!(".store-zzz.tmp-{dead}"),
+            format!(".store-zzz.trash-{dead}"),
             format!(".store-aaa.tmp-{dead}"),
             format!(".store-bbb.trash-{dead}"),
-            format!(".store-ccc.tmp-{own}"),
+            format!(".store-ccc.tmp-{dead}"),
+            format!(".store-zzz.tmp-{own}"),
             format!(".other.tmp-{dead}"),
         ];
         for n in &names {
             std::fs::create_dir_all(root.path().join(n).join("sub")).unwrap();
         }
-        // Another store's build: the leftovers of every store go, not only its own.
+        // Another store's, a day old: its build is gone for good.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(25 * 3600);
+        for n in &names[2..4] {
+            let f = std::fs::File::open(root.path().join(n)).unwrap();
+            f.set_modified(old).unwrap();
+        }
         remove_abandoned(&root.path().join("store-zzz"));
         let left: Vec<bool> = names.iter().map(|n| root.path().join(n).exists()).collect();
-        assert_eq!(left, [false, false, true, true]);
+        assert_eq!(left, [false, false, false, false, true, true, true]);
     }
 
     #[test]

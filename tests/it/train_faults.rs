@@ -470,14 +470,24 @@ fn a_read_only_cache_serves_its_current_stores_and_refuses_to_build_one() {
     // Text with no store there is refused before it is read.
     let other = dir.path().join("other.txt");
     std::fs::write(&other, common::tiny_corpus().to_uppercase()).unwrap();
-    masklm(&[
-        "eval",
-        "--checkpoint",
-        run,
-        "--corpus",
-        other.to_str().unwrap(),
-    ])
-    .usage_error(&["data.cache_dir", "cannot write in", "Read-only file system"]);
+    let eval_of = |corpus: &Path| {
+        masklm(&[
+            "eval",
+            "--checkpoint",
+            run,
+            "--corpus",
+            corpus.to_str().unwrap(),
+        ])
+    };
+    eval_of(&other).usage_error(&[
+        "data.cache_dir",
+        "cannot write in",
+        "Read-only file system",
+        "the token store of --corpus",
+        "would have to be built",
+    ]);
+    // A path that is not there is named as such, not as the cache's fault.
+    eval_of(&dir.path().join("missing.txt")).usage_error(&["--corpus", "missing.txt"]);
 }
 
 #[test]

@@ -4,11 +4,17 @@ use clap::Parser;
 
 fn main() {
     // burn creates some state (optimizer moments on load) on `Device::default()`, which is wgpu
-    // whenever wgpu is compiled in; keep that on the CPU unless the user says otherwise.
-    if std::env::var_os("BURN_DEVICE").is_none() {
-        // SAFETY: the first statement of main, before any other thread exists.
-        unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+    // whenever wgpu is compiled in, and which `BURN_DEVICE` names: keep that on the CPU. The
+    // device masklm computes on is train.backend's (--backend's); an inherited BURN_DEVICE that
+    // burn does not know, or that names a backend left out of the build, made a resume panic.
+    if let Some(v) = std::env::var_os("BURN_DEVICE").filter(|v| v != "flex") {
+        masklm::errln!(
+            "note: BURN_DEVICE={} is ignored: masklm computes on train.backend (or --backend)",
+            v.to_string_lossy()
+        );
     }
+    // SAFETY: at the start of main, before any other thread exists.
+    unsafe { std::env::set_var("BURN_DEVICE", "flex") };
     keep_freed_memory();
     let cli = masklm::cli::Cli::parse();
     if let Err(err) = masklm::cli::run(cli) {

@@ -30,8 +30,16 @@ pub fn run(a: TrainArgs) -> Result<()> {
         None => None,
     };
     let s = crate::train::train(&cfg, a.resume, init_from.as_deref())?;
-    // No row was logged when no step selected a token to predict (a tiny data.mask_prob).
-    let loss = if s.last_loss.is_nan() {
+    // No row was logged when no step selected a token to predict (a tiny data.mask_prob), or
+    // when every step that did was skipped for an f16 overflow.
+    let loss = if s.last_loss.is_nan() && s.skipped_steps > 0 {
+        format!(
+            "no loss logged: every step that selected tokens to mask was skipped for an f16 \
+             overflow ({} skipped; the loss scale halves at each, so a longer run gets past \
+             them, or use train.precision = \"bf16\" or \"f32\")",
+            s.skipped_steps
+        )
+    } else if s.last_loss.is_nan() {
         format!(
             "no loss logged (no step selected a token to mask at data.mask_prob {})",
             cfg.data.mask_prob

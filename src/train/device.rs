@@ -16,7 +16,10 @@ pub fn device_for(backend: BackendName, key: BackendKey) -> Result<Device> {
         #[allow(deprecated)]
         BackendName::Ndarray => Ok(Device::ndarray()),
         #[cfg(feature = "wgpu")]
-        BackendName::Wgpu => gpu_device(backend, key, Device::wgpu(DeviceKind::DefaultDevice)),
+        BackendName::Wgpu => {
+            refuse_opengl(key)?;
+            gpu_device(backend, key, Device::wgpu(DeviceKind::DefaultDevice))
+        }
         #[cfg(feature = "vulkan")]
         BackendName::Vulkan => gpu_device(backend, key, Device::vulkan(DeviceKind::DefaultDevice)),
         #[cfg(feature = "cuda")]
@@ -452,6 +455,24 @@ fn cache_compiled_kernels() {
 #[cfg(not(feature = "cube"))]
 fn identity(_device: &Device) -> Identity {
     (None, None, None)
+}
+
+/// Refuses `wgpu` where the graphics API it would come up on is OpenGL (a machine with Mesa's
+/// OpenGL driver but no Vulkan one): there the first step's autotune deadlocks wgpu's GL context
+/// ("Could not lock adapter context") and the run hangs for good, after the probe in
+/// [`gpu_device`] passed.
+#[cfg(feature = "wgpu")]
+fn refuse_opengl(key: BackendKey) -> Result<()> {
+    use cubecl::wgpu::{AutoGraphicsApi, GraphicsApi, wgpu::Backend};
+    if AutoGraphicsApi::backend() != Backend::Gl {
+        return Ok(());
+    }
+    let (name, flex) = (key.naming(BackendName::Wgpu), key.flex_instead());
+    crate::usage!(
+        "{name}: the only graphics API with an adapter here is OpenGL, on which burn's wgpu \
+         backend hangs; it needs a Vulkan driver (on Debian without a GPU: apt-get install \
+         mesa-vulkan-drivers), Metal or DX12, or use {flex}"
+    )
 }
 
 /// `device` once it has answered a first computation: wgpu looks for an adapter on first use,

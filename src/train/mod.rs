@@ -46,6 +46,8 @@ pub use device::{
 pub struct TrainSummary {
     pub final_step: u64,
     pub last_loss: f64,
+    /// Steps skipped for an f16 overflow over the whole run (0 without loss scaling).
+    pub skipped_steps: u64,
     pub eval: Option<EvalReport>,
     pub checkpoint: std::path::PathBuf,
     /// Texts with `[MASK]` to show the trained model on (`train.fill_mask_examples` or held-out
@@ -607,6 +609,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     Ok(TrainSummary {
         final_step: state.step,
         last_loss,
+        skipped_steps: state.scaler.skipped_steps,
         eval: last_eval,
         checkpoint: last_ckpt,
         examples,

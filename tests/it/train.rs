@@ -6,6 +6,11 @@ use common::masklm;
 use std::path::Path;
 
 fn train(out: &Path, tok: &Path, extra: &[&str]) -> common::Run {
+    masklm(&train_args(out, tok, extra))
+}
+
+/// [`train`]'s arguments.
+fn train_args(out: &Path, tok: &Path, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = ["train", "--config", "configs/tiny.toml"]
         .iter()
         .map(|s| s.to_string())
@@ -19,7 +24,7 @@ fn train(out: &Path, tok: &Path, extra: &[&str]) -> common::Run {
         args.push(s);
     }
     args.extend(extra.iter().map(|s| s.to_string()));
-    masklm(&args)
+    args
 }
 
 fn rows(metrics: &Path) -> Vec<serde_json::Value> {
@@ -391,6 +396,38 @@ fn resume_refuses_a_changed_config_and_allows_cadence_keys() {
     ]);
     train(&out, &tok, &longer).ok();
     assert!(out.join("checkpoint-4").is_dir());
+}
+
+#[test]
+fn an_inherited_burn_device_is_ignored_with_a_note_on_a_fresh_run_and_a_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tok/tokenizer.json");
+    let out = dir.path().join("run");
+    // A value burn does not know: on a resume, burn's default device (the optimizer's state is
+    // loaded there) panicked on it.
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_masklm"))
+            .args(train_args(&out, &tok, extra))
+            .current_dir(common::ROOT)
+            .env("BURN_DEVICE", "bogus")
+            .output()
+            .unwrap()
+    };
+    for extra in [
+        &["--set", "train.steps=2", "--set", "train.warmup_steps=0"][..],
+        &[
+            "--set",
+            "train.steps=3",
+            "--set",
+            "train.warmup_steps=0",
+            "--resume",
+        ][..],
+    ] {
+        let o = run(extra);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains("BURN_DEVICE=bogus is ignored"), "{stderr}");
+    }
 }
 
 #[test]

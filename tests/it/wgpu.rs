@@ -251,6 +251,38 @@ fn wgpu_without_any_adapter_is_a_clear_error() {
 }
 
 #[test]
+fn wgpu_with_only_an_opengl_adapter_is_refused_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = tiny_wgpu_train(dir.path(), &[]);
+    // No Vulkan driver, Mesa's OpenGL one left as it is: wgpu falls back to GL, where a run hung.
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_masklm"))
+        .args(&args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("BURN_DEVICE", "flex")
+        .env("VK_ICD_FILENAMES", dir.path().join("none.json"))
+        .env("VK_DRIVER_FILES", dir.path().join("none.json"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while run.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(300) {
+            run.kill().unwrap();
+            panic!("still running after 300 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Where the machine has no OpenGL driver either, this is the no-adapter refusal.
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("mesa-vulkan-drivers"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!dir.path().join("tokenizer.json").exists());
+}
+
+#[test]
 fn a_precision_the_adapter_does_not_compute_is_refused_before_any_work() {
     // burn's WGSL kernels store bf16 but do not compute it; lavapipe computes f16.
     let dir = tempfile::tempdir().unwrap();

@@ -68,7 +68,7 @@ fn prepare(a: ConfigArgs) -> Result<()> {
     super::set_threads(cfg.train.threads);
     check_data(&cfg)?;
     let tok = tokenizer_for(&cfg)?;
-    for (what, paths) in corpora(&cfg) {
+    for (what, _, paths) in corpora(&cfg) {
         let (store, built) = store_built(paths, &cfg, &tok)?;
         let state = if built { "built" } else { "current" };
         crate::outln!("{} ({state})", describe_store(what, &store))?;
@@ -90,12 +90,7 @@ fn verify(a: ConfigArgs) -> Result<()> {
     let tok = BertTokenizer::load(path)?;
     let cache = cache_dir(&cfg);
     let (mut problems, mut damaged) = (Vec::new(), false);
-    for (what, paths) in corpora(&cfg) {
-        let key = if what == "training" {
-            "data.train"
-        } else {
-            "data.valid"
-        };
+    for (what, key, paths) in corpora(&cfg) {
         let files = corpus::expand_paths(paths).with_context(|| key)?;
         let (dir, want) = store::locate(&files, &tok, &cfg.data.text_field, &cache)?;
         let s = match TokenStore::open_if_current(&dir, &want)? {

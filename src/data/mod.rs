@@ -184,11 +184,12 @@ pub fn cache_dir(cfg: &Config) -> PathBuf {
     }
 }
 
-/// The corpora a config's run reads: `data.train`, and `data.valid` when it names files.
-pub fn corpora(cfg: &Config) -> Vec<(&'static str, &[PathBuf])> {
-    let mut v = vec![("training", cfg.data.train.as_slice())];
+/// The corpora a config's run reads, as `(what, key, paths)`: `("training", "data.train", …)`,
+/// and `data.valid`'s when it names files.
+pub fn corpora(cfg: &Config) -> Vec<(&'static str, &'static str, &[PathBuf])> {
+    let mut v = vec![("training", "data.train", cfg.data.train.as_slice())];
     if !cfg.data.valid.is_empty() {
-        v.push(("validation", cfg.data.valid.as_slice()));
+        v.push(("validation", "data.valid", cfg.data.valid.as_slice()));
     }
     v
 }
@@ -231,10 +232,7 @@ pub fn check_cache_dir(
 pub fn check_data(cfg: &Config) -> Result<()> {
     let keyed: Vec<(&str, &[PathBuf])> = corpora(cfg)
         .into_iter()
-        .map(|(what, p)| match what {
-            "training" => ("data.train", p),
-            _ => ("data.valid", p),
-        })
+        .map(|(_, key, paths)| (key, paths))
         .collect();
     let tok = || {
         let path = &cfg.tokenizer.path;
@@ -243,10 +241,7 @@ pub fn check_data(cfg: &Config) -> Result<()> {
             .flatten()
     };
     check_cache_dir(cfg, tok, &keyed)?;
-    for (key, paths) in [
-        ("data.train", &cfg.data.train),
-        ("data.valid", &cfg.data.valid),
-    ] {
+    for &(key, paths) in &keyed {
         for f in corpus::expand_paths(paths).with_context(|| key.to_string())? {
             // A file that is there but cannot be opened (permissions) would otherwise be found
             // only when its text is read, after a tokenizer was trained.

@@ -101,6 +101,31 @@ pub fn read_line_capped(
     }
 }
 
+/// Creates `dir` and whichever of its ancestors are missing, as `fs::create_dir_all` does, and
+/// returns the folders it made, innermost first, for [`remove_made`] to take back when the
+/// command then fails: a failed command leaves no new empty folders behind.
+pub fn make_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && a.symlink_metadata().is_err())
+        .map(Path::to_path_buf)
+        .collect();
+    fs::create_dir_all(dir)?;
+    Ok(missing)
+}
+
+/// Removes the folders [`make_dirs`] made, innermost first, as long as they are empty (another
+/// process may have put something in one meanwhile: that one and its parents stay).
+pub fn remove_made(made: &[PathBuf]) {
+    for d in made {
+        match fs::remove_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return,
+        }
+    }
+}
+
 /// Writes `bytes` to a temporary file beside `path`, syncs it, then renames it over `path`.
 /// Readers see either the old file or the new one, never a prefix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -115,9 +140,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// by the next writer of `path`.
 pub fn replace_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    if let Some(dir) = dir {
-        fs::create_dir_all(dir).with_context(|| format!("creating folder {}", dir.display()))?;
-    }
+    let made = match dir {
+        Some(dir) => {
+            make_dirs(dir).with_context(|| format!("creating folder {}", dir.display()))?
+        }
+        None => Vec::new(),
+    };
     let (prefix, suffix) = tmp_affixes(path);
     remove_dead_temporaries(dir.unwrap_or(Path::new(".")), &prefix, &suffix);
     let tmp = tmp_path(path);
@@ -132,6 +160,7 @@ pub fn replace_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
+        remove_made(&made);
     }
     result
 }
@@ -147,6 +176,7 @@ pub fn replace_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
 /// `out` removes. On error the temporary folder is removed and `out` is untouched.
 pub fn write_folder(out: &Path, write: impl FnOnce(&Path) -> Result<Vec<String>>) -> Result<()> {
     let pid = std::process::id();
+    let mut made = Vec::new();
     let (tmp, into_existing) = if out.is_dir() {
         remove_dead_temporaries(out, ".masklm.tmp-", "");
         (out.join(format!(".masklm.tmp-{pid}")), true)
@@ -159,7 +189,7 @@ pub fn write_folder(out: &Path, write: impl FnOnce(&Path) -> Result<Vec<String>>
             .with_context(|| format!("{} has no folder name", out.display()))?;
         let parent = out.parent().filter(|d| !d.as_os_str().is_empty());
         let parent = parent.unwrap_or(Path::new("."));
-        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        made = make_dirs(parent).with_context(|| format!("creating {}", parent.display()))?;
         remove_dead_temporaries(parent, &format!(".{name}.tmp-"), "");
         (parent.join(format!(".{name}.tmp-{pid}")), false)
     };
@@ -196,6 +226,7 @@ pub fn write_folder(out: &Path, write: impl FnOnce(&Path) -> Result<Vec<String>>
     })();
     if result.is_err() {
         let _ = fs::remove_dir_all(&tmp);
+        remove_made(&made);
     }
     result
 }
@@ -548,5 +579,26 @@ mod tests {
         // /dev/zero never ends and has no length: the cap is what stops the read.
         let e = read_to_string_capped(Path::new("/dev/zero"), 1 << 10).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge);
+    }
+
+    #[test]
+    fn a_failed_write_takes_back_the_folders_it_made() {
+        let root = tempfile::tempdir().unwrap();
+        let made = make_dirs(&root.path().join("a/b/c")).unwrap();
+        let rel: Vec<_> = made
+            .iter()
+            .map(|d| d.strip_prefix(root.path()).unwrap())
+            .collect();
+        assert_eq!(rel, [Path::new("a/b/c"), Path::new("a/b"), Path::new("a")]);
+        assert!(make_dirs(&root.path().join("a/b")).unwrap().is_empty());
+        // Something another process put in a/b keeps it, and a, in place.
+        fs::write(root.path().join("a/b/theirs"), "").unwrap();
+        remove_made(&made);
+        assert!(!root.path().join("a/b/c").exists() && root.path().join("a/b/theirs").exists());
+
+        let failing = |_: &Path| -> Result<()> { anyhow::bail!("disk full") };
+        assert!(replace_with(&root.path().join("x/y/file.json"), failing).is_err());
+        assert!(write_folder(&root.path().join("p/q/out"), |_| anyhow::bail!("no")).is_err());
+        assert!(!root.path().join("x").exists() && !root.path().join("p").exists());
     }
 }

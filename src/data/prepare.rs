@@ -167,7 +167,7 @@ pub fn prepare(
     remove_abandoned(dir);
     let tmp = crate::io::tmp_path(dir);
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| {
+    let made = crate::io::make_dirs(&tmp).map_err(|e| {
         UsageError::new(format!(
             "cannot create the token store in {}: {e}; set data.cache_dir to a writable folder",
             tmp.parent().unwrap_or(Path::new(".")).display()
@@ -177,6 +177,7 @@ pub fn prepare(
         .and_then(|()| put_in_place(&tmp, dir, &manifest));
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
+        crate::io::remove_made(&made);
     }
     result
 }

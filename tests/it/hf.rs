@@ -961,6 +961,23 @@ fn train_init_from_continues_pretraining_from_the_imported_weights() {
     );
     let d = max_logit_diff(&last, &reference());
     assert!(d < 1e-3, "the run started from the imported weights: {d}");
+
+    // A run that decodes otherwise than the checkpoint goes on with its own setting, said once.
+    let r = masklm(&with(&[
+        "--set",
+        "tokenizer.clean_up_tokenization_spaces=true",
+        "--set",
+        &format!("train.out_dir={:?}", s(&dir.path().join("run2"))),
+    ]))
+    .ok();
+    assert_eq!(
+        r.stderr
+            .matches("--set tokenizer.clean_up_tokenization_spaces=false")
+            .count(),
+        1,
+        "{}",
+        r.stderr
+    );
 }
 
 /// Whether python3 can import torch and transformers; the reason when it cannot.

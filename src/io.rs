@@ -165,12 +165,15 @@ pub fn replace_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     result
 }
 
+/// The name of [`write_folder`]'s hidden folder inside an existing `out`, before the process id.
+pub const FOLDER_TMP_PREFIX: &str = ".masklm.tmp-";
+
 /// Writes the files of folder `out`: `write` fills a hidden temporary folder (the files inside
 /// need no atomic writes of their own) and returns their names in the order written; they are
 /// then synced and moved into `out`. A new `out` is that folder, a sibling `.NAME.tmp-PID`
 /// renamed to `out` in one step; into an existing `out` (empty, or a `--force`) the folder is
 /// `out/.masklm.tmp-PID` and its files are renamed over `out`'s one by one, the last written
-/// last, so `out` itself (a mount point, a link, the current folder, a folder in a parent this
+/// last (each file they replace moved aside first, and put back if a later one fails), so `out` itself (a mount point, a link, the current folder, a folder in a parent this
 /// process cannot write in) is never replaced and keeps its owner and permissions. A killed
 /// writer leaves no half folder at a new `out`, only the hidden one, which the next writer of
 /// `out` removes. On error the temporary folder is removed and `out` is untouched.
@@ -178,8 +181,8 @@ pub fn write_folder(out: &Path, write: impl FnOnce(&Path) -> Result<Vec<String>>
     let pid = std::process::id();
     let mut made = Vec::new();
     let (tmp, into_existing) = if out.is_dir() {
-        remove_dead_temporaries(out, ".masklm.tmp-", "");
-        (out.join(format!(".masklm.tmp-{pid}")), true)
+        remove_dead_temporaries(out, FOLDER_TMP_PREFIX, "");
+        (out.join(format!("{FOLDER_TMP_PREFIX}{pid}")), true)
     } else {
         // `e/.` is `e` (renaming `e/.` fails).
         let out: &Path = &out.components().collect::<PathBuf>();
@@ -218,11 +221,36 @@ pub fn write_folder(out: &Path, write: impl FnOnce(&Path) -> Result<Vec<String>>
             return fs::rename(&tmp, out)
                 .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()));
         }
-        for n in &names {
-            fs::rename(tmp.join(n), out.join(n))
-                .with_context(|| format!("moving {} into {}", n, out.display()))?;
+        // A file `out` has already is first moved aside into `tmp`: when one cannot be
+        // replaced, those moved so far are put back, and `out` is as it was, never a mix of two
+        // writes that loads without an error.
+        let mut moved: Vec<(&String, bool)> = Vec::new();
+        let placed = (|| -> Result<()> {
+            for n in &names {
+                let (new, dest) = (tmp.join(n), out.join(n));
+                let had = dest.symlink_metadata().is_ok();
+                if had {
+                    fs::rename(&dest, tmp.join(format!(".prev-{n}")))
+                        .with_context(|| format!("moving {} aside", dest.display()))?;
+                }
+                moved.push((n, had));
+                fs::rename(&new, &dest)
+                    .with_context(|| format!("moving {} into {}", n, out.display()))?;
+            }
+            Ok(())
+        })();
+        if placed.is_err() {
+            for (n, had) in moved.iter().rev() {
+                if !tmp.join(n).exists() {
+                    let _ = fs::remove_file(out.join(n));
+                }
+                if *had {
+                    let _ = fs::rename(tmp.join(format!(".prev-{n}")), out.join(n));
+                }
+            }
         }
-        fs::remove_dir(&tmp).with_context(|| format!("removing {}", tmp.display()))
+        placed?;
+        fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))
     })();
     if result.is_err() {
         let _ = fs::remove_dir_all(&tmp);
@@ -239,19 +267,7 @@ fn remove_dead_temporaries(dir: &Path, prefix: &str, suffix: &str) {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(prefix)
-            .and_then(|p| p.strip_suffix(suffix))
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        // SAFETY: kill with signal 0 only asks whether the process exists. EPERM: it exists,
-        // another user's (a shared output folder), so its temporary is live too.
-        let alive = pid == std::process::id() as i32
-            || unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-        if !alive {
+        if is_dead_temporary(&name, prefix, suffix) {
             let path = e.path();
             let _ = if path.is_dir() {
                 fs::remove_dir_all(path)
@@ -262,24 +278,29 @@ fn remove_dead_temporaries(dir: &Path, prefix: &str, suffix: &str) {
     }
 }
 
+/// Whether `name` is `PREFIX<pid>SUFFIX`, a temporary of a process that no longer runs.
+pub fn is_dead_temporary(name: &str, prefix: &str, suffix: &str) -> bool {
+    let Some(pid) = name
+        .strip_prefix(prefix)
+        .and_then(|p| p.strip_suffix(suffix))
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only asks whether the process exists. EPERM: it exists,
+    // another user's (a shared output folder), so its temporary is live too.
+    let alive = pid == std::process::id() as i32
+        || unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    !alive
+}
+
 /// Refuses, before any work, an output folder that cannot be made or written in: `dir` or one
 /// of its ancestors is a file, or the nearest existing one is a folder this process cannot
 /// write in. `what` names the option or key (`--out`, `train.out_dir`).
 pub fn check_output_dir(dir: &Path, what: &str) -> Result<(), crate::error::UsageError> {
     let fix = format!("choose another {what}");
-    // A link to nothing is not there to `exists()`, yet no folder can be made in its place.
-    let dangling = dir
-        .ancestors()
-        .find(|a| !a.as_os_str().is_empty() && !a.exists() && a.symlink_metadata().is_ok());
-    if let Some(link) = dangling {
-        let target = std::fs::read_link(link).unwrap_or_default();
-        return Err(crate::error::UsageError::new(format!(
-            "{what} {}: {} is a link to {}, which does not exist; make that folder or {fix}",
-            dir.display(),
-            link.display(),
-            target.display()
-        )));
-    }
+    refuse_dangling_links(dir, dir, what)?;
     let nearest = nearest_existing(dir).map_err(|(i, a)| {
         crate::error::UsageError::new(if i == 0 {
             format!("{what} {} is a file, not a folder; {fix}", dir.display())
@@ -292,6 +313,28 @@ pub fn check_output_dir(dir: &Path, what: &str) -> Result<(), crate::error::Usag
         })
     })?;
     check_writable(&nearest, dir, what)
+}
+
+/// Refuses `dir` when it or an ancestor is a link to nothing (or a link loop): it is not there
+/// to `exists()`, yet no folder can be made in its place. `out` and `what` name the output.
+fn refuse_dangling_links(
+    dir: &Path,
+    out: &Path,
+    what: &str,
+) -> Result<(), crate::error::UsageError> {
+    let dangling = dir
+        .ancestors()
+        .find(|a| !a.as_os_str().is_empty() && !a.exists() && a.symlink_metadata().is_ok());
+    match dangling {
+        None => Ok(()),
+        Some(link) => Err(crate::error::UsageError::new(format!(
+            "{what} {}: {} is a link to {}, which does not exist; make that folder or choose \
+             another {what}",
+            out.display(),
+            link.display(),
+            fs::read_link(link).unwrap_or_default().display()
+        ))),
+    }
 }
 
 /// The nearest of `dir` and its ancestors that exists, when it is a folder (`.` for a relative
@@ -325,6 +368,8 @@ fn check_writable(nearest: &Path, out: &Path, what: &str) -> Result<(), crate::e
 /// Whether a file can be created in the existing folder `dir`: found by creating and removing an
 /// empty hidden file, since permission bits alone do not say (root, ACLs, read-only mounts).
 pub fn can_create_in(dir: &Path) -> std::io::Result<()> {
+    // A killed check's probe goes with the next check in the folder.
+    remove_dead_temporaries(dir, ".masklm-write-check-", "");
     let probe = dir.join(format!(".masklm-write-check-{}", std::process::id()));
     fs::OpenOptions::new()
         .write(true)
@@ -350,6 +395,7 @@ pub fn check_output_file(
         )));
     }
     let dir = path.parent().unwrap_or(Path::new(""));
+    refuse_dangling_links(dir, path, what)?;
     let nearest = nearest_existing(dir).map_err(|_| {
         crate::error::UsageError::new(format!(
             "{what} {}: {} is not a folder that can be made (a file is in the way); \
@@ -450,6 +496,18 @@ mod tests {
         assert_eq!(names(&out), ["README.md", "a.json", "b.json"]);
         assert_eq!(fs::read_to_string(out.join("b.json")).unwrap(), "two");
         assert_eq!(names(dir.path()), ["hf"]);
+
+        // A file that cannot be moved in (here: its folder in `out` is missing) puts back the
+        // ones already replaced: never a mix of two writes.
+        let failed = write_folder(&out, |tmp| {
+            fs::write(tmp.join("a.json"), "mixed")?;
+            fs::create_dir(tmp.join("sub"))?;
+            fs::write(tmp.join("sub/c.json"), "mixed")?;
+            Ok(vec!["a.json".into(), "sub/c.json".into()])
+        });
+        assert!(failed.is_err());
+        assert_eq!(names(&out), ["README.md", "a.json", "b.json"]);
+        assert_eq!(fs::read_to_string(out.join("a.json")).unwrap(), "two");
 
         // An existing folder is written into, never replaced: a link to one stays a link (so
         // does a mount point, the current folder, a folder in a parent that cannot be written

@@ -22,8 +22,31 @@ pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MAS
 pub const CONTINUATION_PREFIX: &str = "##";
 
 /// HF `BertWordPieceTokenizer.train` defaults.
-const MIN_FREQUENCY: u64 = 2;
-pub const LIMIT_ALPHABET: usize = 1000;
+/// How WordPiece is trained: HF's `BertWordPieceTokenizer.train` arguments, with its defaults
+/// (`WordPieceTraining::new`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WordPieceTraining {
+    /// Vocabulary size asked for, special tokens included.
+    pub vocab_size: usize,
+    /// Lowercase and strip accents (BERT uncased), or keep both (cased).
+    pub lowercase: bool,
+    /// Least count of a pair merged (HF's `min_frequency`, 2).
+    pub min_frequency: u64,
+    /// Most characters kept before merging, the rarest dropped (HF's `limit_alphabet`, 1000).
+    pub limit_alphabet: usize,
+}
+
+impl WordPieceTraining {
+    /// HF's `BertWordPieceTokenizer.train` defaults for the other settings.
+    pub fn new(vocab_size: usize, lowercase: bool) -> Self {
+        Self {
+            vocab_size,
+            lowercase,
+            min_frequency: 2,
+            limit_alphabet: 1000,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct SpecialIds {
@@ -66,13 +89,35 @@ pub struct BertTokenizer {
     /// transformers' `clean_up_tokenization_spaces`, applied by [`BertTokenizer::decode`]; a
     /// setting of the run (`tokenizer.clean_up_tokenization_spaces`), not of tokenizer.json.
     clean_up_tokenization_spaces: bool,
+    /// Added tokens shown otherwise than written: [`shown_added_tokens`].
+    shown: std::collections::HashMap<u32, String>,
+}
+
+/// The added tokens of `tok` that HF shows as its normalizer makes them, by id: tokenizers 0.23
+/// (transformers' fill-mask, `convert_ids_to_tokens`, `decode`) gives a normalized, non-special
+/// added token's normalized form ("New Thing" in a lowercasing tokenizer is "new thing"), where
+/// the 0.22 crate gives it as written. Both match the same text.
+fn shown_added_tokens(tok: &Tokenizer) -> std::collections::HashMap<u32, String> {
+    use tokenizers::{NormalizedString, Normalizer};
+    let Some(normalizer) = tok.get_normalizer() else {
+        return Default::default();
+    };
+    tok.get_added_tokens_decoder()
+        .into_iter()
+        .filter(|(_, t)| t.normalized && !t.special)
+        .filter_map(|(id, t)| {
+            let mut n = NormalizedString::from(t.content.as_str());
+            normalizer.normalize(&mut n).ok()?;
+            (n.get() != t.content).then(|| (id, n.get().to_string()))
+        })
+        .collect()
 }
 
 impl BertTokenizer {
     /// Trains WordPiece on `lines` as HF's `BertWordPieceTokenizer` does: BERT normalizer
     /// (lowercasing and accent stripping unless `cased`), BERT pre-tokenizer, `##` continuations,
     /// `[CLS] $A [SEP]` post-processor.
-    pub fn train<I, S>(lines: I, vocab_size: usize, lowercase: bool) -> Result<Self>
+    pub fn train<I, S>(lines: I, how: &WordPieceTraining) -> Result<Self>
     where
         I: Iterator<Item = S> + Send,
         S: AsRef<str> + Send,
@@ -84,7 +129,7 @@ impl BertTokenizer {
             .map_err(|e| anyhow::anyhow!("building WordPiece model: {e}"))?;
         let mut tok = Tokenizer::new(wordpiece);
         // strip_accents None follows `lowercase`, as in BERT uncased / cased.
-        tok.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)));
+        tok.with_normalizer(Some(BertNormalizer::new(true, true, None, how.lowercase)));
         tok.with_pre_tokenizer(Some(BertPreTokenizer));
         tok.with_decoder(Some(WordPieceDecoder::new(
             CONTINUATION_PREFIX.into(),
@@ -96,9 +141,9 @@ impl BertTokenizer {
             .collect();
         let mut trainer = TrainerWrapper::WordPieceTrainer(
             WordPieceTrainer::builder()
-                .vocab_size(vocab_size)
-                .min_frequency(MIN_FREQUENCY)
-                .limit_alphabet(LIMIT_ALPHABET)
+                .vocab_size(how.vocab_size)
+                .min_frequency(how.min_frequency)
+                .limit_alphabet(how.limit_alphabet)
                 .special_tokens(specials)
                 .continuing_subword_prefix(CONTINUATION_PREFIX.into())
                 .show_progress(false)
@@ -144,9 +189,17 @@ impl BertTokenizer {
 
     /// Parses the text of a `tokenizer.json`; `name` says where it came from in messages.
     pub fn from_json(json: &str, name: &str) -> Result<Self> {
-        let tok: Tokenizer = json
-            .parse()
-            .map_err(|e| UsageError::new(format!("{name} is not a valid tokenizer.json: {e}")))?;
+        let tok: Tokenizer = json.parse().map_err(|e| {
+            // A vocab.txt (one token a line) starts like a JSON list: serde's "invalid type:
+            // sequence" would not say what is wrong.
+            let hint = match json.trim_start().starts_with('{') {
+                true => String::new(),
+                false => "; it is not a JSON object, as a tokenizer.json is (a vocab.txt of an \
+                          HF folder comes in through `masklm import --hf FOLDER`)"
+                    .into(),
+            };
+            UsageError::new(format!("{name} is not a valid tokenizer.json: {e}{hint}"))
+        })?;
         Self::from_tokenizer(tok, name)
     }
 
@@ -205,6 +258,7 @@ impl BertTokenizer {
             );
         }
         Ok(Self {
+            shown: shown_added_tokens(&inner),
             inner,
             specials,
             vocab_size,
@@ -257,10 +311,12 @@ impl BertTokenizer {
     /// Writes `path` (tokenizer.json) and `vocab.txt` beside it, each atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = self.to_json()?;
-        crate::io::write_atomic(path, json.as_bytes())?;
+        // vocab.txt first: tokenizer.json is the file runs look for and trust, so it appears
+        // only once its companion is written (a kill or a full disk in between leaves no
+        // tokenizer.json, and the next run writes both).
         let vocab_path = path.with_file_name("vocab.txt");
         crate::io::write_atomic(&vocab_path, self.vocab_txt().as_bytes())?;
-        Ok(())
+        crate::io::write_atomic(path, json.as_bytes())
     }
 
     pub fn to_json(&self) -> Result<String> {
@@ -291,9 +347,12 @@ impl BertTokenizer {
         self.vocab_size
     }
 
+    /// The token of `id` as HF shows it (an added token normalized: [`shown_added_tokens`]).
     pub fn token(&self, id: u32) -> String {
-        self.inner
-            .id_to_token(id)
+        self.shown
+            .get(&id)
+            .cloned()
+            .or_else(|| self.inner.id_to_token(id))
             .unwrap_or_else(|| format!("[unused{id}]"))
     }
 
@@ -339,10 +398,31 @@ impl BertTokenizer {
     /// pieces joined by the WordPiece decoder, then, with `clean_up_tokenization_spaces`,
     /// [`clean_up_tokenization`] over the whole text.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        let text = self
-            .inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| anyhow::anyhow!("decoding: {e}"))?;
+        let text = match self.shown.is_empty() {
+            true => self.inner.decode(ids, skip_special_tokens),
+            // tokenizers' `decode` with the added tokens as HF shows them.
+            false => {
+                let special: std::collections::HashSet<u32> = self
+                    .inner
+                    .get_added_tokens_decoder()
+                    .into_iter()
+                    .filter_map(|(id, t)| t.special.then_some(id))
+                    .collect();
+                let tokens: Vec<String> = ids
+                    .iter()
+                    .filter(|id| !(skip_special_tokens && special.contains(id)))
+                    .filter(|&&id| {
+                        self.shown.contains_key(&id) || self.inner.id_to_token(id).is_some()
+                    })
+                    .map(|&id| self.token(id))
+                    .collect();
+                match self.inner.get_decoder() {
+                    Some(d) => tokenizers::Decoder::decode(d, tokens),
+                    None => Ok(tokens.join(" ")),
+                }
+            }
+        }
+        .map_err(|e| anyhow::anyhow!("decoding: {e}"))?;
         Ok(match self.clean_up_tokenization_spaces {
             true => clean_up_tokenization(&text),
             false => text,
@@ -423,5 +503,29 @@ mod tests {
             clean_up_tokenization("what ? no ! they 're , we 've , i 'm"),
             "what? no! they're, we've, i'm"
         );
+    }
+
+    #[test]
+    fn a_normalized_added_token_shows_as_hf_shows_it() {
+        // Python tokenizers 0.23.3 on a BERT normalizer (lowercase) with these added tokens:
+        // id_to_token gives 'new thing', ' 中  文 ' and 'uni'; decode of the three ids gives
+        // 'new thing  中  文  uni' (WordPiece's decoder joins with spaces).
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/tokenizer.json");
+        let mut tok = BertTokenizer::load(&path).unwrap();
+        let n = tok.vocab_size() as u32;
+        let added = ["New Thing", "中文", "Ünï"].map(|t| AddedToken::from(t, false));
+        tok.inner.add_tokens(&added);
+        tok.inner
+            .add_special_tokens(&[AddedToken::from("<Keep>", true)]);
+        let tok = BertTokenizer::from_json(&tok.to_json().unwrap(), "t").unwrap();
+        let shown: Vec<String> = (n..n + 4).map(|id| tok.token(id)).collect();
+        assert_eq!(shown, ["new thing", " 中  文 ", "uni", "<Keep>"]);
+        assert_eq!(
+            tok.decode(&[n, n + 1, n + 2], false).unwrap(),
+            "new thing  中  文  uni"
+        );
+        assert_eq!(tok.decode(&[n, n + 3], true).unwrap(), "new thing");
+        assert_eq!(tok.encode_batch(vec!["New THING"]).unwrap(), [[n]]);
     }
 }

@@ -10,6 +10,10 @@ use burn::prelude::*;
 use clap::Args;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
+
+/// The refusal of TEXT arguments that are all blank (a blank `--input` line is skipped instead).
+const ALL_BLANK: &str =
+    "every TEXT argument is blank; give a text with [MASK], e.g. \"the [MASK] sat on the mat\"";
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
@@ -42,6 +46,9 @@ pub fn run(a: FillMaskArgs) -> Result<()> {
     }
     if a.texts.is_empty() && a.input.is_none() {
         crate::usage!("no input: give TEXT arguments with [MASK], or --input FILE");
+    }
+    if a.input.is_none() && a.texts.iter().all(|t| t.trim().is_empty()) {
+        crate::usage!("{ALL_BLANK}");
     }
     let cannot = |f: &Path, e: std::io::Error| {
         UsageError::new(format!("cannot read --input {}: {e}", f.display()))
@@ -100,7 +107,7 @@ pub fn run(a: FillMaskArgs) -> Result<()> {
                 "--input {} has no non-blank line; write one text with [MASK] per line",
                 f.display()
             ),
-            None => crate::usage!("no input: give TEXT arguments with [MASK], or --input FILE"),
+            None => crate::usage!("{ALL_BLANK}"),
         }
     }
     if answers.failed > 0 {

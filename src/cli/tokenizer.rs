@@ -3,7 +3,7 @@
 use crate::config::MAX_VOCAB_SIZE;
 use crate::data::{corpus, train_tokenizer};
 use crate::error::UsageError;
-use crate::tokenizer::{BertTokenizer, SPECIAL_TOKENS};
+use crate::tokenizer::{BertTokenizer, SPECIAL_TOKENS, WordPieceTraining};
 use anyhow::Result;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -22,6 +22,12 @@ pub struct TokenizerArgs {
     /// Keep case and accents (default: lowercase and strip accents, as BERT uncased)
     #[arg(long)]
     pub cased: bool,
+    /// Least number of times a pair of pieces must occur to be merged (HF's min_frequency)
+    #[arg(long, value_name = "N", default_value_t = WordPieceTraining::new(0, true).min_frequency)]
+    pub min_frequency: u64,
+    /// Most distinct characters kept before merging, the rarest dropped (HF's limit_alphabet)
+    #[arg(long, value_name = "N", default_value_t = WordPieceTraining::new(0, true).limit_alphabet)]
+    pub limit_alphabet: usize,
     /// Replace an existing --out and the vocab.txt beside it
     #[arg(long)]
     pub force: bool,
@@ -44,6 +50,12 @@ pub fn run(a: TokenizerArgs) -> Result<()> {
         crate::usage!(
             "--vocab-size {} is above {MAX_VOCAB_SIZE}, the most masklm accepts (BERT uses 30522)",
             a.vocab_size
+        );
+    }
+    if a.limit_alphabet == 0 {
+        crate::usage!(
+            "--limit-alphabet 0 keeps no character, so every word would be [UNK]; use at least \
+             the characters of your script (HF's default: 1000)"
         );
     }
     BertTokenizer::check_save_path(&a.out, "--out", &a.corpus)?;
@@ -70,7 +82,12 @@ pub fn run(a: TokenizerArgs) -> Result<()> {
             w.display()
         );
     }
-    let tok = train_tokenizer(&files, a.vocab_size, !a.cased, &a.text_field)?;
+    let how = WordPieceTraining {
+        min_frequency: a.min_frequency,
+        limit_alphabet: a.limit_alphabet,
+        ..WordPieceTraining::new(a.vocab_size, !a.cased)
+    };
+    let tok = train_tokenizer(&files, &how, &a.text_field)?;
     tok.save(&a.out)?;
     crate::outln!(
         "wrote {} and {} (vocabulary of {} tokens)",

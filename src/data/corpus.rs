@@ -589,19 +589,46 @@ fn read_line<R: BufRead>(r: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize>
     Ok(buf.len() - start)
 }
 
-/// Where to cut a full buffer: after the last ASCII whitespace in its second half, else at the
-/// last UTF-8 character boundary, so a piece never splits a character.
+/// Where to cut a full buffer so that BERT's pre-tokenizer finds the same words as in the whole
+/// line: after the last ASCII whitespace in its second half; else after the last character
+/// there at which it splits anyway (any Unicode whitespace, punctuation as `BertPreTokenizer`
+/// tells it, a CJK ideograph, which BERT's normalizer sets apart); else at the last UTF-8
+/// character boundary, so a piece never splits a character (a run of 32 KiB without any such
+/// character is cut inside a word).
 fn cut_point(buf: &[u8]) -> usize {
     let half = buf.len() / 2;
     if let Some(i) = buf[half..].iter().rposition(|b| b.is_ascii_whitespace()) {
         return half + i + 1;
     }
-    // No whitespace: cut before the last byte that starts a character (not 0b10xx_xxxx), looking
-    // back at most 4 bytes; an invalid sequence is left whole for the UTF-8 check to report.
+    // The second half from its first character on, as far as it is valid UTF-8.
+    let start = (half..buf.len())
+        .find(|&i| (buf[i] & 0xC0) != 0x80)
+        .unwrap_or(buf.len());
+    let tail = &buf[start..];
+    let valid = std::str::from_utf8(tail)
+        .unwrap_or_else(|e| std::str::from_utf8(&tail[..e.valid_up_to()]).unwrap_or_default());
+    if let Some((i, c)) = valid.char_indices().rev().find(|&(_, c)| splits_words(c)) {
+        return start + i + c.len_utf8();
+    }
+    // Cut before the last byte that starts a character (not 0b10xx_xxxx), looking back at most
+    // 4 bytes; an invalid sequence is left whole for the UTF-8 check to report.
     (buf.len().saturating_sub(4)..buf.len())
         .rev()
         .find(|&i| i > 0 && (buf[i] & 0xC0) != 0x80)
         .unwrap_or(buf.len())
+}
+
+/// Whether BERT's tokenizer ends a word at `c` whatever comes next: whitespace, punctuation
+/// (tokenizers' `BertPreTokenizer`: ASCII punctuation or a Unicode P* category) or a CJK
+/// ideograph (the `BertNormalizer`'s `handle_chinese_chars` ranges).
+fn splits_words(c: char) -> bool {
+    use unicode_categories::UnicodeCategories;
+    c.is_whitespace()
+        || c.is_ascii_punctuation()
+        || c.is_punctuation()
+        || matches!(c as u32,
+            0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0x20000..=0x2A6DF | 0x2A700..=0x2B73F
+            | 0x2B740..=0x2B81F | 0x2B920..=0x2CEAF | 0xF900..=0xFAFF | 0x2F800..=0x2FA1F)
 }
 
 #[cfg(test)]
@@ -786,6 +813,22 @@ mod tests {
         let got = pieces_of(line.as_bytes()).unwrap();
         let joined: String = got.iter().map(|p| p.text.as_str()).collect();
         assert_eq!(joined, line);
+    }
+
+    #[test]
+    fn long_line_is_cut_where_bert_splits_words_anyway() {
+        // No ASCII whitespace, but a no-break space, a Japanese full stop or an ideograph
+        // between words: each piece ends with one, never inside a word.
+        for sep in ["\u{a0}", "。", "中"] {
+            let word = format!("Hello{sep}");
+            let line = word.repeat(3 * MAX_PIECE_BYTES / word.len());
+            let got = pieces_of(line.as_bytes()).unwrap();
+            assert!(got.len() >= 3, "{} pieces", got.len());
+            assert!(got.iter().all(|p| p.text.ends_with(sep)), "{sep:?}");
+            let joined: String = got.iter().map(|p| p.text.as_str()).collect();
+            assert_eq!(joined, line);
+        }
+        assert!(!splits_words('a') && !splits_words('ア') && !splits_words('\u{301}'));
     }
 
     #[test]

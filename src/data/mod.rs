@@ -80,7 +80,8 @@ fn load_or_train_tokenizer_unchecked(cfg: &Config) -> Result<(BertTokenizer, boo
         path.display()
     );
     let (vocab, lower) = (cfg.tokenizer.vocab_size, cfg.tokenizer.lowercase);
-    let tok = train_tokenizer(&files, vocab, lower, &cfg.data.text_field)?;
+    let how = crate::tokenizer::WordPieceTraining::new(vocab, lower);
+    let tok = train_tokenizer(&files, &how, &cfg.data.text_field)?;
     Ok((tok, true))
 }
 
@@ -94,10 +95,10 @@ pub fn save_tokenizer(cfg: &Config, tok: &BertTokenizer) -> Result<()> {
 /// Trains on the pieces of `files`, stopping at the first read error (which is returned).
 pub fn train_tokenizer(
     files: &[PathBuf],
-    vocab_size: usize,
-    lowercase: bool,
+    how: &crate::tokenizer::WordPieceTraining,
     text_field: &str,
 ) -> Result<BertTokenizer> {
+    let vocab_size = how.vocab_size;
     let mut first_err: Option<anyhow::Error> = None;
     let mut n_pieces = 0usize;
     let pieces = corpus::PieceReader::new(files.to_vec(), text_field).map_while(|p| match p {
@@ -110,7 +111,7 @@ pub fn train_tokenizer(
             None
         }
     });
-    let tok = BertTokenizer::train(pieces, vocab_size, lowercase);
+    let tok = BertTokenizer::train(pieces, how);
     if let Some(e) = first_err {
         return Err(e);
     }
@@ -146,7 +147,7 @@ pub fn train_tokenizer(
              trainer does, before it merges any",
             store::describe(files),
             tok.vocab_size(),
-            crate::tokenizer::LIMIT_ALPHABET
+            how.limit_alphabet
         );
     }
     Ok(tok)

@@ -97,11 +97,16 @@ fn check_out_dir(out: &Path, force: bool, writes: &[&str]) -> Result<()> {
             dir.display()
         );
     }
+    // What a killed export or import left (`io::write_folder`'s hidden folder) is not the
+    // user's: the write removes it.
     let non_empty = out.is_dir()
         && std::fs::read_dir(out)
             .with_context(|| format!("reading {}", out.display()))?
-            .next()
-            .is_some();
+            .flatten()
+            .any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                !crate::io::is_dead_temporary(&name, crate::io::FOLDER_TMP_PREFIX, "")
+            });
     if non_empty && !force {
         crate::usage!(
             "--out {} exists and is not empty; pass --force to overwrite the files masklm writes \

@@ -115,9 +115,11 @@ fn is_bert_whole(tokenizer_json: &str, n: &Value) -> bool {
 
 /// `tokenizer_class` values (tokenizer_config.json) that are BERT's WordPiece tokenizer, built
 /// from tokenizer_config.json's flags by transformers 4 and 5 alike.
-const BERT_CLASSES: [&str; 8] = [
+const BERT_CLASSES: [&str; 9] = [
     "BertTokenizer",
     "BertTokenizerFast",
+    // What transformers 5 writes when it saves its Python BERT tokenizer (see `read_hf_json`).
+    "BertTokenizerLegacy",
     "DistilBertTokenizer",
     "DistilBertTokenizerFast",
     "ElectraTokenizer",
@@ -137,6 +139,7 @@ const AS_IS_CLASSES: [&str; 2] = ["PreTrainedTokenizerFast", "TokenizersBackend"
 pub fn read_hf(hf_dir: &Path) -> Result<HfTokenizer> {
     let config_path = hf_dir.join("tokenizer_config.json");
     let (class, flags, clean_up_tokenization_spaces) = read_flags(&config_path)?;
+    check_special_names(hf_dir)?;
     let (json, source) = read_hf_json(hf_dir, &config_path, class, &flags)?;
     Ok(HfTokenizer {
         json,
@@ -177,6 +180,19 @@ fn read_hf_json(
             config_path.display(),
             BERT_CLASSES.join(", "),
             AS_IS_CLASSES.join(", ")
+        );
+    }
+    // The Python tokenizer composes the text (NFC) before BERT's steps; a model that neither
+    // lowercases nor strips accents (both decompose, NFD) then sees decomposed text otherwise.
+    if class.as_deref() == Some("BertTokenizerLegacy")
+        && !flags.lowercase
+        && flags.strip_accents != Some(true)
+    {
+        crate::errln!(
+            "note: {} names BertTokenizerLegacy, transformers' Python tokenizer, which composes \
+             characters (NFC) first; masklm tokenizes as BertTokenizer does, without that step, \
+             so the two differ on text written with combining accents (NFD)",
+            config_path.display()
         );
     }
     let json_path = hf_dir.join("tokenizer.json");
@@ -279,13 +295,75 @@ fn read_flags(path: &Path) -> Result<(Option<String>, Flags, bool)> {
         .map_err(|e| UsageError::new(format!("cannot read {}: {e}", path.display())))?;
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| UsageError::new(format!("{} is not valid JSON: {e}", path.display())))?;
-    let flag = |key: &str| v.get(key).and_then(Value::as_bool);
-    flags.lowercase = flag("do_lower_case").unwrap_or(true);
-    flags.strip_accents = flag("strip_accents");
-    flags.chinese_chars = flag("tokenize_chinese_chars").unwrap_or(true);
-    let class = v.get("tokenizer_class").and_then(Value::as_str);
-    let clean_up = flag("clean_up_tokenization_spaces").unwrap_or(false);
-    Ok((class.map(str::to_string), flags, clean_up))
+    if !v.is_object() {
+        crate::usage!(
+            "{} is not a JSON object of settings (it holds {})",
+            path.display(),
+            json_kind(&v)
+        );
+    }
+    // An absent or null flag takes transformers' default; any other non-boolean is refused, as
+    // transformers refuses it ("False" as a string would read as true in Python).
+    let flag = |key: &str| -> Result<Option<bool>> {
+        match v.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => crate::usage!(
+                "{}: {key} is {other}, not true or false; write it as a JSON boolean",
+                path.display()
+            ),
+        }
+    };
+    flags.lowercase = flag("do_lower_case")?.unwrap_or(true);
+    flags.strip_accents = flag("strip_accents")?;
+    flags.chinese_chars = flag("tokenize_chinese_chars")?.unwrap_or(true);
+    let class = match v.get("tokenizer_class") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) => Some(c.clone()),
+        Some(other) => crate::usage!(
+            "{}: tokenizer_class is {other}, not a class name",
+            path.display()
+        ),
+    };
+    let clean_up = flag("clean_up_tokenization_spaces")?.unwrap_or(false);
+    Ok((class, flags, clean_up))
+}
+
+/// What a JSON value is, for messages.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Refuses a folder whose tokenizer_config.json or special_tokens_map.json renames one of BERT's
+/// five special tokens (`"mask_token": "<mask>"`): masklm finds them by BERT's names, so it would
+/// mask with, and map unknown pieces to, other tokens than the model's without a word.
+fn check_special_names(hf_dir: &Path) -> Result<()> {
+    for file in ["tokenizer_config.json", "special_tokens_map.json"] {
+        let path = hf_dir.join(file);
+        let v = read_json(&path)?;
+        for (attr, bert) in SPECIAL_ATTRS {
+            let Some(t) = v.get(attr).filter(|t| !t.is_null()) else {
+                continue;
+            };
+            let named = added_token(t, true, &path)?.content;
+            if named != bert {
+                crate::usage!(
+                    "{}: {attr} is {named:?}, not BERT's {bert:?}; masklm uses BERT's special \
+                     tokens ({}) by name, so a model that renames one cannot be imported",
+                    path.display(),
+                    SPECIAL_ATTRS.map(|(_, t)| t).join(" ")
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What transformers 5's `BertTokenizer` makes of a tokenizer.json: it keeps the WordPiece
@@ -613,8 +691,16 @@ fn from_vocab_txt(vocab: &Path, f: &Flags) -> Result<Tokenizer> {
     // one past the ids config.json's vocab_size counts.
     for (_, t) in SPECIAL_ATTRS {
         if tok.token_to_id(t).is_none() {
+            // A byte-order mark glues itself to the first line's token ("\u{feff}[PAD]").
+            let bom = tok.token_to_id(&format!("\u{feff}{t}")).is_some();
             crate::usage!(
-                "{name} has no {t} line; a BERT vocab.txt lists [PAD] [UNK] [CLS] [SEP] [MASK]"
+                "{name} has no {t} line{}; a BERT vocab.txt lists [PAD] [UNK] [CLS] [SEP] [MASK]",
+                match bom {
+                    true =>
+                        " (its first line starts with a UTF-8 byte-order mark: save the file \
+                             without one)",
+                    false => "",
+                }
             );
         }
     }
@@ -645,6 +731,49 @@ mod tests {
         .unwrap();
         let (_, f, clean_up) = read_flags(&p).unwrap();
         assert!(!f.lowercase && f.strip_accents == Some(true) && clean_up);
+        std::fs::write(&p, r#"{"strip_accents": null, "tokenizer_class": null}"#).unwrap();
+        assert_eq!(read_flags(&p).unwrap().1.strip_accents, None);
+        // What transformers refuses, masklm refuses: "False" would read as true in Python.
+        for (text, needle) in [
+            (
+                r#"{"do_lower_case": "False"}"#,
+                "do_lower_case is \"False\"",
+            ),
+            (r#"{"strip_accents": 1}"#, "strip_accents is 1"),
+            (r#"{"tokenizer_class": 7}"#, "tokenizer_class is 7"),
+            ("[]", "holds a list"),
+            ("null", "holds null"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let e = format!("{:#}", read_flags(&p).unwrap_err());
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_renamed_special_token_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("tokenizer_config.json");
+        let map = dir.path().join("special_tokens_map.json");
+        std::fs::write(&config, r#"{"mask_token": "[MASK]", "unk_token": null}"#).unwrap();
+        std::fs::write(&map, r#"{"pad_token": {"content": "[PAD]"}}"#).unwrap();
+        check_special_names(dir.path()).unwrap();
+        std::fs::write(
+            &map,
+            r#"{"unk_token": {"content": "<unk>", "lstrip": false}}"#,
+        )
+        .unwrap();
+        let e = format!("{:#}", check_special_names(dir.path()).unwrap_err());
+        assert!(
+            e.contains("unk_token is \"<unk>\"") && e.contains("special_tokens_map"),
+            "{e}"
+        );
+        std::fs::write(&config, r#"{"mask_token": "<mask>"}"#).unwrap();
+        let e = format!("{:#}", check_special_names(dir.path()).unwrap_err());
+        assert!(
+            e.contains("mask_token is \"<mask>\"") && e.contains("tokenizer_config"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -669,6 +798,13 @@ mod tests {
             vec![3, 6, 7, 8, 2, 5, 9, 4]
         );
         assert!(lowercases(&json));
+        // What transformers 5 writes when it saves its Python tokenizer is the same tokenizer.
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            r#"{"tokenizer_class": "BertTokenizerLegacy", "do_lower_case": true}"#,
+        )
+        .unwrap();
+        assert_eq!(read_hf(dir.path()).unwrap().json, json);
     }
 
     #[test]

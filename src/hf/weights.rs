@@ -166,6 +166,7 @@ pub fn load(bert: &BertConfig, seed: u64, hf_dir: &Path, hf: &HfConfig) -> Resul
     if !(r.errors.is_empty() && missing_ok && r.unused.is_empty()) {
         anyhow::bail!("loading {name} into the model went wrong after the checks passed:\n{r}");
     }
+    crate::train::checkpoint::check_finite(&model, &file)?;
     Ok(Loaded {
         model,
         file,

@@ -339,6 +339,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         model = model
             .try_load_record(record)
             .map_err(|e| anyhow::anyhow!("--init-from: loading {}: {e:?}", dir.display()))?;
+        checkpoint::check_finite(&model, &dir.join(checkpoint::MODEL_FILE))?;
         crate::errln!(
             "initialised from {} (fresh optimizer, step 0)",
             dir.display()

@@ -164,6 +164,26 @@ fn tokenizer_bad_inputs() {
             .collect(),
             vec!["folder.txt".into()],
         ),
+        (
+            "--limit-alphabet 0",
+            {
+                let mut a = tok("corpora/tinystories/tinystories-validation-head.txt");
+                a.extend(["--limit-alphabet".into(), "0".into()]);
+                a
+            },
+            vec!["--limit-alphabet 0".into()],
+        ),
+        (
+            "a dangling link where the tokenizer's folder goes",
+            {
+                std::os::unix::fs::symlink(f.path("nowhere"), f.path("dangling")).unwrap();
+                let mut a = tok("corpora/tinystories/tinystories-validation-head.txt");
+                let n = a.len();
+                a[n - 1] = f.s("dangling/tokenizer.json");
+                a
+            },
+            vec!["dangling".into(), "does not exist".into()],
+        ),
     ];
     check(
         rows.into_iter()

@@ -630,6 +630,18 @@ fn export_refuses_a_non_empty_folder_without_force() {
     let dir = tempfile::tempdir().unwrap();
     let hf = dir.path().join("hf");
     fs::create_dir(&hf).unwrap();
+    // What a killed export into this empty folder left is not content: the retry goes through.
+    let dead = (100_000..4_000_000)
+        .find(|&p| unsafe { libc::kill(p, 0) } != 0)
+        .unwrap();
+    let leftover = hf.join(format!(".masklm.tmp-{dead}"));
+    fs::create_dir(&leftover).unwrap();
+    fs::write(leftover.join("model.safetensors"), "half").unwrap();
+    masklm(&["export", "--checkpoint", s(run), "--out", s(&hf)]).ok();
+    assert!(hf.join("config.json").is_file() && !leftover.exists());
+    for e in fs::read_dir(&hf).unwrap() {
+        fs::remove_file(e.unwrap().path()).unwrap();
+    }
     fs::write(hf.join("README.md"), "mine").unwrap();
     fs::write(hf.join("added_tokens.json"), "{\"[NEW]\": 99}").unwrap();
     masklm(&["export", "--checkpoint", s(run), "--out", s(&hf)]).usage_error(&[
@@ -833,6 +845,24 @@ fn clean_up_tokenization_spaces_comes_in_with_import_and_goes_out_with_export() 
     let r = check_in_transformers(&out, &[text]);
     let theirs = &r["fill_mask"][0].as_array().unwrap()[..3];
     assert_same_fill_mask(&json!(cleaned), &json!(theirs));
+}
+
+#[test]
+fn weights_holding_a_nan_are_refused_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "bert.encoder.layer.1.output.dense.weight";
+    let hf = edited_fixture(
+        dir.path(),
+        |t| {
+            let (meta, raw) = t.get_mut(key).unwrap();
+            assert_eq!(meta["dtype"], "F32");
+            raw[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+        },
+        |_| {},
+    );
+    let ck = dir.path().join("ck");
+    import(&hf, &ck).usage_error(&["model.safetensors", "encoder.layer.1.output.dense", "NaN"]);
+    assert!(!ck.exists(), "nothing written");
 }
 
 #[test]

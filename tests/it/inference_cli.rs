@@ -192,6 +192,8 @@ fn inference_errors_are_clear() {
         .usage_error(&["no [MASK]", "there is no mask here"]);
     masklm(&["fill-mask", "--checkpoint", ck, "--top-k", "0", "a [MASK]"])
         .usage_error(&["--top-k 0"]);
+    masklm(&["fill-mask", "--checkpoint", ck, "", "  "])
+        .usage_error(&["every TEXT argument is blank"]);
     let long = format!("{} [MASK]", "word ".repeat(100));
     masklm(&["fill-mask", "--checkpoint", ck, &long]).usage_error(&["max_position_embeddings 64"]);
     // Past the trained rows (24 tokens) but within max_position_embeddings: answered, with a note.

@@ -9,14 +9,14 @@ use masklm::data::batches::RowSet;
 use masklm::data::prepare;
 use masklm::data::store::{self, TokenStore};
 use masklm::error::UsageError;
-use masklm::tokenizer::BertTokenizer;
+use masklm::tokenizer::{BertTokenizer, WordPieceTraining};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 fn tokenizer(vocab: usize) -> BertTokenizer {
     let corpus =
         Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt");
-    masklm::data::train_tokenizer(&[corpus], vocab, true, "text").unwrap()
+    masklm::data::train_tokenizer(&[corpus], &WordPieceTraining::new(vocab, true), "text").unwrap()
 }
 
 /// A corpus of documents (separated by blank lines, some of several lines, one line of

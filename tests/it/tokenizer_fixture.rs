@@ -3,7 +3,7 @@
 
 use crate::common;
 use masklm::data::train_tokenizer;
-use masklm::tokenizer::BertTokenizer;
+use masklm::tokenizer::{BertTokenizer, WordPieceTraining};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -54,7 +54,7 @@ fn training_still_writes_a_tokenizer_like_the_fixture() {
     // may differ from it, everything else must not.
     let corpus =
         Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt");
-    let tok = train_tokenizer(&[corpus], 500, true, "text").unwrap();
+    let tok = train_tokenizer(&[corpus], &WordPieceTraining::new(500, true), "text").unwrap();
     let mut ours: Value = serde_json::from_str(&tok.to_json().unwrap()).unwrap();
     let mut fixture_json: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("tokenizer.json")).unwrap()).unwrap();
@@ -75,16 +75,56 @@ fn training_twice_on_one_corpus_gives_one_vocabulary() {
     let corpus =
         Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt");
     let vocab = || {
-        let json = train_tokenizer(std::slice::from_ref(&corpus), 300, true, "text")
-            .unwrap()
-            .to_json()
-            .unwrap();
+        let json = train_tokenizer(
+            std::slice::from_ref(&corpus),
+            &WordPieceTraining::new(300, true),
+            "text",
+        )
+        .unwrap()
+        .to_json()
+        .unwrap();
         serde_json::from_str::<Value>(&json).unwrap()["model"]["vocab"].clone()
     };
     let first = vocab();
     for run in 1..4 {
         assert_eq!(vocab(), first, "training run {run}");
     }
+}
+
+#[test]
+fn an_alphabet_cut_at_its_limit_is_the_same_in_every_run() {
+    // 1,100 distinct characters, each as frequent as the others: the trainer keeps 1,000 of
+    // them, and which 100 go used to follow a hash map's order.
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("alphabet.txt");
+    let line: Vec<String> = (0..1100u32)
+        .map(|i| char::from_u32(0x4e00 + i).unwrap().to_string())
+        .collect();
+    std::fs::write(&corpus, format!("{0}\n{0}\n", line.join(" "))).unwrap();
+    let vocab = || {
+        let json = train_tokenizer(
+            std::slice::from_ref(&corpus),
+            &WordPieceTraining::new(1100, true),
+            "text",
+        )
+        .unwrap()
+        .to_json()
+        .unwrap();
+        serde_json::from_str::<Value>(&json).unwrap()["model"]["vocab"].clone()
+    };
+    let first = vocab();
+    // The five special tokens and the 1,000 characters kept (each word is one character: no
+    // merges).
+    assert_eq!(first.as_object().unwrap().len(), 1005);
+    for run in 1..4 {
+        assert_eq!(vocab(), first, "training run {run}");
+    }
+    let how = WordPieceTraining {
+        limit_alphabet: 900,
+        ..WordPieceTraining::new(1100, true)
+    };
+    let tok = train_tokenizer(std::slice::from_ref(&corpus), &how, "text").unwrap();
+    assert_eq!(tok.vocab_size(), 905);
 }
 
 #[test]

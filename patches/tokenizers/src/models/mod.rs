@@ -52,7 +52,7 @@ impl Serialize for OrderedVocabIter<'_> {
 
         if !holes.is_empty() {
             warn!("The OrderedVocab you are attempting to save contains holes for indices {holes:?}, your vocabulary could be corrupted!");
-            println!("The OrderedVocab you are attempting to save contains holes for indices {holes:?}, your vocabulary could be corrupted!");
+            // masklm patch: no println! beside the warn!: it wrote into masklm's --json stdout.
         }
         result
     }

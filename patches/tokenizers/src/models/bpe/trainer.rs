@@ -302,7 +302,10 @@ impl BpeTrainer {
 
         // Remove the unwanted chars
         if to_remove > 0 {
-            kept.sort_unstable_by_key(|k| *k.1);
+            // masklm patch: ties of count broken by the character, not by the AHashMap's order
+            // (which differs between runs), so the characters cut at `limit_alphabet` are the
+            // same in every run.
+            kept.sort_unstable_by_key(|k| (*k.1, *k.0));
             kept.drain(..to_remove);
         }
 

@@ -105,9 +105,14 @@ pub fn read_line_capped(
 /// returns the folders it made, innermost first, for [`remove_made`] to take back when the
 /// command then fails: a failed command leaves no new empty folders behind.
 pub fn make_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    // Past a `..`, an ancestor that does not exist yet (`new/..`) names a folder that may
+    // exist (`new/../mine` is `mine`): such a path is made but not taken back.
+    let plain = !dir
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir));
     let missing: Vec<PathBuf> = dir
         .ancestors()
-        .take_while(|a| !a.as_os_str().is_empty() && a.symlink_metadata().is_err())
+        .take_while(|a| plain && !a.as_os_str().is_empty() && a.symlink_metadata().is_err())
         .map(Path::to_path_buf)
         .collect();
     fs::create_dir_all(dir)?;
@@ -173,7 +178,7 @@ pub const FOLDER_TMP_PREFIX: &str = ".masklm.tmp-";
 /// then synced and moved into `out`. A new `out` is that folder, a sibling `.NAME.tmp-PID`
 /// renamed to `out` in one step; into an existing `out` (empty, or a `--force`) the folder is
 /// `out/.masklm.tmp-PID` and its files are renamed over `out`'s one by one, the last written
-/// last (each file they replace moved aside first, and put back if a later one fails), so `out` itself (a mount point, a link, the current folder, a folder in a parent this
+/// last (each file they replace kept as a hard link, and put back if a later one fails), so `out` itself (a mount point, a link, the current folder, a folder in a parent this
 /// process cannot write in) is never replaced and keeps its owner and permissions. A killed
 /// writer leaves no half folder at a new `out`, only the hidden one, which the next writer of
 /// `out` removes. On error the temporary folder is removed and `out` is untouched.
@@ -221,32 +226,32 @@ pub fn write_folder(out: &Path, write: impl FnOnce(&Path) -> Result<Vec<String>>
             return fs::rename(&tmp, out)
                 .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()));
         }
-        // A file `out` has already is first moved aside into `tmp`: when one cannot be
-        // replaced, those moved so far are put back, and `out` is as it was, never a mix of two
-        // writes that loads without an error.
-        let mut moved: Vec<(&String, bool)> = Vec::new();
+        // Each file `out` already has is first hard-linked into `tmp` (it stays in place, so a
+        // kill never leaves one missing): when a later file cannot be moved in, those replaced
+        // so far are put back, and `out` is as it was, not a mix of two writes that would load
+        // without an error. Where a link cannot be made (a file system without them), the new
+        // file stays: nothing is lost, though the folder is then mixed.
+        let prev = |i: usize| tmp.join(format!(".prev-{i}"));
+        // (index, name, whether `out` had the file, whether a link to it was kept)
+        let mut moved: Vec<(usize, &String, bool, bool)> = Vec::new();
         let placed = (|| -> Result<()> {
-            for n in &names {
-                let (new, dest) = (tmp.join(n), out.join(n));
+            for (i, n) in names.iter().enumerate() {
+                let dest = out.join(n);
                 let had = dest.symlink_metadata().is_ok();
-                if had {
-                    fs::rename(&dest, tmp.join(format!(".prev-{n}")))
-                        .with_context(|| format!("moving {} aside", dest.display()))?;
-                }
-                moved.push((n, had));
-                fs::rename(&new, &dest)
+                let kept = had && fs::hard_link(&dest, prev(i)).is_ok();
+                fs::rename(tmp.join(n), &dest)
                     .with_context(|| format!("moving {} into {}", n, out.display()))?;
+                moved.push((i, n, had, kept));
             }
             Ok(())
         })();
         if placed.is_err() {
-            for (n, had) in moved.iter().rev() {
-                if !tmp.join(n).exists() {
-                    let _ = fs::remove_file(out.join(n));
-                }
-                if *had {
-                    let _ = fs::rename(tmp.join(format!(".prev-{n}")), out.join(n));
-                }
+            for &(i, n, had, kept) in moved.iter().rev() {
+                let _ = match (had, kept) {
+                    (_, true) => fs::rename(prev(i), out.join(n)),
+                    (false, _) => fs::remove_file(out.join(n)),
+                    (true, false) => Ok(()),
+                };
             }
         }
         placed?;
@@ -653,6 +658,13 @@ mod tests {
         fs::write(root.path().join("a/b/theirs"), "").unwrap();
         remove_made(&made);
         assert!(!root.path().join("a/b/c").exists() && root.path().join("a/b/theirs").exists());
+
+        // Past a `..`, a folder that exists may be named through one that does not: kept.
+        fs::create_dir(root.path().join("mine")).unwrap();
+        let made = make_dirs(&root.path().join("new/../mine/deep")).unwrap();
+        assert!(made.is_empty());
+        remove_made(&made);
+        assert!(root.path().join("mine/deep").is_dir());
 
         let failing = |_: &Path| -> Result<()> { anyhow::bail!("disk full") };
         assert!(replace_with(&root.path().join("x/y/file.json"), failing).is_err());

@@ -21,7 +21,6 @@ pub const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MAS
 /// The continuation prefix of WordPiece sub-words (`play ##ing`).
 pub const CONTINUATION_PREFIX: &str = "##";
 
-/// HF `BertWordPieceTokenizer.train` defaults.
 /// How WordPiece is trained: HF's `BertWordPieceTokenizer.train` arguments, with its defaults
 /// (`WordPieceTraining::new`).
 #[derive(Debug, Clone, PartialEq)]
@@ -94,8 +93,8 @@ pub struct BertTokenizer {
 }
 
 /// The added tokens of `tok` that HF shows as its normalizer makes them, by id: tokenizers 0.23
-/// (transformers' fill-mask, `convert_ids_to_tokens`, `decode`) gives a normalized, non-special
-/// added token's normalized form ("New Thing" in a lowercasing tokenizer is "new thing"), where
+/// (transformers' fill-mask, `convert_ids_to_tokens`, `decode`) gives a normalized added token's
+/// normalized form ("New Thing" in a lowercasing tokenizer is "new thing"), special or not, where
 /// the 0.22 crate gives it as written. Both match the same text.
 fn shown_added_tokens(tok: &Tokenizer) -> std::collections::HashMap<u32, String> {
     use tokenizers::{NormalizedString, Normalizer};
@@ -104,7 +103,7 @@ fn shown_added_tokens(tok: &Tokenizer) -> std::collections::HashMap<u32, String>
     };
     tok.get_added_tokens_decoder()
         .into_iter()
-        .filter(|(_, t)| t.normalized && !t.special)
+        .filter(|(_, t)| t.normalized)
         .filter_map(|(id, t)| {
             let mut n = NormalizedString::from(t.content.as_str());
             normalizer.normalize(&mut n).ok()?;
@@ -311,9 +310,10 @@ impl BertTokenizer {
     /// Writes `path` (tokenizer.json) and `vocab.txt` beside it, each atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = self.to_json()?;
-        // vocab.txt first: tokenizer.json is the file runs look for and trust, so it appears
-        // only once its companion is written (a kill or a full disk in between leaves no
-        // tokenizer.json, and the next run writes both).
+        // vocab.txt first: tokenizer.json is the file runs look for and trust, so a new one
+        // appears only once its companion is written (a first save killed in between leaves no
+        // tokenizer.json, and the next run writes both; a `--force` over an older pair can
+        // still leave the new vocab.txt beside the old tokenizer.json, which is what is read).
         let vocab_path = path.with_file_name("vocab.txt");
         crate::io::write_atomic(&vocab_path, self.vocab_txt().as_bytes())?;
         crate::io::write_atomic(path, json.as_bytes())
@@ -400,7 +400,9 @@ impl BertTokenizer {
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         let text = match self.shown.is_empty() {
             true => self.inner.decode(ids, skip_special_tokens),
-            // tokenizers' `decode` with the added tokens as HF shows them.
+            // tokenizers' `decode` with the added tokens as HF shows them; a special token shown
+            // otherwise than written is no longer found special, so HF keeps it (tokenizers 0.23
+            // decodes "<Keep>", special and normalized, as "<keep>" with skip_special_tokens).
             false => {
                 let special: std::collections::HashSet<u32> = self
                     .inner
@@ -410,7 +412,11 @@ impl BertTokenizer {
                     .collect();
                 let tokens: Vec<String> = ids
                     .iter()
-                    .filter(|id| !(skip_special_tokens && special.contains(id)))
+                    .filter(|id| {
+                        !(skip_special_tokens
+                            && special.contains(id)
+                            && !self.shown.contains_key(id))
+                    })
                     .filter(|&&id| {
                         self.shown.contains_key(&id) || self.inner.id_to_token(id).is_some()
                     })
@@ -437,6 +443,23 @@ impl BertTokenizer {
 
     pub fn clean_up_tokenization_spaces(&self) -> bool {
         self.clean_up_tokenization_spaces
+    }
+
+    /// How many tokens (added ones included) are not special: none for a vocabulary of the
+    /// special tokens alone, which makes every word [UNK].
+    pub fn non_special_tokens(&self) -> usize {
+        let special: std::collections::HashSet<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter_map(|(id, t)| t.special.then_some(id))
+            .chain(self.specials.all())
+            .collect();
+        self.inner
+            .get_vocab(true)
+            .values()
+            .filter(|id| !special.contains(id))
+            .count()
     }
 
     /// What masking needs to know of each id, by id.
@@ -508,24 +531,31 @@ mod tests {
     #[test]
     fn a_normalized_added_token_shows_as_hf_shows_it() {
         // Python tokenizers 0.23.3 on a BERT normalizer (lowercase) with these added tokens:
-        // id_to_token gives 'new thing', ' 中  文 ' and 'uni'; decode of the three ids gives
-        // 'new thing  中  文  uni' (WordPiece's decoder joins with spaces).
+        // id_to_token gives 'new thing', ' 中  文 ', 'uni', '<Keep>' (special, not normalized)
+        // and '<sp>' (special, normalized: shown lowercased, and then kept by decode's
+        // skip_special_tokens); decode of the first three ids gives 'new thing  中  文  uni'
+        // (WordPiece's decoder joins with spaces).
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/tokenizer.json");
         let mut tok = BertTokenizer::load(&path).unwrap();
         let n = tok.vocab_size() as u32;
         let added = ["New Thing", "中文", "Ünï"].map(|t| AddedToken::from(t, false));
         tok.inner.add_tokens(&added);
-        tok.inner
-            .add_special_tokens(&[AddedToken::from("<Keep>", true)]);
+        tok.inner.add_special_tokens(&[
+            AddedToken::from("<Keep>", true),
+            AddedToken::from("<SP>", true).normalized(true),
+        ]);
         let tok = BertTokenizer::from_json(&tok.to_json().unwrap(), "t").unwrap();
-        let shown: Vec<String> = (n..n + 4).map(|id| tok.token(id)).collect();
-        assert_eq!(shown, ["new thing", " 中  文 ", "uni", "<Keep>"]);
+        let shown: Vec<String> = (n..n + 5).map(|id| tok.token(id)).collect();
+        assert_eq!(shown, ["new thing", " 中  文 ", "uni", "<Keep>", "<sp>"]);
         assert_eq!(
             tok.decode(&[n, n + 1, n + 2], false).unwrap(),
             "new thing  中  文  uni"
         );
-        assert_eq!(tok.decode(&[n, n + 3], true).unwrap(), "new thing");
+        assert_eq!(
+            tok.decode(&[n, n + 3, n + 4], true).unwrap(),
+            "new thing <sp>"
+        );
         assert_eq!(tok.encode_batch(vec!["New THING"]).unwrap(), [[n]]);
     }
 }

@@ -10,11 +10,11 @@ use burn::prelude::*;
 use clap::Args;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 
 /// The refusal of TEXT arguments that are all blank (a blank `--input` line is skipped instead).
 const ALL_BLANK: &str =
     "every TEXT argument is blank; give a text with [MASK], e.g. \"the [MASK] sat on the mat\"";
-use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub struct FillMaskArgs {

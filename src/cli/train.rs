@@ -144,7 +144,9 @@ fn check_init_from(cfg: &Config, dir: &Path) -> Result<PathBuf> {
         // Only decoding (fill-mask's sequences, the export's tokenizer_config.json) reads it, so
         // the run goes on with its own, said once.
         crate::errln!(
-            "note: {} decodes with tokenizer.clean_up_tokenization_spaces = {saved}, this run              (and its export) with {run}; add --set tokenizer.clean_up_tokenization_spaces={saved}              to keep the checkpoint's",
+            "note: {} decodes with tokenizer.clean_up_tokenization_spaces = {saved}, this run \
+             (and its export) with {run}; add --set tokenizer.clean_up_tokenization_spaces={saved} \
+             to keep the checkpoint's",
             dir.display()
         );
     }

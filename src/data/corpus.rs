@@ -597,7 +597,12 @@ fn read_line<R: BufRead>(r: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize>
 /// character is cut inside a word).
 fn cut_point(buf: &[u8]) -> usize {
     let half = buf.len() / 2;
-    if let Some(i) = buf[half..].iter().rposition(|b| b.is_ascii_whitespace()) {
+    // Not `is_ascii_whitespace`: its form feed is a control character, which BERT's normalizer
+    // removes, joining the words on either side.
+    if let Some(i) = buf[half..]
+        .iter()
+        .rposition(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
         return half + i + 1;
     }
     // The second half from its first character on, as far as it is valid UTF-8.
@@ -618,12 +623,14 @@ fn cut_point(buf: &[u8]) -> usize {
         .unwrap_or(buf.len())
 }
 
-/// Whether BERT's tokenizer ends a word at `c` whatever comes next: whitespace, punctuation
-/// (tokenizers' `BertPreTokenizer`: ASCII punctuation or a Unicode P* category) or a CJK
-/// ideograph (the `BertNormalizer`'s `handle_chinese_chars` ranges).
+/// Whether BERT's tokenizer ends a word at `c` whatever comes next: whitespace (as the
+/// `BertNormalizer` tells it: tab, newline, carriage return, or whitespace that is not a control
+/// character, since those it removes), punctuation (tokenizers' `BertPreTokenizer`: ASCII
+/// punctuation or a Unicode P* category) or a CJK ideograph (its `handle_chinese_chars` ranges).
 fn splits_words(c: char) -> bool {
     use unicode_categories::UnicodeCategories;
-    c.is_whitespace()
+    matches!(c, '\t' | '\n' | '\r')
+        || (c.is_whitespace() && !c.is_other())
         || c.is_ascii_punctuation()
         || c.is_punctuation()
         || matches!(c as u32,
@@ -829,6 +836,9 @@ mod tests {
             assert_eq!(joined, line);
         }
         assert!(!splits_words('a') && !splits_words('ア') && !splits_words('\u{301}'));
+        // Control characters BERT's normalizer removes, joining the words around them.
+        assert!(!['\u{b}', '\u{c}', '\u{85}'].into_iter().any(splits_words));
+        assert!(['\t', '\u{3000}', '\u{2003}'].into_iter().all(splits_words));
     }
 
     #[test]

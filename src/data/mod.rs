@@ -136,9 +136,11 @@ pub fn train_tokenizer(
     if tok.vocab_size() < vocab_size {
         crate::errln!(
             "note: {} gave a vocabulary of {} tokens, fewer than the {vocab_size} asked: \
-             WordPiece stops when no two pieces are left to merge (a larger corpus gives more)",
+             WordPiece stops when no two pieces occur together {} times or more (min \
+             frequency; a larger corpus, or a lower --min-frequency, gives more)",
             store::describe(files),
-            tok.vocab_size()
+            tok.vocab_size(),
+            how.min_frequency
         );
     } else if tok.vocab_size() > vocab_size {
         crate::errln!(

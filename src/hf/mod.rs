@@ -225,6 +225,15 @@ pub fn import(hf_dir: &Path, base: &Config, out: &Path, force: bool) -> Result<I
         &tok_json,
         &tokenizer_source.display().to_string(),
     )?;
+    // A vocabulary of the special tokens alone (an empty WordPiece vocab beside its added
+    // tokens) was refused below as a too small tokenizer.vocab_size "in config.json".
+    if tok.non_special_tokens() == 0 {
+        crate::usage!(
+            "{} holds no token beside the special ones: every word would be [UNK]; give the \
+             tokenizer the model was trained with",
+            tokenizer_source.display()
+        );
+    }
     if hf.vocab_size < tok.vocab_size() {
         crate::usage!(
             "{} has vocab_size {} but the tokenizer ({}) has {} ids: the ids past the embedding \

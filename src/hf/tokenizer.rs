@@ -118,7 +118,7 @@ fn is_bert_whole(tokenizer_json: &str, n: &Value) -> bool {
 const BERT_CLASSES: [&str; 9] = [
     "BertTokenizer",
     "BertTokenizerFast",
-    // What transformers 5 writes when it saves its Python BERT tokenizer (see `read_hf_json`).
+    // What transformers 5 writes when it saves its Python BERT tokenizer (see `check_legacy`).
     "BertTokenizerLegacy",
     "DistilBertTokenizer",
     "DistilBertTokenizerFast",
@@ -182,18 +182,8 @@ fn read_hf_json(
             AS_IS_CLASSES.join(", ")
         );
     }
-    // The Python tokenizer composes the text (NFC) before BERT's steps; a model that neither
-    // lowercases nor strips accents (both decompose, NFD) then sees decomposed text otherwise.
-    if class.as_deref() == Some("BertTokenizerLegacy")
-        && !flags.lowercase
-        && flags.strip_accents != Some(true)
-    {
-        crate::errln!(
-            "note: {} names BertTokenizerLegacy, transformers' Python tokenizer, which composes \
-             characters (NFC) first; masklm tokenizes as BertTokenizer does, without that step, \
-             so the two differ on text written with combining accents (NFD)",
-            config_path.display()
-        );
+    if class.as_deref() == Some("BertTokenizerLegacy") {
+        check_legacy(config_path, flags)?;
     }
     let json_path = hf_dir.join("tokenizer.json");
     if json_path.is_file() {
@@ -260,6 +250,44 @@ fn read_hf_json(
     Ok((text, vocab))
 }
 
+/// What transformers' Python BERT tokenizer (`BertTokenizerLegacy`) does that the BERT tokenizer
+/// masklm builds does not: it honours `do_basic_tokenize: false` and `never_split` (refused: the
+/// two would tokenize otherwise), and composes the text (NFC) before BERT's steps, which differs
+/// only where accents are kept (stripping decomposes the text, NFD, in both): a note.
+fn check_legacy(config_path: &Path, flags: &Flags) -> Result<()> {
+    let config = read_json(config_path)?;
+    if config.get("do_basic_tokenize") == Some(&Value::Bool(false)) {
+        crate::usage!(
+            "{}: do_basic_tokenize false (BertTokenizerLegacy then splits only at whitespace) is \
+             not what masklm's BERT tokenizer does; remove the key to import the model with \
+             BERT's basic tokenization",
+            config_path.display()
+        );
+    }
+    if let Some(list) = config
+        .get("never_split")
+        .and_then(Value::as_array)
+        .filter(|l| !l.is_empty())
+    {
+        crate::usage!(
+            "{}: never_split {} keeps words whole that masklm's BERT tokenizer would split; make \
+             them added tokens (added_tokens_decoder) instead, which both keep whole",
+            config_path.display(),
+            Value::Array(list.clone())
+        );
+    }
+    let strips = flags.strip_accents.unwrap_or(flags.lowercase);
+    if !strips {
+        crate::errln!(
+            "note: {} names BertTokenizerLegacy, transformers' Python tokenizer, which composes \
+             characters (NFC) first; masklm tokenizes as BertTokenizer does, without that step, \
+             so the two differ on text written with combining accents (NFD)",
+            config_path.display()
+        );
+    }
+    Ok(())
+}
+
 /// tokenizer_config.json's BERT flags; HF's defaults when the file is absent.
 #[derive(Debug, Clone, PartialEq)]
 struct Flags {
@@ -302,8 +330,8 @@ fn read_flags(path: &Path) -> Result<(Option<String>, Flags, bool)> {
             json_kind(&v)
         );
     }
-    // An absent or null flag takes transformers' default; any other non-boolean is refused, as
-    // transformers refuses it ("False" as a string would read as true in Python).
+    // An absent or null flag takes transformers' default; any other non-boolean is refused
+    // (transformers refuses some, and reads others by Python truth: "False" as true).
     let flag = |key: &str| -> Result<Option<bool>> {
         match v.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -798,13 +826,20 @@ mod tests {
             vec![3, 6, 7, 8, 2, 5, 9, 4]
         );
         assert!(lowercases(&json));
-        // What transformers 5 writes when it saves its Python tokenizer is the same tokenizer.
-        std::fs::write(
-            dir.path().join("tokenizer_config.json"),
-            r#"{"tokenizer_class": "BertTokenizerLegacy", "do_lower_case": true}"#,
-        )
-        .unwrap();
+        // What transformers 5 writes when it saves its Python tokenizer is the same tokenizer,
+        // unless it turns off BERT's basic tokenization or keeps words whole.
+        let config = dir.path().join("tokenizer_config.json");
+        let legacy = r#"{"tokenizer_class": "BertTokenizerLegacy", "do_lower_case": true"#;
+        std::fs::write(&config, format!("{legacy}, \"never_split\": null}}")).unwrap();
         assert_eq!(read_hf(dir.path()).unwrap().json, json);
+        for (extra, needle) in [
+            (r#""do_basic_tokenize": false"#, "do_basic_tokenize false"),
+            (r#""never_split": ["cats"]"#, "never_split [\"cats\"]"),
+        ] {
+            std::fs::write(&config, format!("{legacy}, {extra}}}")).unwrap();
+            let e = format!("{:#}", read_hf(dir.path()).unwrap_err());
+            assert!(e.contains(needle), "{e}");
+        }
     }
 
     #[test]

@@ -692,6 +692,17 @@ fn import_refuses_what_it_cannot_represent_and_names_the_key() {
     );
     let hf = edited_fixture(dir.path(), no_change, |c| c["hidden_act"] = json!("relu"));
     refuse(&hf, &["hidden_act"]);
+    // A tokenizer of the special tokens alone: named as such, not as a config.json size.
+    let hf = edited_fixture(dir.path(), no_change, |_| {});
+    let tok_path = hf.join("tokenizer.json");
+    let mut tok: Value = serde_json::from_str(&fs::read_to_string(&tok_path).unwrap()).unwrap();
+    let specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+    tok["model"]["vocab"]
+        .as_object_mut()
+        .unwrap()
+        .retain(|t, _| specials.contains(&t.as_str()));
+    fs::write(&tok_path, tok.to_string()).unwrap();
+    refuse(&hf, &["tokenizer.json", "no token beside the special ones"]);
     // An untied decoder: a decoder weight that is not the word embeddings.
     let hf = edited_fixture(
         dir.path(),
@@ -863,6 +874,21 @@ fn weights_holding_a_nan_are_refused_and_named() {
     let ck = dir.path().join("ck");
     import(&hf, &ck).usage_error(&["model.safetensors", "encoder.layer.1.output.dense", "NaN"]);
     assert!(!ck.exists(), "nothing written");
+    // A tied decoder stored beside the embeddings, both with the NaN: still the NaN that is
+    // named, not an untied decoder.
+    fs::remove_dir_all(&hf).unwrap();
+    let emb = "bert.embeddings.word_embeddings.weight";
+    let hf = edited_fixture(
+        dir.path(),
+        |t| {
+            let (_, raw) = t.get_mut(emb).unwrap();
+            raw[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+            let tied = t[emb].clone();
+            t.insert("cls.predictions.decoder.weight".into(), tied);
+        },
+        |_| {},
+    );
+    import(&hf, &ck).usage_error(&["word_embeddings", "NaN"]);
 }
 
 #[test]
@@ -1000,13 +1026,19 @@ fn train_init_from_continues_pretraining_from_the_imported_weights() {
         &format!("train.out_dir={:?}", s(&dir.path().join("run2"))),
     ]))
     .ok();
-    assert_eq!(
-        r.stderr
-            .matches("--set tokenizer.clean_up_tokenization_spaces=false")
-            .count(),
-        1,
+    let said: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("decodes with"))
+        .collect();
+    assert_eq!(said.len(), 1, "{}", r.stderr);
+    assert!(
+        said[0].ends_with(
+            "this run (and its export) with true; add --set \
+             tokenizer.clean_up_tokenization_spaces=false to keep the checkpoint's"
+        ),
         "{}",
-        r.stderr
+        said[0]
     );
 }
 

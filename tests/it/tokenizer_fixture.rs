@@ -74,21 +74,24 @@ fn training_twice_on_one_corpus_gives_one_vocabulary() {
     // equally frequent merges differently); masklm's patch numbers them in sorted order.
     let corpus =
         Path::new(common::ROOT).join("corpora/tinystories/tinystories-validation-head.txt");
+    same_vocabulary_in_every_run(&corpus, 300);
+}
+
+/// The vocabulary (token → id) of four trainings on `corpus`, checked equal; returned once.
+fn same_vocabulary_in_every_run(corpus: &Path, vocab_size: usize) -> Value {
     let vocab = || {
-        let json = train_tokenizer(
-            std::slice::from_ref(&corpus),
-            &WordPieceTraining::new(300, true),
-            "text",
-        )
-        .unwrap()
-        .to_json()
-        .unwrap();
+        let how = WordPieceTraining::new(vocab_size, true);
+        let json = train_tokenizer(std::slice::from_ref(&corpus.to_path_buf()), &how, "text")
+            .unwrap()
+            .to_json()
+            .unwrap();
         serde_json::from_str::<Value>(&json).unwrap()["model"]["vocab"].clone()
     };
     let first = vocab();
     for run in 1..4 {
         assert_eq!(vocab(), first, "training run {run}");
     }
+    first
 }
 
 #[test]
@@ -101,24 +104,10 @@ fn an_alphabet_cut_at_its_limit_is_the_same_in_every_run() {
         .map(|i| char::from_u32(0x4e00 + i).unwrap().to_string())
         .collect();
     std::fs::write(&corpus, format!("{0}\n{0}\n", line.join(" "))).unwrap();
-    let vocab = || {
-        let json = train_tokenizer(
-            std::slice::from_ref(&corpus),
-            &WordPieceTraining::new(1100, true),
-            "text",
-        )
-        .unwrap()
-        .to_json()
-        .unwrap();
-        serde_json::from_str::<Value>(&json).unwrap()["model"]["vocab"].clone()
-    };
-    let first = vocab();
+    let first = same_vocabulary_in_every_run(&corpus, 1100);
     // The five special tokens and the 1,000 characters kept (each word is one character: no
     // merges).
     assert_eq!(first.as_object().unwrap().len(), 1005);
-    for run in 1..4 {
-        assert_eq!(vocab(), first, "training run {run}");
-    }
     let how = WordPieceTraining {
         limit_alphabet: 900,
         ..WordPieceTraining::new(1100, true)

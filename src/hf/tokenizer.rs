@@ -138,13 +138,13 @@ const AS_IS_CLASSES: [&str; 2] = ["PreTrainedTokenizerFast", "TokenizersBackend"
 /// is not BERT's WordPiece (`BertJapaneseTokenizer`'s MeCab splitting) is refused.
 pub fn read_hf(hf_dir: &Path) -> Result<HfTokenizer> {
     let config_path = hf_dir.join("tokenizer_config.json");
-    let (class, flags, clean_up_tokenization_spaces) = read_flags(&config_path)?;
-    check_special_names(hf_dir)?;
-    let (json, source) = read_hf_json(hf_dir, &config_path, class, &flags)?;
+    let settings = read_flags(&config_path)?;
+    check_special_names(&settings.config, &config_path, hf_dir)?;
+    let (json, source) = read_hf_json(hf_dir, &config_path, &settings)?;
     Ok(HfTokenizer {
         json,
         source,
-        clean_up_tokenization_spaces,
+        clean_up_tokenization_spaces: settings.clean_up,
     })
 }
 
@@ -161,13 +161,13 @@ pub struct HfTokenizer {
 }
 
 /// [`read_hf`]'s tokenizer.json text and the file it came from, given tokenizer_config.json's
-/// `class` and `flags`.
+/// settings.
 fn read_hf_json(
     hf_dir: &Path,
     config_path: &Path,
-    class: Option<String>,
-    flags: &Flags,
+    settings: &Settings,
 ) -> Result<(String, PathBuf)> {
+    let (class, flags) = (settings.class.clone(), &settings.flags);
     let as_is = class.as_deref().is_some_and(|c| AS_IS_CLASSES.contains(&c));
     if let Some(c) = class
         .as_deref()
@@ -183,7 +183,7 @@ fn read_hf_json(
         );
     }
     if class.as_deref() == Some("BertTokenizerLegacy") {
-        check_legacy(config_path, flags)?;
+        check_legacy(&settings.config, config_path, flags)?;
     }
     let json_path = hf_dir.join("tokenizer.json");
     if json_path.is_file() {
@@ -254,8 +254,7 @@ fn read_hf_json(
 /// masklm builds does not: it honours `do_basic_tokenize: false` and `never_split` (refused: the
 /// two would tokenize otherwise), and composes the text (NFC) before BERT's steps, which differs
 /// only where accents are kept (stripping decomposes the text, NFD, in both): a note.
-fn check_legacy(config_path: &Path, flags: &Flags) -> Result<()> {
-    let config = read_json(config_path)?;
+fn check_legacy(config: &Value, config_path: &Path, flags: &Flags) -> Result<()> {
     if config.get("do_basic_tokenize") == Some(&Value::Bool(false)) {
         crate::usage!(
             "{}: do_basic_tokenize false (BertTokenizerLegacy then splits only at whitespace) is \
@@ -308,16 +307,32 @@ impl Flags {
     }
 }
 
-/// tokenizer_config.json's `tokenizer_class` (None when absent: the model type's, BERT's), BERT
-/// flags and `clean_up_tokenization_spaces`; HF's defaults when the file is absent.
-fn read_flags(path: &Path) -> Result<(Option<String>, Flags, bool)> {
+/// What masklm reads of tokenizer_config.json, read once.
+#[derive(Debug)]
+struct Settings {
+    /// `tokenizer_class` (None when absent: the model type's, BERT's).
+    class: Option<String>,
+    flags: Flags,
+    /// `clean_up_tokenization_spaces`.
+    clean_up: bool,
+    /// The whole file (`Null` when absent), for the checks of other keys.
+    config: Value,
+}
+
+/// tokenizer_config.json's settings; HF's defaults when the file is absent.
+fn read_flags(path: &Path) -> Result<Settings> {
     let mut flags = Flags {
         lowercase: true,
         strip_accents: None,
         chinese_chars: true,
     };
     if !path.is_file() {
-        return Ok((None, flags, false));
+        return Ok(Settings {
+            class: None,
+            flags,
+            clean_up: false,
+            config: Value::Null,
+        });
     }
     let text = crate::io::read_to_string_capped(path, crate::io::MAX_SETTINGS_BYTES)
         .map_err(|e| UsageError::new(format!("cannot read {}: {e}", path.display())))?;
@@ -354,7 +369,12 @@ fn read_flags(path: &Path) -> Result<(Option<String>, Flags, bool)> {
         ),
     };
     let clean_up = flag("clean_up_tokenization_spaces")?.unwrap_or(false);
-    Ok((class, flags, clean_up))
+    Ok(Settings {
+        class,
+        flags,
+        clean_up,
+        config: v,
+    })
 }
 
 /// What a JSON value is, for messages.
@@ -372,15 +392,16 @@ fn json_kind(v: &Value) -> &'static str {
 /// Refuses a folder whose tokenizer_config.json or special_tokens_map.json renames one of BERT's
 /// five special tokens (`"mask_token": "<mask>"`): masklm finds them by BERT's names, so it would
 /// mask with, and map unknown pieces to, other tokens than the model's without a word.
-fn check_special_names(hf_dir: &Path) -> Result<()> {
-    for file in ["tokenizer_config.json", "special_tokens_map.json"] {
-        let path = hf_dir.join(file);
-        let v = read_json(&path)?;
+/// `config` is tokenizer_config.json's content, as read from `config_path`.
+fn check_special_names(config: &Value, config_path: &Path, hf_dir: &Path) -> Result<()> {
+    let map_path = hf_dir.join("special_tokens_map.json");
+    let map = read_json(&map_path)?;
+    for (v, path) in [(config, config_path), (&map, map_path.as_path())] {
         for (attr, bert) in SPECIAL_ATTRS {
             let Some(t) = v.get(attr).filter(|t| !t.is_null()) else {
                 continue;
             };
-            let named = added_token(t, true, &path)?.content;
+            let named = added_token(t, true, path)?.content;
             if named != bert {
                 crate::usage!(
                     "{}: {attr} is {named:?}, not BERT's {bert:?}; masklm uses BERT's special \
@@ -749,7 +770,12 @@ mod tests {
     fn flags_default_to_bert_uncased() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tokenizer_config.json");
-        let (class, f, clean_up) = read_flags(&p).unwrap();
+        let Settings {
+            class,
+            flags: f,
+            clean_up,
+            ..
+        } = read_flags(&p).unwrap();
         assert!(class.is_none() && f.lowercase && f.chinese_chars && f.strip_accents.is_none());
         assert!(!clean_up, "transformers 5's default");
         std::fs::write(
@@ -757,10 +783,12 @@ mod tests {
             r#"{"do_lower_case": false, "strip_accents": true, "clean_up_tokenization_spaces": true}"#,
         )
         .unwrap();
-        let (_, f, clean_up) = read_flags(&p).unwrap();
+        let Settings {
+            flags: f, clean_up, ..
+        } = read_flags(&p).unwrap();
         assert!(!f.lowercase && f.strip_accents == Some(true) && clean_up);
         std::fs::write(&p, r#"{"strip_accents": null, "tokenizer_class": null}"#).unwrap();
-        assert_eq!(read_flags(&p).unwrap().1.strip_accents, None);
+        assert_eq!(read_flags(&p).unwrap().flags.strip_accents, None);
         // What transformers refuses, masklm refuses: "False" would read as true in Python.
         for (text, needle) in [
             (
@@ -785,19 +813,25 @@ mod tests {
         let map = dir.path().join("special_tokens_map.json");
         std::fs::write(&config, r#"{"mask_token": "[MASK]", "unk_token": null}"#).unwrap();
         std::fs::write(&map, r#"{"pad_token": {"content": "[PAD]"}}"#).unwrap();
-        check_special_names(dir.path()).unwrap();
+        check_special_names(&read_json(&config).unwrap(), &config, dir.path()).unwrap();
         std::fs::write(
             &map,
             r#"{"unk_token": {"content": "<unk>", "lstrip": false}}"#,
         )
         .unwrap();
-        let e = format!("{:#}", check_special_names(dir.path()).unwrap_err());
+        let e = format!(
+            "{:#}",
+            check_special_names(&read_json(&config).unwrap(), &config, dir.path()).unwrap_err()
+        );
         assert!(
             e.contains("unk_token is \"<unk>\"") && e.contains("special_tokens_map"),
             "{e}"
         );
         std::fs::write(&config, r#"{"mask_token": "<mask>"}"#).unwrap();
-        let e = format!("{:#}", check_special_names(dir.path()).unwrap_err());
+        let e = format!(
+            "{:#}",
+            check_special_names(&read_json(&config).unwrap(), &config, dir.path()).unwrap_err()
+        );
         assert!(
             e.contains("mask_token is \"<mask>\"") && e.contains("tokenizer_config"),
             "{e}"

@@ -539,12 +539,6 @@ impl Config {
                 r.learning_rate
             ));
         }
-        if r.warmup_steps > r.steps {
-            errs.push(format!(
-                "train.warmup_steps {} exceeds train.steps {}; warm up for fewer steps",
-                r.warmup_steps, r.steps
-            ));
-        }
         if !(r.weight_decay >= 0.0 && (r.weight_decay as f32).is_finite()) {
             errs.push(format!(
                 "train.weight_decay is {}; it must be >= 0 and finite as an f32",
@@ -871,7 +865,6 @@ mod tests {
                 "exceeds model.max_position_embeddings 512",
             ),
             ("tokenizer.vocab_size=5", "too small"),
-            ("train.warmup_steps=5000", "exceeds train.steps"),
             ("train.batch_size=0", "train.batch_size"),
             ("model.hidden_dropout_prob=1.5", "[0, 1)"),
             ("data.validation_split_percentage=0", "or set data.valid"),

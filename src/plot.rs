@@ -86,9 +86,20 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
             .into());
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A checkpoint folder (run/checkpoint-N) has none; its run folder does.
+            let parent = run_dir.parent().filter(|p| p.join(METRICS_FILE).is_file());
+            let holds_model = run_dir.join(crate::train::checkpoint::MODEL_FILE).is_file();
+            if let Some(run) = parent.filter(|_| holds_model) {
+                return Err(UsageError::new(format!(
+                    "{} is a checkpoint folder; plot its run folder: masklm plot {}",
+                    run_dir.display(),
+                    run.display()
+                ))
+                .into());
+            }
             return Err(UsageError::new(format!(
                 "{} not found: run `masklm train` with this run folder first \
-                 (it appends a row to {METRICS_FILE} at every step)",
+                 (it appends a row to {METRICS_FILE} every train.logging_steps steps)",
                 metrics_path.display()
             ))
             .into());

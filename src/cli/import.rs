@@ -31,9 +31,10 @@ pub fn run(a: ImportArgs) -> Result<()> {
         .find(|s| s.trim_start().starts_with("model."))
     {
         crate::usage!(
-            "import --set {set}: import takes [model] from {}, as the weights are shaped by it; \
+            "import --set {set}: import takes [model] from {0}, as the weights are shaped by it; \
              the keys that only shape training (the dropouts, initializer_range) can be set when \
-             training from the import: masklm train --init-from {} --set model.…",
+             training from the import: masklm train --config {1}/config.toml --init-from {1} --set \
+             model.…",
             a.hf.join("config.json").display(),
             a.out.display()
         );
@@ -60,7 +61,7 @@ pub fn run(a: ImportArgs) -> Result<()> {
         crate::errln!(
             "warning: {} has no masked-LM head (a base model, BertModel): {} initialised as BERT \
              initialises them (train.seed), as transformers does; its predictions mean nothing \
-             until it is trained: masklm train --init-from {}",
+             until it is trained: masklm train --config {2}/config.toml --init-from {2}",
             r.weights_file.display(),
             r.initialised.join(", "),
             r.dir.display()
@@ -81,6 +82,19 @@ pub fn run(a: ImportArgs) -> Result<()> {
                 rows - ids
             );
         }
+    }
+    if a.config.config.is_none() {
+        // What `train --config DIR/config.toml` will use unless told otherwise.
+        let t = &base.data;
+        crate::errln!(
+            "note: the [data] and [train] settings saved in {} are the embedded default config's \
+             (data.train {:?}, data.seq_len {}, train.steps {}); give import --config YOURS, or \
+             --set them when training",
+            r.dir.join("config.toml").display(),
+            t.train,
+            r.seq_len_lowered.map_or(t.seq_len, |(_, after)| after),
+            base.train.steps
+        );
     }
     if let Some((before, after)) = r.seq_len_lowered {
         crate::outln!("data.seq_len {before} lowered to max_position_embeddings {after}")?;

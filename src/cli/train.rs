@@ -105,35 +105,38 @@ fn check_init_from(cfg: &Config, dir: &Path) -> Result<PathBuf> {
         .filter_map(|(k, ours, t)| Some((k.strip_prefix("model.")?.to_string(), ours, t)))
         .filter(|(k, _, _)| !TRAINING_ONLY.contains(&k.as_str()))
         .collect();
-    if !diffs.is_empty() {
-        let (said, sets): (Vec<String>, Vec<String>) = diffs
-            .iter()
-            .map(|(k, ours, t)| {
-                (
-                    format!("{k} {ours} (run) vs {t} (checkpoint)"),
-                    format!("--set model.{k}={t}"),
-                )
-            })
-            .unzip();
-        crate::usage!(
-            "--init-from {}: the run's [model] differs from the checkpoint's: {}; add {} or train \
-             with --config {}",
-            dir.display(),
-            said.join(", "),
-            sets.join(" "),
-            path.display()
-        );
-    }
     let same_tokenizer = cfg.tokenizer.path.is_file()
         && BertTokenizer::load(&cfg.tokenizer.path)?.fingerprint()?
             == BertTokenizer::load(&their_tok)?.fingerprint()?;
+    // Every difference in one refusal, so that adding the flags it names is enough.
+    let (mut said, mut sets): (Vec<String>, Vec<String>) = diffs
+        .iter()
+        .map(|(k, ours, t)| {
+            (
+                format!("model.{k} {ours} (run) vs {t} (checkpoint)"),
+                format!("--set model.{k}={t}"),
+            )
+        })
+        .unzip();
     if !same_tokenizer {
-        crate::usage!(
-            "--init-from {}: tokenizer.path {} is not the checkpoint's tokenizer (the embeddings \
-             are indexed by its ids); add --set tokenizer.path={:?}",
-            dir.display(),
-            cfg.tokenizer.path.display(),
+        said.push(format!(
+            "tokenizer.path {} is not the checkpoint's tokenizer (the embeddings are indexed by \
+             its ids)",
+            cfg.tokenizer.path.display()
+        ));
+        sets.push(format!(
+            "--set tokenizer.path={:?}",
             their_tok.display().to_string()
+        ));
+    }
+    if !said.is_empty() {
+        crate::usage!(
+            "--init-from {}: the run does not fit the checkpoint: {}; add {} or train with \
+             --config {}",
+            dir.display(),
+            said.join("; "),
+            sets.join(" "),
+            path.display()
         );
     }
     let (run, saved) = (

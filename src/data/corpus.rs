@@ -272,9 +272,31 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             let mut found = Vec::new();
             collect_txt(p, &mut found, &mut Vec::new())?;
             if found.is_empty() {
+                // Files of other names (WikiText's .raw) are read as text when named one by one.
+                let mut others: Vec<String> = std::fs::read_dir(p)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect();
+                others.sort();
+                let hint = match others.len() {
+                    0 => String::new(),
+                    n => format!(
+                        "; it holds {}{}, which are read as plain text when named one by one",
+                        others[..n.min(3)].join(", "),
+                        if n > 3 {
+                            format!(" and {} more", n - 3)
+                        } else {
+                            String::new()
+                        },
+                    ),
+                };
                 return Err(UsageError::new(format!(
                     "corpus folder {} contains no corpus files (.txt, .jsonl, or either with .gz \
-                     or .zst); point at such a file or a folder of them",
+                     or .zst){hint}; point at such a file or a folder of them",
                     p.display()
                 ))
                 .into());

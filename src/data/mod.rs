@@ -134,13 +134,23 @@ pub fn train_tokenizer(
         .into());
     }
     if tok.vocab_size() < vocab_size {
+        // At a min frequency of 1 (or 0) every pair merges until each word is one token: only
+        // more text gives more.
+        let why = if how.min_frequency > 1 {
+            format!(
+                "WordPiece stops when no two pieces occur together {} times or more (min \
+                 frequency; a larger corpus, or a lower --min-frequency, gives more)",
+                how.min_frequency
+            )
+        } else {
+            "WordPiece stops when every word of the corpus is one token (a larger corpus gives \
+             more)"
+                .to_string()
+        };
         crate::errln!(
-            "note: {} gave a vocabulary of {} tokens, fewer than the {vocab_size} asked: \
-             WordPiece stops when no two pieces occur together {} times or more (min \
-             frequency; a larger corpus, or a lower --min-frequency, gives more)",
+            "note: {} gave a vocabulary of {} tokens, fewer than the {vocab_size} asked: {why}",
             store::describe(files),
             tok.vocab_size(),
-            how.min_frequency
         );
     } else if tok.vocab_size() > vocab_size {
         crate::errln!(

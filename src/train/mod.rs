@@ -33,7 +33,7 @@ use checkpoint::{Saved, TrainState};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 use std::sync::mpsc::sync_channel;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use step::Outcome;
 
 pub use device::{
@@ -197,6 +197,9 @@ fn refuse_checkpoints(out_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How often a run whose stderr is not a terminal prints its progress as a line.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
 /// Prints `line` above the progress bar, or on stderr where the bar does not draw (not a
 /// terminal: it then prints nothing of `println`).
 fn say(bar: &ProgressBar, line: String) {
@@ -285,6 +288,19 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         refuse_checkpoints(&t.out_dir)?;
         None
     };
+    // HF's schedules take a warmup longer than the run (the rate then rises to the end); a
+    // short trial run of a config made for a long one meets this, so it is a note, not an error.
+    if t.warmup_steps > t.steps {
+        crate::errln!(
+            "note: train.warmup_steps {} exceeds train.steps {}, so the learning rate is still \
+             rising when the run ends, at {:.3} × train.learning_rate in its last step (as in \
+             HF's schedules); for a full warmup and decay, lower it (--set \
+             train.warmup_steps=N)",
+            t.warmup_steps,
+            t.steps,
+            schedule::learning_rate(t.steps.saturating_sub(1), t) / t.learning_rate
+        );
+    }
     let data_start = Instant::now();
     // A tokenizer trained now is saved only once the run is set to start (below): a run that
     // fails before then leaves none behind for the next run to pick up.
@@ -486,6 +502,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         last_eval = Some(r);
     }
     let start = Instant::now();
+    let mut last_plain = start;
     let elapsed_before = state.elapsed_s;
 
     while state.step < steps {
@@ -582,9 +599,15 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
                 Some(s) => format!(" scale {} skipped {}", s.scale, s.skipped_steps),
                 None => String::new(),
             };
-            bar.set_message(format!(
-                "loss {loss:.4} lr {lr:.2e} {tokens_per_sec:.0} tok/s{scale}"
-            ));
+            let message = format!("loss {loss:.4} lr {lr:.2e} {tokens_per_sec:.0} tok/s{scale}");
+            // Without a terminal (`train … | tee log`) the bar draws nothing: the same message
+            // as a line, at most one every PLAIN_PROGRESS_EVERY, so that a log shows the run
+            // moving between evaluations without a line per step.
+            if bar.is_hidden() && (last || last_plain.elapsed() >= PLAIN_PROGRESS_EVERY) {
+                crate::errln!("step {}/{steps}: {message}", state.step);
+                last_plain = Instant::now();
+            }
+            bar.set_message(message);
             last_loss = loss;
         }
 

@@ -46,4 +46,12 @@ mod tests {
         // No warmup: full rate from step 0.
         assert_eq!(factor(0, 0, 100, Schedule::Linear), 1.0);
     }
+
+    #[test]
+    fn a_warmup_longer_than_the_run_rises_to_the_end_as_in_hf() {
+        for sch in [Schedule::Linear, Schedule::Cosine, Schedule::Constant] {
+            assert_eq!(factor(5, 40, 20, sch), 0.125);
+            assert_eq!(factor(19, 40, 20, sch), 19.0 / 40.0, "last step of the run");
+        }
+    }
 }

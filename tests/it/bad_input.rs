@@ -720,9 +720,22 @@ fn outputs_in_the_way_and_runs_that_fail_before_they_start() {
     let other_tok = f.s("other/tokenizer.json");
     let small = masklm(&tokenize(&other_tok)).ok();
     assert!(
-        small.stderr.contains("fewer than the 50 asked"),
+        small.stderr.contains("fewer than the 50 asked")
+            && small.stderr.contains("a lower --min-frequency"),
         "{}",
         small.stderr
+    );
+    // At a min frequency of 1 a lower one cannot help; the note says what stopped it.
+    let mut at_one = tokenize(&f.s("other1/tokenizer.json"));
+    at_one.extend(["--min-frequency".to_string(), "1".to_string()]);
+    let at_one = masklm(&at_one).ok();
+    assert!(
+        at_one
+            .stderr
+            .contains("every word of the corpus is one token")
+            && !at_one.stderr.contains("--min-frequency"),
+        "{}",
+        at_one.stderr
     );
     let resume_run = |tokenizer: &str, steps: &str| -> Vec<String> {
         [
@@ -1241,6 +1254,12 @@ fn mixed_or_blocked_outputs_and_inputs_with_nothing_to_score() {
             ],
             &["holds a trained checkpoint", "even with --force"],
             &[],
+        ),
+        row(
+            "plot: a checkpoint folder, whose run folder holds metrics.jsonl",
+            &["plot", &checkpoint2.display().to_string()],
+            &["is a checkpoint folder", &format!("masklm plot {ck}")],
+            &[&checkpoint2.join("loss.png")],
         ),
         row(
             "plot: a folder where loss.png goes",

@@ -251,6 +251,20 @@ fn empty_corpus_and_corpus_without_tokens_are_refused() {
     std::fs::create_dir(&folder).unwrap();
     preview_with(dir.path(), &[format!("data.train=[{folder:?}]")])
         .usage_error(&["contains no corpus files", ".jsonl"]);
+    // A folder of WikiText's .raw files: named, with how to read them.
+    for name in [
+        "wiki.valid.raw",
+        "wiki.train.raw",
+        "wiki.test.raw",
+        "notes.md",
+        ".hidden",
+    ] {
+        std::fs::write(folder.join(name), "the cat sat\n").unwrap();
+    }
+    preview_with(dir.path(), &[format!("data.train=[{folder:?}]")]).usage_error(&[
+        "it holds notes.md, wiki.test.raw, wiki.train.raw and 1 more, which are read as plain \
+         text when named one by one",
+    ]);
     // Too little text for one row, and for a validation split.
     let short = dir.path().join("short.txt");
     std::fs::write(&short, "once upon a time\n").unwrap();

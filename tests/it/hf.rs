@@ -1006,6 +1006,17 @@ fn train_init_from_continues_pretraining_from_the_imported_weights() {
         &format!("tokenizer.path={:?}", s(&other_tok)),
     ]))
     .usage_error(&["tokenizer.path", "tokenizer.json"]);
+    // Both at once: one refusal names every flag, so that adding them is enough.
+    masklm(&with(&[
+        "--set",
+        "model.num_hidden_layers=3",
+        "--set",
+        &format!("tokenizer.path={:?}", s(&other_tok)),
+    ]))
+    .usage_error(&[
+        "--set model.num_hidden_layers=2 --set tokenizer.path=",
+        "is not the checkpoint's tokenizer",
+    ]);
     assert!(!run.exists() || checkpoint::latest(&run).unwrap().is_none());
 
     masklm(&base).ok();

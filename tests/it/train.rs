@@ -469,7 +469,7 @@ fn resume_refuses_a_corpus_whose_content_changed_and_allows_a_touched_one() {
 }
 
 #[test]
-fn a_step_of_more_rows_than_the_corpus_gives_is_noted() {
+fn a_step_of_more_rows_than_the_corpus_gives_and_a_warmup_past_the_end_are_noted() {
     let dir = tempfile::tempdir().unwrap();
     let text = common::tiny_corpus();
     let corpus = dir.path().join("c.txt");
@@ -477,8 +477,8 @@ fn a_step_of_more_rows_than_the_corpus_gives_is_noted() {
     let data = format!("data.train=[{corpus:?}]");
     let settings = [
         &data,
-        "train.steps=1",
-        "train.warmup_steps=0",
+        "train.steps=2",
+        "train.warmup_steps=8",
         "train.batch_size=200",
     ];
     let args: Vec<&str> = settings.iter().flat_map(|s| ["--set", s]).collect();
@@ -486,6 +486,17 @@ fn a_step_of_more_rows_than_the_corpus_gives_is_noted() {
     let run = train(&dir.path().join("run"), &tok, &args).ok();
     assert!(
         run.stderr.contains("note: a step takes 200 rows") && run.stderr.contains("more than once"),
+        "{}",
+        run.stderr
+    );
+    // Without a terminal the bar draws nothing; the last step's figures come as a line.
+    assert!(run.stderr.contains("step 2/2: loss "), "{}", run.stderr);
+    // A warmup longer than the run is HF's schedule cut short, noted, not refused.
+    assert!(
+        run.stderr.contains(
+            "train.warmup_steps 8 exceeds train.steps 2, so the learning rate is still rising \
+             when the run ends, at 0.125 × train.learning_rate"
+        ),
         "{}",
         run.stderr
     );

@@ -5,7 +5,7 @@
 
 use masklm::config::Config;
 use masklm::data::batches::TrainStream;
-use masklm::data::{Datasets, corruption, tokenizer_for};
+use masklm::data::{Datasets, corruption, load_or_train_tokenizer, save_tokenizer};
 use std::time::{Duration, Instant};
 
 fn main() -> anyhow::Result<()> {
@@ -14,8 +14,11 @@ fn main() -> anyhow::Result<()> {
         .filter(|a| a.contains('='))
         .collect();
     let cfg = Config::load(None, &sets)?;
-    let tok = tokenizer_for(&cfg)?;
+    let (tok, fresh) = load_or_train_tokenizer(&cfg)?;
     let data = Datasets::prepare(&cfg, &tok)?;
+    if fresh {
+        save_tokenizer(&cfg, &tok)?;
+    }
     let (b, s) = (cfg.train.batch_size, cfg.data.seq_len);
     let mut stream = TrainStream::new(data.train, corruption(&cfg, &tok), b);
     // The stream runs on the calling thread only: this is one core's rate.

@@ -6,7 +6,7 @@
 
 use crate::config::{BackendName, Config, Precision};
 use crate::data::batches::TrainStream;
-use crate::data::{Datasets, corruption, tokenizer_for};
+use crate::data::{Datasets, corruption, load_or_train_tokenizer, save_tokenizer};
 use crate::model::BertConfig;
 use crate::train::scaler::LossScaler;
 use crate::train::step::{self, Outcome};
@@ -81,8 +81,12 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
     let base = checked_device(cfg)?;
     crate::data::check_data(cfg)?;
     let start = Instant::now();
-    let tok = tokenizer_for(cfg)?;
+    // A tokenizer trained now is saved once the data is ready: a corpus refused leaves none.
+    let (tok, fresh) = load_or_train_tokenizer(cfg)?;
     let data = Datasets::prepare(cfg, &tok)?;
+    if fresh {
+        save_tokenizer(cfg, &tok)?;
+    }
     let data_ready_s = start.elapsed().as_secs_f64();
     // A first run tokenizes the corpus in this process: its memory is not the steps'.
     reset_peak_rss();

@@ -139,6 +139,46 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// [`write_atomic`] for files that belong together (a run's two charts): every file is written
+/// and synced beside its path first, and only then are they renamed over their paths, so a
+/// failed write (a full disk) replaces none of them. A kill between the renames can still leave
+/// some new beside some old.
+pub fn write_all_atomic(files: &[(&Path, &[u8])]) -> Result<()> {
+    let mut made = Vec::new();
+    let mut written: Vec<(PathBuf, &Path)> = Vec::new();
+    let result = (|| -> Result<()> {
+        for &(path, bytes) in files {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            if let Some(dir) = dir {
+                made.extend(
+                    make_dirs(dir).with_context(|| format!("creating folder {}", dir.display()))?,
+                );
+            }
+            let (prefix, suffix) = tmp_affixes(path);
+            remove_dead_temporaries(dir.unwrap_or(Path::new(".")), &prefix, &suffix);
+            let tmp = tmp_path(path);
+            written.push((tmp.clone(), path));
+            fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+            File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("syncing {}", tmp.display()))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for (tmp, _) in &written {
+            let _ = fs::remove_file(tmp);
+        }
+        remove_made(&made);
+        return Err(e);
+    }
+    for (tmp, path) in &written {
+        fs::rename(tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    }
+    Ok(())
+}
+
 /// [`write_atomic`] for writers that want a path: `write` fills the temporary file (a hidden
 /// sibling of `path` with the same extension), which is then synced and renamed over `path`.
 /// On error the temporary file is removed and `path` is untouched; a killed writer's is removed
@@ -399,6 +439,16 @@ pub fn check_output_file(
             path.join(example).display()
         )));
     }
+    // A device, FIFO or socket (or a link to one): replacing it would take a node that is not
+    // the user's file, writing through it would not keep the output.
+    if path.metadata().is_ok_and(|m| !m.is_file()) {
+        return Err(crate::error::UsageError::new(format!(
+            "{what} {} is not a regular file (a device, FIFO or socket); give a file path such as \
+             {}",
+            path.display(),
+            path.with_file_name(example).display()
+        )));
+    }
     let dir = path.parent().unwrap_or(Path::new(""));
     refuse_dangling_links(dir, path, what)?;
     let nearest = nearest_existing(dir).map_err(|_| {
@@ -572,6 +622,16 @@ mod tests {
             check_output_file(Path::new("/proc/t.json"), "tokenizer.path", "t.json").unwrap_err(),
         ] {
             assert!(e.to_string().contains("cannot write in /proc"), "{e}");
+        }
+        // A device, and a link to one: never replaced by --force.
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("null.json");
+            std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+            for p in [Path::new("/dev/null"), &link] {
+                let e = check_output_file(p, "--out", "tokenizer.json").unwrap_err();
+                assert!(e.to_string().contains("is not a regular file"), "{e}");
+            }
         }
         for folder in [dir.path().to_path_buf(), free.join("sub/")] {
             let e = check_output_file(&folder, "tokenizer.path", "tokenizer.json").unwrap_err();

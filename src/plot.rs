@@ -72,7 +72,14 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
             ))
             .into());
         }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", run_dir.display())),
+        // A loop of links, a folder without permission: the path given is the problem.
+        Err(e) => {
+            return Err(UsageError::new(format!(
+                "run folder {} cannot be read ({e}): pass the run folder given to `masklm train`",
+                run_dir.display()
+            ))
+            .into());
+        }
     }
 
     let metrics_path = run_dir.join(METRICS_FILE);
@@ -141,12 +148,16 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
 
     let loss_path = run_dir.join(LOSS_PNG);
     let title = format!("{run_name} — loss");
-    write_png(&loss_path, |root| draw_loss(root, &title, &metrics))?;
+    let loss = render_png(|root| draw_loss(root, &title, &metrics))
+        .with_context(|| format!("drawing {}", loss_path.display()))?;
 
     let accuracy_path = run_dir.join(ACCURACY_PNG);
     let title = format!("{run_name} — eval accuracy");
-    write_png(&accuracy_path, |root| draw_accuracy(root, &title, &metrics))?;
+    let accuracy = render_png(|root| draw_accuracy(root, &title, &metrics))
+        .with_context(|| format!("drawing {}", accuracy_path.display()))?;
 
+    // Both or neither: a chart that cannot be written leaves the other as it was.
+    crate::io::write_all_atomic(&[(&loss_path, &loss), (&accuracy_path, &accuracy)])?;
     Ok(vec![loss_path, accuracy_path])
 }
 
@@ -277,15 +288,25 @@ fn run_name(run_dir: &Path) -> String {
 }
 
 /// Draws `path` atomically (see [`crate::io::replace_with`]).
-fn write_png(path: &Path, draw: impl FnOnce(&Area<'_>) -> Result<()>) -> Result<()> {
-    crate::io::replace_with(path, |tmp| {
-        // The backend is dropped at the end of this closure, before the file is synced and renamed.
-        let root = BitMapBackend::new(tmp, (WIDTH, HEIGHT)).into_drawing_area();
-        draw(&root).with_context(|| format!("drawing {}", path.display()))?;
-        root.present()
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        Ok(())
-    })
+/// The PNG file of a chart `draw` makes, drawn in memory (so that writing it fails with the
+/// file system's own error, and the two charts can be written together).
+fn render_png(draw: impl FnOnce(&Area<'_>) -> Result<()>) -> Result<Vec<u8>> {
+    let mut rgb = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
+        draw(&root)?;
+        root.present().map_err(|e| anyhow!("{e}"))?;
+    }
+    let mut png = Vec::new();
+    let mut encoder = png::Encoder::new(&mut png, WIDTH, HEIGHT);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    // As image's encoder, which plotters used: a third of the size of png's fixed filter.
+    encoder.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(&rgb)?;
+    writer.finish()?;
+    Ok(png)
 }
 
 fn points(series: &BTreeMap<u64, f64>) -> Vec<(f64, f64)> {

@@ -165,6 +165,8 @@ impl BertTokenizer {
         if !path.is_file() {
             let what = if path.is_dir() {
                 "is a folder, not a file"
+            } else if path.exists() {
+                "is not a regular file (a device, FIFO or socket)"
             } else {
                 "does not exist"
             };
@@ -295,6 +297,13 @@ impl BertTokenizer {
                 vocab.display()
             ));
         }
+        if vocab.metadata().is_ok_and(|m| !m.is_file()) {
+            return fail(format!(
+                "{} is not a regular file (a device, FIFO or socket), where the word list written \
+                 beside the tokenizer goes; write the tokenizer elsewhere",
+                vocab.display()
+            ));
+        }
         // A folder's corpus files are every .txt below it: vocab.txt there would become text.
         if let Some(folder) = crate::data::corpus::folder_holding(corpus, &vocab) {
             return fail(format!(
@@ -315,8 +324,24 @@ impl BertTokenizer {
         // tokenizer.json, and the next run writes both; a `--force` over an older pair can
         // still leave the new vocab.txt beside the old tokenizer.json, which is what is read).
         let vocab_path = path.with_file_name("vocab.txt");
-        crate::io::write_atomic(&vocab_path, self.vocab_txt().as_bytes())?;
-        crate::io::write_atomic(path, json.as_bytes())
+        // A failed write (a full disk) takes back what this save wrote: a vocab.txt left alone
+        // would make the retry's "exists; pass --force" refusal, or pair with another tokenizer.
+        let made = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => crate::io::make_dirs(dir)
+                .with_context(|| format!("creating folder {}", dir.display()))?,
+            None => Vec::new(),
+        };
+        let old_vocab = std::fs::read(&vocab_path).ok();
+        let result = crate::io::write_atomic(&vocab_path, self.vocab_txt().as_bytes())
+            .and_then(|()| crate::io::write_atomic(path, json.as_bytes()));
+        if result.is_err() {
+            let _ = match &old_vocab {
+                Some(old) => crate::io::write_atomic(&vocab_path, old),
+                None => std::fs::remove_file(&vocab_path).map_err(Into::into),
+            };
+            crate::io::remove_made(&made);
+        }
+        result
     }
 
     pub fn to_json(&self) -> Result<String> {

@@ -7,7 +7,8 @@ use crate::data::batches::{Batch, TrainStream};
 use crate::data::masking::IGNORE_LABEL;
 use crate::data::store::{self, TokenStore};
 use crate::data::{
-    Datasets, cache_dir, check_data, corpora, corpus, corruption, store_built, tokenizer_for,
+    Datasets, cache_dir, check_data, corpora, corpus, corruption, load_or_train_tokenizer,
+    save_tokenizer, store_built,
 };
 use crate::error::UsageError;
 use crate::tokenizer::BertTokenizer;
@@ -67,11 +68,20 @@ fn prepare(a: ConfigArgs) -> Result<()> {
     let cfg = a.load()?;
     super::set_threads(cfg.train.threads);
     check_data(&cfg)?;
-    let tok = tokenizer_for(&cfg)?;
+    // A tokenizer trained now is saved once its stores are built: a corpus refused leaves none
+    // (training it again gives the same tokenizer, whose stores are then current).
+    let (tok, fresh) = load_or_train_tokenizer(&cfg)?;
+    let mut built_stores = Vec::new();
     for (what, _, paths) in corpora(&cfg) {
         let (store, built) = store_built(paths, &cfg, &tok)?;
         let state = if built { "built" } else { "current" };
-        crate::outln!("{} ({state})", describe_store(what, &store))?;
+        built_stores.push(format!("{} ({state})", describe_store(what, &store)));
+    }
+    if fresh {
+        save_tokenizer(&cfg, &tok)?;
+    }
+    for line in built_stores {
+        crate::outln!("{line}")?;
     }
     Ok(())
 }
@@ -89,7 +99,7 @@ fn verify(a: ConfigArgs) -> Result<()> {
     }
     let tok = BertTokenizer::load(path)?;
     let cache = cache_dir(&cfg);
-    let (mut problems, mut damaged) = (Vec::new(), false);
+    let (mut problems, mut stale) = (Vec::new(), false);
     for (what, key, paths) in corpora(&cfg) {
         let files = corpus::expand_paths(paths).with_context(|| key)?;
         let (dir, want) = store::locate(&files, &tok, &cfg.data.text_field, &cache)?;
@@ -103,18 +113,22 @@ fn verify(a: ConfigArgs) -> Result<()> {
                 continue;
             }
         };
-        let bad = s.verify_all();
-        if bad.is_empty() {
+        let (bad, marked) = s.verify_all();
+        let any = !bad.is_empty();
+        if !any {
             crate::outln!("{} — every shard checks", describe_store(what, &s))?;
         }
-        damaged |= !bad.is_empty();
         problems.extend(bad.into_iter().map(|b| format!("{what} store shard {b}")));
+        match marked {
+            Ok(()) => stale |= any,
+            Err(fix) => problems.push(format!("{what} {fix}")),
+        }
     }
     if problems.is_empty() {
         return Ok(());
     }
     let mut msg = problems.join("\n");
-    if damaged {
+    if stale {
         msg.push_str(
             "\nthe damaged stores are marked stale: the next `masklm data prepare` (or train, \
              eval, bench) tokenizes their corpus again",
@@ -142,8 +156,11 @@ fn preview(a: PreviewArgs) -> Result<()> {
         batch,
         seq_len,
     )?;
-    let tok = tokenizer_for(&cfg)?;
+    let (tok, fresh) = load_or_train_tokenizer(&cfg)?;
     let data = Datasets::prepare(&cfg, &tok)?;
+    if fresh {
+        save_tokenizer(&cfg, &tok)?;
+    }
     let mut stream = TrainStream::new(data.train, corruption(&cfg, &tok), cfg.train.batch_size);
     let out = std::io::stdout();
     let mut out = out.lock();

@@ -68,6 +68,7 @@ impl ConfigArgs {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    check_rayon_threads()?;
     match cli.command {
         Command::Tokenizer(a) => tokenizer::run(a),
         Command::Data(c) => data::run(c),
@@ -78,6 +79,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(a) => export::run(a),
         Command::Import(a) => import::run(a),
         Command::Bench(a) => bench::run(a),
+    }
+}
+
+/// rayon sizes its pool from `RAYON_NUM_THREADS` (or the older `RAYON_RS_NUM_CPUS` when that is
+/// not a number) wherever masklm does not (train.threads 0, and the commands without it): the
+/// same ceiling as train.threads, since a mistyped count would spawn threads for minutes. rayon
+/// reads them as it does here, ignoring what does not parse.
+fn check_rayon_threads() -> Result<(), crate::error::UsageError> {
+    let read = |name: &str| -> Option<(String, usize)> {
+        let v = std::env::var(name).ok()?;
+        let n = v.parse::<usize>().ok()?;
+        Some((format!("{name}={v}"), n))
+    };
+    match read("RAYON_NUM_THREADS").or_else(|| read("RAYON_RS_NUM_CPUS")) {
+        Some((var, n)) if n > crate::config::MAX_THREADS => {
+            Err(crate::error::UsageError::new(format!(
+                "{var} asks for more than {} threads; unset it (one thread per core) or give a \
+                 smaller count",
+                crate::config::MAX_THREADS
+            )))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -325,8 +325,8 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         let real = f.canonicalize().unwrap_or_else(|_| f.clone());
         if let Some(first) = seen.insert(real, f) {
             crate::usage!(
-                "corpus file {} is listed twice (also as {}), so its text would be trained on \
-                 twice; list each file once",
+                "corpus file {} is listed twice (also as {}), so its text would be read twice \
+                 (trained on or scored twice); list each file once",
                 f.display(),
                 first.display()
             );

@@ -21,16 +21,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use store::TokenStore;
 
-/// The tokenizer of a config: loaded from `tokenizer.path` when it exists, else trained on
-/// `data.train` and saved there (with vocab.txt beside it).
-pub fn tokenizer_for(cfg: &Config) -> Result<BertTokenizer> {
-    let (tok, fresh) = load_or_train_tokenizer(cfg)?;
-    if fresh {
-        save_tokenizer(cfg, &tok)?;
-    }
-    Ok(tok)
-}
-
 /// The tokenizer of a config and whether it was trained just now (`true`: not saved yet, so a
 /// run that fails before it starts leaves nothing behind; [`save_tokenizer`] writes it). An
 /// existing `tokenizer.path` is used as it is, whatever `tokenizer.vocab_size` says (that key

@@ -441,9 +441,9 @@ impl TokenStore {
         }
     }
 
-    /// Checks every shard whole; returns the damaged ones' messages (and marks the store stale
-    /// if there are any).
-    pub fn verify_all(&self) -> Vec<String> {
+    /// Checks every shard whole; returns the damaged ones' messages, and marks the store stale
+    /// if there are any: `Err` with what to do instead where that failed (a read-only cache).
+    pub fn verify_all(&self) -> (Vec<String>, Result<(), String>) {
         let width = self.manifest.id_width;
         let bad: Vec<String> = self
             .shards
@@ -454,12 +454,12 @@ impl TokenStore {
                     .map(|why| format!("{}: {why}", s.path.display()))
             })
             .collect();
-        if !bad.is_empty()
-            && let Err(fix) = self.mark_stale()
-        {
-            return bad.into_iter().chain([fix]).collect();
-        }
-        bad
+        let marked = if bad.is_empty() {
+            Ok(())
+        } else {
+            self.mark_stale()
+        };
+        (bad, marked)
     }
 
     /// Writes packed row content starting at packed position `v` into `out` (all of it: rows
@@ -594,15 +594,29 @@ pub fn header_bytes(width: u32, tokens: u64, lines: u64, seps: u64) -> Vec<u8> {
     b
 }
 
-/// The default cache folder: `$XDG_CACHE_HOME/masklm`, else `~/.cache/masklm`.
+/// The default cache folder: `$XDG_CACHE_HOME/masklm`, else `~/.cache/masklm`. As the XDG
+/// spec says, a relative `XDG_CACHE_HOME` is ignored (the cache would move with the working
+/// folder); without a usable `HOME` either, `.cache/masklm` in the working folder, said once.
 pub fn default_cache_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("masklm");
+    let absolute = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(x) = absolute("XDG_CACHE_HOME") {
+        return x.join("masklm");
     }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".cache/masklm"),
-        None => PathBuf::from(".cache/masklm"),
+    if let Some(h) = absolute("HOME") {
+        return h.join(".cache/masklm");
     }
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        crate::errln!(
+            "note: neither XDG_CACHE_HOME nor HOME is an absolute path, so the token stores go to \
+             .cache/masklm in the working folder; set data.cache_dir to keep them in one place"
+        )
+    });
+    PathBuf::from(".cache/masklm")
 }
 
 /// `12.3 MB` for messages.

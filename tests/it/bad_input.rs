@@ -1332,3 +1332,53 @@ fn mixed_or_blocked_outputs_and_inputs_with_nothing_to_score() {
     let saved = std::fs::read_to_string(p("imported/config.toml")).unwrap();
     assert!(saved.contains("seq_len = 50"), "{saved}");
 }
+
+/// rayon sizes its pool from RAYON_NUM_THREADS where train.threads does not: a count past
+/// train.threads' ceiling is refused up front, whatever the command; what rayon ignores is too.
+#[test]
+fn a_rayon_thread_count_past_the_ceiling_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing").display().to_string();
+    let run = |vars: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_masklm"));
+        c.args(["plot", &missing])
+            .env_remove("RAYON_NUM_THREADS")
+            .env_remove("RAYON_RS_NUM_CPUS");
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    for (vars, said) in [
+        (
+            &[("RAYON_NUM_THREADS", "100000")][..],
+            "RAYON_NUM_THREADS=100000",
+        ),
+        // The older name counts where the newer is not a number.
+        (
+            &[("RAYON_NUM_THREADS", "many"), ("RAYON_RS_NUM_CPUS", "5000")][..],
+            "RAYON_RS_NUM_CPUS=5000",
+        ),
+    ] {
+        let (code, stderr) = run(vars);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{said} asks for more than 1024 threads")),
+            "{stderr}"
+        );
+    }
+    // 0, what is not a number, and the ceiling itself leave the command to go on (to its own
+    // refusal of the missing folder).
+    for value in ["0", "lots", "1024"] {
+        let (code, stderr) = run(&[("RAYON_NUM_THREADS", value)]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains("missing") && !stderr.contains("RAYON"),
+            "{stderr}"
+        );
+    }
+}

@@ -418,3 +418,46 @@ fn a_vocabulary_larger_than_asked_is_noted() {
         run.stderr
     );
 }
+
+/// A tokenizer trained for a command that then refuses its corpus is not saved: the next run
+/// would otherwise take it as the config's tokenizer, trained on the text refused.
+#[test]
+fn a_refused_corpus_leaves_no_new_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.txt");
+    std::fs::write(&short, "once upon a time\n").unwrap();
+    let latin1 = dir.path().join("latin1.txt");
+    std::fs::write(&latin1, b"fine text here\ncaf\xe9 au lait\n").unwrap();
+    let good = "corpora/tinystories/tinystories-validation-head.txt";
+    let runs: [(&[&str], String, &str); 3] = [
+        (
+            &["data", "preview"],
+            format!("data.train=[{short:?}]"),
+            "short.txt",
+        ),
+        (
+            &["bench", "--steps", "1", "--warmup", "0"],
+            format!("data.train=[{short:?}]"),
+            "short.txt",
+        ),
+        // The training store is built, the held-out one is refused.
+        (
+            &["data", "prepare"],
+            format!("data.valid=[{latin1:?}]"),
+            "latin1.txt",
+        ),
+    ];
+    for (command, data, named) in runs {
+        let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        args.extend(["--config".into(), "configs/tiny.toml".into()]);
+        args.extend(isolated(dir.path()));
+        if !data.starts_with("data.train") {
+            args.extend(["--set".into(), format!("data.train=[{good:?}]")]);
+        }
+        args.extend(["--set".into(), data]);
+        masklm(&args).usage_error(&[named]);
+        for f in ["tokenizer.json", "vocab.txt"] {
+            assert!(!dir.path().join(f).exists(), "{command:?} left {f}");
+        }
+    }
+}

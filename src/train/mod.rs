@@ -197,6 +197,9 @@ fn refuse_checkpoints(out_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Held-out rows past which a run says what its evaluations cost.
+const LARGE_EVAL_ROWS: usize = 20_000;
+
 /// How often a run whose stderr is not a terminal prints its progress as a line.
 const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
@@ -322,6 +325,16 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
         data.valid.len(),
         data_start.elapsed().as_secs_f64()
     );
+    // 5% of a large corpus is held out by default and scored whole (HF's defaults), at every
+    // evaluation and at the last step: minutes of a short run can go there.
+    if scored.len() > LARGE_EVAL_ROWS {
+        crate::errln!(
+            "note: each evaluation scores {} held-out rows, as many as {} training steps see; \
+             data.max_eval_samples (HF's name) caps them, train.eval_every sets how often",
+            scored.len(),
+            scored.len() as u64 / (t.batch_size as u64 * t.grad_accum_steps as u64).max(1)
+        );
+    }
     // The stream wraps around the rows, so a step of more rows than there are repeats some.
     let step_rows = (t.batch_size as u64).saturating_mul(t.grad_accum_steps as u64);
     if step_rows > data.train.len() as u64 {

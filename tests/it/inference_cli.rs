@@ -485,6 +485,49 @@ fn evaluation_padded_as_on_a_gpu_scores_what_it_scores_unpadded() {
         plain.masked_tokens > 200 && plain.loss.is_finite(),
         "{plain}"
     );
+    // Accuracy and top-5 against the label's place in each position's sorted logits, counted
+    // here on the host (eval counts them on the device without sorting).
+    let (mut n, mut top1, mut top5) = (0usize, 0usize, 0usize);
+    let batches = masklm::data::batches::eval_batches(
+        &rows,
+        table.clone(),
+        ck.tokenizer.specials(),
+        masklm::eval::EVAL_SEED,
+        batch,
+    );
+    for b in batches {
+        let b = b.unwrap();
+        if b.selected == 0 {
+            continue;
+        }
+        let tb = masklm::data::batcher::TensorBatch::padded(&b, &device, 1);
+        let labels: Vec<i64> = tb
+            .labels
+            .clone()
+            .into_data()
+            .convert::<i64>()
+            .to_vec()
+            .unwrap();
+        let logits = ck
+            .model
+            .forward_selected(tb.input_ids, tb.attention_mask, tb.positions);
+        let vocab = logits.dims()[1];
+        let logits: Vec<f32> = logits.into_data().to_vec().unwrap();
+        for (row, &label) in logits.chunks(vocab).zip(&labels) {
+            let mut order: Vec<usize> = (0..vocab).collect();
+            // Descending, the lower id first among equals (argmax's first maximum).
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+            let place = order.iter().position(|&i| i as i64 == label).unwrap();
+            (n, top1, top5) = (
+                n + 1,
+                top1 + (place == 0) as usize,
+                top5 + (place < 5) as usize,
+            );
+        }
+    }
+    assert_eq!(n, plain.masked_tokens);
+    assert_eq!(plain.accuracy, top1 as f64 / n as f64, "{plain}");
+    assert_eq!(plain.top5_accuracy, top5 as f64 / n as f64, "{plain}");
     for multiple in [7, 64] {
         let padded = score(multiple);
         assert!(

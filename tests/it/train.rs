@@ -726,3 +726,31 @@ fn a_backend_left_out_of_the_build_is_refused_by_name() {
     ]);
     assert!(!out.exists());
 }
+
+#[test]
+fn a_large_held_out_set_is_noted_with_the_key_that_caps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let valid = dir.path().join("valid.txt");
+    std::fs::write(&valid, "the cat sat on the mat\n".repeat(20_001)).unwrap();
+    let data = format!("data.valid=[{valid:?}]");
+    let settings = [&data, "data.packing=\"line\"", "train.steps=1"];
+    let args: Vec<&str> = settings.iter().flat_map(|s| ["--set", s]).collect();
+    let tok = dir.path().join("tok/tokenizer.json");
+    let run = train(&dir.path().join("run"), &tok, &args).ok();
+    assert!(
+        run.stderr
+            .contains("each evaluation scores 20001 held-out rows")
+            && run.stderr.contains("data.max_eval_samples"),
+        "{}",
+        run.stderr
+    );
+    // Capped, it is not.
+    let mut capped = args.clone();
+    capped.extend(["--set", "data.max_eval_samples=100"]);
+    let run = train(&dir.path().join("run2"), &tok, &capped).ok();
+    assert!(
+        !run.stderr.contains("each evaluation scores"),
+        "{}",
+        run.stderr
+    );
+}

@@ -506,13 +506,13 @@ fn evaluation_padded_as_on_a_gpu_scores_what_it_scores_unpadded() {
             .clone()
             .into_data()
             .convert::<i64>()
-            .to_vec()
+            .try_to_vec::<i64>()
             .unwrap();
         let logits = ck
             .model
             .forward_selected(tb.input_ids, tb.attention_mask, tb.positions);
         let vocab = logits.dims()[1];
-        let logits: Vec<f32> = logits.into_data().to_vec().unwrap();
+        let logits: Vec<f32> = logits.into_data().try_to_vec::<f32>().unwrap();
         for (row, &label) in logits.chunks(vocab).zip(&labels) {
             let mut order: Vec<usize> = (0..vocab).collect();
             // Descending, the lower id first among equals (argmax's first maximum).

@@ -267,8 +267,14 @@ pub fn evaluate_padded(
             .int()
             .slice([0..count, 0..1])
             .sum();
+        // "Not ≤" rather than ">": a NaN logit counts as above the label's, and a NaN label's
+        // logit is below every other, as a top-k ranks NaN first.
         let own = logits.clone().gather(1, labels);
-        let above = logits.greater(own.expand([padded, vocab])).int().sum_dim(1);
+        let above = logits
+            .lower_equal(own.expand([padded, vocab]))
+            .bool_not()
+            .int()
+            .sum_dim(1);
         let topk = above
             .lower_elem(k as i32)
             .int()

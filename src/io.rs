@@ -141,8 +141,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// [`write_atomic`] for files that belong together (a run's two charts): every file is written
 /// and synced beside its path first, and only then are they renamed over their paths, so a
-/// failed write (a full disk) replaces none of them. A kill between the renames can still leave
-/// some new beside some old.
+/// failed write (a full disk) replaces none of them. A kill or a failed rename between the
+/// renames can still leave some new beside some old (the temporaries not renamed are removed).
 pub fn write_all_atomic(files: &[(&Path, &[u8])]) -> Result<()> {
     let mut made = Vec::new();
     let mut written: Vec<(PathBuf, &Path)> = Vec::new();
@@ -172,9 +172,14 @@ pub fn write_all_atomic(files: &[(&Path, &[u8])]) -> Result<()> {
         remove_made(&made);
         return Err(e);
     }
-    for (tmp, path) in &written {
-        fs::rename(tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    for (i, (tmp, path)) in written.iter().enumerate() {
+        if let Err(e) = fs::rename(tmp, path) {
+            for (left, _) in &written[i..] {
+                let _ = fs::remove_file(left);
+            }
+            return Err(e)
+                .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()));
+        }
     }
     Ok(())
 }
@@ -444,9 +449,8 @@ pub fn check_output_file(
     if path.metadata().is_ok_and(|m| !m.is_file()) {
         return Err(crate::error::UsageError::new(format!(
             "{what} {} is not a regular file (a device, FIFO or socket); give a file path such as \
-             {}",
+             {example}",
             path.display(),
-            path.with_file_name(example).display()
         )));
     }
     let dir = path.parent().unwrap_or(Path::new(""));
@@ -463,7 +467,7 @@ pub fn check_output_file(
 }
 
 /// `dir/.stem.tmp-PID.ext`: hidden, unique per process so two writers never share one, and with
-/// the original extension (image encoders pick the format from it).
+/// the original extension (readers that go by it, as image viewers do, still know the file).
 pub fn tmp_path(path: &Path) -> PathBuf {
     let (prefix, suffix) = tmp_affixes(path);
     path.with_file_name(format!("{prefix}{}{suffix}", std::process::id()))
@@ -730,5 +734,26 @@ mod tests {
         assert!(replace_with(&root.path().join("x/y/file.json"), failing).is_err());
         assert!(write_folder(&root.path().join("p/q/out"), |_| anyhow::bail!("no")).is_err());
         assert!(!root.path().join("x").exists() && !root.path().join("p").exists());
+    }
+
+    #[test]
+    fn files_written_together_replace_all_or_none() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a.png"), root.path().join("new/b.png"));
+        fs::write(&a, "old a").unwrap();
+        // The second cannot be written (a file where its folder goes): the first stays old.
+        fs::write(root.path().join("blocked"), "").unwrap();
+        let blocked = root.path().join("blocked/b.png");
+        assert!(write_all_atomic(&[(&a, b"new a"), (&blocked, b"new b")]).is_err());
+        assert_eq!(fs::read_to_string(&a).unwrap(), "old a");
+        let names: Vec<String> = fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary left: {names:?}");
+        // Both written, the folder made.
+        write_all_atomic(&[(&a, b"new a"), (&b, b"new b")]).unwrap();
+        assert_eq!(fs::read_to_string(&a).unwrap(), "new a");
+        assert_eq!(fs::read_to_string(&b).unwrap(), "new b");
     }
 }

@@ -47,8 +47,9 @@ type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 /// missing values, are ignored. An unparsable *last* line (a run killed mid-write) is skipped
 /// silently; any other unparsable line is an error naming `file:line`.
 ///
-/// Each PNG is drawn to a hidden temporary file beside it, synced, then renamed over the target,
-/// so a reader never sees a half-written chart.
+/// Both PNGs are drawn in memory, written to hidden temporary files beside their targets and
+/// synced, then renamed over them ([`crate::io::write_all_atomic`]): a reader never sees a
+/// half-written chart, and a failed write replaces neither.
 ///
 /// Errors: a missing `run_dir`, a missing `metrics.jsonl`, an unparsable line, or a file with no
 /// step rows are bad input ([`UsageError`], exit code 2); I/O and drawing failures are runtime
@@ -94,7 +95,16 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // A checkpoint folder (run/checkpoint-N) has none; its run folder does.
-            let parent = run_dir.parent().filter(|p| p.join(METRICS_FILE).is_file());
+            let parent = run_dir
+                .parent()
+                .map(|p| {
+                    if p.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        p
+                    }
+                })
+                .filter(|p| p.join(METRICS_FILE).is_file());
             let holds_model = run_dir.join(crate::train::checkpoint::MODEL_FILE).is_file();
             if let Some(run) = parent.filter(|_| holds_model) {
                 return Err(UsageError::new(format!(
@@ -287,7 +297,6 @@ fn run_name(run_dir: &Path) -> String {
         .unwrap_or_else(|| run_dir.display().to_string())
 }
 
-/// Draws `path` atomically (see [`crate::io::replace_with`]).
 /// The PNG file of a chart `draw` makes, drawn in memory (so that writing it fails with the
 /// file system's own error, and the two charts can be written together).
 fn render_png(draw: impl FnOnce(&Area<'_>) -> Result<()>) -> Result<Vec<u8>> {
@@ -301,8 +310,6 @@ fn render_png(draw: impl FnOnce(&Area<'_>) -> Result<()>) -> Result<Vec<u8>> {
     let mut encoder = png::Encoder::new(&mut png, WIDTH, HEIGHT);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
-    // As image's encoder, which plotters used: a third of the size of png's fixed filter.
-    encoder.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
     let mut writer = encoder.write_header()?;
     writer.write_image_data(&rgb)?;
     writer.finish()?;

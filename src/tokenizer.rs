@@ -331,14 +331,25 @@ impl BertTokenizer {
                 .with_context(|| format!("creating folder {}", dir.display()))?,
             None => Vec::new(),
         };
-        let old_vocab = std::fs::read(&vocab_path).ok();
-        let result = crate::io::write_atomic(&vocab_path, self.vocab_txt().as_bytes())
-            .and_then(|()| crate::io::write_atomic(path, json.as_bytes()));
+        // What stood there before: its bytes, or None where there was nothing (one that cannot be
+        // read is left as the failed write finds it).
+        let before = match std::fs::read(&vocab_path) {
+            Ok(bytes) => Some(Some(bytes)),
+            Err(_) if vocab_path.symlink_metadata().is_err() => Some(None),
+            Err(_) => None,
+        };
+        let result = crate::io::write_atomic(&vocab_path, self.vocab_txt().as_bytes());
+        let result = match result {
+            Ok(()) => crate::io::write_atomic(path, json.as_bytes()).inspect_err(|_| {
+                let _ = match &before {
+                    Some(Some(old)) => crate::io::write_atomic(&vocab_path, old),
+                    Some(None) => std::fs::remove_file(&vocab_path).map_err(Into::into),
+                    None => Ok(()),
+                };
+            }),
+            Err(e) => Err(e),
+        };
         if result.is_err() {
-            let _ = match &old_vocab {
-                Some(old) => crate::io::write_atomic(&vocab_path, old),
-                None => std::fs::remove_file(&vocab_path).map_err(Into::into),
-            };
             crate::io::remove_made(&made);
         }
         result

@@ -121,7 +121,7 @@ fn verify(a: ConfigArgs) -> Result<()> {
         problems.extend(bad.into_iter().map(|b| format!("{what} store shard {b}")));
         match marked {
             Ok(()) => stale |= any,
-            Err(fix) => problems.push(format!("{what} {fix}")),
+            Err(fix) => problems.push(format!("{what} store: {fix}")),
         }
     }
     if problems.is_empty() {
@@ -130,8 +130,8 @@ fn verify(a: ConfigArgs) -> Result<()> {
     let mut msg = problems.join("\n");
     if stale {
         msg.push_str(
-            "\nthe damaged stores are marked stale: the next `masklm data prepare` (or train, \
-             eval, bench) tokenizes their corpus again",
+            "\nthe damaged stores marked stale are tokenized again by the next `masklm data \
+             prepare` (or train, eval, bench)",
         );
     }
     Err(UsageError::new(msg).into())

@@ -34,7 +34,7 @@ pub fn run(a: ImportArgs) -> Result<()> {
             "import --set {set}: import takes [model] from {0}, as the weights are shaped by it; \
              the keys that only shape training (the dropouts, initializer_range) can be set when \
              training from the import: masklm train --config {1}/config.toml --init-from {1} --set \
-             model.…",
+             train.out_dir=… --set model.…",
             a.hf.join("config.json").display(),
             a.out.display()
         );
@@ -61,7 +61,8 @@ pub fn run(a: ImportArgs) -> Result<()> {
         crate::errln!(
             "warning: {} has no masked-LM head (a base model, BertModel): {} initialised as BERT \
              initialises them (train.seed), as transformers does; its predictions mean nothing \
-             until it is trained: masklm train --config {2}/config.toml --init-from {2}",
+             until it is trained: masklm train --config {2}/config.toml --init-from {2} --set \
+             train.out_dir=…",
             r.weights_file.display(),
             r.initialised.join(", "),
             r.dir.display()

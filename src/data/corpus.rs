@@ -285,7 +285,8 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 let hint = match others.len() {
                     0 => String::new(),
                     n => format!(
-                        "; it holds {}{}, which are read as plain text when named one by one",
+                        "; it holds {}{} (a file named on its own is read as plain text, \
+                         whatever its extension)",
                         others[..n.min(3)].join(", "),
                         if n > 3 {
                             format!(" and {} more", n - 3)

@@ -26,7 +26,7 @@ const BATCH_BYTES: usize = 4 << 20;
 
 /// Each piece's encoding holds several vectors until its ids are copied out, so 4 MiB of
 /// one-word lines (millions of pieces) took gigabytes: `data prepare` of 10 MB of `a` lines
-/// peaked at 3.4 GB. 16 Ki pieces are ~1.5 MB of ordinary text, still thousands per thread.
+/// peaked at 3.5 GB. 16 Ki pieces are ~1.5 MB of ordinary text, still thousands per thread.
 const BATCH_PIECES: usize = 16 << 10;
 
 /// Pieces of text with, for each, whether it starts a document and whether it continues the

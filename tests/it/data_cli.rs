@@ -262,8 +262,8 @@ fn empty_corpus_and_corpus_without_tokens_are_refused() {
         std::fs::write(folder.join(name), "the cat sat\n").unwrap();
     }
     preview_with(dir.path(), &[format!("data.train=[{folder:?}]")]).usage_error(&[
-        "it holds notes.md, wiki.test.raw, wiki.train.raw and 1 more, which are read as plain \
-         text when named one by one",
+        "it holds notes.md, wiki.test.raw, wiki.train.raw and 1 more (a file named on its own is \
+         read as plain text",
     ]);
     // Too little text for one row, and for a validation split.
     let short = dir.path().join("short.txt");

@@ -88,10 +88,15 @@ pub fn run(a: ImportArgs) -> Result<()> {
         // What `train --config DIR/config.toml` will use unless told otherwise.
         let t = &base.data;
         crate::errln!(
-            "note: the [data] and [train] settings saved in {} are the embedded default config's \
-             (data.train {:?}, data.seq_len {}, train.steps {}); give import --config YOURS, or \
-             --set them when training",
+            "note: the [data] and [train] settings saved in {} are the embedded default \
+             config's{} (data.train {:?}, data.seq_len {}, train.steps {}); give import --config \
+             YOURS, or --set them when training",
             r.dir.join("config.toml").display(),
+            if a.config.sets.is_empty() {
+                ""
+            } else {
+                " with your --set"
+            },
             t.train,
             r.seq_len_lowered.map_or(t.seq_len, |(_, after)| after),
             base.train.steps

@@ -416,12 +416,18 @@ fn collect_txt(dir: &Path, out: &mut Vec<PathBuf>, walked: &mut Vec<PathBuf>) ->
     let entries = std::fs::read_dir(dir)
         .map_err(|e| UsageError::new(format!("cannot list folder {}: {e}", dir.display())))?;
     for entry in entries {
-        let path = entry?.path();
+        let entry = entry?;
+        let path = entry.path();
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         if name.starts_with('.') || name == "__MACOSX" {
             continue;
         }
-        if path.is_dir() {
+        // The listing's own file type where it has one: a stat per file only for links.
+        let is_dir = match entry.file_type() {
+            Ok(t) if !t.is_symlink() => t.is_dir(),
+            _ => path.is_dir(),
+        };
+        if is_dir {
             collect_txt(&path, out, walked)?;
         } else if is_corpus_file(&path) {
             out.push(path);

@@ -64,8 +64,19 @@ pub struct Source {
 }
 
 impl Source {
-    /// The file's size and modification time now.
-    pub fn stat(path: &Path) -> Result<Source> {
+    /// The files' sizes and modification times now.
+    pub fn stat_all(files: &[PathBuf]) -> Result<Vec<Source>> {
+        // The working folder read once: `std::path::absolute` reads it for each relative path,
+        // two system calls a file in a corpus of many small files.
+        let cwd = std::env::current_dir().ok();
+        files
+            .iter()
+            .map(|f| Source::stat(f, cwd.as_deref()))
+            .collect()
+    }
+
+    /// The size and modification time of `path` now; `cwd` is the working folder.
+    fn stat(path: &Path, cwd: Option<&Path>) -> Result<Source> {
         let meta = std::fs::metadata(path).map_err(|e| {
             UsageError::new(format!(
                 "corpus path {} cannot be read: {e}",
@@ -77,10 +88,11 @@ impl Source {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos() as u64);
+        // Absolute, as the store's folder is named: a store is shared by runs from other
+        // folders, and its manifest must name the same files for each.
+        let joined = cwd.map_or_else(|| path.to_path_buf(), |d| d.join(path));
         Ok(Source {
-            // Absolute, as the store's folder is named: a store is shared by runs from other
-            // folders, and its manifest must name the same files for each.
-            path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+            path: std::path::absolute(&joined).unwrap_or(joined),
             size: meta.len(),
             mtime_ns,
         })
@@ -148,10 +160,9 @@ pub fn locate(
     h.update(want.tokenizer.as_bytes());
     h.update(&(text_field.len() as u64).to_le_bytes());
     h.update(text_field.as_bytes());
-    for f in files {
+    for source in &want.sources {
         // The absolute path: the same relative name from another folder is another corpus.
-        let abs = std::path::absolute(f).unwrap_or_else(|_| f.clone());
-        let s = abs.to_string_lossy();
+        let s = source.path.to_string_lossy();
         h.update(&(s.len() as u64).to_le_bytes());
         h.update(s.as_bytes());
     }
@@ -644,10 +655,7 @@ fn expected(files: &[PathBuf], tok: &BertTokenizer, text_field: &str) -> Result<
         tokenizer: tok.fingerprint()?,
         text_field: text_field.to_string(),
         id_width: if tok.vocab_size() <= 1 << 16 { 2 } else { 4 },
-        sources: files
-            .iter()
-            .map(|f| Source::stat(f))
-            .collect::<Result<_>>()?,
+        sources: Source::stat_all(files)?,
         shards: Vec::new(),
     })
 }
@@ -670,10 +678,7 @@ pub fn open_or_prepare(
             let built = super::prepare::prepare(files, tok, want, &dir, SHARD_TOKENS)?;
             // The sources stated again: a file changed while it was read makes the store stale.
             let now = Manifest {
-                sources: files
-                    .iter()
-                    .map(|f| Source::stat(f))
-                    .collect::<Result<_>>()?,
+                sources: Source::stat_all(files)?,
                 shards: Vec::new(),
                 ..built
             };

@@ -177,6 +177,9 @@ impl Default for DataConfig {
 pub enum Schedule {
     Linear,
     Cosine,
+    /// Constant after the warmup: HF's `constant_with_warmup` (HF's `constant` ignores the
+    /// warmup; here that is `warmup_steps = 0`).
+    #[serde(alias = "constant_with_warmup")]
     Constant,
 }
 
@@ -358,12 +361,24 @@ impl Config {
         for set in sets {
             apply_set(&mut table, set)?;
         }
+        check_keys(&table, &name)?;
         let cfg: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();
+                // toml's own last line names the key again (``\nin `train.steps` ``).
+                let inner = e.inner().to_string();
+                let inner = match inner.trim_end().rsplit_once('\n') {
+                    Some((first, last)) if last.starts_with("in `") => first.to_string(),
+                    _ => inner,
+                };
+                // HF 5 reads a warmup_steps below 1 as a share of the steps.
+                let hint = if path == "train.warmup_steps" && inner.contains("float") {
+                    "; it is a number of steps here (HF's warmup ratio × train.steps)"
+                } else {
+                    ""
+                };
                 UsageError::new(format!(
-                    "config key `{path}` (from {name} or --set): {}",
-                    e.inner()
+                    "config key `{path}` (from {name} or --set): {inner}{hint}"
                 ))
             })?;
         Ok(cfg)
@@ -578,7 +593,11 @@ impl Config {
             }
         }
         if r.keep_checkpoints == 0 {
-            errs.push("train.keep_checkpoints is 0; it must be at least 1".into());
+            errs.push(
+                "train.keep_checkpoints is 0; it must be at least 1 (to keep every checkpoint, \
+                 as HF's save_total_limit None does, give train.steps / train.save_every or more)"
+                    .into(),
+            );
         }
         // Each thread is an OS thread: a mistyped count would stall the machine creating them.
         if r.threads > MAX_THREADS {
@@ -692,7 +711,8 @@ fn apply_set(table: &mut toml::Table, set: &str) -> Result<(), UsageError> {
     })?;
     if !known.iter().any(|k| k == field) {
         return Err(UsageError::new(format!(
-            "--set {key}: unknown key `{field}` in [{section}]; known keys: {}",
+            "--set {key}: unknown key `{field}` in [{section}]{}; known keys: {}",
+            unknown_key_hint(section, field),
             known.join(", ")
         )));
     }
@@ -739,6 +759,83 @@ fn meant_as_toml(raw: &str) -> bool {
             .all(|c| c.is_ascii_digit() || c == '_' || c == '.')
         && digits.chars().any(|c| c.is_ascii_digit());
     number || raw.starts_with(['[', '{', '"', '\''])
+}
+
+/// Refuses a key of a config file that no section has, before serde would, to say where the
+/// setting lives when it is another section's key or an HF name (`run_mlm.py`,
+/// `TrainingArguments`). Unknown sections are left to serde, whose message lists them.
+fn check_keys(table: &toml::Table, name: &str) -> Result<(), UsageError> {
+    for (section, value) in table {
+        let (Some(known), toml::Value::Table(keys)) = (known_keys(section), value) else {
+            continue;
+        };
+        if let Some(field) = keys.keys().find(|k| !known.contains(k)) {
+            return Err(UsageError::new(format!(
+                "config key `{section}.{field}` (from {name}): unknown key `{field}` in \
+                 [{section}]{}; known keys: {}",
+                unknown_key_hint(section, field),
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where a setting named `field`, unknown in `[section]`, lives in masklm: another section's key
+/// of that name, or the key for an HF name (`run_mlm.py`'s and `TrainingArguments`'), with what
+/// differs. Empty when there is none.
+fn unknown_key_hint(section: &str, field: &str) -> String {
+    if let Some(other) = ["model", "tokenizer", "data", "train"]
+        .into_iter()
+        .find(|&s| s != section && known_keys(s).is_some_and(|k| k.iter().any(|k| k == field)))
+    {
+        return format!(" (it is a key of [{other}]: {other}.{field})");
+    }
+    let (key, how) = match field {
+        "per_device_train_batch_size" | "train_batch_size" | "per_gpu_train_batch_size" => {
+            ("train.batch_size", "")
+        }
+        "gradient_accumulation_steps" => ("train.grad_accum_steps", ""),
+        "max_steps" => ("train.steps", ""),
+        "num_train_epochs" => (
+            "train.steps",
+            ", optimizer steps: masklm counts steps, not epochs (an epoch is the training \
+             rows, which a run prints at start, over batch_size × grad_accum_steps)",
+        ),
+        "lr" => ("train.learning_rate", ""),
+        "lr_scheduler_type" => ("train.schedule", ""),
+        "warmup_ratio" => (
+            "train.warmup_steps",
+            ", a number of steps: the ratio × train.steps",
+        ),
+        "save_total_limit" => ("train.keep_checkpoints", ""),
+        "save_steps" => ("train.save_every", ""),
+        "eval_steps" => ("train.eval_every", ""),
+        "output_dir" => ("train.out_dir", ""),
+        "data_seed" => (
+            "train.seed",
+            ", which seeds the data order and the masks too",
+        ),
+        "fp16" | "bf16" | "half_precision_backend" => (
+            "train.precision",
+            ": \"f16\" (with dynamic loss scaling, as HF's fp16) or \"bf16\"",
+        ),
+        "use_cpu" | "no_cuda" => ("train.backend", ": \"flex\" is the CPU"),
+        "mlm_probability" => ("data.mask_prob", ""),
+        "max_seq_length" | "block_size" => {
+            ("data.seq_len", ", the row length with [CLS] and [SEP]")
+        }
+        "line_by_line" => (
+            "data.packing",
+            ": \"line\" for HF's line_by_line, \"packed\" (the default) for group_texts",
+        ),
+        "train_file" => ("data.train", ", a list of files and folders"),
+        "validation_file" => ("data.valid", ", a list of files and folders"),
+        "tokenizer_name" => ("tokenizer.path", ", a tokenizer.json file"),
+        "do_lower_case" => ("tokenizer.lowercase", ""),
+        _ => return String::new(),
+    };
+    format!(" (HF's `{field}`; masklm's is {key}{how})")
 }
 
 /// Key names of each section, read from the serialized defaults so the list cannot drift from
@@ -834,6 +931,29 @@ mod tests {
             "lists the known keys: {e}"
         );
         assert!(err(BASE, &["nosection=3"]).contains("nosection"));
+        // An HF name, or another section's key, says where the setting lives.
+        let e = err(BASE, &["train.num_train_epochs=3"]);
+        assert!(
+            e.contains("HF's `num_train_epochs`; masklm's is train.steps"),
+            "{e}"
+        );
+        let e = err("[data]\ntrain = [\"c.txt\"]\nmlm_probability = 0.3\n", &[]);
+        assert!(
+            e.contains("config key `data.mlm_probability` (from t.toml)")
+                && e.contains("masklm's is data.mask_prob"),
+            "{e}"
+        );
+        let schedule = |v: &str| load(BASE, &[v]).unwrap().train.schedule;
+        assert_eq!(
+            schedule("train.schedule=constant_with_warmup"),
+            Schedule::Constant
+        );
+        let e = err(BASE, &["train.warmup_steps=0.1"]);
+        assert!(e.contains("HF's warmup ratio × train.steps"), "{e}");
+        let e = err(BASE, &["train.mask_prob=0.3"]);
+        assert!(e.contains("it is a key of [data]: data.mask_prob"), "{e}");
+        let e = err(&format!("{BASE}[train]\nseq_len = 64\n"), &[]);
+        assert!(e.contains("data.seq_len"), "{e}");
         assert!(err(BASE, &["train.steps"]).contains("no '='"));
     }
 

@@ -667,15 +667,21 @@ pub fn differences(a: &Config, b: &Config) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// Every key outside [`RESUME_MAY_CHANGE`] whose value in `run` differs from `saved` (the
-/// checkpoint's config), as `key: VALUE in the checkpoint, VALUE now`. Empty: the resumed run
-/// computes exactly what the interrupted one would have.
-pub fn resume_differences(saved: &Config, run: &Config) -> Vec<String> {
+/// The corpus keys, which may change on resume when the checkpoint records its rows'
+/// fingerprint: the rows are then compared by content (a moved corpus, or one spelled another
+/// way, resumes; other text does not).
+pub const CORPUS_KEYS: [&str; 2] = ["data.train", "data.valid"];
+
+/// Every key outside [`RESUME_MAY_CHANGE`] (and [`CORPUS_KEYS`] when `rows_recorded`) whose value
+/// in `run` differs from `saved` (the checkpoint's config), as `key: VALUE in the checkpoint,
+/// VALUE now`. Empty: the resumed run computes exactly what the interrupted one would have.
+pub fn resume_differences(saved: &Config, run: &Config, rows_recorded: bool) -> Vec<String> {
     let may_change = |key: &str| {
-        RESUME_MAY_CHANGE.iter().any(|k| match k.strip_suffix('*') {
-            Some(prefix) => key.starts_with(prefix),
-            None => key == *k,
-        })
+        (rows_recorded && CORPUS_KEYS.contains(&key))
+            || RESUME_MAY_CHANGE.iter().any(|k| match k.strip_suffix('*') {
+                Some(prefix) => key.starts_with(prefix),
+                None => key == *k,
+            })
     };
     differences(saved, run)
         .into_iter()
@@ -1024,7 +1030,18 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(resume_differences(&saved, &same_math), Vec::<String>::new());
+        assert_eq!(
+            resume_differences(&saved, &same_math, false),
+            Vec::<String>::new()
+        );
+        // Other corpus files: compared by their rows' fingerprint where the checkpoint has one.
+        let moved = load(BASE, &["data.train=[\"moved/c.txt\"]"]).unwrap();
+        assert_eq!(
+            resume_differences(&saved, &moved, true),
+            Vec::<String>::new()
+        );
+        let d = resume_differences(&saved, &moved, false);
+        assert!(d.len() == 1 && d[0].starts_with("data.train"), "{d:?}");
         let changed = load(
             BASE,
             &[
@@ -1039,7 +1056,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let d = resume_differences(&saved, &changed);
+        let d = resume_differences(&saved, &changed, true);
         for key in [
             "train.batch_size: 32 in the checkpoint, 64 now",
             "train.grad_accum_steps",

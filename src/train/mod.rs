@@ -99,11 +99,43 @@ fn fill_mask_examples(
 
 /// Refuses to resume the checkpoint `dir` under a config that would compute other steps than
 /// the interrupted run (exact resume), naming every difference.
-fn check_resume_config(cfg: &Config, dir: &Path) -> Result<()> {
+fn check_resume_config(cfg: &Config, dir: &Path, state: &TrainState) -> Result<()> {
     let saved = checkpoint::read_config(dir).context("--resume")?;
     let path = dir.join(checkpoint::CONFIG_FILE);
     let cfg = checkpoint::with_saved_rows(cfg, &saved, dir)?;
-    let diffs = crate::config::resume_differences(&saved, &cfg);
+    // Where the checkpoint records its rows' fingerprint, the corpus is compared by content once
+    // read (`train`), not by how its paths are written.
+    let rows_recorded = state.data.is_some();
+    let diffs = crate::config::resume_differences(&saved, &cfg, rows_recorded);
+    // A new step count moves where the schedule ends: the rate jumps at the next step.
+    let lr = |step: u64, c: &Config| schedule::learning_rate(step, &c.train);
+    let now = lr(state.step, &cfg);
+    if diffs.is_empty() && saved.train.steps != cfg.train.steps && now != lr(state.step, &saved) {
+        crate::errln!(
+            "note: train.steps is {} ({} in {}), and the learning-rate schedule ends at the new \
+             count: step {} runs at {now:.2e}, after {:.2e} at step {} (HF's schedules do the same \
+             on resume)",
+            cfg.train.steps,
+            saved.train.steps,
+            dir.display(),
+            state.step + 1,
+            lr(state.step.saturating_sub(1), &saved),
+            state.step
+        );
+    }
+    if diffs.is_empty() && rows_recorded {
+        for (key, d) in crate::config::differences(&saved, &cfg)
+            .into_iter()
+            .filter(|(k, _, _)| crate::config::CORPUS_KEYS.contains(&k.as_str()))
+            .map(|(k, theirs, _)| (k, theirs))
+        {
+            crate::errln!(
+                "note: {key} names other paths than {}'s {d}; the run resumes if their tokenized \
+                 rows are the same (checked once they are read)",
+                dir.display()
+            );
+        }
+    }
     if !diffs.is_empty() {
         // A run folder moved since: the saved config names where it was.
         let here = if saved.train.out_dir == cfg.train.out_dir {
@@ -121,7 +153,17 @@ fn check_resume_config(cfg: &Config, dir: &Path) -> Result<()> {
             dir.display(),
             diffs.join("\n  - "),
             path.display(),
-            crate::config::RESUME_MAY_CHANGE.join(", ")
+            crate::config::RESUME_MAY_CHANGE
+                .iter()
+                .chain(
+                    rows_recorded
+                        .then_some(&crate::config::CORPUS_KEYS)
+                        .into_iter()
+                        .flatten()
+                )
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok(())
@@ -159,8 +201,8 @@ fn resume_point(cfg: &Config) -> Result<ResumePoint> {
             t.out_dir.display()
         );
     };
-    check_resume_config(cfg, &dir)?;
     let state = checkpoint::read_state(&dir)?;
+    check_resume_config(cfg, &dir, &state)?;
     let logged = metrics::logged_up_to(&t.out_dir, state.step)?;
     let eval_step =
         state.step == t.steps || (t.eval_every > 0 && state.step.is_multiple_of(t.eval_every));

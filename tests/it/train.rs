@@ -394,8 +394,19 @@ fn resume_refuses_a_changed_config_and_allows_cadence_keys() {
         "train.keep_checkpoints=1",
         "--resume",
     ]);
-    train(&out, &tok, &longer).ok();
+    let run = train(&out, &tok, &longer).ok();
     assert!(out.join("checkpoint-4").is_dir());
+    // The schedule now ends at step 4: step 3 runs at half the peak (2 of 4 steps left), where
+    // the saved schedule had ended (step 2 ran at half the peak, 1 of 2 left).
+    assert!(
+        run.stderr.contains("note: train.steps is 4 (2 in ")
+            && run.stderr.contains(
+                "learning-rate schedule ends at the new count: step 3 runs at 5.00e-4, after \
+                 5.00e-4 at step 2"
+            ),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -431,7 +442,7 @@ fn an_inherited_burn_device_is_ignored_with_a_note_on_a_fresh_run_and_a_resume()
 }
 
 #[test]
-fn resume_refuses_a_corpus_whose_content_changed_and_allows_a_touched_one() {
+fn resume_refuses_a_corpus_whose_content_changed_and_allows_a_touched_or_moved_one() {
     let dir = tempfile::tempdir().unwrap();
     let tok = dir.path().join("tok/tokenizer.json");
     let out = dir.path().join("run");
@@ -441,31 +452,50 @@ fn resume_refuses_a_corpus_whose_content_changed_and_allows_a_touched_one() {
     let data = format!("data.train=[{corpus:?}]");
     let args = |steps: &'static str| {
         vec![
-            "--set",
-            &data,
-            "--set",
-            "train.warmup_steps=0",
-            "--set",
-            steps,
+            "--set".to_string(),
+            data.clone(),
+            "--set".into(),
+            "train.warmup_steps=0".into(),
+            "--set".into(),
+            steps.into(),
         ]
     };
-    train(&out, &tok, &args("train.steps=2")).ok();
+    let train = |args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        train(&out, &tok, &args)
+    };
+    train(&args("train.steps=2")).ok();
 
     // The same bytes written again (a new modification time): the store is rebuilt, the rows
     // are the same, so the run resumes.
     std::fs::write(&corpus, &text).unwrap();
     let mut more = args("train.steps=3");
-    more.push("--resume");
-    train(&out, &tok, &more).ok();
+    more.push("--resume".into());
+    train(&more).ok();
     assert!(out.join("checkpoint-3").is_dir());
 
-    // Other text under the same name: the saved stream position would point at other rows.
+    // The file moved and named from elsewhere: the same rows, so the run resumes, with a note.
+    std::fs::create_dir(dir.path().join("moved")).unwrap();
+    let moved = dir.path().join("moved/d.txt");
+    std::fs::rename(&corpus, &moved).unwrap();
+    let mut there = args("train.steps=4");
+    there[1] = format!("data.train=[{moved:?}]");
+    there.push("--resume".into());
+    let run = train(&there).ok();
+    assert!(
+        run.stderr
+            .contains("note: data.train names other paths than"),
+        "{}",
+        run.stderr
+    );
+    assert!(out.join("checkpoint-4").is_dir());
+
+    // Other text under that name: the saved stream position would point at other rows.
     let half = &text[..text.len() / 2];
-    std::fs::write(&corpus, half.rsplit_once(' ').unwrap().0).unwrap();
-    let mut again = args("train.steps=4");
-    again.push("--resume");
-    train(&out, &tok, &again).usage_error(&["--resume", "changed", "--init-from", "checkpoint-3"]);
-    assert!(!out.join("checkpoint-4").exists());
+    std::fs::write(&moved, half.rsplit_once(' ').unwrap().0).unwrap();
+    there[5] = "train.steps=5".into();
+    train(&there).usage_error(&["--resume", "changed", "--init-from", "checkpoint-4"]);
+    assert!(!out.join("checkpoint-5").exists());
 }
 
 #[test]

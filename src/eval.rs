@@ -258,7 +258,7 @@ pub fn evaluate_padded(
         };
         // [P, 1] labels. Top-1 is HF's argmax (the first of tied maxima); the label is among the
         // k best when fewer than k logits exceed its own. Both are one pass over the V logits,
-        // where a top-k sorted each row (V log V: most of eval's time at a 30k vocabulary).
+        // where a sorted top-k would cost V log V a row (most of eval's time at a 30k vocabulary).
         let labels = tb.labels.unsqueeze_dim::<2>(1);
         let top1 = logits
             .clone()

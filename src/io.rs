@@ -337,8 +337,13 @@ pub fn is_dead_temporary(name: &str, prefix: &str, suffix: &str) -> bool {
     else {
         return false;
     };
+    process_gone(pid)
+}
+
+/// Whether no process `pid` runs, so what it named after itself is left over.
+pub fn process_gone(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only asks whether the process exists. EPERM: it exists,
-    // another user's (a shared output folder), so its temporary is live too.
+    // another user's (a shared output folder), so its temporaries are live too.
     let alive = pid == std::process::id() as i32
         || unsafe { libc::kill(pid, 0) } == 0
         || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);

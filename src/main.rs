@@ -6,7 +6,8 @@ fn main() {
     // burn creates some state (optimizer moments on load) on `Device::default()`, which is wgpu
     // whenever wgpu is compiled in, and which `BURN_DEVICE` names: keep that on the CPU. The
     // device masklm computes on is train.backend's (--backend's); an inherited BURN_DEVICE that
-    // burn does not know, or that names a backend left out of the build, made a resume panic.
+    // burn does not know, or that names a backend left out of the build, would make burn panic
+    // where it loads a resumed optimizer's state.
     if let Some(v) = std::env::var_os("BURN_DEVICE").filter(|v| v != "flex") {
         masklm::errln!(
             "note: BURN_DEVICE={} is ignored: masklm computes on train.backend (or --backend)",

@@ -42,8 +42,8 @@ type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 ///   file is still written, as a titled chart that says so, so the returned list is always both
 ///   files.
 ///
-/// Rows are keyed by `step`; when a step appears more than once (a run resumed from an earlier
-/// checkpoint re-logs steps) the row written last wins. Lines without a `step`, and `null` or
+/// Rows are keyed by `step`; when a step appears more than once (a file edited or joined by
+/// hand: `--resume` truncates the rows past its checkpoint first) the row written last wins. Lines without a `step`, and `null` or
 /// missing values, are ignored. An unparsable *last* line (a run killed mid-write) is skipped
 /// silently; any other unparsable line is an error naming `file:line`.
 ///

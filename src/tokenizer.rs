@@ -392,10 +392,6 @@ impl BertTokenizer {
             .unwrap_or_else(|| format!("[unused{id}]"))
     }
 
-    pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
-    }
-
     /// Token ids without `[CLS]`/`[SEP]`, texts encoded in parallel.
     pub fn encode_batch(&self, texts: Vec<&str>) -> Result<Vec<Vec<u32>>> {
         let encodings = self

@@ -23,11 +23,7 @@ pub struct TensorBatch {
 }
 
 impl TensorBatch {
-    pub fn new(b: &Batch, device: &Device) -> Self {
-        Self::padded(b, device, 1)
-    }
-
-    /// As [`Self::new`], with `positions` and `labels` padded to a multiple of `multiple`
+    /// The batch `b` on `device`, with `positions` and `labels` padded to a multiple of `multiple`
     /// (position 0, label 0, weight 0), so that the shapes of the masked-LM head's operations
     /// change only when the selected count crosses a multiple. On a GPU every new shape can mean
     /// new kernels, compiled and autotuned in the middle of a run: with 15% selected, the count

@@ -181,10 +181,6 @@ impl TrainStream {
         }
     }
 
-    pub fn batch_size(&self) -> usize {
-        self.batch_size
-    }
-
     /// The row at stream position `pos`.
     fn row_at(&mut self, pos: u64) -> usize {
         let n = self.rows.len() as u64;

@@ -79,10 +79,6 @@ impl TokenTable {
     pub fn is_continuation(&self, id: u32) -> bool {
         self.continuation.get(id as usize).copied().unwrap_or(false)
     }
-
-    pub fn mask_id(&self) -> u32 {
-        self.mask_id
-    }
 }
 
 /// A probability as a threshold on a uniform u64: `next_u64() < threshold(p)` holds with

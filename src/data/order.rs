@@ -35,14 +35,6 @@ impl Permutation {
         Self { n, half_bits, keys }
     }
 
-    pub fn len(&self) -> u64 {
-        self.n
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
     /// The index that position `i` (< n) maps to.
     pub fn at(&self, i: u64) -> u64 {
         assert!(

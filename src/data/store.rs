@@ -55,6 +55,9 @@ pub const BLOCK_BYTES: usize = 64 << 10;
 /// each page a row or its binary search touches): at most ~120 MiB between releases, measured.
 pub const RELEASE_EVERY_ROWS: u64 = 1024;
 
+/// Why [`TokenStore::open_if_current`] found no store: none was built, which is no news.
+const NOT_PREPARED: &str = "not prepared yet";
+
 /// A corpus file as it was when the store was built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
@@ -217,7 +220,7 @@ impl TokenStore {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Err("not prepared yet".into()));
+                return Ok(Err(NOT_PREPARED.into()));
             }
             Err(e) => return Ok(Err(format!("{} cannot be read: {e}", path.display()))),
         };
@@ -672,7 +675,7 @@ pub fn open_or_prepare(
     match TokenStore::open_if_current(&dir, &want)? {
         Ok(store) => Ok((store, false)),
         Err(why) => {
-            if why != "not prepared yet" {
+            if why != NOT_PREPARED {
                 crate::errln!("corpus store {}: {why}; tokenizing again", dir.display());
             }
             let built = super::prepare::prepare(files, tok, want, &dir, SHARD_TOKENS)?;

@@ -226,7 +226,8 @@ pub fn import(hf_dir: &Path, base: &Config, out: &Path, force: bool) -> Result<I
         &tokenizer_source.display().to_string(),
     )?;
     // A vocabulary of the special tokens alone (an empty WordPiece vocab beside its added
-    // tokens) was refused below as a too small tokenizer.vocab_size "in config.json".
+    // tokens), checked here: validate() would blame a too small tokenizer.vocab_size "in
+    // config.json".
     if tok.non_special_tokens() == 0 {
         crate::usage!(
             "{} holds no token beside the special ones: every word would be [UNK]; give the \

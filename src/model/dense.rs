@@ -136,7 +136,7 @@ impl DenseOps for burn::backend::NdArray {}
 /// On CubeCL devices the backward's two products write their gradients in the dtypes asked for
 /// straight from the products' f32 accumulators (`product_into`), instead of in the operands'
 /// dtype and then cast: up to two kernels and two allocations fewer per dense layer and step (one
-/// where x is in the products' dtype already), and the weights' f32 gradients no longer rounded
+/// where x is in the products' dtype already), and the weights' f32 gradients are not rounded
 /// to the products' precision on the way.
 #[cfg(feature = "cube")]
 impl DenseOps for burn_cubecl::CubeBackend {

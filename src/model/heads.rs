@@ -5,12 +5,11 @@
 //! Written as views (`reshape` then `swap_dims`), the heads are [B, nh, S, dh] with strides
 //! [S·H, dh, H, 1]: the head stride dh is smaller than the row stride H, a layout CubeCL's
 //! matrix products do not read (`MatrixBatchLayout::HighlyPermuted`), so every attention product
-//! copied its operands before it ran — Q, K and V in the forward and again in the backward, the
-//! gradients too — and none could be fused with anything. On CubeCL devices these operations
+//! would copy its operands before it ran — Q, K and V in the forward and again in the backward,
+//! the gradients too — and none could be fused with anything. On CubeCL devices these operations
 //! copy each once into the contiguous layout (burn's own copy kernel, vectorised along dh, which
 //! is contiguous on both sides), and the products take their operands as they are. On the CPU
-//! backends, whose products read any strides, they are the views, as before: results there are
-//! unchanged to the bit.
+//! backends, whose products read any strides, they are the views.
 
 // burn-ndarray is deprecated in burn 0.22.1 but still one of masklm's CPU backends; the
 // extension macro names it in code it generates beside the trait.

@@ -170,7 +170,7 @@ pub trait AttentionSoftmaxOps: Backend + AttentionHeadsOps {
     /// dtype, the rows' max and sum [B, nh, S, 1] in the bias's), as burn's operations
     /// `q.matmul(k.swap_dims(2, 3))`, then the probabilities, then `.matmul(v)` would compute it.
     /// One operation for burn's fusion, whose inner backend runs the split, the two products and
-    /// the probabilities' kernel: registered one by one they were 9 operations a layer.
+    /// the probabilities' kernel (9 operations a layer if registered one by one).
     #[fusion(meta = |qkv, bias, heads, _scale, _seed, _prob| {
         use burn::backend::fusion::custom::TensorSpec;
         let [b, s, dh] = context_dims(&qkv.shape, bias.shape[0], *heads);

@@ -108,9 +108,11 @@ fn check_resume_config(cfg: &Config, dir: &Path, state: &TrainState) -> Result<(
     let rows_recorded = state.data.is_some();
     let diffs = crate::config::resume_differences(&saved, &cfg, rows_recorded);
     // A new step count moves where the schedule ends: the rate jumps at the next step.
+    // The schedule counts the steps taken: an f16 step skipped for an overflow does not count.
+    let taken = state.step.saturating_sub(state.scaler.skipped_steps);
     let lr = |step: u64, c: &Config| schedule::learning_rate(step, &c.train);
-    let now = lr(state.step, &cfg);
-    if diffs.is_empty() && saved.train.steps != cfg.train.steps && now != lr(state.step, &saved) {
+    let now = lr(taken, &cfg);
+    if diffs.is_empty() && saved.train.steps != cfg.train.steps && now != lr(taken, &saved) {
         crate::errln!(
             "note: train.steps is {} ({} in {}), and the learning-rate schedule ends at the new \
              count: step {} runs at {now:.2e}, after {:.2e} at step {} (HF's schedules do the same \
@@ -119,7 +121,7 @@ fn check_resume_config(cfg: &Config, dir: &Path, state: &TrainState) -> Result<(
             saved.train.steps,
             dir.display(),
             state.step + 1,
-            lr(state.step.saturating_sub(1), &saved),
+            lr(taken.saturating_sub(1), &saved),
             state.step
         );
     }

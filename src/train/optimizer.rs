@@ -284,7 +284,7 @@ impl Ids {
 }
 
 /// A `ModuleOptimizer` of `bridge` with BERT's two groups, as burn's AdamW would be built: its
-/// record names each state by parameter id and path, as before this optimizer existed.
+/// record names each state by parameter id and path, as burn's `AdamW` records do.
 fn bridged(no_decay_group: &ParamGroup, bridge: Bridge) -> ModuleOptimizer {
     ModuleOptimizer::from(bridge.clone()).with_group(no_decay_group.clone(), bridge, None)
 }

@@ -52,7 +52,7 @@ pub trait SquaredNormOps: Backend {
     /// partial sum per tensor on the CPU backends, [`cube_partials`] per tensor on CubeCL devices
     /// (one per cube, so that no second launch is needed), in the order of `xs`.
     ///
-    /// The default body is what `optim::global_norm` computed before this operation existed.
+    /// The default body is the per-tensor fallback: Σ x² of each tensor with burn's operations.
     fn squared_norms(xs: Vec<FloatTensor<Self>>) -> FloatTensor<Self> {
         let sums = xs
             .into_iter()

@@ -434,9 +434,10 @@ impl Config {
                 m.layer_norm_eps
             ));
         }
-        if !(m.initializer_range > 0.0 && m.initializer_range.is_finite()) {
+        let positive_f32 = |v: f64| v as f32 > 0.0 && (v as f32).is_finite();
+        if !positive_f32(m.initializer_range) {
             errs.push(format!(
-                "model.initializer_range is {}; it must be > 0, BERT uses 0.02",
+                "model.initializer_range is {}; it must be > 0 and finite as an f32, BERT uses 0.02",
                 m.initializer_range
             ));
         }
@@ -505,9 +506,9 @@ impl Config {
                     .into(),
             );
         }
-        if !(d.mask_prob > 0.0 && d.mask_prob < 1.0) {
+        if !(d.mask_prob > 0.0 && d.mask_prob < 1.0 && d.mask_prob as f32 > 0.0) {
             errs.push(format!(
-                "data.mask_prob is {}; it must be in (0, 1), BERT uses 0.15",
+                "data.mask_prob is {}; it must be in (0, 1) and not 0 as an f32, BERT uses 0.15",
                 d.mask_prob
             ));
         }
@@ -548,9 +549,9 @@ impl Config {
                 r.grad_accum_steps
             ));
         }
-        if !(r.learning_rate > 0.0 && r.learning_rate < 1.0) {
+        if !(r.learning_rate > 0.0 && r.learning_rate < 1.0 && r.learning_rate as f32 > 0.0) {
             errs.push(format!(
-                "train.learning_rate is {}; it must be in (0, 1)",
+                "train.learning_rate is {}; it must be in (0, 1) and not 0 as an f32",
                 r.learning_rate
             ));
         }
@@ -575,9 +576,9 @@ impl Config {
                 r.adam_epsilon
             ));
         }
-        if !(r.max_grad_norm >= 0.0 && r.max_grad_norm.is_finite()) {
+        if !(r.max_grad_norm == 0.0 || positive_f32(r.max_grad_norm)) {
             errs.push(format!(
-                "train.max_grad_norm is {}; it must be >= 0 (0 disables clipping)",
+                "train.max_grad_norm is {}; it must be 0 (no clipping) or > 0 and finite as an f32",
                 r.max_grad_norm
             ));
         }
@@ -976,6 +977,11 @@ mod tests {
     fn out_of_range_values_say_what_is_allowed() {
         for (set, needle) in [
             ("data.mask_prob=0", "data.mask_prob"),
+            ("data.mask_prob=1e-46", "not 0 as an f32"),
+            ("train.learning_rate=1e-46", "not 0 as an f32"),
+            ("model.initializer_range=1e39", "finite as an f32"),
+            ("model.initializer_range=1e-46", "finite as an f32"),
+            ("train.max_grad_norm=1e-46", "0 (no clipping) or > 0"),
             ("train.threads=100000", "at most 1024"),
             ("train.adam_beta2=1.0", "train.adam_beta2 is 1"),
             ("train.adam_epsilon=0", "train.adam_epsilon"),

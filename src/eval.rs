@@ -30,13 +30,23 @@ pub struct EvalReport {
     pub baseline_accuracy: f64,
 }
 
+/// A perplexity for people: two decimals, or three significant digits past a million (a model
+/// far from trained has e^loss with hundreds of digits).
+pub fn perplexity_text(p: f64) -> String {
+    if p < 1e6 {
+        format!("{p:.2}")
+    } else {
+        format!("{p:.2e}")
+    }
+}
+
 impl std::fmt::Display for EvalReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "loss {:.4}, perplexity {:.2}, accuracy {:.2}% (most-frequent-token baseline {:.2}%), top-5 {:.2}% over {} masked tokens",
+            "loss {:.4}, perplexity {}, accuracy {:.2}% (most-frequent-token baseline {:.2}%), top-5 {:.2}% over {} masked tokens",
             self.loss,
-            self.perplexity,
+            perplexity_text(self.perplexity),
             100.0 * self.accuracy,
             100.0 * self.baseline_accuracy,
             100.0 * self.top5_accuracy,
@@ -296,4 +306,18 @@ pub fn evaluate_padded(
         masked_tokens: n,
         baseline_accuracy: base as f64 / n.max(1) as f64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::perplexity_text;
+
+    #[test]
+    fn a_perplexity_past_a_million_is_written_in_three_digits() {
+        assert_eq!(perplexity_text(290.5049), "290.50");
+        assert_eq!(perplexity_text(999_999.0), "999999.00");
+        assert_eq!(perplexity_text(493f64.exp()), "1.28e214");
+        assert_eq!(perplexity_text(f64::INFINITY), "inf");
+        assert_eq!(perplexity_text(f64::NAN), "NaN");
+    }
 }

@@ -59,6 +59,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
             100.0 * r.data_share,
             r.last_loss
         )?;
+        if r.skipped_steps > 0 {
+            crate::outln!(
+                "note: {} steps (warm-up included) were skipped for an f16 overflow; they did a \
+                 step's work but applied no update, and a skipped last step leaves the last loss \
+                 NaN",
+                r.skipped_steps
+            )?;
+        }
         if r.idle_steps > 0 {
             crate::outln!(
                 "note: {} of the {} timed steps selected no token to mask and did no work, so \

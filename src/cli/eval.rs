@@ -221,7 +221,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
         crate::outln!("checkpoint {}", ck.dir.display())?;
         crate::outln!("masked tokens     {}", r.masked_tokens)?;
         crate::outln!("loss              {:.4}", r.loss)?;
-        crate::outln!("perplexity        {:.2}", r.perplexity)?;
+        crate::outln!(
+            "perplexity        {}",
+            crate::eval::perplexity_text(r.perplexity)
+        )?;
         crate::outln!("accuracy          {:.2}%", 100.0 * r.accuracy)?;
         crate::outln!("top-5 accuracy    {:.2}%", 100.0 * r.top5_accuracy)?;
         crate::outln!(

@@ -47,15 +47,22 @@ pub fn run(a: TrainArgs) -> Result<()> {
     } else {
         format!("last loss {:.4}", s.last_loss)
     };
+    // Steps skipped for an f16 overflow applied no update: say how many of the steps did.
+    let skipped = match s.skipped_steps {
+        0 => String::new(),
+        n => format!(" ({n} skipped for an f16 overflow, the weights unchanged by them)"),
+    };
     crate::outln!(
-        "trained {} steps; {loss}; checkpoint {}",
+        "trained {} steps{skipped}; {loss}; checkpoint {}",
         s.final_step,
         s.checkpoint.display()
     )?;
     if let Some(r) = s.eval {
         crate::outln!("held-out: {r}")?;
     }
-    if s.checkpoint.as_os_str().is_empty() {
+    // No examples: a held-out text without a word to mask (every word shorter than three
+    // letters, say).
+    if s.checkpoint.as_os_str().is_empty() || s.examples.is_empty() {
         return Ok(());
     }
     let device = burn::prelude::Device::flex();

@@ -607,8 +607,9 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             } else {
                 format!("The last good checkpoint is kept ({})", last_ckpt.display())
             };
-            // The first step computes with the initial weights: no learning rate made them.
-            let fix = if step == 0 {
+            // Before the first applied update (f16 skips overflowing steps) the weights are the
+            // initial ones: no learning rate made them.
+            let fix = if step <= state.scaler.skipped_steps {
                 "Nothing was learned yet, so the cause is the model's settings or the data, not \
                  the learning rate: check [model] (a dropout probability p near 1 scales what it \
                  keeps by 1/(1 − p)), then restart"

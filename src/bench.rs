@@ -210,8 +210,7 @@ pub fn bench(cfg: &Config, steps: u64, warmup: u64) -> Result<BenchReport> {
 /// A counter of fusion's work on the GPU backends, `None` on the CPU ones (no fusion there).
 #[cfg(feature = "cube")]
 fn fusion_counter(backend: BackendName) -> Option<crate::train::fusion_ops::FusionCounter> {
-    (!matches!(backend, BackendName::Flex | BackendName::Ndarray))
-        .then(crate::train::fusion_ops::FusionCounter::start)
+    (!backend.is_cpu()).then(crate::train::fusion_ops::FusionCounter::start)
 }
 
 /// Without a GPU backend in the build there is no fusion server to count.

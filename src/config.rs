@@ -54,19 +54,23 @@ impl ModelConfig {
     /// Whether `self` and `other` give the word embedding as many rows over a tokenizer of
     /// `tokenizer_ids` ids (`vocab_size` 0 and the id count are the same embedding).
     pub fn same_rows(&self, other: &ModelConfig, tokenizer_ids: usize) -> bool {
-        let rows = |m: &ModelConfig| match m.vocab_size {
+        self.rows(tokenizer_ids) == other.rows(tokenizer_ids)
+    }
+
+    /// The word embedding's rows over a tokenizer of `tokenizer_ids` ids, unchecked (see
+    /// [`Self::vocab_rows`]): `vocab_size`, or the id count when it is 0.
+    pub fn rows(&self, tokenizer_ids: usize) -> usize {
+        match self.vocab_size {
             0 => tokenizer_ids,
             v => v,
-        };
-        rows(self) == rows(other)
+        }
     }
 
     /// The word embedding's rows over a tokenizer of `tokenizer_ids` ids: `vocab_size`, or the
     /// tokenizer's when it is 0. Refuses fewer rows than ids (an id past the embedding would
     /// index nothing); `tokenizer` names the tokenizer in the message.
     pub fn vocab_rows(&self, tokenizer_ids: usize, tokenizer: &str) -> Result<usize, UsageError> {
-        match self.vocab_size {
-            0 => Ok(tokenizer_ids),
+        match self.rows(tokenizer_ids) {
             v if v >= tokenizer_ids => Ok(v),
             v => Err(UsageError::new(format!(
                 "model.vocab_size {v} is smaller than the {tokenizer_ids} ids of the tokenizer \
@@ -191,6 +195,13 @@ pub enum BackendName {
     Wgpu,
     Vulkan,
     Cuda,
+}
+
+impl BackendName {
+    /// Whether it computes on the CPU (flex, ndarray) rather than a GPU.
+    pub fn is_cpu(self) -> bool {
+        matches!(self, BackendName::Flex | BackendName::Ndarray)
+    }
 }
 
 /// The backend as a config names it (`"flex"`, `"wgpu"`, …).

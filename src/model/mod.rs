@@ -60,11 +60,7 @@ impl BertConfig {
     /// [`ModelConfig::vocab_rows`]).
     pub fn new(m: &ModelConfig, tokenizer_ids: usize, pad_token_id: u32) -> Self {
         Self {
-            vocab_size: if m.vocab_size == 0 {
-                tokenizer_ids
-            } else {
-                m.vocab_size
-            },
+            vocab_size: m.rows(tokenizer_ids),
             hidden_size: m.hidden_size,
             num_hidden_layers: m.num_hidden_layers,
             num_attention_heads: m.num_attention_heads,

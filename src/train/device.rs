@@ -153,7 +153,7 @@ pub fn check_model_fits(backend: BackendName, bert: &crate::model::BertConfig) -
         return Ok(());
     };
     let params = bert.num_parameters();
-    let on_cpu = matches!(backend, BackendName::Flex | BackendName::Ndarray);
+    let on_cpu = backend.is_cpu();
     let (per_param, what) = if on_cpu {
         (16, "weights, gradients and AdamW's two moments in f32")
     } else {
@@ -204,7 +204,7 @@ pub fn batch_bytes_lower_bound(
 ) -> u64 {
     let tokens = (batch_size as u64).saturating_mul(seq_len as u64);
     let host = tokens.saturating_mul(13);
-    if !matches!(backend, BackendName::Flex | BackendName::Ndarray) {
+    if !backend.is_cpu() {
         return host;
     }
     let element = if precision == Precision::F32 { 4 } else { 2 };
@@ -260,10 +260,7 @@ pub fn check_batch_fits(
     if needed <= memory {
         return Ok(());
     }
-    let what = match (
-        matches!(backend, BackendName::Flex | BackendName::Ndarray),
-        pass,
-    ) {
+    let what = match (backend.is_cpu(), pass) {
         (true, Pass::Train) => "its rows and the activations its layers keep for backward",
         (true, Pass::Eval) => "its rows and one layer's activations",
         (false, _) | (_, Pass::Rows) => "its rows on the host",

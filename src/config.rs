@@ -818,7 +818,7 @@ fn unknown_key_hint(section: &str, field: &str) -> String {
         "num_train_epochs" => (
             "train.steps",
             ", optimizer steps: masklm counts steps, not epochs (an epoch is the training \
-             rows, which a run prints at start, over batch_size × grad_accum_steps)",
+             rows ÷ (batch_size × grad_accum_steps) steps; a run prints its rows at start)",
         ),
         "lr" => ("train.learning_rate", ""),
         "lr_scheduler_type" => ("train.schedule", ""),

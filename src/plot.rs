@@ -43,9 +43,10 @@ type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 ///   files.
 ///
 /// Rows are keyed by `step`; when a step appears more than once (a file edited or joined by
-/// hand: `--resume` truncates the rows past its checkpoint first) the row written last wins. Lines without a `step`, and `null` or
-/// missing values, are ignored. An unparsable *last* line (a run killed mid-write) is skipped
-/// silently; any other unparsable line is an error naming `file:line`.
+/// hand: `--resume` truncates the rows past its checkpoint first) the row written last wins.
+/// Lines without a `step`, and `null` or missing values, are ignored. An unparsable *last* line
+/// (a run killed mid-write) is skipped silently; any other unparsable line is an error naming
+/// `file:line`.
 ///
 /// Both PNGs are drawn in memory, written to hidden temporary files beside their targets and
 /// synced, then renamed over them ([`crate::io::write_all_atomic`]): a reader never sees a

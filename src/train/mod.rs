@@ -107,8 +107,8 @@ fn check_resume_config(cfg: &Config, dir: &Path, state: &TrainState) -> Result<(
     // read (`train`), not by how its paths are written.
     let rows_recorded = state.data.is_some();
     let diffs = crate::config::resume_differences(&saved, &cfg, rows_recorded);
-    // A new step count moves where the schedule ends: the rate jumps at the next step.
-    // The schedule counts the steps taken: an f16 step skipped for an overflow does not count.
+    // A new step count moves where the schedule ends: the rate jumps at the next step. The
+    // schedule counts the steps taken (an f16 step skipped for an overflow does not count).
     let taken = state.step.saturating_sub(state.scaler.skipped_steps);
     let lr = |step: u64, c: &Config| schedule::learning_rate(step, &c.train);
     let now = lr(taken, &cfg);

@@ -10,6 +10,8 @@ Prints ONE JSON object to stdout:
    "tokenizer_class", "tokenizer_vocab_size", "special_token_ids",
    "tokens": [AutoTokenizer(HF_DIR)(text)["input_ids"] per --text],
    "fill_mask": [pipeline("fill-mask", top_k=5)(text) per --text that contains the mask token],
+   "fill_mask_targets": [the same with targets=[each --target]] (only with --target; the
+     pipeline's warnings on targets that are not tokens are not in "warnings"),
    "logits": [model(**tok(text)).logits[0] as [seq][vocab] per --text] (only with --logits)}
 Runs offline (HF_HUB_OFFLINE=1). Exit code 0 if everything ran; if something raised, the JSON
 object has "error" (and whatever was gathered before it) and the exit code is 2.
@@ -66,6 +68,7 @@ def main():
     ap.add_argument("hf_dir")
     ap.add_argument("--text", action="append", default=[])
     ap.add_argument("--logits", action="store_true", help="also print the logits of each --text")
+    ap.add_argument("--target", action="append", default=[], help="fill-mask targets, once more")
     args = ap.parse_args()
 
     result = {"hf_dir": args.hf_dir}
@@ -125,7 +128,9 @@ def main():
                 fill = pipeline("fill-mask", model=model, tokenizer=tok, top_k=5, device="cpu")
                 result["fill_mask"] = [jsonable(fill(t)) for t in masked]
             # Warnings logged after from_pretrained (tokenizer, pipeline) are kept too.
-            result["warnings"] = captured
+            result["warnings"] = list(captured)
+            if masked and args.target:
+                result["fill_mask_targets"] = [jsonable(fill(t, targets=args.target)) for t in masked]
         except Exception as e:  # report, don't crash without JSON
             result["error"] = f"{type(e).__name__}: {e}"
             result["traceback"] = traceback.format_exc()

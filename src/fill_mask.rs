@@ -34,6 +34,62 @@ pub fn top_k(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
     idx.into_iter().map(|i| (i, scores[i])).collect()
 }
 
+/// Which candidates [`fill_mask`] gives for each mask.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted<'a> {
+    /// How many, the most probable first.
+    pub top_k: usize,
+    /// Only these token ids ([`target_ids`]) when given.
+    pub targets: Option<&'a [u32]>,
+}
+
+impl Wanted<'_> {
+    /// The `k` most probable tokens of the vocabulary.
+    pub fn top(k: usize) -> Self {
+        Wanted {
+            top_k: k,
+            targets: None,
+        }
+    }
+}
+
+/// The ids of fill-mask's `targets`, as HF's pipeline finds them (`targets=`): a token of the
+/// vocabulary is its id; other text is tokenized and its first token taken, or left out when it
+/// gives none. Duplicates count once, in the order first named. Returns the ids and a note for
+/// each target that was not a token as given.
+pub fn target_ids(tok: &BertTokenizer, targets: &[String]) -> Result<(Vec<u32>, Vec<String>)> {
+    let (mut ids, mut notes) = (Vec::new(), Vec::new());
+    for t in targets {
+        let id = match tok.token_to_id(t) {
+            Some(id) => id,
+            None => match tok.encode_batch(vec![t])?.first().and_then(|e| e.first()) {
+                Some(&id) => {
+                    notes.push(format!(
+                        "target {t:?} is not a token of the vocabulary; using its first token, {:?}",
+                        tok.token(id)
+                    ));
+                    id
+                }
+                None => {
+                    notes.push(format!("target {t:?} gives no token; it is left out"));
+                    continue;
+                }
+            },
+        };
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    if ids.is_empty() {
+        return Err(UsageError::new(format!(
+            "no --target gives a token ({}); name tokens of the vocabulary, e.g. --target cat",
+            notes.join("; ")
+        ))
+        .into());
+    }
+    Ok((ids, notes))
+}
+
 /// `text` quoted for a message, its first 80 characters only (an input line may be a megabyte).
 fn quoted_start(text: &str) -> String {
     const SHOWN: usize = 80;
@@ -82,7 +138,7 @@ pub fn fill_mask(
     model: &BertForMaskedLM,
     tok: &BertTokenizer,
     text: &str,
-    k: usize,
+    wanted: Wanted<'_>,
     max_len: usize,
     device: &Device,
     padding: Padding,
@@ -137,8 +193,25 @@ pub fn fill_mask(
     let ids_known = tok.vocab_size().min(v);
     for (m, &p) in masks.iter().enumerate() {
         let probs = &probs[m * v..m * v + ids_known];
+        // With targets, HF's pipeline ranks their probabilities (over the whole vocabulary) alone.
+        let k = wanted.top_k;
+        let best = match wanted.targets {
+            None => top_k(probs, k),
+            Some(ids) => {
+                let ids: Vec<usize> = ids
+                    .iter()
+                    .map(|&t| t as usize)
+                    .filter(|&t| t < ids_known)
+                    .collect();
+                let scores: Vec<f32> = ids.iter().map(|&t| probs[t]).collect();
+                top_k(&scores, k)
+                    .into_iter()
+                    .map(|(i, score)| (ids[i], score))
+                    .collect()
+            }
+        };
         let mut cands = Vec::new();
-        for (token, score) in top_k(probs, k) {
+        for (token, score) in best {
             let mut filled = ids.clone();
             filled[p] = token as u32;
             // As HF's pipeline decodes: the token with special tokens kept (a predicted [SEP] is

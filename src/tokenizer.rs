@@ -392,6 +392,11 @@ impl BertTokenizer {
             .unwrap_or_else(|| format!("[unused{id}]"))
     }
 
+    /// The id of `token` in the vocabulary, added tokens included (HF's `get_vocab()`).
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     /// Token ids without `[CLS]`/`[SEP]`, texts encoded in parallel.
     pub fn encode_batch(&self, texts: Vec<&str>) -> Result<Vec<Vec<u32>>> {
         let encodings = self

@@ -2,7 +2,7 @@
 
 use crate::config::BackendName;
 use crate::error::UsageError;
-use crate::fill_mask::{Padding, fill_mask, to_hf_json};
+use crate::fill_mask::{Padding, Wanted, fill_mask, to_hf_json};
 use crate::io::{Line, read_line_capped};
 use crate::train::{BackendKey, checkpoint, device_for};
 use anyhow::{Context, Result};
@@ -24,6 +24,10 @@ pub struct FillMaskArgs {
     /// Candidates per mask
     #[arg(long, default_value_t = 5, value_name = "K")]
     pub top_k: usize,
+    /// Rank only this token (repeat for several), as HF's pipeline(..., targets=[...]): its
+    /// probability over the whole vocabulary; a text that is not one token gives its first
+    #[arg(long = "target", visible_alias = "targets", value_name = "TOKEN")]
+    pub targets: Vec<String>,
     /// One JSON line per input text, as HF's pipeline("fill-mask") returns it; with --input,
     /// one per line of the file, in order: null for a blank line, {"error": ...} for a text that
     /// cannot be filled
@@ -64,9 +68,19 @@ pub fn run(a: FillMaskArgs) -> Result<()> {
     };
     let device = device_for(a.backend, BackendKey::Flag)?;
     let ck = checkpoint::load(&a.checkpoint, &device).context("loading the checkpoint")?;
+    let targets = if a.targets.is_empty() {
+        None
+    } else {
+        let (ids, notes) = crate::fill_mask::target_ids(&ck.tokenizer, &a.targets)?;
+        for note in notes {
+            crate::errln!("note: {note}");
+        }
+        Some(ids)
+    };
     let mut answers = Answers {
         json: a.json,
         top_k: a.top_k,
+        targets,
         trained_len: ck.trained_len(),
         ck,
         padding: Padding::for_device(&device),
@@ -124,6 +138,8 @@ pub fn run(a: FillMaskArgs) -> Result<()> {
 struct Answers {
     json: bool,
     top_k: usize,
+    /// `--target`'s ids, the only candidates when given.
+    targets: Option<Vec<u32>>,
     trained_len: Option<usize>,
     ck: checkpoint::Loaded,
     device: Device,
@@ -151,7 +167,11 @@ impl Answers {
         let (model, tok) = (&self.ck.model, &self.ck.tokenizer);
         let filled = text.map_err(anyhow::Error::msg).and_then(|t| {
             let (device, padding) = (&self.device, self.padding);
-            let per_mask = fill_mask(model, tok, t, self.top_k, max_len, device, padding)?;
+            let wanted = Wanted {
+                top_k: self.top_k,
+                targets: self.targets.as_deref(),
+            };
+            let per_mask = fill_mask(model, tok, t, wanted, max_len, device, padding)?;
             Ok((t, per_mask))
         });
         match filled {

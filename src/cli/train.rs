@@ -77,7 +77,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
             &ck.model,
             &ck.tokenizer,
             text,
-            5,
+            crate::fill_mask::Wanted::top(5),
             cfg.model.max_position_embeddings,
             &device,
             padding,

@@ -853,7 +853,7 @@ fn clean_up_tokenization_spaces_comes_in_with_import_and_goes_out_with_export() 
         println!("SKIPPED the transformers half of clean_up_tokenization_spaces…: {why}");
         return;
     }
-    let r = check_in_transformers(&out, &[text]);
+    let r = check_in_transformers(&out, &[text], &[]);
     let theirs = &r["fill_mask"][0].as_array().unwrap()[..3];
     assert_same_fill_mask(&json!(cleaned), &json!(theirs));
 }
@@ -1071,13 +1071,16 @@ fn python_with_transformers() -> Result<(), String> {
 }
 
 /// `scripts/check_hf_export.py HF_DIR --logits --text …`: what transformers made of the folder.
-fn check_in_transformers(hf: &Path, texts: &[&str]) -> Value {
+fn check_in_transformers(hf: &Path, texts: &[&str], targets: &[&str]) -> Value {
     let mut cmd = Command::new("python3");
     cmd.arg(root("scripts/check_hf_export.py"))
         .arg(hf)
         .arg("--logits");
     for t in texts {
         cmd.args(["--text", t]);
+    }
+    for t in targets {
+        cmd.args(["--target", t]);
     }
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -1090,11 +1093,11 @@ fn check_in_transformers(hf: &Path, texts: &[&str]) -> Value {
 
 /// What transformers made of the export of the run `run`, which it loaded with no missing,
 /// unexpected or mis-shaped weight and no warning.
-fn exported_into_transformers(run: &Path, texts: &[&str]) -> Value {
+fn exported_into_transformers(run: &Path, texts: &[&str], targets: &[&str]) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let hf = dir.path().join("hf");
     masklm(&["export", "--checkpoint", s(run), "--out", s(&hf)]).ok();
-    let r = check_in_transformers(&hf, texts);
+    let r = check_in_transformers(&hf, texts, targets);
     for k in [
         "missing_keys",
         "unexpected_keys",
@@ -1120,7 +1123,10 @@ fn transformers_loads_the_export_and_agrees_with_masklm() {
         "Héllo WORLD, naïve café — x² 東京 [MASK]!",
         "a [MASK] and a [MASK].",
     ];
-    let r = exported_into_transformers(run, &texts);
+    // fill-mask targets: a token, one that is not (uncased: "The" gives "the", named twice), a
+    // word of several pieces (its first is taken), blank text (no token: left out).
+    let targets = ["the", "The", "a", "zzqx", " ", "."];
+    let r = exported_into_transformers(run, &texts, &targets);
 
     // AutoTokenizer's ids and the model's logits, text by text.
     let ck = checkpoint::load(run, &Device::flex()).unwrap();
@@ -1163,16 +1169,32 @@ fn transformers_loads_the_export_and_agrees_with_masklm() {
             t,
         ]);
         let ours: Value = serde_json::from_str(out.ok().stdout.trim()).unwrap();
-        let theirs = &r["fill_mask"][i];
-        if t.matches("[MASK]").count() == 1 {
-            assert_same_fill_mask(&ours, theirs);
-            continue;
+        assert_same_fill_masks(t, &ours, &r["fill_mask"][i]);
+        let mut args = vec!["fill-mask", "--checkpoint", s(run), "--json", t];
+        for target in targets {
+            args.extend(["--target", target]);
         }
-        let (ours, theirs) = (ours.as_array().unwrap(), theirs.as_array().unwrap());
-        assert_eq!(ours.len(), theirs.len(), "one list per mask");
-        for (a, b) in ours.iter().zip(theirs) {
-            assert_same_fill_mask(a, b);
-        }
+        let out = masklm(&args).ok();
+        assert!(
+            out.stderr
+                .contains("target \"zzqx\" is not a token of the vocabulary"),
+            "{}",
+            out.stderr
+        );
+        let ours: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+        assert_same_fill_masks(t, &ours, &r["fill_mask_targets"][i]);
+    }
+}
+
+/// [`assert_same_fill_mask`] for the answer to `text`: a list of candidates, or one per mask.
+fn assert_same_fill_masks(text: &str, ours: &Value, theirs: &Value) {
+    if text.matches("[MASK]").count() == 1 {
+        return assert_same_fill_mask(ours, theirs);
+    }
+    let (ours, theirs) = (ours.as_array().unwrap(), theirs.as_array().unwrap());
+    assert_eq!(ours.len(), theirs.len(), "one list per mask");
+    for (a, b) in ours.iter().zip(theirs) {
+        assert_same_fill_mask(a, b);
     }
 }
 
@@ -1185,7 +1207,7 @@ fn transformers_loads_a_padded_vocabulary_export_and_agrees_with_masklm() {
         return;
     }
     let (_keep, run, _, rows) = trained_padded();
-    let r = exported_into_transformers(run, &TEXTS[..2]);
+    let r = exported_into_transformers(run, &TEXTS[..2], &[]);
     let ck = checkpoint::load(run, &Device::flex()).unwrap();
     for (i, t) in TEXTS[..2].iter().enumerate() {
         let (ids, mask) = batch(&ck.tokenizer, &[t]);

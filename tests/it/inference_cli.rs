@@ -2,6 +2,7 @@
 
 use crate::common;
 use common::masklm;
+use masklm::fill_mask::Wanted;
 use serde_json::Value;
 use std::path::Path;
 
@@ -249,9 +250,16 @@ fn a_loaded_checkpoint_needs_its_files_no_more() {
     let ck = masklm::train::checkpoint::load(&run, &device).unwrap();
     std::fs::remove_dir_all(&ck.dir).unwrap();
     let pad = masklm::fill_mask::Padding::NONE;
-    let per_mask =
-        masklm::fill_mask::fill_mask(&ck.model, &ck.tokenizer, "a [MASK].", 3, 64, &device, pad)
-            .unwrap();
+    let per_mask = masklm::fill_mask::fill_mask(
+        &ck.model,
+        &ck.tokenizer,
+        "a [MASK].",
+        Wanted::top(3),
+        64,
+        &device,
+        pad,
+    )
+    .unwrap();
     assert_eq!(per_mask[0].len(), 3);
 }
 
@@ -426,7 +434,17 @@ fn fill_mask_padded_as_on_a_gpu_answers_what_it_answers_unpadded() {
     ] {
         let len = ck.tokenizer.encode_with_specials(text).unwrap().len();
         assert!(len <= max_len, "{len} tokens");
-        let answer = |p| fill_mask(&ck.model, &ck.tokenizer, text, 4, max_len, &device, p);
+        let answer = |p| {
+            fill_mask(
+                &ck.model,
+                &ck.tokenizer,
+                text,
+                Wanted::top(4),
+                max_len,
+                &device,
+                p,
+            )
+        };
         let (plain, padded) = (answer(Padding::NONE).unwrap(), answer(gpu_like).unwrap());
         assert_eq!(plain.len(), padded.len(), "{text}");
         for (a, b) in plain.iter().zip(&padded) {

@@ -248,6 +248,85 @@ fn fill_mask_of_the_import_matches_the_transformers_pipeline() {
     assert_same_fill_mask(&ours, &r.fill_mask);
 }
 
+#[test]
+fn fill_mask_targets_rank_their_tokens_as_the_whole_vocabulary_scores_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    import(&root(FIXTURE), &ck).ok();
+    let text = &reference().texts[2];
+    let fill = |extra: &[&str]| -> (Value, String) {
+        let mut args = vec!["fill-mask", "--checkpoint", s(&ck), "--json", text];
+        args.extend(extra);
+        let r = masklm(&args).ok();
+        (serde_json::from_str(r.stdout.trim()).unwrap(), r.stderr)
+    };
+    // Every token's probability, as the untargeted answer gives them.
+    let (all, _) = fill(&["--top-k", "99"]);
+    let score = |token: &Value| {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["token"] == *token)
+            .unwrap()["score"]
+            .clone()
+    };
+    // "The" is "the" to this uncased tokenizer (named twice: once), "cats" is not a token (its
+    // first piece is taken), blank text gives none; --top-k 5 of 4 gives the 4.
+    let (ours, said) = fill(&[
+        "--target",
+        "the",
+        "--target",
+        "The",
+        "--targets",
+        "a",
+        "--target",
+        "cats",
+        "--target",
+        " ",
+        "--target",
+        "!",
+        "--top-k",
+        "5",
+    ]);
+    for note in [
+        "note: target \"The\" is not a token of the vocabulary; using its first token, \"the\"",
+        "note: target \"cats\" is not a token of the vocabulary; using its first token",
+        "note: target \" \" gives no token; it is left out",
+    ] {
+        assert!(said.contains(note), "{note}: {said}");
+    }
+    let ours = ours.as_array().unwrap();
+    assert_eq!(ours.len(), 4, "{ours:?}");
+    for pair in ours.windows(2) {
+        assert!(
+            pair[0]["score"].as_f64() >= pair[1]["score"].as_f64(),
+            "{ours:?}"
+        );
+    }
+    for c in ours {
+        assert_eq!(c["score"], score(&c["token"]), "{c}");
+    }
+    let strs: Vec<&str> = ours
+        .iter()
+        .map(|c| c["token_str"].as_str().unwrap())
+        .collect();
+    for t in ["the", "a", "!"] {
+        assert!(strs.contains(&t), "{strs:?}");
+    }
+    // --top-k below the targets' count keeps the most probable.
+    let (two, _) = fill(&[
+        "--target", "the", "--target", "a", "--target", "!", "--top-k", "2",
+    ]);
+    let best: Vec<&Value> = ours
+        .iter()
+        .filter(|c| ["the", "a", "!"].contains(&c["token_str"].as_str().unwrap()))
+        .collect();
+    assert_eq!(two.as_array().unwrap().len(), 2);
+    assert_eq!(two[0]["token"], best[0]["token"], "{two} vs {ours:?}");
+    masklm(&["fill-mask", "--checkpoint", s(&ck), text, "--target", " "])
+        .usage_error(&["no --target gives a token"]);
+}
+
 /// The same tokens in the same order with scores within [`TOLERANCE`] (what the issue asks),
 /// and the same `token_str` and `sequence` to the character: special tokens kept in `token_str`,
 /// and in `sequence` when the text has several masks, as transformers' pipeline decodes them.

@@ -1,5 +1,5 @@
 //! `out_dir/metrics.jsonl`: one JSON object per line, per logged optimizer step
-//! (`step, loss, lr, grad_norm, tokens_per_sec, elapsed_s`; a run's first row adds
+//! (`step, epoch, loss, lr, grad_norm, tokens_per_sec, elapsed_s`; a run's first row adds
 //! `device`: backend, adapter, CubeCL's fingerprint of it, vendor, cooperative-matrix types;
 //! under f16, every row adds `loss_scale` and `skipped_steps`) and per evaluation
 //! (`step, eval_loss, eval_accuracy, eval_top5_accuracy, eval_perplexity, eval_masked_tokens,
@@ -19,6 +19,8 @@ pub const FILE: &str = "metrics.jsonl";
 #[derive(Debug, Clone, Copy)]
 pub struct StepRow {
     pub step: u64,
+    /// Training rows read so far over the training rows (HF's fractional `epoch`).
+    pub epoch: f64,
     pub loss: f64,
     pub lr: f64,
     pub grad_norm: f64,
@@ -58,7 +60,7 @@ impl MetricsLog {
         scaler: Option<&LossScaler>,
         device: Option<&crate::train::DeviceInfo>,
     ) -> Result<()> {
-        let mut row = json!({"step": r.step, "loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm, "tokens_per_sec": r.tokens_per_sec, "elapsed_s": r.elapsed_s});
+        let mut row = json!({"step": r.step, "epoch": r.epoch, "loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm, "tokens_per_sec": r.tokens_per_sec, "elapsed_s": r.elapsed_s});
         if let Some(s) = scaler {
             row["loss_scale"] = json!(s.scale);
             row["skipped_steps"] = json!(s.skipped_steps);

@@ -515,6 +515,7 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
     // Batches are prepared on a background thread, two steps ahead, so the model never waits.
     let (accum, batch_size, seq_len) = (t.grad_accum_steps, t.batch_size, cfg.data.seq_len);
     let rows_per_step = (accum * batch_size) as u64;
+    let train_rows = data.train.len() as f64;
     let (tx, rx) = sync_channel::<Result<Vec<Batch>>>(2);
     let mut stream = TrainStream::new(data.train.clone(), corruption.clone(), batch_size);
     let (first_step, first_pos, steps) = (state.step, state.position, t.steps);
@@ -645,6 +646,8 @@ pub fn train(cfg: &Config, resume: bool, init_from: Option<&Path>) -> Result<Tra
             let first = (!std::mem::replace(&mut device_logged, true)).then_some(&device);
             let row = metrics::StepRow {
                 step: state.step,
+                // HF's fractional epoch: the training rows read so far over their count.
+                epoch: state.position as f64 / train_rows,
                 loss,
                 lr,
                 grad_norm: u.grad_norm.unwrap_or(f64::NAN),

@@ -61,10 +61,26 @@ fn tiny_run_learns_and_resume_is_bit_identical() {
         "--set",
         "train.logging_steps=10",
     ];
-    train(&a, &tok, &settings).ok();
+    let run = train(&a, &tok, &settings).ok();
     let m = rows(&a.join("metrics.jsonl"));
     let losses: Vec<f64> = m.iter().filter_map(|r| r["loss"].as_f64()).collect();
     assert_eq!(losses.len(), 15);
+    // HF's fractional epoch: the rows read (5 a step) over the training rows the run printed.
+    let train_rows: f64 = run
+        .stderr
+        .split("data: ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap();
+    for r in m.iter().filter(|r| r["loss"].is_number()) {
+        let want = r["step"].as_f64().unwrap() * 5.0 / train_rows;
+        assert!((r["epoch"].as_f64().unwrap() - want).abs() < 1e-12, "{r}");
+    }
     // The mean loss of steps 141-150 against that of steps 1-10.
     assert!(losses[14] < losses[0] - 0.3, "loss falls: {losses:?}");
     assert!(
@@ -90,6 +106,7 @@ fn tiny_run_learns_and_resume_is_bit_identical() {
                 r["loss"].clone(),
                 r["grad_norm"].clone(),
                 r["eval_loss"].clone(),
+                r["epoch"].clone(),
             )
         })
         .collect();
@@ -100,6 +117,7 @@ fn tiny_run_learns_and_resume_is_bit_identical() {
                 r["loss"].clone(),
                 r["grad_norm"].clone(),
                 r["eval_loss"].clone(),
+                r["epoch"].clone(),
             )
         })
         .collect();

@@ -227,7 +227,17 @@ pub const FOLDER_TMP_PREFIX: &str = ".masklm.tmp-";
 /// process cannot write in) is never replaced and keeps its owner and permissions. A killed
 /// writer leaves no half folder at a new `out`, only the hidden one, which the next writer of
 /// `out` removes. On error the temporary folder is removed and `out` is untouched.
-pub fn write_folder(out: &Path, write: impl FnOnce(&Path) -> Result<Vec<String>>) -> Result<()> {
+///
+/// `replace` (the caller's `--force`) allows files already in `out`; without it the caller has
+/// found `out` absent or empty. Two processes writing one `out` move their files in one at a
+/// time (an advisory lock on `out`'s parent folder), so `out` ends as one write or the other,
+/// never a mix; without `replace`, one that finds files in `out` by then (another process wrote
+/// them meanwhile) refuses, leaving them.
+pub fn write_folder(
+    out: &Path,
+    replace: bool,
+    write: impl FnOnce(&Path) -> Result<Vec<String>>,
+) -> Result<()> {
     let pid = std::process::id();
     let mut made = Vec::new();
     let (tmp, into_existing) = if out.is_dir() {
@@ -267,6 +277,32 @@ pub fn write_folder(out: &Path, write: impl FnOnce(&Path) -> Result<Vec<String>>
                 .and_then(|f| f.sync_all())
                 .with_context(|| format!("syncing {}", path.display()))?;
         }
+        // `e/.` is `e`; a bare name's parent is the current folder.
+        let whole: PathBuf = out.components().collect();
+        let parent = match whole.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let _lock = File::open(parent)
+            .and_then(|f| f.lock().map(|()| f))
+            .with_context(|| format!("locking {}", parent.display()))?;
+        // Files in `out`, writers' temporaries aside.
+        let holds_files = fs::read_dir(out).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                !e.file_name()
+                    .to_string_lossy()
+                    .starts_with(FOLDER_TMP_PREFIX)
+            })
+        });
+        if !replace && holds_files {
+            return Err(crate::error::UsageError::new(format!(
+                "{} was written by another process while this one was writing; it is left as \
+                 that one wrote it: run again with --force to replace it",
+                out.display()
+            ))
+            .into());
+        }
+        let into_existing = into_existing || out.is_dir();
         if !into_existing {
             return fs::rename(&tmp, out)
                 .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()));
@@ -541,12 +577,12 @@ mod tests {
             .unwrap();
         let stale = dir.path().join(format!(".hf.tmp-{dead}"));
         fs::create_dir(&stale).unwrap();
-        write_folder(&out, two("one")).unwrap();
+        write_folder(&out, false, two("one")).unwrap();
         assert_eq!(names(&out), ["a.json", "b.json"]);
         assert_eq!(names(dir.path()), ["hf"], "no temporary folder left");
 
         // A failing writer leaves `out` as it was.
-        let failed = write_folder(&out, |tmp| {
+        let failed = write_folder(&out, true, |tmp| {
             fs::write(tmp.join("a.json"), "half")?;
             anyhow::bail!("disk full")
         });
@@ -556,14 +592,14 @@ mod tests {
 
         // Into a non-empty folder: the written files are replaced, the others kept.
         fs::write(out.join("README.md"), "mine").unwrap();
-        write_folder(&out, two("two")).unwrap();
+        write_folder(&out, true, two("two")).unwrap();
         assert_eq!(names(&out), ["README.md", "a.json", "b.json"]);
         assert_eq!(fs::read_to_string(out.join("b.json")).unwrap(), "two");
         assert_eq!(names(dir.path()), ["hf"]);
 
         // A file that cannot be moved in (here: its folder in `out` is missing) puts back the
         // ones already replaced: never a mix of two writes.
-        let failed = write_folder(&out, |tmp| {
+        let failed = write_folder(&out, true, |tmp| {
             fs::write(tmp.join("a.json"), "mixed")?;
             fs::create_dir(tmp.join("sub"))?;
             fs::write(tmp.join("sub/c.json"), "mixed")?;
@@ -573,6 +609,34 @@ mod tests {
         assert_eq!(names(&out), ["README.md", "a.json", "b.json"]);
         assert_eq!(fs::read_to_string(out.join("a.json")).unwrap(), "two");
 
+        // Another process wrote `out` while this one was writing (here: from inside `write`):
+        // refused without `replace`, leaving the other's files; replaced whole with it.
+        let other = dir.path().join("other");
+        let meanwhile = |text: &'static str| {
+            let other = other.clone();
+            move |tmp: &Path| -> Result<Vec<String>> {
+                fs::create_dir_all(&other)?;
+                fs::write(other.join("a.json"), "theirs")?;
+                fs::write(tmp.join("a.json"), text)?;
+                Ok(vec!["a.json".into()])
+            }
+        };
+        let e = write_folder(&other, false, meanwhile("ours")).unwrap_err();
+        assert!(
+            e.downcast_ref::<crate::error::UsageError>().is_some(),
+            "{e:#}"
+        );
+        assert!(
+            e.to_string().contains("written by another process"),
+            "{e:#}"
+        );
+        assert_eq!(fs::read_to_string(other.join("a.json")).unwrap(), "theirs");
+        assert_eq!(names(&other), ["a.json"], "no temporary left");
+        fs::remove_dir_all(&other).unwrap();
+        write_folder(&other, true, meanwhile("ours")).unwrap();
+        assert_eq!(fs::read_to_string(other.join("a.json")).unwrap(), "ours");
+        assert_eq!(names(&other), ["a.json"]);
+
         // An existing folder is written into, never replaced: a link to one stays a link (so
         // does a mount point, the current folder, a folder in a parent that cannot be written
         // in), and a killed writer's leftover inside it goes.
@@ -581,7 +645,7 @@ mod tests {
         fs::create_dir(real.join(format!(".masklm.tmp-{dead}"))).unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        write_folder(&link, two("three")).unwrap();
+        write_folder(&link, false, two("three")).unwrap();
         assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
         assert_eq!(names(&real), ["a.json", "b.json"]);
         assert_eq!(fs::read_to_string(real.join("a.json")).unwrap(), "three");
@@ -737,7 +801,9 @@ mod tests {
 
         let failing = |_: &Path| -> Result<()> { anyhow::bail!("disk full") };
         assert!(replace_with(&root.path().join("x/y/file.json"), failing).is_err());
-        assert!(write_folder(&root.path().join("p/q/out"), |_| anyhow::bail!("no")).is_err());
+        assert!(
+            write_folder(&root.path().join("p/q/out"), false, |_| anyhow::bail!("no")).is_err()
+        );
         assert!(!root.path().join("x").exists() && !root.path().join("p").exists());
     }
 

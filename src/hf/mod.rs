@@ -140,7 +140,7 @@ pub fn export(ck: &checkpoint::Loaded, out: &Path, force: bool) -> Result<Vec<Pa
         &ck.tokenizer,
         ck.config.model.max_position_embeddings,
     )?);
-    crate::io::write_folder(out, |tmp| {
+    crate::io::write_folder(out, force, |tmp| {
         weights::save(&ck.model, &tmp.join(EXPORT_FILES[0]))?;
         let mut names = vec![EXPORT_FILES[0].to_string()];
         for (name, text) in &files {
@@ -271,7 +271,9 @@ pub fn import(hf_dir: &Path, base: &Config, out: &Path, force: bool) -> Result<I
     let bert = BertConfig::new(&cfg.model, tok.vocab_size(), tok.specials().pad);
     let loaded = weights::load(&bert, cfg.train.seed, hf_dir, &hf)?;
 
-    crate::io::write_folder(out, |tmp| write_checkpoint(tmp, &loaded.model, &cfg, &tok))?;
+    crate::io::write_folder(out, force, |tmp| {
+        write_checkpoint(tmp, &loaded.model, &cfg, &tok)
+    })?;
     Ok(Imported {
         dir: out.to_path_buf(),
         weights_file: loaded.file,

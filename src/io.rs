@@ -369,7 +369,7 @@ pub fn is_dead_temporary(name: &str, prefix: &str, suffix: &str) -> bool {
     let Some(pid) = name
         .strip_prefix(prefix)
         .and_then(|p| p.strip_suffix(suffix))
-        .and_then(|p| p.parse::<i32>().ok())
+        .and_then(|p| p.parse::<u64>().ok())
     else {
         return false;
     };
@@ -377,7 +377,11 @@ pub fn is_dead_temporary(name: &str, prefix: &str, suffix: &str) -> bool {
 }
 
 /// Whether no process `pid` runs, so what it named after itself is left over.
-pub fn process_gone(pid: i32) -> bool {
+pub fn process_gone(pid: u64) -> bool {
+    // Past what a process id can be (Linux caps them at 2^22): none.
+    let Ok(pid) = i32::try_from(pid) else {
+        return true;
+    };
     // SAFETY: kill with signal 0 only asks whether the process exists. EPERM: it exists,
     // another user's (a shared output folder), so its temporaries are live too.
     let alive = pid == std::process::id() as i32

@@ -260,7 +260,7 @@ fn remove_abandoned(dir: &Path) {
                 let pid = kind
                     .strip_prefix("tmp-")
                     .or_else(|| kind.strip_prefix("trash-"))?;
-                Some((store, pid.parse::<i32>().ok()?))
+                Some((store, pid.parse::<u64>().ok()?))
             })
         else {
             continue;

@@ -443,8 +443,21 @@ impl TokenStore {
         }
     }
 
-    /// Marks the store stale and says so.
+    /// Marks the store stale and says so; unless the store was replaced since it was opened
+    /// (another process rebuilt it: its shards are not the ones this manifest describes), which
+    /// is left alone.
     fn damaged(&self, shard: &Path, why: &str) -> String {
+        let now = std::fs::read_to_string(self.dir.join(MANIFEST_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Manifest>(&t).ok());
+        if now.as_ref() != Some(&self.manifest) {
+            return format!(
+                "corpus store {} was rebuilt or removed by another process (a `masklm data \
+                 prepare`, or a run on a corpus file that changed) while this one read it: run \
+                 the command again",
+                self.dir.display()
+            );
+        }
         let what = format!("corpus store shard {} is damaged ({why})", shard.display());
         match self.mark_stale() {
             Ok(()) => format!(

@@ -163,6 +163,25 @@ fn a_truncated_or_altered_shard_is_named_and_rebuilt() {
     assert!(built, "the damaged store was rebuilt");
     assert_eq!(s.first_ids(usize::MAX).unwrap(), want);
     assert!(s.verify_all().0.is_empty());
+    drop(s);
+
+    // Rebuilt by another process after this one opened it (a shard this manifest does not
+    // describe, under another manifest): said so, and the other's store is left alone.
+    let (s, built) = store::open_or_prepare(&files, &tok, "text", &cache).unwrap();
+    assert!(!built);
+    let mut m: store::Manifest =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    m.sources[0].mtime_ns += 1;
+    std::fs::write(&manifest, serde_json::to_string(&m).unwrap()).unwrap();
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[mid] ^= 0x40;
+    std::fs::write(&shard, &bytes).unwrap();
+    let msg = format!("{:#}", s.first_ids(usize::MAX).unwrap_err());
+    assert!(
+        msg.contains("rebuilt or removed by another process"),
+        "{msg}"
+    );
+    assert!(manifest.exists(), "the other process's store is kept");
 }
 
 #[test]

@@ -326,11 +326,19 @@ impl BertTokenizer {
         let vocab_path = path.with_file_name("vocab.txt");
         // A failed write (a full disk) takes back what this save wrote: a vocab.txt left alone
         // would make the retry's "exists; pass --force" refusal, or pair with another tokenizer.
-        let made = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let parent = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let made = match parent {
             Some(dir) => crate::io::make_dirs(dir)
                 .with_context(|| format!("creating folder {}", dir.display()))?,
             None => Vec::new(),
         };
+        // Two processes saving here at once write their pairs one after the other (an advisory
+        // lock on the folder): the last pair stands whole, never one's vocab.txt beside the
+        // other's tokenizer.json.
+        let parent = parent.unwrap_or(Path::new("."));
+        let _lock = std::fs::File::open(parent)
+            .and_then(|f| f.lock().map(|()| f))
+            .with_context(|| format!("locking {}", parent.display()))?;
         // What stood there before: its bytes, or None where there was nothing (one that cannot be
         // read is left as the failed write finds it).
         let before = match std::fs::read(&vocab_path) {

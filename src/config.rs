@@ -517,9 +517,11 @@ impl Config {
                     .into(),
             );
         }
-        if !(d.mask_prob > 0.0 && d.mask_prob < 1.0 && d.mask_prob as f32 > 0.0) {
+        // Masking draws against p × 2^64 (`masking::threshold`): below 2^-64 nothing is chosen.
+        if !(d.mask_prob >= 2f64.powi(-64) && d.mask_prob < 1.0) {
             errs.push(format!(
-                "data.mask_prob is {}; it must be in (0, 1) and not 0 as an f32, BERT uses 0.15",
+                "data.mask_prob is {}; it must be in [2^-64, 1) (below, nothing is ever masked), \
+                 BERT uses 0.15",
                 d.mask_prob
             ));
         }
@@ -688,8 +690,11 @@ pub const CORPUS_KEYS: [&str; 2] = ["data.train", "data.valid"];
 /// in `run` differs from `saved` (the checkpoint's config), as `key: VALUE in the checkpoint,
 /// VALUE now`. Empty: the resumed run computes exactly what the interrupted one would have.
 pub fn resume_differences(saved: &Config, run: &Config, rows_recorded: bool) -> Vec<String> {
+    // Validation held out of data.train (no data.valid) or not changes the training rows: a
+    // difference no fingerprint can match, refused here before any corpus is read.
+    let same_holdout = saved.data.valid.is_empty() == run.data.valid.is_empty();
     let may_change = |key: &str| {
-        (rows_recorded && CORPUS_KEYS.contains(&key))
+        (rows_recorded && same_holdout && CORPUS_KEYS.contains(&key))
             || RESUME_MAY_CHANGE.iter().any(|k| match k.strip_suffix('*') {
                 Some(prefix) => key.starts_with(prefix),
                 None => key == *k,
@@ -988,7 +993,7 @@ mod tests {
     fn out_of_range_values_say_what_is_allowed() {
         for (set, needle) in [
             ("data.mask_prob=0", "data.mask_prob"),
-            ("data.mask_prob=1e-46", "not 0 as an f32"),
+            ("data.mask_prob=1e-30", "[2^-64, 1)"),
             ("train.learning_rate=1e-46", "not 0 as an f32"),
             ("model.initializer_range=1e39", "finite as an f32"),
             ("model.initializer_range=1e-46", "finite as an f32"),
@@ -996,7 +1001,7 @@ mod tests {
             ("train.threads=100000", "at most 1024"),
             ("train.adam_beta2=1.0", "train.adam_beta2 is 1"),
             ("train.adam_epsilon=0", "train.adam_epsilon"),
-            ("data.mask_prob=1.0", "(0, 1)"),
+            ("data.mask_prob=1.0", "[2^-64, 1)"),
             ("data.mask_token_prob=0.95", "exceeds 1"),
             (
                 "model.hidden_size=250",
@@ -1059,6 +1064,10 @@ mod tests {
         );
         let d = resume_differences(&saved, &moved, false);
         assert!(d.len() == 1 && d[0].starts_with("data.train"), "{d:?}");
+        // A validation set where there was none changes the training rows: refused at once.
+        let held = load(BASE, &["data.valid=[\"v.txt\"]"]).unwrap();
+        let d = resume_differences(&saved, &held, true);
+        assert!(d.len() == 1 && d[0].starts_with("data.valid"), "{d:?}");
         let changed = load(
             BASE,
             &[

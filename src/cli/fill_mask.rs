@@ -24,9 +24,10 @@ pub struct FillMaskArgs {
     /// Candidates per mask
     #[arg(long, default_value_t = 5, value_name = "K")]
     pub top_k: usize,
-    /// Rank only this token (repeat for several), as HF's pipeline(..., targets=[...]): its
-    /// probability over the whole vocabulary; a text that is not one token gives its first
-    #[arg(long = "target", visible_alias = "targets", value_name = "TOKEN")]
+    /// Rank only this token (repeat the flag for several: `--target a --target b`), as HF's
+    /// pipeline(..., targets=[...]): its probability over the whole vocabulary; a text that is
+    /// not one token gives its first
+    #[arg(long = "target", value_name = "TOKEN")]
     pub targets: Vec<String>,
     /// One JSON line per input text, as HF's pipeline("fill-mask") returns it; with --input,
     /// one per line of the file, in order: null for a blank line, {"error": ...} for a text that

@@ -424,7 +424,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         // A process id that does not exist.
         let dead = (100_000..4_000_000)
-            .find(|&p| unsafe { libc::kill(p, 0) } != 0)
+            .find(|&p| {
+                (unsafe { libc::kill(p, 0) }) != 0
+                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+            })
             .unwrap();
         let own = std::process::id();
         let names = [

@@ -112,7 +112,12 @@ fn check_resume_config(cfg: &Config, dir: &Path, state: &TrainState) -> Result<(
     let taken = state.step.saturating_sub(state.scaler.skipped_steps);
     let lr = |step: u64, c: &Config| schedule::learning_rate(step, &c.train);
     let now = lr(taken, &cfg);
-    if diffs.is_empty() && saved.train.steps != cfg.train.steps && now != lr(taken, &saved) {
+    let steps_left = state.step < cfg.train.steps;
+    if diffs.is_empty()
+        && steps_left
+        && saved.train.steps != cfg.train.steps
+        && now != lr(taken, &saved)
+    {
         crate::errln!(
             "note: train.steps is {} ({} in {}), and the learning-rate schedule ends at the new \
              count: step {} runs at {now:.2e}, after {:.2e} at step {} (HF's schedules do the same \

@@ -273,20 +273,8 @@ fn fill_mask_targets_rank_their_tokens_as_the_whole_vocabulary_scores_them() {
     // "The" is "the" to this uncased tokenizer (named twice: once), "cats" is not a token (its
     // first piece is taken), blank text gives none; --top-k 5 of 4 gives the 4.
     let (ours, said) = fill(&[
-        "--target",
-        "the",
-        "--target",
-        "The",
-        "--targets",
-        "a",
-        "--target",
-        "cats",
-        "--target",
-        " ",
-        "--target",
-        "!",
-        "--top-k",
-        "5",
+        "--target", "the", "--target", "The", "--target", "a", "--target", "cats", "--target", " ",
+        "--target", "!", "--top-k", "5",
     ]);
     for note in [
         "note: target \"The\" is not a token of the vocabulary; using its first token, \"the\"",
